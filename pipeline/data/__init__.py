@@ -1,0 +1,1 @@
+"""Pure data logic: the reference format, the generator, feature snapshots and click processing."""

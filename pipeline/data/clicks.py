@@ -1,0 +1,214 @@
+"""Raw click files → validated, id-resolved, model-ready chunks, streaming with bounded memory.
+
+A processed partition is a directory of fixed-size Arrow IPC chunks (``chunk-NNNNN.arrow``, every
+chunk ``chunk_rows`` rows but the last) with columns ``user_row`` int32, ``restaurant_row`` int32
+(rows of the feature snapshots) and ``click`` int8, plus ``_manifest.json``. 9 bytes a row; features
+are gathered from the in-memory snapshots when a batch is formed (see docs/DATA.md for why).
+
+Rows with a null, an unknown user or restaurant, or a click outside {0, 1} are dropped and counted
+by reason (first reason in that order wins), so ``raw_rows == rows + sum(dropped)``. Repeated
+(user, restaurant) pairs are kept and counted as ``duplicates``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.data.features import IdIndex
+from pipeline.data.schema import CLICKS
+
+CHUNK_SCHEMA = pa.schema(
+    [("user_row", pa.int32()), ("restaurant_row", pa.int32()), ("click", pa.int8())]
+)
+DROP_REASONS = ("null", "unknown_user", "unknown_restaurant", "invalid_click")
+MANIFEST = "_manifest.json"
+FORMAT_VERSION = 1
+DEFAULT_CHUNK_ROWS = 1 << 20
+DEFAULT_BATCH_ROWS = 1 << 17
+DUPLICATE_PASS_BYTES = 64 << 20  # memory for one duplicate-counting pass (8 B per key)
+
+
+@dataclass
+class PartitionStats:
+    """What processing one partition did; ``raw_rows == rows + sum(dropped.values())``."""
+
+    raw_rows: int = 0
+    rows: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    duplicates: int = 0
+    chunks: list[dict] = field(default_factory=list)
+    bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def dropped_rows(self) -> int:
+        return sum(self.dropped.values())
+
+
+class _ChunkWriter:
+    """Fills preallocated chunk buffers and writes each full chunk as one Arrow IPC file."""
+
+    def __init__(self, out_dir: Path, chunk_rows: int, stats: PartitionStats):
+        self.out_dir, self.chunk_rows, self.stats = out_dir, chunk_rows, stats
+        self.user = np.empty(chunk_rows, np.int32)
+        self.restaurant = np.empty(chunk_rows, np.int32)
+        self.click = np.empty(chunk_rows, np.int8)
+        self.filled = 0
+
+    def append(self, user: np.ndarray, restaurant: np.ndarray, click: np.ndarray) -> None:
+        start, n = 0, len(user)
+        while start < n:
+            take = min(n - start, self.chunk_rows - self.filled)
+            end = self.filled + take
+            self.user[self.filled:end] = user[start:start + take]
+            self.restaurant[self.filled:end] = restaurant[start:start + take]
+            self.click[self.filled:end] = click[start:start + take]
+            self.filled, start = end, start + take
+            if self.filled == self.chunk_rows:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.filled:
+            return
+        n = self.filled
+        name = f"chunk-{len(self.stats.chunks):05d}.arrow"
+        batch = pa.record_batch(
+            [pa.array(self.user[:n]), pa.array(self.restaurant[:n]), pa.array(self.click[:n])],
+            schema=CHUNK_SCHEMA)
+        path = self.out_dir / name
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, CHUNK_SCHEMA) as writer:
+            writer.write_batch(batch)
+        size = path.stat().st_size
+        self.stats.chunks.append({"file": name, "rows": n, "bytes": size})
+        self.stats.rows += n
+        self.stats.bytes += size
+        self.filled = 0
+
+
+def _valid_mask(column: pa.Array) -> np.ndarray | None:
+    if column.null_count == 0:
+        return None
+    return column.is_valid().to_numpy(zero_copy_only=False)
+
+
+def _integers(column: pa.Array) -> np.ndarray:
+    if column.null_count:
+        column = column.fill_null(0)
+    return column.to_numpy(zero_copy_only=False)
+
+
+def _resolve_batch(batch: pa.RecordBatch, users: IdIndex, restaurants: IdIndex,
+                   stats: PartitionStats, writer: _ChunkWriter) -> None:
+    user_col, restaurant_col, click_col = batch.columns
+    user_row = users.rows(_integers(user_col))
+    restaurant_row = restaurants.rows(_integers(restaurant_col))
+    click = _integers(click_col)
+    ok = np.ones(batch.num_rows, bool)
+    for column in (user_col, restaurant_col, click_col):
+        valid = _valid_mask(column)
+        if valid is not None:
+            ok &= valid
+    stats.dropped["null"] += int(batch.num_rows - ok.sum())
+    for reason, good in (("unknown_user", user_row >= 0),
+                         ("unknown_restaurant", restaurant_row >= 0),
+                         ("invalid_click", (click == 0) | (click == 1))):
+        bad = ok & ~good
+        count = int(bad.sum())
+        if count:
+            stats.dropped[reason] += count
+            ok &= good
+    if ok.all():
+        writer.append(user_row, restaurant_row, click.astype(np.int8, copy=False))
+    else:
+        writer.append(user_row[ok], restaurant_row[ok], click[ok].astype(np.int8))
+
+
+def open_click_file(path: Path) -> pq.ParquetFile:
+    """Open a raw click file and check its schema (errors name the file and column)."""
+    reader = pq.ParquetFile(path)
+    CLICKS.validate(reader.schema_arrow, str(path))
+    return reader
+
+
+def process_clicks(files: Sequence[Path], users: IdIndex, restaurants: IdIndex, out_dir: Path,
+                   chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                   batch_rows: int = DEFAULT_BATCH_ROWS) -> PartitionStats:
+    """Stream ``files`` into chunk files in ``out_dir``; return the partition's statistics.
+
+    Memory is bounded by ``chunk_rows`` + ``batch_rows`` (plus the id indexes), whatever the size
+    of the input. All schemas are checked before anything is written.
+    """
+    started = time.perf_counter()
+    stats = PartitionStats()
+    readers = [open_click_file(Path(f)) for f in files]
+    writer = _ChunkWriter(out_dir, chunk_rows, stats)
+    for reader in readers:
+        for batch in reader.iter_batches(batch_size=batch_rows, columns=CLICKS.column_names):
+            stats.raw_rows += batch.num_rows
+            _resolve_batch(batch, users, restaurants, stats, writer)
+    writer.flush()
+    stats.duplicates = count_duplicates(out_dir, stats.chunks, restaurants.size)
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def _read_chunk(path: Path) -> pa.RecordBatch:
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).get_batch(0)
+
+
+def count_duplicates(out_dir: Path, chunks: list[dict], n_restaurants: int,
+                     pass_bytes: int = DUPLICATE_PASS_BYTES) -> int:
+    """Rows that repeat an earlier (user, restaurant) pair, exactly, in bounded memory.
+
+    Keys are hash-split into as many passes as needed to keep each pass within ``pass_bytes``.
+    """
+    rows = sum(c["rows"] for c in chunks)
+    if rows == 0:
+        return 0
+    passes = max(1, -(-rows * 8 // pass_bytes))
+    distinct = 0
+    for part in range(passes):
+        keys = []
+        for chunk in chunks:
+            batch = _read_chunk(out_dir / chunk["file"])
+            key = (batch.column(0).to_numpy().astype(np.int64) * n_restaurants
+                   + batch.column(1).to_numpy())
+            if passes > 1:
+                key = key[(key * 0x9E3779B1 >> 7) % passes == part]
+            keys.append(key)
+        merged = np.concatenate(keys)
+        merged.sort()
+        distinct += int(len(merged) > 0) + int(np.count_nonzero(merged[1:] != merged[:-1]))
+    return rows - distinct
+
+
+def write_manifest(out_dir: Path, stats: PartitionStats, **context) -> dict:
+    """Write ``_manifest.json`` (statistics plus ``context``: day, sources, snapshot versions)."""
+    manifest = {"format_version": FORMAT_VERSION, **context, **asdict(stats),
+                "dropped_rows": stats.dropped_rows}
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest
+
+
+def read_manifest(partition_dir: Path) -> dict:
+    path = Path(partition_dir) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"no processed partition at {partition_dir} ({MANIFEST} missing)")
+    return json.loads(path.read_text())
+
+
+def iter_chunks(partition_dir: Path) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (user_row, restaurant_row, click) numpy arrays chunk by chunk (memory-mapped)."""
+    partition_dir = Path(partition_dir)
+    for chunk in read_manifest(partition_dir)["chunks"]:
+        batch = _read_chunk(partition_dir / chunk["file"])
+        yield tuple(batch.column(i).to_numpy() for i in range(3))

@@ -1,0 +1,192 @@
+"""Feature tables: reading the reference files, float32 snapshots, and id → row resolution.
+
+A snapshot is sorted by id and stored as an uncompressed Arrow IPC file (id column, float32
+feature columns, float64 coordinates for restaurants), so loading it is a memory map. Two versions
+are stored in its schema metadata: ``ids_version`` (the id set and order: what processed click rows
+depend on) and ``version`` (ids and values: what a model trained on them depends on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.atomic import staged_file
+from pipeline.data.schema import RESTAURANT_FEATURES, USER_FEATURES, TableSpec
+
+LOCATION_COLUMNS = ("latitude", "longitude")
+
+
+@dataclass(frozen=True)
+class FeatureKind:
+    name: str
+    spec: TableSpec
+    id_column: str
+    feature_columns: tuple[str, ...]
+    location_columns: tuple[str, ...] = ()
+
+
+USERS = FeatureKind("users", USER_FEATURES, "user_id", USER_FEATURES.column_names[1:])
+RESTAURANTS = FeatureKind("restaurants", RESTAURANT_FEATURES, "restaurant_id",
+                          RESTAURANT_FEATURES.column_names[3:], LOCATION_COLUMNS)
+
+
+class IdIndex:
+    """Maps external ids to row numbers of a snapshot; unknown ids map to -1.
+
+    Dense ids (the reference's 0…N-1) use a lookup array; sparse ids fall back to binary search.
+    """
+
+    def __init__(self, ids: np.ndarray):
+        ids = np.asarray(ids, dtype=np.int64)
+        self.size = len(ids)
+        self._sorted = bool(np.all(ids[1:] > ids[:-1])) if len(ids) > 1 else True
+        if not self._sorted:
+            raise ValueError("IdIndex needs unique ids sorted ascending")
+        self._ids = ids
+        span = int(ids[-1]) + 1 if len(ids) else 0
+        self._lookup = None
+        if len(ids) and ids[0] >= 0 and span <= 4 * len(ids) + (1 << 20):
+            self._lookup = np.full(span, -1, dtype=np.int32)
+            self._lookup[ids] = np.arange(len(ids), dtype=np.int32)
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """int32 row of each id, -1 where the id is unknown."""
+        ids = np.asarray(ids)
+        if self._lookup is not None:
+            span = len(self._lookup)
+            inside = (ids >= 0) & (ids < span)
+            rows = self._lookup[np.where(inside, ids, 0)]
+            rows[~inside] = -1
+            return rows
+        pos = np.searchsorted(self._ids, ids).astype(np.int32)
+        np.minimum(pos, max(self.size - 1, 0), out=pos)
+        found = self._ids[pos] == ids if self.size else np.zeros(len(ids), bool)
+        pos[~found] = -1
+        return pos
+
+
+@dataclass
+class FeatureSnapshot:
+    """A feature table in memory: ids (sorted), float32 values row-major, optional coordinates."""
+
+    kind: str
+    ids: np.ndarray
+    values: np.ndarray
+    locations: np.ndarray | None = None
+    version: str = ""
+    ids_version: str = ""
+    _index: IdIndex | None = field(default=None, repr=False)
+
+    @property
+    def index(self) -> IdIndex:
+        if self._index is None:
+            self._index = IdIndex(self.ids)
+        return self._index
+
+    def non_finite_counts(self) -> dict[str, int]:
+        """Per feature column: how many values are NaN or ±inf."""
+        bad = (~np.isfinite(self.values)).sum(axis=0)
+        return {f"f{i:02d}": int(n) for i, n in enumerate(bad)}
+
+    def invalid_locations(self) -> int:
+        """Rows whose coordinates are not finite or not on the globe (0 when there are none)."""
+        if self.locations is None:
+            return 0
+        lat, lon = self.locations[:, 0], self.locations[:, 1]
+        ok = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+        return int((~ok).sum())
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
+def read_source_features(path: str | Path, kind: FeatureKind) -> FeatureSnapshot:
+    """Read a reference-format feature file: validate, sort by id, cast features to float32.
+
+    Raises :class:`~pipeline.data.schema.SchemaError` for a missing or mistyped column, and
+    ``ValueError`` naming the file for null or duplicate ids (a click could not be resolved).
+    NaN/inf values are kept and counted: the blocking checks on the snapshot reject them.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"feature file not found: {path}")
+    kind.spec.validate(pq.read_schema(path), str(path))
+    columns = [kind.id_column, *kind.location_columns, *kind.feature_columns]
+    frame = pl.read_parquet(path, columns=columns).sort(kind.id_column)
+    ids = frame[kind.id_column]
+    if ids.null_count():
+        raise ValueError(f"{path}: column '{kind.id_column}' has {ids.null_count()} null ids")
+    ids = ids.cast(pl.Int64).to_numpy()
+    if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
+        dup = ids[1:][ids[1:] == ids[:-1]]
+        raise ValueError(
+            f"{path}: column '{kind.id_column}' has {len(dup)} duplicate ids (first: {int(dup[0])})"
+        )
+    # Nulls become NaN so the finiteness check counts them with NaN and inf.
+    values = np.ascontiguousarray(
+        frame.select(pl.col(c).cast(pl.Float32).fill_null(float("nan")) for c in kind.feature_columns)
+        .to_numpy(), dtype=np.float32)
+    locations = None
+    if kind.location_columns:
+        locations = np.ascontiguousarray(
+            frame.select(pl.col(c).cast(pl.Float64).fill_null(float("nan"))
+                         for c in kind.location_columns).to_numpy())
+    extra = (locations,) if locations is not None else ()
+    return FeatureSnapshot(kind.name, ids, values, locations,
+                           version=_digest(ids, values, *extra), ids_version=_digest(ids))
+
+
+def write_snapshot(snapshot: FeatureSnapshot, path: str | Path, kind: FeatureKind) -> int:
+    """Publish ``snapshot`` atomically as Arrow IPC; return the bytes written."""
+    columns = {kind.id_column: snapshot.ids}
+    for i, name in enumerate(kind.location_columns):
+        columns[name] = snapshot.locations[:, i]
+    for i, name in enumerate(kind.feature_columns):
+        columns[name] = snapshot.values[:, i]
+    table = pa.table(columns).replace_schema_metadata(
+        {"kind": snapshot.kind, "version": snapshot.version, "ids_version": snapshot.ids_version})
+    with staged_file(path) as tmp:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    return Path(path).stat().st_size
+
+
+def load_snapshot(path: str | Path, kind: FeatureKind) -> FeatureSnapshot:
+    """Load a snapshot written by :func:`write_snapshot`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"feature snapshot not found: {path} (materialize {kind.name} features first)")
+    with pa.memory_map(str(path)) as source:
+        table = pa.ipc.open_file(source).read_all()
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+
+    def matrix(names) -> np.ndarray:
+        return np.column_stack([table.column(c).to_numpy() for c in names]) if names else None
+
+    values = matrix(kind.feature_columns).astype(np.float32, copy=False)
+    return FeatureSnapshot(kind.name, table.column(kind.id_column).to_numpy(),
+                           np.ascontiguousarray(values), matrix(kind.location_columns),
+                           version=meta.get("version", ""), ids_version=meta.get("ids_version", ""))
+
+
+def load_id_index(path: str | Path, kind: FeatureKind) -> tuple[IdIndex, str]:
+    """Only the id column of a snapshot, as an :class:`IdIndex`, and its ``ids_version``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"feature snapshot not found: {path} (materialize {kind.name} features first)")
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        ids = reader.read_all().column(kind.id_column).to_numpy()
+        meta = reader.schema.metadata or {}
+    return IdIndex(ids), meta.get(b"ids_version", b"").decode()

@@ -1,0 +1,113 @@
+"""Where files live: the reference dataset directory and the pipeline's warehouse.
+
+Reference dataset (read as is)::
+
+    DIR/user_features.parquet  DIR/restaurant_features.parquet  DIR/requests.parquet
+    DIR/train/train_NN.parquet   shard NN holds the clicks of day start_date + NN
+    DIR/test/test_NN.parquet     held-out clicks, not partitioned by day
+
+Warehouse (written by the pipeline, every file published atomically)::
+
+    WAREHOUSE/features/{users,restaurants}.arrow   float32 feature snapshots
+    WAREHOUSE/raw_clicks/date=YYYY-MM-DD/part-*.parquet
+    WAREHOUSE/processed_clicks/date=YYYY-MM-DD/{_manifest.json,chunk-*.arrow}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_SHARD_NAME = re.compile(r"^train_(\d+)\.parquet$")
+
+
+def parse_day(day: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(day)
+    except ValueError as exc:
+        raise ValueError(f"not a day in YYYY-MM-DD form: {day!r}") from exc
+
+
+@dataclass(frozen=True)
+class ReferenceDataset:
+    """A reference-format dataset directory; shard ``N`` is the click partition of ``start_date + N``."""
+
+    root: Path
+    start_date: dt.date
+
+    @property
+    def user_features(self) -> Path:
+        return self.root / "user_features.parquet"
+
+    @property
+    def restaurant_features(self) -> Path:
+        return self.root / "restaurant_features.parquet"
+
+    @property
+    def requests(self) -> Path:
+        return self.root / "requests.parquet"
+
+    def train_shards(self) -> dict[int, Path]:
+        """Shard number → file, for every ``train/train_NN.parquet`` present."""
+        shards = {}
+        for path in (self.root / "train").glob("train_*.parquet"):
+            match = _SHARD_NAME.match(path.name)
+            if match:
+                shards[int(match.group(1))] = path
+        return dict(sorted(shards.items()))
+
+    def test_files(self) -> list[Path]:
+        return sorted((self.root / "test").glob("test_*.parquet"))
+
+    def day_of_shard(self, shard: int) -> dt.date:
+        return self.start_date + dt.timedelta(days=shard)
+
+    def shard_of_day(self, day: str) -> int:
+        return (parse_day(day) - self.start_date).days
+
+    def shard_for_day(self, day: str) -> Path:
+        """The train file of ``day``; a clear error when there is none."""
+        shard = self.shard_of_day(day)
+        if shard < 0:
+            raise FileNotFoundError(
+                f"day {day} is before the dataset's start_date {self.start_date.isoformat()}"
+            )
+        path = self.train_shards().get(shard)
+        if path is None:
+            raise FileNotFoundError(
+                f"no click shard for day {day}: expected {self.root / 'train' / f'train_{shard:02d}.parquet'}"
+                f" (shard N holds day start_date + N, start_date = {self.start_date.isoformat()})"
+            )
+        return path
+
+    def days(self) -> list[str]:
+        """The days that have a train shard, in order."""
+        return [self.day_of_shard(n).isoformat() for n in self.train_shards()]
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """Paths of everything the pipeline writes, under one root directory."""
+
+    root: Path
+
+    @property
+    def user_features(self) -> Path:
+        return self.root / "features" / "users.arrow"
+
+    @property
+    def restaurant_features(self) -> Path:
+        return self.root / "features" / "restaurants.arrow"
+
+    def raw_clicks(self, day: str) -> Path:
+        return self.root / "raw_clicks" / f"date={parse_day(day).isoformat()}"
+
+    def processed_clicks(self, day: str) -> Path:
+        return self.root / "processed_clicks" / f"date={parse_day(day).isoformat()}"
+
+    def processed_days(self) -> list[str]:
+        """Days with a published processed partition, in order."""
+        base = self.root / "processed_clicks"
+        return sorted(p.name.removeprefix("date=") for p in base.glob("date=*") if p.is_dir())

@@ -1,0 +1,54 @@
+"""Resources: where the raw data comes from, and where the pipeline writes."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from pipeline.data.layout import ReferenceDataset, Warehouse, parse_day
+from pipeline.data.sources import LocalParquetSource, Source
+from pipeline.defs.settings import resource_value
+
+class WarehouseResource(dg.ConfigurableResource):
+    """Root directory of every file the pipeline writes (``PIPELINE_WAREHOUSE_DIR``)."""
+
+    root: str
+
+    def layout(self) -> Warehouse:
+        return Warehouse(Path(self.root).resolve())
+
+class SourceResource(dg.ConfigurableResource):
+    """Base of the raw-data sources. Assets depend on this type only; which source is bound is
+    configuration (local parquet by default)."""
+
+    def open(self) -> Source:
+        raise NotImplementedError
+
+    def has_day(self, day: str) -> bool:
+        """Whether the source holds a click partition for ``day`` (the schedule skips if not)."""
+        raise NotImplementedError
+
+class LocalParquetSourceResource(SourceResource):
+    """A reference-format dataset directory on local disk (``PIPELINE_DATASET_DIR``); its shard
+    ``train/train_NN.parquet`` is the click partition of day ``start_date + NN``."""
+
+    dataset_dir: str
+    start_date: str
+
+    def dataset(self) -> ReferenceDataset:
+        return ReferenceDataset(Path(self.dataset_dir).resolve(), parse_day(self.start_date))
+
+    def open(self) -> Source:
+        return LocalParquetSource(self.dataset())
+
+    def has_day(self, day: str) -> bool:
+        return self.dataset().shard_of_day(day) in self.dataset().train_shards()
+
+def default_resources() -> dict:
+    """Resources on embedded defaults, overridable by environment variables."""
+    return {
+        "warehouse": WarehouseResource(root=resource_value("PIPELINE_WAREHOUSE_DIR")),
+        "source": LocalParquetSourceResource(
+            dataset_dir=resource_value("PIPELINE_DATASET_DIR"),
+            start_date=resource_value("PIPELINE_START_DATE"),
+        ),
+    }
