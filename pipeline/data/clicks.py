@@ -33,7 +33,7 @@ MANIFEST = "_manifest.json"
 FORMAT_VERSION = 1
 DEFAULT_CHUNK_ROWS = 1 << 20
 DEFAULT_BATCH_ROWS = 1 << 17
-DUPLICATE_PASS_BYTES = 64 << 20  # memory for one duplicate-counting pass (8 B per key)
+DUPLICATE_PASS_BYTES = 32 << 20  # key buffer of one duplicate-counting pass (8 B a row)
 
 
 @dataclass
@@ -148,12 +148,16 @@ def process_clicks(files: Sequence[Path], users: IdIndex, restaurants: IdIndex, 
     """
     started = time.perf_counter()
     stats = PartitionStats()
-    readers = [open_click_file(Path(f)) for f in files]
+    files = [Path(f) for f in files]
+    for path in files:
+        open_click_file(path).close()
     writer = _ChunkWriter(out_dir, chunk_rows, stats)
-    for reader in readers:
-        for batch in reader.iter_batches(batch_size=batch_rows, columns=CLICKS.column_names):
-            stats.raw_rows += batch.num_rows
-            _resolve_batch(batch, users, restaurants, stats, writer)
+    for path in files:
+        # One reader at a time: a finished reader still holds its last row group's buffers.
+        with pq.ParquetFile(path) as reader:
+            for batch in reader.iter_batches(batch_size=batch_rows, columns=CLICKS.column_names):
+                stats.raw_rows += batch.num_rows
+                _resolve_batch(batch, users, restaurants, stats, writer)
     writer.flush()
     stats.duplicates = count_duplicates(out_dir, stats.chunks, restaurants.size)
     stats.seconds = time.perf_counter() - started
@@ -165,29 +169,47 @@ def _read_chunk(path: Path) -> pa.RecordBatch:
         return pa.ipc.open_file(source).get_batch(0)
 
 
+def _chunk_keys(out_dir: Path, chunk: dict, n_restaurants: int) -> np.ndarray:
+    batch = _read_chunk(out_dir / chunk["file"])
+    key = batch.column(0).to_numpy().astype(np.int64)
+    key *= n_restaurants
+    key += batch.column(1).to_numpy()
+    return key
+
+
+def _pass_of(key: np.ndarray, passes: int) -> np.ndarray:
+    return ((key * 0x9E3779B1) >> 7) % passes  # spreads the structured keys evenly
+
+
 def count_duplicates(out_dir: Path, chunks: list[dict], n_restaurants: int,
                      pass_bytes: int = DUPLICATE_PASS_BYTES) -> int:
     """Rows that repeat an earlier (user, restaurant) pair, exactly, in bounded memory.
 
-    Keys are hash-split into as many passes as needed to keep each pass within ``pass_bytes``.
+    Keys are hash-split into as many passes as keep one pass's sorted key buffer within
+    ``pass_bytes``; a first sweep sizes each pass's buffer exactly.
     """
     rows = sum(c["rows"] for c in chunks)
     if rows == 0:
         return 0
     passes = max(1, -(-rows * 8 // pass_bytes))
+    sizes = np.zeros(passes, np.int64)
+    if passes == 1:
+        sizes[0] = rows
+    else:
+        for chunk in chunks:
+            sizes += np.bincount(_pass_of(_chunk_keys(out_dir, chunk, n_restaurants), passes),
+                                 minlength=passes)
     distinct = 0
     for part in range(passes):
-        keys = []
+        keys, filled = np.empty(sizes[part], np.int64), 0
         for chunk in chunks:
-            batch = _read_chunk(out_dir / chunk["file"])
-            key = (batch.column(0).to_numpy().astype(np.int64) * n_restaurants
-                   + batch.column(1).to_numpy())
+            key = _chunk_keys(out_dir, chunk, n_restaurants)
             if passes > 1:
-                key = key[(key * 0x9E3779B1 >> 7) % passes == part]
-            keys.append(key)
-        merged = np.concatenate(keys)
-        merged.sort()
-        distinct += int(len(merged) > 0) + int(np.count_nonzero(merged[1:] != merged[:-1]))
+                key = key[_pass_of(key, passes) == part]
+            keys[filled:filled + len(key)] = key
+            filled += len(key)
+        keys.sort()
+        distinct += int(len(keys) > 0) + int(np.count_nonzero(keys[1:] != keys[:-1]))
     return rows - distinct
 
 

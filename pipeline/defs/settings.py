@@ -1,23 +1,12 @@
-"""Embedded defaults, each overridable by an environment variable (see README: Configuration)."""
-
-from __future__ import annotations
+"""Settings as Dagster resource values."""
 
 import os
 
 import dagster as dg
 
-DEFAULTS = {
-    "PIPELINE_DATASET_DIR": "data/dataset",
-    "PIPELINE_WAREHOUSE_DIR": "data/warehouse",
-    "PIPELINE_START_DATE": "2026-01-01",
-    "PIPELINE_EXECUTOR": "multiprocess",
-    "PIPELINE_MAX_CONCURRENT": "2",
-}
+from pipeline.config import DEFAULTS, setting
 
-
-def setting(name: str) -> str:
-    """The value in force: the environment's, else the embedded default."""
-    return os.environ.get(name) or DEFAULTS[name]
+__all__ = ["resource_value", "setting"]
 
 
 def resource_value(name: str) -> str | dg.EnvVar:

@@ -1,0 +1,51 @@
+# make demo | make test | make dev   (each sets up .venv on a fresh machine first)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= data/dataset
+PRESET ?= small
+
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+export PIPELINE_DATASET_DIR ?= $(CURDIR)/$(DATA)
+export PIPELINE_WAREHOUSE_DIR ?= $(CURDIR)/data/warehouse
+# One core of throughput here: more threads only contend (docs/PERFORMANCE.md).
+export OMP_NUM_THREADS ?= 1
+export OPENBLAS_NUM_THREADS ?= 1
+export POLARS_MAX_THREADS ?= 2
+
+DAGSTER := $(BIN)/dagster
+MODULE := -m pipeline.definitions
+
+.PHONY: install demo test dev clean
+
+$(BIN)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	# torch first and pinned: the local CPU wheel; anything unpinned pulls GBs of CUDA packages.
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(BIN)/.installed
+
+$(DAGSTER_HOME)/dagster.yaml: pipeline/defs/dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp $< $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/pipeline generate --out $(DATA) --preset $(PRESET)
+	$(DAGSTER) asset materialize $(MODULE) --select user_features,restaurant_features
+	$(DAGSTER) job execute $(MODULE) -j ingest_clicks --tags "$$($(BIN)/pipeline days --data $(DATA) --format tags)"
+	@echo
+	@echo "Dataset:    $(DATA)"
+	@echo "Warehouse:  $(PIPELINE_WAREHOUSE_DIR) (features/, raw_clicks/, processed_clicks/)"
+	@echo "Runs:       DAGSTER_HOME=$(DAGSTER_HOME)"
+	@echo "Open the UI: make dev, then http://127.0.0.1:3000"
+
+test: install
+	$(BIN)/pytest
+
+dev: install $(DAGSTER_HOME)/dagster.yaml
+	$(DAGSTER) dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+clean:
+	rm -rf data/dataset data/warehouse data/dagster_home

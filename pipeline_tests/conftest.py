@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny generated dataset and helpers to write hand-made click files."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.data.generate import PRESETS, generate
+from pipeline.data.layout import ReferenceDataset
+
+START = dt.date(2026, 1, 1)
+TINY = dataclasses.replace(PRESETS["tiny"], train_files=3, test_files=1, rows_per_file=4_000,
+                           requests=50)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> ReferenceDataset:
+    """A small reference-format dataset, generated once per test session (read-only)."""
+    root = tmp_path_factory.mktemp("dataset")
+    generate(root, TINY, progress=False)
+    return ReferenceDataset(root, START)
+
+
+@pytest.fixture
+def dataset_copy(tiny_dataset, tmp_path) -> ReferenceDataset:
+    """A writable copy of the tiny dataset (hard links: tests replace files, never edit them)."""
+    root = tmp_path / "dataset"
+    for src in tiny_dataset.root.rglob("*.parquet"):
+        dst = root / src.relative_to(tiny_dataset.root)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.hardlink_to(src)
+    return ReferenceDataset(root, START)
+
+
+def write_clicks(path: Path, columns: dict, schema: pa.Schema | None = None) -> Path:
+    """Write a click parquet file from column lists (None entries become nulls)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table(columns, schema=schema) if schema else pa.table(columns)
+    if path.exists():
+        path.unlink()  # never write through a hard link into the shared dataset
+    pq.write_table(table, path)
+    return path

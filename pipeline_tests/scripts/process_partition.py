@@ -1,0 +1,23 @@
+"""Process one partition in its own process, as the asset does; print rows and peak RSS as JSON.
+
+    python process_partition.py OUT_DIR USERS RESTAURANTS FILE [FILE ...]
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.atomic import staged_dir
+from pipeline.data.clicks import process_clicks, write_manifest
+from pipeline.data.features import IdIndex
+from pipeline.metrics import peak_rss_mb
+
+out, n_users, n_restaurants, *files = sys.argv[1:]
+with staged_dir(Path(out)) as staging:
+    stats = process_clicks([Path(f) for f in files], IdIndex(np.arange(int(n_users))),
+                           IdIndex(np.arange(int(n_restaurants))), staging)
+    write_manifest(staging, stats)
+print(json.dumps({"rows": stats.rows, "duplicates": stats.duplicates,
+                  "peak_rss_mb": peak_rss_mb()}))

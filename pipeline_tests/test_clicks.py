@@ -1,0 +1,126 @@
+"""Click processing: join correctness, every kind of bad input, chunking, duplicates."""
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.atomic import staged_dir
+from pipeline.data.clicks import (
+    count_duplicates,
+    iter_chunks,
+    process_clicks,
+    read_manifest,
+    write_manifest,
+)
+from pipeline.data.features import RESTAURANTS, USERS, IdIndex, read_source_features
+from pipeline.data.schema import SchemaError
+from pipeline_tests.conftest import write_clicks
+
+F30 = [f"f{i:02d}" for i in range(30)]
+F10 = F30[:10]
+
+
+def _process(files, tmp_path, users, restaurants, **kwargs):
+    out = tmp_path / "out"
+    with staged_dir(out) as staging:
+        stats = process_clicks(files, users, restaurants, staging, **kwargs)
+        write_manifest(staging, stats, day="2026-01-01")
+    return stats, out
+
+
+def _gather(out):
+    parts = list(iter_chunks(out))
+    if not parts:
+        return np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int8)
+    return tuple(np.concatenate(p) for p in zip(*parts))
+
+
+def test_join_equals_a_brute_force_pandas_merge(tiny_dataset, tmp_path):
+    users = read_source_features(tiny_dataset.user_features, USERS)
+    restaurants = read_source_features(tiny_dataset.restaurant_features, RESTAURANTS)
+    shard = tiny_dataset.shard_for_day("2026-01-02")
+    stats, out = _process([shard], tmp_path, users.index, restaurants.index, chunk_rows=1500,
+                          batch_rows=700)
+    user_row, restaurant_row, click = _gather(out)
+    ours = np.hstack([users.values[user_row], restaurants.values[restaurant_row]])
+
+    raw = pq.read_table(shard).to_pandas()
+    user_frame = pq.read_table(tiny_dataset.user_features).to_pandas()
+    restaurant_frame = pq.read_table(tiny_dataset.restaurant_features).to_pandas()
+    merged = (raw.merge(user_frame, on="user_id", how="inner")
+              .merge(restaurant_frame, on="restaurant_id", how="inner", suffixes=("_u", "_r")))
+    reference = merged[[f"{c}_u" for c in F10] + F30[10:] + [f"{c}_r" for c in F10]]
+    # inner merges keep left order: row for row, the same features and clicks
+    np.testing.assert_array_equal(ours, reference.to_numpy(np.float32))
+    np.testing.assert_array_equal(click, merged["click"].to_numpy())
+    assert stats.rows == len(raw) and stats.dropped_rows == 0
+    assert [c["rows"] for c in stats.chunks] == [1500, 1500, 1000]
+    assert stats.duplicates == len(raw) - len(raw.drop_duplicates(["user_id", "restaurant_id"]))
+
+
+def test_bad_rows_are_dropped_counted_and_reconcile(tmp_path):
+    users, restaurants = IdIndex(np.arange(10)), IdIndex(np.arange(5))
+    rows = [  # (user, restaurant, click, expected fate)
+        (1, 1, 1, "kept"), (None, 1, 0, "null"), (2, None, 1, "null"), (3, 2, None, "null"),
+        (99, 1, 1, "unknown_user"), (-1, 1, 0, "unknown_user"), (2, 5, 1, "unknown_restaurant"),
+        (99, 99, 7, "unknown_user"), (4, 4, 2, "invalid_click"), (4, 4, -1, "invalid_click"),
+        (1, 1, 1, "kept"), (1, 1, 0, "kept"), (9, 0, 0, "kept"),
+    ]
+    path = write_clicks(tmp_path / "bad.parquet",
+                        {"user_id": [r[0] for r in rows], "restaurant_id": [r[1] for r in rows],
+                         "click": [r[2] for r in rows]},
+                        pa.schema([("user_id", pa.int64()), ("restaurant_id", pa.int32()),
+                                   ("click", pa.int64())]))
+    stats, out = _process([path], tmp_path, users, restaurants, batch_rows=4)
+    fates = pd.Series([r[3] for r in rows]).value_counts().to_dict()
+    assert stats.dropped == {k: fates.get(k, 0) for k in stats.dropped}
+    assert stats.rows == fates["kept"] and stats.raw_rows == len(rows)
+    assert stats.raw_rows == stats.rows + stats.dropped_rows
+    assert stats.duplicates == 2  # (1, 1) three times
+    user_row, restaurant_row, click = _gather(out)
+    kept = [r for r in rows if r[3] == "kept"]
+    assert user_row.tolist() == [r[0] for r in kept]
+    assert click.tolist() == [r[2] for r in kept]
+    manifest = read_manifest(out)
+    assert manifest["dropped_rows"] == stats.dropped_rows and manifest["day"] == "2026-01-01"
+
+
+def test_empty_partition_has_zero_rows(tmp_path):
+    path = write_clicks(tmp_path / "empty.parquet", {"user_id": [], "restaurant_id": [], "click": []},
+                        pa.schema([("user_id", pa.int64()), ("restaurant_id", pa.int64()),
+                                   ("click", pa.int64())]))
+    stats, out = _process([path], tmp_path, IdIndex(np.arange(3)), IdIndex(np.arange(3)))
+    assert (stats.rows, stats.raw_rows, stats.chunks, stats.duplicates) == (0, 0, [], 0)
+    assert read_manifest(out)["rows"] == 0 and len(_gather(out)[0]) == 0
+
+
+@pytest.mark.parametrize("columns, message", [
+    ({"user_id": [1], "restaurant_id": [1]}, r"bad\.parquet: missing column 'click'"),
+    ({"user_id": [1], "restaurant_id": [1], "click": [1.0]},
+     r"bad\.parquet: column 'click' has type double, expected integer"),
+    ({"user_id": ["u1"], "restaurant_id": [1], "click": [1]},
+     r"bad\.parquet: column 'user_id' has type string, expected integer"),
+])
+def test_schema_errors_name_file_and_column_and_write_nothing(tmp_path, columns, message):
+    good = write_clicks(tmp_path / "good.parquet", {"user_id": [1], "restaurant_id": [1], "click": [1]})
+    bad = write_clicks(tmp_path / "bad.parquet", columns)
+    with pytest.raises(SchemaError, match=message):
+        _process([good, bad], tmp_path, IdIndex(np.arange(3)), IdIndex(np.arange(3)))
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_duplicate_count_is_exact_whatever_the_number_of_passes(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 50_000
+    path = write_clicks(tmp_path / "d.parquet", {"user_id": rng.integers(0, 300, n),
+                                                 "restaurant_id": rng.integers(0, 200, n),
+                                                 "click": rng.integers(0, 2, n)})
+    stats, out = _process([path], tmp_path, IdIndex(np.arange(300)), IdIndex(np.arange(200)),
+                          chunk_rows=7_000)
+    raw = pq.read_table(path).to_pandas()
+    expected = n - len(raw.drop_duplicates(["user_id", "restaurant_id"]))
+    assert stats.duplicates == expected > 0
+    assert count_duplicates(out, stats.chunks, 200, pass_bytes=30_000) == expected
