@@ -1,0 +1,144 @@
+"""The Dagster layer on a test instance: assets, checks, metadata, schedule, executor setting."""
+
+import datetime as dt
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from pipeline.data.clicks import iter_chunks, read_manifest
+from pipeline.definitions import defs
+from pipeline.defs.assets.clicks import processed_clicks, raw_clicks
+from pipeline.defs.assets.features import restaurant_features, user_features
+from pipeline.defs.checks import restaurant_features_are_finite, user_features_are_finite
+from pipeline.defs.executor import executor_from_settings
+from pipeline.defs.jobs import daily_clicks_schedule
+from pipeline.defs.resources import LocalParquetSourceResource, WarehouseResource
+from pipeline_tests.conftest import write_clicks
+
+ALL = [user_features, restaurant_features, raw_clicks, processed_clicks,
+       user_features_are_finite, restaurant_features_are_finite]
+
+
+def _resources(dataset, tmp_path):
+    return {"source": LocalParquetSourceResource(dataset_dir=str(dataset.root), start_date="2026-01-01"),
+            "warehouse": WarehouseResource(root=str(tmp_path / "warehouse"))}
+
+
+def _metadata(instance, asset, partition=None):
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=50).records
+    for record in records:
+        if record.asset_materialization.partition == partition:
+            return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+    return None
+
+
+def test_definitions_load_with_jobs_schedule_and_checks():
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
+        "user_features", "restaurant_features", "raw_clicks", "processed_clicks"}
+    assert {j.name for j in [defs.resolve_job_def("ingest_clicks"),
+                             defs.resolve_job_def("feature_snapshots")]} == {"ingest_clicks", "feature_snapshots"}
+    assert defs.resolve_schedule_def("daily_clicks_schedule").cron_schedule == "0 1 * * *"
+
+
+def test_one_day_end_to_end_with_metadata(tiny_dataset, tmp_path):
+    resources = _resources(tiny_dataset, tmp_path)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(ALL, partition_key="2026-01-02", resources=resources, instance=instance)
+        assert result.success
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks == {"user_features_are_finite": True, "restaurant_features_are_finite": True,
+                          "raw_rows_reconcile": True}
+        meta = _metadata(instance, "processed_clicks", "2026-01-02")
+        assert meta["rows"] == meta["raw_rows"] == 4_000 and meta["dropped_rows"] == 0
+        assert meta["bytes"] > 0 and meta["rows_per_s"] > 0 and isinstance(meta["seconds"], float)
+        assert _metadata(instance, "user_features")["rows"] == 5_000
+        assert _metadata(instance, "raw_clicks", "2026-01-02")["rows"] == 4_000
+    manifest = read_manifest(tmp_path / "warehouse/processed_clicks/date=2026-01-02")
+    assert manifest["rows"] == 4_000 and manifest["users_ids_version"]
+
+
+def test_bad_rows_in_a_shard_are_dropped_counted_and_reconciled(dataset_copy, tmp_path):
+    write_clicks(dataset_copy.root / "train/train_00.parquet",
+                 {"user_id": [1, 2, 10**9, 3, None], "restaurant_id": [1, 1, 1, 99_999, 2],
+                  "click": [1, 1, 0, 1, 0]},
+                 pa.schema([("user_id", pa.int64()), ("restaurant_id", pa.int64()), ("click", pa.int64())]))
+    resources = _resources(dataset_copy, tmp_path)
+    with dg.instance_for_test() as instance:
+        assert dg.materialize(ALL, partition_key="2026-01-01", resources=resources,
+                              instance=instance).success
+        meta = _metadata(instance, "processed_clicks", "2026-01-01")
+    assert (meta["raw_rows"], meta["rows"], meta["dropped_rows"]) == (5, 2, 3)
+    assert (meta["dropped_unknown_user"], meta["dropped_unknown_restaurant"], meta["dropped_null"]) == (1, 1, 1)
+
+
+def test_empty_partition_materializes_with_zero_rows(dataset_copy, tmp_path):
+    write_clicks(dataset_copy.root / "train/train_01.parquet",
+                 {"user_id": [], "restaurant_id": [], "click": []},
+                 pa.schema([("user_id", pa.int64()), ("restaurant_id", pa.int64()), ("click", pa.int64())]))
+    with dg.instance_for_test() as instance:
+        assert dg.materialize(ALL, partition_key="2026-01-02", resources=_resources(dataset_copy, tmp_path),
+                              instance=instance).success
+        assert _metadata(instance, "processed_clicks", "2026-01-02")["rows"] == 0
+    assert list(iter_chunks(tmp_path / "warehouse/processed_clicks/date=2026-01-02")) == []
+
+
+def test_nan_features_fail_the_blocking_check_and_stop_processing(dataset_copy, tmp_path):
+    frame = pd.read_parquet(dataset_copy.user_features)
+    frame.loc[7, "f12"] = np.nan
+    frame.loc[8, "f00"] = np.inf
+    dataset_copy.user_features.unlink()
+    frame.to_parquet(dataset_copy.user_features)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(ALL, partition_key="2026-01-01", resources=_resources(dataset_copy, tmp_path),
+                                instance=instance, raise_on_error=False)
+        assert not result.success
+        evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        check = evaluation["user_features_are_finite"]
+        assert not check.passed and check.metadata["non_finite_values"].value == 2
+        assert check.metadata["columns_with_non_finite"].value == {"f00": 1, "f12": 1}
+        assert _metadata(instance, "processed_clicks", "2026-01-01") is None
+    assert not (tmp_path / "warehouse/processed_clicks/date=2026-01-01").exists()
+
+
+def test_missing_shard_and_bad_schema_fail_with_clear_messages(dataset_copy, tmp_path):
+    resources = _resources(dataset_copy, tmp_path)
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([user_features, restaurant_features], resources=resources, instance=instance).success
+        with pytest.raises(Exception, match=r"no click shard for day 2026-01-09: expected .*train_08\.parquet"):
+            dg.materialize([raw_clicks], partition_key="2026-01-09", resources=resources, instance=instance)
+        write_clicks(dataset_copy.root / "train/train_02.parquet",
+                     {"user_id": [1], "restaurant_id": [1], "clicked": [1]})
+        with pytest.raises(Exception, match=r"train_02\.parquet: missing column 'click'"):
+            dg.materialize([raw_clicks], partition_key="2026-01-03", resources=resources, instance=instance)
+    assert not list((tmp_path / "warehouse/raw_clicks").glob("*2026-01-03*"))
+
+
+def test_daily_schedule_requests_yesterday_only_when_the_source_has_it(tiny_dataset):
+    source = LocalParquetSourceResource(dataset_dir=str(tiny_dataset.root), start_date="2026-01-01")
+    at = dt.datetime(2026, 1, 3, 1, tzinfo=dt.timezone.utc)
+    with dg.build_schedule_context(scheduled_execution_time=at, resources={"source": source}) as context:
+        request = daily_clicks_schedule(context)
+    assert isinstance(request, dg.RunRequest) and request.partition_key == "2026-01-02"
+    later = dt.datetime(2026, 2, 1, 1, tzinfo=dt.timezone.utc)
+    with dg.build_schedule_context(scheduled_execution_time=later, resources={"source": source}) as context:
+        skip = daily_clicks_schedule(context)
+    assert isinstance(skip, dg.SkipReason) and "2026-01-31" in skip.skip_message
+
+
+def test_executor_is_chosen_by_configuration(monkeypatch):
+    monkeypatch.setenv("PIPELINE_EXECUTOR", "in_process")
+    assert executor_from_settings() is dg.in_process_executor
+    monkeypatch.setenv("PIPELINE_EXECUTOR", "multiprocess")
+    monkeypatch.setenv("PIPELINE_MAX_CONCURRENT", "3")
+    assert executor_from_settings().name == "multiprocess"
+    monkeypatch.setenv("PIPELINE_EXECUTOR", "celery")
+    with pytest.raises(ImportError, match="pip install dagster-celery"):
+        executor_from_settings()
+    monkeypatch.setenv("PIPELINE_EXECUTOR", "threads")
+    with pytest.raises(ValueError, match="'threads' is not one of"):
+        executor_from_settings()
