@@ -33,7 +33,7 @@ MANIFEST = "_manifest.json"
 FORMAT_VERSION = 1
 DEFAULT_CHUNK_ROWS = 1 << 20
 DEFAULT_BATCH_ROWS = 1 << 17
-DUPLICATE_PASS_BYTES = 32 << 20  # key buffer of one duplicate-counting pass (8 B a row)
+DUPLICATE_PASS_BYTES = 128 << 20 # key buffer of one duplicate-counting pass (8 B a row)
 
 
 @dataclass

@@ -1,0 +1,127 @@
+"""Benchmark: process every click partition of a reference dataset, against the naive baseline.
+
+    python bench/processing.py --data DIR [--baseline-rows 5000000] [--files-per-partition K]
+
+Ours: each train shard through the same code as the ``processed_clicks`` asset (stream, validate,
+resolve ids, fixed-size chunks, duplicate count), in a fresh process so its peak RSS is its own.
+Baseline: the reference's approach (pandas read + concat of all files + two merges + to_numpy), in
+its own process, on as many whole files as fit in ``--baseline-rows`` (it needs ~14 GB at 50M rows).
+``--files-per-partition K`` groups K shards into one partition (80: the whole dataset as one
+partition), to show that peak RSS does not depend on the partition count.
+Prints one JSON object as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import machine, run_role  # noqa: E402
+
+
+def ours(data: Path, warehouse: Path, files_per_partition: int) -> dict:
+    from pipeline.atomic import staged_dir
+    from pipeline.data.clicks import process_clicks, write_manifest
+    from pipeline.data.features import RESTAURANTS, USERS, load_id_index
+    from pipeline.data.layout import ReferenceDataset, Warehouse
+    from pipeline.metrics import peak_rss_mb
+
+    layout = Warehouse(warehouse)
+    dataset = ReferenceDataset(data, dt.date(2026, 1, 1))
+    started = time.perf_counter()
+    users, _ = load_id_index(layout.user_features, USERS)
+    restaurants, _ = load_id_index(layout.restaurant_features, RESTAURANTS)
+    rows = raw = dropped = duplicates = size = 0
+    days = dataset.days()
+    groups = [days[i:i + files_per_partition] for i in range(0, len(days), files_per_partition)]
+    for group in groups:
+        with staged_dir(layout.processed_clicks(group[0])) as staging:
+            stats = process_clicks([dataset.shard_for_day(d) for d in group], users, restaurants, staging)
+            write_manifest(staging, stats, day=group[0])
+        rows, raw, size = rows + stats.rows, raw + stats.raw_rows, size + stats.bytes
+        dropped, duplicates = dropped + stats.dropped_rows, duplicates + stats.duplicates
+    seconds = time.perf_counter() - started
+    return {"rows": rows, "raw_rows": raw, "dropped_rows": dropped, "duplicates": duplicates,
+            "partitions": len(groups), "seconds": round(seconds, 3),
+            "rows_per_s": round(rows / seconds), "processed_bytes": size,
+            "bytes_per_row_on_disk": round(size / max(rows, 1), 2), "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def snapshots(data: Path, warehouse: Path) -> dict:
+    from pipeline.data.features import RESTAURANTS, USERS, read_source_features, write_snapshot
+    from pipeline.data.layout import Warehouse
+
+    layout = Warehouse(warehouse)
+    started = time.perf_counter()
+    for kind, src, dst in ((USERS, "user_features.parquet", layout.user_features),
+                           (RESTAURANTS, "restaurant_features.parquet", layout.restaurant_features)):
+        write_snapshot(read_source_features(data / src, kind), dst, kind)
+    return {"snapshot_seconds": round(time.perf_counter() - started, 3)}
+
+
+def baseline(data: Path, max_rows: int) -> dict:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from pipeline.metrics import peak_rss_mb
+
+    files, rows = [], 0
+    for path in sorted((data / "train").glob("train_*.parquet")):
+        n = pq.read_metadata(path).num_rows
+        if files and rows + n > max_rows:
+            break
+        files.append(path)
+        rows += n
+    started = time.perf_counter()
+    clicks = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    users = pd.read_parquet(data / "user_features.parquet")
+    restaurants = pd.read_parquet(data / "restaurant_features.parquet").drop(columns=["latitude", "longitude"])
+    merged = clicks.merge(users, on="user_id").merge(restaurants, on="restaurant_id")
+    features = [c for c in merged.columns if c.startswith("f")]
+    x = merged[features].to_numpy(dtype="float32")
+    y = merged["click"].to_numpy()
+    seconds = time.perf_counter() - started
+    peak = peak_rss_mb()
+    return {"baseline_rows": int(len(y)), "baseline_files": len(files), "baseline_features": x.shape[1],
+            "baseline_seconds": round(seconds, 3), "baseline_rows_per_s": round(len(y) / seconds),
+            "baseline_peak_rss_mb": round(peak, 1),
+            "baseline_bytes_per_row": round(peak * 2**20 / len(y), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--baseline-rows", type=int, default=5_000_000)
+    parser.add_argument("--files-per-partition", type=int, default=1)
+    parser.add_argument("--role", choices=("ours", "snapshots", "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument("--warehouse", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    data = args.data.resolve()
+    if args.role == "ours":
+        print(json.dumps(ours(data, args.warehouse, args.files_per_partition)))
+    elif args.role == "snapshots":
+        print(json.dumps(snapshots(data, args.warehouse)))
+    elif args.role == "baseline":
+        print(json.dumps(baseline(data, args.baseline_rows)))
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-processing-", dir=data.parent) as warehouse:
+            result = run_role(__file__, "--data", str(data), "--role", "snapshots", "--warehouse", warehouse)
+            result |= run_role(__file__, "--data", str(data), "--role", "ours", "--warehouse", warehouse,
+                               "--files-per-partition", str(args.files_per_partition))
+        result |= run_role(__file__, "--data", str(data), "--role", "baseline",
+                           "--baseline-rows", str(args.baseline_rows))
+        result["speedup"] = round(result["rows_per_s"] / result["baseline_rows_per_s"], 1)
+        result["machine"] = machine()
+        result["command"] = " ".join(["python", "bench/processing.py", *sys.argv[1:]])
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
