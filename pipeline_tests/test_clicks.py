@@ -34,7 +34,7 @@ def _gather(out):
     parts = list(iter_chunks(out))
     if not parts:
         return np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int8)
-    return tuple(np.concatenate(p) for p in zip(*parts))
+    return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 
 
 def test_join_equals_a_brute_force_pandas_merge(tiny_dataset, tmp_path):

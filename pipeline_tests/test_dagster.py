@@ -120,11 +120,11 @@ def test_missing_shard_and_bad_schema_fail_with_clear_messages(dataset_copy, tmp
 
 def test_daily_schedule_requests_yesterday_only_when_the_source_has_it(tiny_dataset):
     source = LocalParquetSourceResource(dataset_dir=str(tiny_dataset.root), start_date="2026-01-01")
-    at = dt.datetime(2026, 1, 3, 1, tzinfo=dt.timezone.utc)
+    at = dt.datetime(2026, 1, 3, 1, tzinfo=dt.UTC)
     with dg.build_schedule_context(scheduled_execution_time=at, resources={"source": source}) as context:
         request = daily_clicks_schedule(context)
     assert isinstance(request, dg.RunRequest) and request.partition_key == "2026-01-02"
-    later = dt.datetime(2026, 2, 1, 1, tzinfo=dt.timezone.utc)
+    later = dt.datetime(2026, 2, 1, 1, tzinfo=dt.UTC)
     with dg.build_schedule_context(scheduled_execution_time=later, resources={"source": source}) as context:
         skip = daily_clicks_schedule(context)
     assert isinstance(skip, dg.SkipReason) and "2026-01-31" in skip.skip_message

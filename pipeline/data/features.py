@@ -46,8 +46,7 @@ class IdIndex:
     def __init__(self, ids: np.ndarray):
         ids = np.asarray(ids, dtype=np.int64)
         self.size = len(ids)
-        self._sorted = bool(np.all(ids[1:] > ids[:-1])) if len(ids) > 1 else True
-        if not self._sorted:
+        if not np.all(ids[1:] > ids[:-1]):
             raise ValueError("IdIndex needs unique ids sorted ascending")
         self._ids = ids
         span = int(ids[-1]) + 1 if len(ids) else 0

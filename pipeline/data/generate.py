@@ -178,11 +178,11 @@ def generate(out: str | Path, spec: DatasetSpec, progress: bool = True) -> dict:
     out = Path(out)
     users, restaurants, locations = make_features(spec)
     _write_features(out / "user_features.parquet", "user_id", np.arange(spec.users, dtype=np.int64),
-                    dict(zip(USER_FEATURE_COLUMNS, users.T)))
+                    dict(zip(USER_FEATURE_COLUMNS, users.T, strict=True)))
     _write_features(out / "restaurant_features.parquet", "restaurant_id",
                     np.arange(spec.restaurants, dtype=np.int64),
                     {"latitude": locations[:, 0], "longitude": locations[:, 1],
-                     **dict(zip(RESTAURANT_FEATURE_COLUMNS, restaurants.T))})
+                     **dict(zip(RESTAURANT_FEATURE_COLUMNS, restaurants.T, strict=True))})
     user_signal = np.ascontiguousarray(users[:, :N_SIGNAL_FEATURES])
     total = (spec.train_files + spec.test_files) * spec.rows_per_file
     with tqdm(total=total, unit="rows", unit_scale=True, desc="clicks", disable=not progress,

@@ -3,11 +3,12 @@
 import dagster as dg
 
 from pipeline.data.features import RESTAURANTS, USERS, FeatureKind, load_snapshot
-from pipeline.defs.assets.features import _snapshot_path, restaurant_features, user_features
+from pipeline.defs.assets.features import restaurant_features, snapshot_path, user_features
 from pipeline.defs.resources import WarehouseResource
 
+
 def _finite_check_result(kind: FeatureKind, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    snapshot = load_snapshot(_snapshot_path(warehouse, kind), kind)
+    snapshot = load_snapshot(snapshot_path(warehouse, kind), kind)
     bad_columns = {c: n for c, n in snapshot.non_finite_counts().items() if n}
     invalid_locations = snapshot.invalid_locations()
     return dg.AssetCheckResult(
@@ -21,10 +22,12 @@ def _finite_check_result(kind: FeatureKind, warehouse: WarehouseResource) -> dg.
         },
     )
 
+
 @dg.asset_check(asset=user_features, blocking=True)
 def user_features_are_finite(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     """Every user feature is a finite float32 (a NaN or inf would poison training)."""
     return _finite_check_result(USERS, warehouse)
+
 
 @dg.asset_check(asset=restaurant_features, blocking=True)
 def restaurant_features_are_finite(warehouse: WarehouseResource) -> dg.AssetCheckResult:

@@ -10,6 +10,7 @@ import dagster as dg
 
 from pipeline.defs.settings import setting
 
+
 def _import_optional(module: str, name: str, package: str):
     try:
         return getattr(__import__(module, fromlist=[name]), name)
@@ -17,6 +18,7 @@ def _import_optional(module: str, name: str, package: str):
         raise ImportError(
             f"PIPELINE_EXECUTOR={setting('PIPELINE_EXECUTOR')} needs the '{package}' package: "
             f"pip install {package}") from exc
+
 
 def executor_from_settings() -> dg.ExecutorDefinition:
     kind = setting("PIPELINE_EXECUTOR")

@@ -21,10 +21,11 @@ ingest_clicks_job = dg.define_asset_job(
     description="Extract and process one day (or a range of days) of clicks.",
 )
 
+
 @dg.schedule(cron_schedule="0 1 * * *", job=ingest_clicks_job, execution_timezone="UTC")
 def daily_clicks_schedule(context: dg.ScheduleEvaluationContext, source: SourceResource):
     """At 01:00 UTC, ingest yesterday's clicks; skip (and say why) while the source lacks the day."""
-    scheduled = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
+    scheduled = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
     day = (scheduled.date() - dt.timedelta(days=1)).isoformat()
     if day not in click_days.get_partition_keys(current_time=scheduled):
         return dg.SkipReason(f"{day} is outside the click partitions")

@@ -8,6 +8,7 @@ from pipeline.data.layout import ReferenceDataset, Warehouse, parse_day
 from pipeline.data.sources import LocalParquetSource, Source
 from pipeline.defs.settings import resource_value
 
+
 class WarehouseResource(dg.ConfigurableResource):
     """Root directory of every file the pipeline writes (``PIPELINE_WAREHOUSE_DIR``)."""
 
@@ -15,6 +16,7 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def layout(self) -> Warehouse:
         return Warehouse(Path(self.root).resolve())
+
 
 class SourceResource(dg.ConfigurableResource):
     """Base of the raw-data sources. Assets depend on this type only; which source is bound is
@@ -26,6 +28,7 @@ class SourceResource(dg.ConfigurableResource):
     def has_day(self, day: str) -> bool:
         """Whether the source holds a click partition for ``day`` (the schedule skips if not)."""
         raise NotImplementedError
+
 
 class LocalParquetSourceResource(SourceResource):
     """A reference-format dataset directory on local disk (``PIPELINE_DATASET_DIR``); its shard
@@ -42,6 +45,7 @@ class LocalParquetSourceResource(SourceResource):
 
     def has_day(self, day: str) -> bool:
         return self.dataset().shard_of_day(day) in self.dataset().train_shards()
+
 
 def default_resources() -> dict:
     """Resources on embedded defaults, overridable by environment variables."""

@@ -20,6 +20,7 @@ from pipeline.defs.resources import SourceResource, WarehouseResource
 BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=8)
 RECONCILE_CHECK = "raw_rows_reconcile"
 
+
 class ProcessingConfig(dg.Config):
     """How processed partitions are laid out and streamed."""
 
@@ -27,6 +28,7 @@ class ProcessingConfig(dg.Config):
     """Rows per chunk file (every chunk but a partition's last holds exactly this many)."""
     batch_rows: int = DEFAULT_BATCH_ROWS
     """Rows read from parquet at a time (bounds memory together with chunk_rows)."""
+
 
 @dg.asset(partitions_def=click_days, backfill_policy=BACKFILL, group_name="clicks",
           kinds={"parquet"})
@@ -47,6 +49,7 @@ def raw_clicks(context: dg.AssetExecutionContext, source: SourceResource,
             partition_key=day)
         context.log.info(f"raw_clicks {day}: {extract.rows} rows from {extract.origin}")
     return dg.MaterializeResult()
+
 
 @dg.asset(partitions_def=click_days, backfill_policy=BACKFILL, group_name="clicks",
           kinds={"arrow"}, deps=[raw_clicks, "user_features", "restaurant_features"],

@@ -10,9 +10,11 @@ from pipeline.data.features import RESTAURANTS, USERS, FeatureKind, read_source_
 from pipeline.defs.metadata import throughput
 from pipeline.defs.resources import SourceResource, WarehouseResource
 
-def _snapshot_path(warehouse: WarehouseResource, kind: FeatureKind) -> Path:
+
+def snapshot_path(warehouse: WarehouseResource, kind: FeatureKind) -> Path:
     layout = warehouse.layout()
     return layout.user_features if kind is USERS else layout.restaurant_features
+
 
 def _materialize_snapshot(kind: FeatureKind, source: SourceResource,
                           warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -20,7 +22,7 @@ def _materialize_snapshot(kind: FeatureKind, source: SourceResource,
     with tempfile.TemporaryDirectory(prefix="features-") as scratch:
         origin = source.open().feature_file(kind, Path(scratch))
         snapshot = read_source_features(origin, kind)
-        size = write_snapshot(snapshot, _snapshot_path(warehouse, kind), kind)
+        size = write_snapshot(snapshot, snapshot_path(warehouse, kind), kind)
     non_finite = snapshot.non_finite_counts()
     return dg.MaterializeResult(
         metadata={
@@ -31,15 +33,17 @@ def _materialize_snapshot(kind: FeatureKind, source: SourceResource,
             "version": snapshot.version,
             "ids_version": snapshot.ids_version,
             "origin": dg.MetadataValue.path(str(origin)),
-            "path": dg.MetadataValue.path(str(_snapshot_path(warehouse, kind))),
+            "path": dg.MetadataValue.path(str(snapshot_path(warehouse, kind))),
         },
         data_version=dg.DataVersion(snapshot.version),
     )
+
 
 @dg.asset(group_name="features", kinds={"parquet", "arrow"})
 def user_features(source: SourceResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Snapshot of user features (user_id, f00–f29) as float32, sorted by id."""
     return _materialize_snapshot(USERS, source, warehouse)
+
 
 @dg.asset(group_name="features", kinds={"parquet", "arrow"})
 def restaurant_features(source: SourceResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
