@@ -42,6 +42,7 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	@echo "Open the UI: make dev, then http://127.0.0.1:3000"
 
 test: install
+	$(BIN)/ruff check pipeline pipeline_tests bench
 	$(BIN)/pytest
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
