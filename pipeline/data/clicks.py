@@ -105,8 +105,10 @@ def _integers(column: pa.Array) -> np.ndarray:
     return column.to_numpy(zero_copy_only=False)
 
 
-def _resolve_batch(batch: pa.RecordBatch, users: IdIndex, restaurants: IdIndex,
-                   stats: PartitionStats, writer: _ChunkWriter) -> None:
+def resolve_batch(batch: pa.RecordBatch, users: IdIndex, restaurants: IdIndex,
+                  dropped: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kept rows of a raw (user_id, restaurant_id, click) batch as (user_row, restaurant_row,
+    click int8); drops are added to ``dropped`` by reason."""
     user_col, restaurant_col, click_col = batch.columns
     user_row = users.rows(_integers(user_col))
     restaurant_row = restaurants.rows(_integers(restaurant_col))
@@ -116,19 +118,18 @@ def _resolve_batch(batch: pa.RecordBatch, users: IdIndex, restaurants: IdIndex,
         valid = _valid_mask(column)
         if valid is not None:
             ok &= valid
-    stats.dropped["null"] += int(batch.num_rows - ok.sum())
+    dropped["null"] += int(batch.num_rows - ok.sum())
     for reason, good in (("unknown_user", user_row >= 0),
                          ("unknown_restaurant", restaurant_row >= 0),
                          ("invalid_click", (click == 0) | (click == 1))):
         bad = ok & ~good
         count = int(bad.sum())
         if count:
-            stats.dropped[reason] += count
+            dropped[reason] += count
             ok &= good
     if ok.all():
-        writer.append(user_row, restaurant_row, click.astype(np.int8, copy=False))
-    else:
-        writer.append(user_row[ok], restaurant_row[ok], click[ok].astype(np.int8))
+        return user_row, restaurant_row, click.astype(np.int8, copy=False)
+    return user_row[ok], restaurant_row[ok], click[ok].astype(np.int8)
 
 
 def open_click_file(path: Path) -> pq.ParquetFile:
@@ -136,6 +137,18 @@ def open_click_file(path: Path) -> pq.ParquetFile:
     reader = pq.ParquetFile(path)
     CLICKS.validate(reader.schema_arrow, str(path))
     return reader
+
+
+def iter_raw_batches(files: Sequence[Path], batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """(user_id, restaurant_id, click) batches of raw click files; every schema is checked before
+    the first batch is yielded."""
+    files = [Path(f) for f in files]
+    for path in files:
+        open_click_file(path).close()
+    for path in files:
+        # One reader at a time: a finished reader still holds its last row group's buffers.
+        with pq.ParquetFile(path) as reader:
+            yield from reader.iter_batches(batch_size=batch_rows, columns=CLICKS.column_names)
 
 
 def process_clicks(files: Sequence[Path], users: IdIndex, restaurants: IdIndex, out_dir: Path,
@@ -148,16 +161,10 @@ def process_clicks(files: Sequence[Path], users: IdIndex, restaurants: IdIndex, 
     """
     started = time.perf_counter()
     stats = PartitionStats()
-    files = [Path(f) for f in files]
-    for path in files:
-        open_click_file(path).close()
     writer = _ChunkWriter(out_dir, chunk_rows, stats)
-    for path in files:
-        # One reader at a time: a finished reader still holds its last row group's buffers.
-        with pq.ParquetFile(path) as reader:
-            for batch in reader.iter_batches(batch_size=batch_rows, columns=CLICKS.column_names):
-                stats.raw_rows += batch.num_rows
-                _resolve_batch(batch, users, restaurants, stats, writer)
+    for batch in iter_raw_batches(files, batch_rows):
+        stats.raw_rows += batch.num_rows
+        writer.append(*resolve_batch(batch, users, restaurants, stats.dropped))
     writer.flush()
     stats.duplicates = count_duplicates(out_dir, stats.chunks, restaurants.size)
     stats.seconds = time.perf_counter() - started

@@ -11,6 +11,7 @@ Warehouse (written by the pipeline, every file published atomically)::
     WAREHOUSE/features/{users,restaurants}.arrow   float32 feature snapshots
     WAREHOUSE/raw_clicks/date=YYYY-MM-DD/part-*.parquet
     WAREHOUSE/processed_clicks/date=YYYY-MM-DD/{_manifest.json,chunk-*.arrow}
+    WAREHOUSE/models/click_model/{checkpoint.pt,evaluation.json,model.pt}
 """
 
 from __future__ import annotations
@@ -106,6 +107,24 @@ class Warehouse:
 
     def processed_clicks(self, day: str) -> Path:
         return self.root / "processed_clicks" / f"date={parse_day(day).isoformat()}"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models" / "click_model"
+
+    @property
+    def checkpoint(self) -> Path:
+        """Training state: weights, optimizer, trained partitions, versions, cursor."""
+        return self.models / "checkpoint.pt"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.models / "evaluation.json"
+
+    @property
+    def torchscript(self) -> Path:
+        """The exported model the recommender serves."""
+        return self.models / "model.pt"
 
     def processed_days(self) -> list[str]:
         """Days with a published processed partition, in order."""

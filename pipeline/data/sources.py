@@ -1,7 +1,7 @@
 """Where raw data comes from. Every source writes the same raw files, so the assets do not care.
 
-A source offers two things: the path of a reference-format feature file (it may extract one into a
-scratch directory first) and ``extract_clicks(day, out_dir)``, which writes the day's clicks as
+A source offers the path of a reference-format feature file and the held-out test files (it may
+extract them into a scratch directory first), and ``extract_clicks(day, out_dir)``, which writes the day's clicks as
 ``part-NNNNN.parquet`` files in ``out_dir`` (a staging directory the caller publishes atomically).
 """
 
@@ -35,6 +35,8 @@ class Source(Protocol):
 
     def extract_clicks(self, day: str, out_dir: Path) -> Extract: ...
 
+    def test_files(self, scratch_dir: Path) -> list[Path]: ...
+
     def describe(self) -> str: ...
 
 
@@ -61,6 +63,12 @@ class LocalParquetSource:
         if not path.exists():
             raise FileNotFoundError(f"{kind.name} feature file not found: {path}")
         return path
+
+    def test_files(self, scratch_dir: Path) -> list[Path]:
+        files = self.dataset.test_files()
+        if not files:
+            raise FileNotFoundError(f"no held-out files: expected {self.dataset.root / 'test' / 'test_NN.parquet'}")
+        return files
 
     def extract_clicks(self, day: str, out_dir: Path) -> Extract:
         shard = self.dataset.shard_for_day(day)

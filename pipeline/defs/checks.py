@@ -1,4 +1,6 @@
-"""Blocking checks on the feature snapshots: nothing downstream runs on NaN, inf or bad locations."""
+"""Blocking checks: no NaN, inf or bad locations reach processing; no model below the bar is exported."""
+
+import json
 
 import dagster as dg
 
@@ -33,3 +35,16 @@ def user_features_are_finite(warehouse: WarehouseResource) -> dg.AssetCheckResul
 def restaurant_features_are_finite(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     """Every restaurant feature is a finite float32 and every location is on the globe."""
     return _finite_check_result(RESTAURANTS, warehouse)
+
+
+ACCURACY_BAR = 0.7  # the reference's bar for test accuracy
+
+
+@dg.asset_check(asset="model_evaluation", blocking=True)
+def accuracy_meets_reference_bar(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    """Test accuracy is at least the reference's 0.7; below it, the model is not exported."""
+    evaluation = json.loads(warehouse.layout().evaluation.read_text())
+    return dg.AssetCheckResult(
+        passed=evaluation["accuracy"] >= ACCURACY_BAR,
+        metadata={"accuracy": evaluation["accuracy"], "bar": ACCURACY_BAR,
+                  "all_zeros_accuracy": evaluation["all_zeros_accuracy"]})

@@ -6,6 +6,7 @@ import dagster as dg
 
 from pipeline.defs.assets.clicks import processed_clicks, raw_clicks
 from pipeline.defs.assets.features import restaurant_features, user_features
+from pipeline.defs.assets.model import click_model, model_evaluation, torchscript_model
 from pipeline.defs.partitions import click_days
 from pipeline.defs.resources import SourceResource
 
@@ -21,6 +22,12 @@ ingest_clicks_job = dg.define_asset_job(
     description="Extract and process one day (or a range of days) of clicks.",
 )
 
+train_model_job = dg.define_asset_job(
+    "train_model",
+    selection=dg.AssetSelection.assets(click_model, model_evaluation, torchscript_model),
+    description="Update the click model (incremental by default), evaluate it, export TorchScript.",
+)
+
 
 @dg.schedule(cron_schedule="0 1 * * *", job=ingest_clicks_job, execution_timezone="UTC")
 def daily_clicks_schedule(context: dg.ScheduleEvaluationContext, source: SourceResource):
@@ -32,3 +39,9 @@ def daily_clicks_schedule(context: dg.ScheduleEvaluationContext, source: SourceR
     if not source.has_day(day):
         return dg.SkipReason(f"the source has no clicks for {day} yet")
     return dg.RunRequest(run_key=day, partition_key=day)
+
+
+# Two hours after the ingest: warm-start and train on the days ingested since the last run.
+train_model_schedule = dg.ScheduleDefinition(
+    name="train_model_schedule", job=train_model_job, cron_schedule="0 3 * * *",
+    execution_timezone="UTC", description="Incremental training, evaluation and export, daily.")

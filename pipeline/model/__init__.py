@@ -1,0 +1,1 @@
+"""Pure model logic (no Dagster): the network, training, checkpoints, evaluation and export."""
