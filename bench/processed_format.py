@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import machine  # noqa: E402
-from pipeline.data.clicks import iter_chunks, process_clicks, write_manifest  # noqa: E402
+from pipeline.data.clicks import iter_chunks, publish_partition  # noqa: E402
 from pipeline.data.features import RESTAURANTS, USERS, read_source_features  # noqa: E402
 
 
@@ -46,10 +46,7 @@ def main() -> None:
         # rows form: exactly what processed_clicks writes
         started, n, size = time.perf_counter(), 0, 0
         for i, shard in enumerate(shards):
-            out = rows_dir / str(i)
-            out.mkdir(parents=True)
-            stats = process_clicks([shard], users.index, restaurants.index, out)
-            write_manifest(out, stats)
+            stats = publish_partition([shard], users.index, restaurants.index, rows_dir / str(i))
             n, size = n + stats.rows, size + stats.bytes
         result["rows"] = n
         result["rows_form_write_rows_per_s"] = round(n / (time.perf_counter() - started))

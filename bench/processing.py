@@ -27,8 +27,7 @@ from bench._common import machine, run_role  # noqa: E402
 
 
 def ours(data: Path, warehouse: Path, files_per_partition: int) -> dict:
-    from pipeline.atomic import staged_dir
-    from pipeline.data.clicks import process_clicks, write_manifest
+    from pipeline.data.clicks import publish_partition
     from pipeline.data.features import RESTAURANTS, USERS, load_id_index
     from pipeline.data.layout import ReferenceDataset, Warehouse
     from pipeline.metrics import peak_rss_mb
@@ -42,9 +41,8 @@ def ours(data: Path, warehouse: Path, files_per_partition: int) -> dict:
     days = dataset.days()
     groups = [days[i:i + files_per_partition] for i in range(0, len(days), files_per_partition)]
     for group in groups:
-        with staged_dir(layout.processed_clicks(group[0])) as staging:
-            stats = process_clicks([dataset.shard_for_day(d) for d in group], users, restaurants, staging)
-            write_manifest(staging, stats, day=group[0])
+        stats = publish_partition([dataset.shard_for_day(d) for d in group], users, restaurants,
+                                  layout.processed_clicks(group[0]), day=group[0])
         rows, raw, size = rows + stats.rows, raw + stats.raw_rows, size + stats.bytes
         dropped, duplicates = dropped + stats.dropped_rows, duplicates + stats.duplicates
     seconds = time.perf_counter() - started

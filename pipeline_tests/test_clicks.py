@@ -6,13 +6,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.atomic import staged_dir
 from pipeline.data.clicks import (
     count_duplicates,
     iter_chunks,
-    process_clicks,
+    publish_partition,
     read_manifest,
-    write_manifest,
 )
 from pipeline.data.features import RESTAURANTS, USERS, IdIndex, read_source_features
 from pipeline.data.schema import SchemaError
@@ -24,10 +22,7 @@ F10 = F30[:10]
 
 def _process(files, tmp_path, users, restaurants, **kwargs):
     out = tmp_path / "out"
-    with staged_dir(out) as staging:
-        stats = process_clicks(files, users, restaurants, staging, **kwargs)
-        write_manifest(staging, stats, day="2026-01-01")
-    return stats, out
+    return publish_partition(files, users, restaurants, out, day="2026-01-01", **kwargs), out
 
 
 def _gather(out):

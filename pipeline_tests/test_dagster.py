@@ -39,10 +39,12 @@ def test_definitions_load_with_jobs_schedule_and_checks():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
-        "user_features", "restaurant_features", "raw_clicks", "processed_clicks"}
-    assert {j.name for j in [defs.resolve_job_def("ingest_clicks"),
-                             defs.resolve_job_def("feature_snapshots")]} == {"ingest_clicks", "feature_snapshots"}
+        "user_features", "restaurant_features", "raw_clicks", "processed_clicks",
+        "click_model", "model_evaluation", "torchscript_model"}
+    for job in ("ingest_clicks", "feature_snapshots", "train_model"):
+        assert defs.resolve_job_def(job).name == job
     assert defs.resolve_schedule_def("daily_clicks_schedule").cron_schedule == "0 1 * * *"
+    assert defs.resolve_schedule_def("train_model_schedule").cron_schedule == "0 3 * * *"
 
 
 def test_one_day_end_to_end_with_metadata(tiny_dataset, tmp_path):

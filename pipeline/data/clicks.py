@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.atomic import staged_dir
 from pipeline.data.features import IdIndex
 from pipeline.data.schema import CLICKS
 
@@ -218,6 +219,17 @@ def count_duplicates(out_dir: Path, chunks: list[dict], n_restaurants: int,
         keys.sort()
         distinct += int(len(keys) > 0) + int(np.count_nonzero(keys[1:] != keys[:-1]))
     return rows - distinct
+
+
+def publish_partition(files: Sequence[Path], users: IdIndex, restaurants: IdIndex, target: Path,
+                      chunk_rows: int = DEFAULT_CHUNK_ROWS, batch_rows: int = DEFAULT_BATCH_ROWS,
+                      **context) -> PartitionStats:
+    """Process ``files`` into the partition directory ``target``, published atomically with its
+    manifest (``context``: day, sources, snapshot versions …)."""
+    with staged_dir(target) as staging:
+        stats = process_clicks(files, users, restaurants, staging, chunk_rows, batch_rows)
+        write_manifest(staging, stats, chunk_rows=chunk_rows, **context)
+    return stats
 
 
 def write_manifest(out_dir: Path, stats: PartitionStats, **context) -> dict:

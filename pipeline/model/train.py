@@ -231,6 +231,7 @@ def train(warehouse: Warehouse, checkpoint: Path, config: TrainConfig,
     report.seconds = time.perf_counter() - started
     report.mean_loss = float(np.mean(losses)) if losses else float("nan")
     state.cursor = None
+    save()  # also when nothing was left to train, so a discarded (restart) cursor is gone
     return state, report
 
 

@@ -9,15 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import staged_dir
-from pipeline.data.clicks import process_clicks, write_manifest
+from pipeline.data.clicks import publish_partition
 from pipeline.data.features import IdIndex
 from pipeline.metrics import peak_rss_mb
 
 out, n_users, n_restaurants, *files = sys.argv[1:]
-with staged_dir(Path(out)) as staging:
-    stats = process_clicks([Path(f) for f in files], IdIndex(np.arange(int(n_users))),
-                           IdIndex(np.arange(int(n_restaurants))), staging)
-    write_manifest(staging, stats)
+stats = publish_partition([Path(f) for f in files], IdIndex(np.arange(int(n_users))),
+                          IdIndex(np.arange(int(n_restaurants))), Path(out))
 print(json.dumps({"rows": stats.rows, "duplicates": stats.duplicates,
                   "peak_rss_mb": peak_rss_mb()}))

@@ -9,7 +9,7 @@ import time
 import dagster as dg
 
 from pipeline.atomic import staged_dir
-from pipeline.data.clicks import DEFAULT_BATCH_ROWS, DEFAULT_CHUNK_ROWS, process_clicks, write_manifest
+from pipeline.data.clicks import DEFAULT_BATCH_ROWS, DEFAULT_CHUNK_ROWS, publish_partition
 from pipeline.data.features import RESTAURANTS, USERS, load_id_index
 from pipeline.data.sources import raw_files, raw_rows
 from pipeline.defs.metadata import throughput
@@ -66,12 +66,10 @@ def processed_clicks(context: dg.AssetExecutionContext, config: ProcessingConfig
     mismatched = {}
     for day in context.partition_keys:
         files = raw_files(layout.raw_clicks(day))
-        with staged_dir(layout.processed_clicks(day)) as staging:
-            stats = process_clicks(files, users, restaurants, staging, config.chunk_rows,
-                                   config.batch_rows)
-            write_manifest(staging, stats, day=day, sources=[str(f) for f in files],
-                           chunk_rows=config.chunk_rows, users_ids_version=users_ids_version,
-                           restaurants_ids_version=restaurants_ids_version)
+        stats = publish_partition(files, users, restaurants, layout.processed_clicks(day), config.chunk_rows,
+                                  config.batch_rows, day=day, sources=[str(f) for f in files],
+                                  users_ids_version=users_ids_version,
+                                  restaurants_ids_version=restaurants_ids_version)
         source_rows = raw_rows(files)
         if source_rows != stats.rows + stats.dropped_rows:
             mismatched[day] = {"raw": source_rows, "kept": stats.rows, "dropped": stats.dropped_rows}
