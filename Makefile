@@ -35,9 +35,11 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/pipeline generate --out $(DATA) --preset $(PRESET)
 	$(DAGSTER) asset materialize $(MODULE) --select user_features,restaurant_features
 	$(DAGSTER) job execute $(MODULE) -j ingest_clicks --tags "$$($(BIN)/pipeline days --data $(DATA) --format tags)"
+	$(DAGSTER) job execute $(MODULE) -j train_model
 	@echo
 	@echo "Dataset:    $(DATA)"
-	@echo "Warehouse:  $(PIPELINE_WAREHOUSE_DIR) (features/, raw_clicks/, processed_clicks/)"
+	@echo "Warehouse:  $(PIPELINE_WAREHOUSE_DIR) (features/, raw_clicks/, processed_clicks/, models/)"
+	@echo "Model:      $(PIPELINE_WAREHOUSE_DIR)/models/click_model/model.pt (TorchScript)"
 	@echo "Runs:       DAGSTER_HOME=$(DAGSTER_HOME)"
 	@echo "Open the UI: make dev, then http://127.0.0.1:3000"
 

@@ -21,7 +21,7 @@ def _run(*args, env):
 
 
 @pytest.mark.slow
-def test_generate_snapshot_and_ingest_a_range_through_dagster_cli(tmp_path):
+def test_generate_ingest_a_range_and_train_through_dagster_cli(tmp_path):
     home, data, warehouse = tmp_path / "home", tmp_path / "dataset", tmp_path / "warehouse"
     home.mkdir()
     env = {**os.environ, "DAGSTER_HOME": str(home), "PIPELINE_DATASET_DIR": str(data),
@@ -40,11 +40,16 @@ def test_generate_snapshot_and_ingest_a_range_through_dagster_cli(tmp_path):
     _run("dagster", "job", "execute", *module, "-j", "ingest_clicks",
          "--tags", json.dumps({"dagster/partition": "2026-03-04"}), env=env)
 
+    _run("dagster", "job", "execute", *module, "-j", "train_model", env=env)
+
     days = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"]
     for day in days:
         assert read_manifest(warehouse / f"processed_clicks/date={day}")["rows"] == 10_000
+    assert (warehouse / "models/click_model/model.pt").exists()
+    evaluation = json.loads((warehouse / "models/click_model/evaluation.json").read_text())
+    assert evaluation["model_partitions"] == 4 and evaluation["accuracy"] > evaluation["all_zeros_accuracy"]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_materialized_partitions(dg.AssetKey("processed_clicks")) == set(days)
         assert instance.get_materialized_partitions(dg.AssetKey("raw_clicks")) == set(days)
         runs = instance.get_runs()
-        assert len(runs) == 3 and all(r.is_success for r in runs)
+        assert len(runs) == 4 and all(r.is_success for r in runs)
