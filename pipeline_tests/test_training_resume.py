@@ -1,5 +1,6 @@
-"""A training run killed with SIGKILL at any moment resumes and trains every partition exactly once."""
+"""Training in its own process: killed with SIGKILL it resumes exactly; its memory is bounded."""
 
+import dataclasses
 import json
 import os
 import random
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.data.generate import generate
+from pipeline.data.layout import ReferenceDataset
 from pipeline.model.checkpoint import TrainingState
-from pipeline_tests.conftest import build_warehouse
+from pipeline_tests.conftest import START, TINY, build_warehouse
 
 SCRIPT = Path(__file__).parent / "scripts" / "train.py"
 
@@ -64,3 +67,22 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_dataset, tmp_path, 
     # and bit for bit the model an uninterrupted run produces
     a, b = TrainingState.load(reference_ckpt), TrainingState.load(killed_ckpt)
     assert all(torch.equal(a.model[k], b.model[k]) for k in a.model)
+
+
+@pytest.mark.slow
+def test_training_peak_rss_does_not_grow_with_the_number_of_rows(tmp_path):
+    root = tmp_path / "data"
+    generate(root, dataclasses.replace(TINY, train_files=8, test_files=0, rows_per_file=250_000, requests=0),
+             progress=False)
+    dataset = ReferenceDataset(root, START)
+    small = build_warehouse(dataset, tmp_path / "small", chunk_rows=100_000, days=2)   # 0.5M rows
+    large = build_warehouse(dataset, tmp_path / "large", chunk_rows=100_000)           # 2M rows
+
+    def peak(warehouse):
+        done = subprocess.run(_command(warehouse.root, warehouse.checkpoint, "full", 2, 8192),
+                              check=True, capture_output=True, text=True)
+        return json.loads(done.stdout.splitlines()[-1])
+
+    a, b = peak(small), peak(large)
+    assert (a["rows_seen"], b["rows_seen"]) == (1_000_000, 4_000_000)
+    assert b["peak_rss_mb"] - a["peak_rss_mb"] < 24, (a, b)
