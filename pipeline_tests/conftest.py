@@ -64,3 +64,69 @@ def build_warehouse(dataset: ReferenceDataset, root: Path, chunk_rows: int, days
                           warehouse.processed_clicks(day), chunk_rows=chunk_rows, day=day,
                           users_ids_version=users.ids_version, restaurants_ids_version=restaurants.ids_version)
     return warehouse
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real redis-server (Debian package) on a free loopback port, stopped after the session."""
+    import os
+    import shutil
+    import subprocess
+    import time
+
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "redis-server is not installed (apt-get install -y redis-server; .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(workdir)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    yield url
+    client.close()
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def serving_artifacts(tiny_dataset, tmp_path_factory):
+    """Snapshots, a trained and exported model, and the geo index of the tiny dataset."""
+    from pipeline.geo.index import GeoIndex
+    from pipeline.model.batches import FeatureTables
+    from pipeline.model.export import export_torchscript
+    from pipeline.model.train import TrainConfig, load_model, train
+
+    warehouse = build_warehouse(tiny_dataset, tmp_path_factory.mktemp("serving"), chunk_rows=4000)
+    train(warehouse, warehouse.checkpoint, TrainConfig(mode="full", epochs=3, batch_size=512, threads=1),
+          log=lambda message: None)
+    model, _ = load_model(warehouse.checkpoint)
+    export_torchscript(model, warehouse.torchscript)
+    tables = FeatureTables.load(warehouse)
+    restaurants = tables.restaurant_snapshot
+    geo = GeoIndex.build(restaurants.ids, restaurants.locations[:, 0], restaurants.locations[:, 1])
+    return warehouse, tables, geo, model

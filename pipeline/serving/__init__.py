@@ -1,0 +1,1 @@
+"""Pure serving logic: the recommender, model scoring, and load generation."""

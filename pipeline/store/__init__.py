@@ -1,0 +1,1 @@
+"""Pure online feature store logic: one interface, SQLite and Redis backends."""
