@@ -13,6 +13,9 @@ DEFAULTS = {
     "PIPELINE_START_DATE": "2026-01-01",
     "PIPELINE_EXECUTOR": "multiprocess",
     "PIPELINE_MAX_CONCURRENT": "2",
+    "PIPELINE_SQLITE_PATH": "data/online/features.db",
+    "PIPELINE_ONLINE_STORE": "",  # sqlite or redis; empty: redis when REDIS_URL is set, else sqlite
+    "REDIS_URL": "",
 }
 
 

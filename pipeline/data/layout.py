@@ -12,6 +12,7 @@ Warehouse (written by the pipeline, every file published atomically)::
     WAREHOUSE/raw_clicks/date=YYYY-MM-DD/part-*.parquet
     WAREHOUSE/processed_clicks/date=YYYY-MM-DD/{_manifest.json,chunk-*.arrow}
     WAREHOUSE/models/click_model/{checkpoint.pt,evaluation.json,model.pt}
+    WAREHOUSE/serving/geo_index.arrow, geo_index_cells.arrow   the H3 restaurant table and its lookup
 """
 
 from __future__ import annotations
@@ -125,6 +126,10 @@ class Warehouse:
     def torchscript(self) -> Path:
         """The exported model the recommender serves."""
         return self.models / "model.pt"
+
+    @property
+    def geo_index(self) -> Path:
+        return self.root / "serving" / "geo_index.arrow"
 
     def processed_days(self) -> list[str]:
         """Days with a published processed partition, in order."""

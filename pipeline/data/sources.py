@@ -37,6 +37,11 @@ class Source(Protocol):
 
     def test_files(self, scratch_dir: Path) -> list[Path]: ...
 
+    def requests_file(self, scratch_dir: Path) -> Path: ...
+
+    def feature_version(self) -> str:
+        """Changes whenever either feature table changes (the refresh sensor's cursor)."""
+
     def describe(self) -> str: ...
 
 
@@ -63,6 +68,20 @@ class LocalParquetSource:
         if not path.exists():
             raise FileNotFoundError(f"{kind.name} feature file not found: {path}")
         return path
+
+    def requests_file(self, scratch_dir: Path) -> Path:
+        if not self.dataset.requests.exists():
+            raise FileNotFoundError(f"requests file not found: {self.dataset.requests}")
+        return self.dataset.requests
+
+    def feature_version(self) -> str:
+        """File versions (inode, size, mtime in ns) of both feature files: any rewrite, including
+        an atomic replacement or a late copy with an old mtime, changes it."""
+        parts = []
+        for path in (self.dataset.user_features, self.dataset.restaurant_features):
+            stat = path.stat()
+            parts.append(f"{stat.st_ino}.{stat.st_size}.{stat.st_mtime_ns}")
+        return "-".join(parts)
 
     def test_files(self, scratch_dir: Path) -> list[Path]:
         files = self.dataset.test_files()

@@ -7,6 +7,8 @@ import dagster as dg
 from pipeline.data.layout import ReferenceDataset, Warehouse, parse_day
 from pipeline.data.sources import LocalParquetSource, Source
 from pipeline.defs.settings import resource_value
+from pipeline.store.base import FeatureStore
+from pipeline.store.factory import open_store, resolve_backend
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -29,6 +31,10 @@ class SourceResource(dg.ConfigurableResource):
         """Whether the source holds a click partition for ``day`` (the schedule skips if not)."""
         raise NotImplementedError
 
+    def feature_version(self) -> str:
+        """The current version of the feature tables (the refresh sensor's cursor)."""
+        return self.open().feature_version()
+
 
 class LocalParquetSourceResource(SourceResource):
     """A reference-format dataset directory on local disk (``PIPELINE_DATASET_DIR``); its shard
@@ -47,6 +53,22 @@ class LocalParquetSourceResource(SourceResource):
         return self.dataset().shard_of_day(day) in self.dataset().train_shards()
 
 
+class OnlineStoreResource(dg.ConfigurableResource):
+    """The online feature store read on every request: SQLite (embedded default, WAL mode, a
+    file under the data directory) or Redis (``REDIS_URL``)."""
+
+    backend: str = ""
+    """sqlite or redis; empty: redis when redis_url is set, else sqlite."""
+    redis_url: str = ""
+    sqlite_path: str
+
+    def open(self) -> FeatureStore:
+        return open_store(self.backend, self.redis_url, str(Path(self.sqlite_path).resolve()))
+
+    def describe(self) -> str:
+        return resolve_backend(self.backend, self.redis_url)
+
+
 def default_resources() -> dict:
     """Resources on embedded defaults, overridable by environment variables."""
     return {
@@ -54,5 +76,10 @@ def default_resources() -> dict:
         "source": LocalParquetSourceResource(
             dataset_dir=resource_value("PIPELINE_DATASET_DIR"),
             start_date=resource_value("PIPELINE_START_DATE"),
+        ),
+        "online_store": OnlineStoreResource(
+            backend=resource_value("PIPELINE_ONLINE_STORE"),
+            redis_url=resource_value("REDIS_URL"),
+            sqlite_path=resource_value("PIPELINE_SQLITE_PATH"),
         ),
     }

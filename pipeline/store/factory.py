@@ -1,0 +1,27 @@
+"""Choosing the online store backend from settings."""
+
+from __future__ import annotations
+
+from pipeline.store.base import FeatureStore
+
+BACKENDS = ("sqlite", "redis")
+
+
+def resolve_backend(backend: str, redis_url: str) -> str:
+    """The explicit backend, else redis when a Redis URL is given, else sqlite."""
+    chosen = backend or ("redis" if redis_url else "sqlite")
+    if chosen not in BACKENDS:
+        raise ValueError(f"online store backend must be one of {BACKENDS}, got {chosen!r}")
+    if chosen == "redis" and not redis_url:
+        raise ValueError("the redis online store needs REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
+    return chosen
+
+
+def open_store(backend: str, redis_url: str, sqlite_path: str) -> FeatureStore:
+    if resolve_backend(backend, redis_url) == "redis":
+        from pipeline.store.redis_store import RedisStore
+
+        return RedisStore(redis_url)
+    from pipeline.store.sqlite import SQLiteStore
+
+    return SQLiteStore(sqlite_path)
