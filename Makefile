@@ -8,6 +8,7 @@ PRESET ?= small
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export PIPELINE_DATASET_DIR ?= $(CURDIR)/$(DATA)
 export PIPELINE_WAREHOUSE_DIR ?= $(CURDIR)/data/warehouse
+export PIPELINE_SQLITE_PATH ?= $(CURDIR)/data/online/features.db
 # One core of throughput here: more threads only contend (docs/PERFORMANCE.md).
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
@@ -36,10 +37,12 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(DAGSTER) asset materialize $(MODULE) --select user_features,restaurant_features
 	$(DAGSTER) job execute $(MODULE) -j ingest_clicks --tags "$$($(BIN)/pipeline days --data $(DATA) --format tags)"
 	$(DAGSTER) job execute $(MODULE) -j train_model
+	$(DAGSTER) job execute $(MODULE) -j refresh_features -c pipeline/defs/run_configs/quick_refresh.yaml
 	@echo
 	@echo "Dataset:    $(DATA)"
 	@echo "Warehouse:  $(PIPELINE_WAREHOUSE_DIR) (features/, raw_clicks/, processed_clicks/, models/)"
 	@echo "Model:      $(PIPELINE_WAREHOUSE_DIR)/models/click_model/model.pt (TorchScript)"
+	@echo "Online:     $(PIPELINE_SQLITE_PATH) (SQLite online features; REDIS_URL selects Redis)"
 	@echo "Runs:       DAGSTER_HOME=$(DAGSTER_HOME)"
 	@echo "Open the UI: make dev, then http://127.0.0.1:3000"
 
@@ -51,4 +54,4 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(DAGSTER) dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:
-	rm -rf data/dataset data/warehouse data/dagster_home
+	rm -rf data/dataset data/warehouse data/dagster_home data/online

@@ -66,52 +66,22 @@ def build_warehouse(dataset: ReferenceDataset, root: Path, chunk_rows: int, days
     return warehouse
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory):
+def redis_url():
     """A real redis-server (Debian package) on a free loopback port, stopped after the session."""
     import os
     import shutil
-    import subprocess
-    import time
 
-    import redis
+    from pipeline.store.redis_server import local_redis_server
 
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         message = "redis-server is not installed (apt-get install -y redis-server; .ci/run does)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(workdir)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
-    yield url
-    client.close()
-    server.terminate()
-    server.wait(timeout=10)
-
+    with local_redis_server() as url:
+        yield url
 
 @pytest.fixture(scope="session")
 def serving_artifacts(tiny_dataset, tmp_path_factory):

@@ -1,0 +1,147 @@
+"""Benchmark: recommender latency by candidate count and store, against the naive path.
+
+    python bench/scoring.py --data DIR [--requests 300] [--model PATH]
+
+Ours: the pipeline's recommender (distance filter first, then one round trip for the user and
+only the restaurants in range, TorchScript scoring) with features read from the store on every
+request; SQLite (WAL file) and Redis (a local redis-server started for the run).
+Naive: fetch every candidate's features, compute each candidate's H3 cell in Python and test it
+against a grid_disk set (k from the average edge length), haversine per candidate, eager torch.
+Requests come from requests.parquet; 100 candidates are the first 100 of each request's 1,000,
+5,000 are its 1,000 plus 4,000 other random restaurants. The model is ``--model`` (default: the
+reference architecture, untrained: latency does not depend on the weights).
+Prints one JSON object as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h3.api.basic_int as h3
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import machine  # noqa: E402
+from pipeline.data.features import RESTAURANTS, USERS, read_source_features  # noqa: E402
+from pipeline.geo.distance import EARTH_RADIUS_M  # noqa: E402
+from pipeline.geo.index import RESOLUTION, GeoIndex  # noqa: E402
+from pipeline.model.export import export_torchscript  # noqa: E402
+from pipeline.model.network import ClickMLP  # noqa: E402
+from pipeline.serving.loadgen import closed_loop  # noqa: E402
+from pipeline.serving.recommender import Recommender, Request  # noqa: E402
+from pipeline.serving.scorer import TorchScriptScorer  # noqa: E402
+from pipeline.store.redis_server import local_redis_server  # noqa: E402
+from pipeline.store.redis_store import RedisStore  # noqa: E402
+from pipeline.store.sqlite import SQLiteStore  # noqa: E402
+
+CANDIDATES = (100, 1000, 5000)
+
+
+def requests_with(requests: list[dict], count: int, n_restaurants: int, seed: int = 0) -> list[Request]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in requests:
+        ids = list(r["candidate_restaurant_ids"])
+        if count <= len(ids):
+            ids = ids[:count]
+        else:
+            others = np.setdiff1d(np.arange(n_restaurants), ids)
+            ids = ids + rng.choice(others, min(count - len(ids), len(others)), replace=False).tolist()
+        out.append(Request(r["user_id"], r["latitude"], r["longitude"], tuple(ids), int(r["size"]),
+                           float(r["max_dist"]), bool(r["sort_dist"])))
+    return out
+
+
+class NaiveRecommender:
+    """The peers' path: every candidate fetched, an H3 cell per candidate in Python, eager torch."""
+
+    def __init__(self, store, model: ClickMLP, locations: dict[int, tuple[float, float]]):
+        self.store, self.model, self.locations = store, model, locations
+        self.edge = h3.average_hexagon_edge_length(RESOLUTION, unit="m")
+
+    def recommend(self, request: Request):
+        fetched = self.store.fetch(request.user_id, request.candidate_restaurant_ids)
+        origin = h3.latlng_to_cell(request.latitude, request.longitude, RESOLUTION)
+        disk = set(h3.grid_disk(origin, math.ceil(request.max_dist / (self.edge * 1.5)) + 1))
+        ids = [i for i, ok in zip(request.candidate_restaurant_ids, fetched.found, strict=True) if ok]
+        keep, dists = [], []
+        for j, rid in enumerate(ids):
+            lat, lon = self.locations[rid]
+            if h3.latlng_to_cell(lat, lon, RESOLUTION) in disk:
+                p1, p2 = math.radians(request.latitude), math.radians(lat)
+                a = (math.sin((p2 - p1) / 2) ** 2
+                     + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon - request.longitude) / 2) ** 2)
+                d = 2 * EARTH_RADIUS_M * math.asin(math.sqrt(a))
+                if d <= request.max_dist:
+                    keep.append(j)
+                    dists.append(d)
+        x = torch.tensor(np.hstack([np.repeat(fetched.user[None], len(keep), 0), fetched.restaurants[keep]]))
+        with torch.no_grad():
+            scores = torch.sigmoid(self.model(x)).numpy() if len(keep) else np.empty(0)
+        order = np.argsort(dists if request.sort_dist else -scores, kind="stable")[: request.size]
+        return [(ids[keep[i]], float(scores[i]), dists[i]) for i in order]
+
+
+def measure(call, requests: list[Request], count: int) -> dict:
+    for request in requests[:20]:
+        call(request)
+    s = closed_loop(call, requests, count).summary()
+    return {"p50_ms": round(s["p50_ms"], 3), "p95_ms": round(s["p95_ms"], 3), "p99_ms": round(s["p99_ms"], 3),
+            "requests": s["requests"], "errors": s["errors"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--requests", type=int, default=300, help="timed requests per configuration")
+    parser.add_argument("--model", type=Path, help="TorchScript model (default: untrained reference module)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    users = read_source_features(args.data / "user_features.parquet", USERS)
+    restaurants = read_source_features(args.data / "restaurant_features.parquet", RESTAURANTS)
+    geo = GeoIndex.build(restaurants.ids, restaurants.locations[:, 0], restaurants.locations[:, 1])
+    raw_requests = pq.read_table(args.data / "requests.parquet").to_pylist()
+    locations = {int(i): (float(a), float(b)) for i, (a, b) in zip(restaurants.ids, restaurants.locations,
+                                                                   strict=True)}
+    result = {"results": [], "baseline": [], "load_seconds": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-scoring-") as tmp, local_redis_server() as redis_url:
+        torch.manual_seed(0)
+        eager = ClickMLP().eval()
+        model_path = args.model or Path(tmp) / "model.pt"
+        if args.model is None:
+            export_torchscript(eager, model_path)
+        scorer = TorchScriptScorer(model_path)
+        stores = {"sqlite": SQLiteStore(Path(tmp) / "online.db"), "redis": RedisStore(redis_url)}
+        for name, store in stores.items():
+            started = time.perf_counter()
+            store.load("users", users.ids, users.values, users.version)
+            store.load("restaurants", restaurants.ids, restaurants.values, restaurants.version)
+            result["load_seconds"][name] = round(time.perf_counter() - started, 2)
+        for count in CANDIDATES:
+            requests = requests_with(raw_requests, count, len(restaurants.ids))
+            for name, store in stores.items():
+                ours = Recommender(geo, store, scorer)
+                result["results"].append({"store": name, "candidates": count,
+                                          **measure(ours.recommend, requests, args.requests)})
+                naive = NaiveRecommender(store, eager, locations)
+                result["baseline"].append({"store": name, "candidates": count,
+                                           **measure(naive.recommend, requests, max(50, args.requests // 3))})
+                print(json.dumps(result["results"][-1]), json.dumps(result["baseline"][-1]), file=sys.stderr)
+        for store in stores.values():
+            store.close()
+    result["machine"] = machine()
+    result["command"] = " ".join(["python", "bench/scoring.py", *sys.argv[1:]])
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
