@@ -40,9 +40,11 @@ def test_definitions_load_with_jobs_schedule_and_checks():
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
         "user_features", "restaurant_features", "raw_clicks", "processed_clicks",
-        "click_model", "model_evaluation", "torchscript_model"}
-    for job in ("ingest_clicks", "feature_snapshots", "train_model"):
+        "click_model", "model_evaluation", "torchscript_model",
+        "restaurant_geo_index", "online_features", "scoring_benchmark"}
+    for job in ("ingest_clicks", "feature_snapshots", "train_model", "refresh_features"):
         assert defs.resolve_job_def(job).name == job
+    assert defs.resolve_sensor_def("feature_source_sensor").job_name == "refresh_features"
     assert defs.resolve_schedule_def("daily_clicks_schedule").cron_schedule == "0 1 * * *"
     assert defs.resolve_schedule_def("train_model_schedule").cron_schedule == "0 3 * * *"
 
