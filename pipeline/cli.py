@@ -2,6 +2,8 @@
 
     pipeline generate --out DIR --preset {tiny,small,full} [--users N ...] [--seed S]
     pipeline days --data DIR [--start-date YYYY-MM-DD] [--format {json,range,tags}]
+    pipeline serve [--host 127.0.0.1] [--port 8000]
+    pipeline loadtest --url URL --requests FILE --rate R --duration S [--ramp]
 """
 
 from __future__ import annotations
@@ -50,6 +52,28 @@ def _days(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from pipeline.api.server import serve
+
+    serve(args.host, args.port, args.poll_interval)
+    return 0
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    from pipeline.api.loadtest import DEFAULT_RAMP, ramp, run
+
+    if args.ramp:
+        rates = tuple(float(r) for r in args.ramp_rates.split(",")) if args.ramp_rates else DEFAULT_RAMP
+        result = ramp(args.url, Path(args.requests), rates, args.duration)
+    else:
+        result = run(args.url, Path(args.requests), args.rate, args.duration)
+        print(f"{result['requests']} requests at {result['achieved_rps']:.1f} rps: p50 {result['p50_ms']:.2f} ms, "
+              f"p95 {result['p95_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, max {result['max_ms']:.2f} ms, "
+              f"errors {result['errors']}")
+    print(json.dumps(result))
+    return 0 if result["errors"] == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,6 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     days.add_argument("--format", choices=("json", "range", "tags"), default="json",
                       help="range: FIRST...LAST; tags: dagster run tags for a ranged run")
     days.set_defaults(func=_days)
+    srv = commands.add_parser("serve", help="the recommendation API (artifacts and store from the pipeline's settings)")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--poll-interval", type=float, default=1.0,
+                     help="seconds between checks for a newly exported model or geo index")
+    srv.set_defaults(func=_serve)
+    load = commands.add_parser("loadtest", help="open-loop load test replaying requests.parquet")
+    load.add_argument("--url", required=True, help="e.g. http://127.0.0.1:8000")
+    load.add_argument("--requests", required=True, help="a requests.parquet")
+    load.add_argument("--rate", type=float, default=30.0, help="requests per second")
+    load.add_argument("--duration", type=float, default=60.0, help="seconds (per step with --ramp)")
+    load.add_argument("--ramp", action="store_true", help="find the highest rate with p95 <= 100 ms and no errors")
+    load.add_argument("--ramp-rates", default="", help="comma-separated rates for --ramp")
+    load.set_defaults(func=_loadtest)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The HTTP recommendation API and its load generator (Dagster-free)."""
