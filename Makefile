@@ -1,9 +1,11 @@
-# make demo | make test | make dev   (each sets up .venv on a fresh machine first)
+# make demo | make test | make dev | make serve | make loadtest   (each sets up .venv first)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= data/dataset
 PRESET ?= small
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export PIPELINE_DATASET_DIR ?= $(CURDIR)/$(DATA)
@@ -17,7 +19,7 @@ export POLARS_MAX_THREADS ?= 2
 DAGSTER := $(BIN)/dagster
 MODULE := -m pipeline.definitions
 
-.PHONY: install demo test dev clean
+.PHONY: install demo test dev serve loadtest clean
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +54,12 @@ test: install
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(DAGSTER) dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+serve: install
+	$(BIN)/pipeline serve --host $(HOST) --port $(PORT)
+
+loadtest: install
+	$(BIN)/pipeline loadtest --url http://$(HOST):$(PORT) --requests $(DATA)/requests.parquet --rate 30 --duration 60
 
 clean:
 	rm -rf data/dataset data/warehouse data/dagster_home data/online

@@ -21,7 +21,7 @@ import uvloop
 from pipeline.serving.loadgen import LoadResult
 
 P95_BAR_MS = 100.0
-DEFAULT_RAMP = (50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500)
+DEFAULT_RAMP = (50, 100, 200, 300, 350, 400, 500, 600, 800, 1000, 1200, 1500)
 
 
 def request_bodies(path: Path) -> list[tuple[str, bytes]]:
