@@ -22,23 +22,26 @@ PARITY_TOLERANCE = 1e-5
 PARITY_ROWS = 4096
 
 
+_DEFAULT = TrainConfig()  # the single source of the training defaults
+
+
 class ClickModelConfig(dg.Config):
     """Training hyperparameters and mode (defaults: the reference architecture and Adam)."""
 
-    mode: str = "incremental"
+    mode: str = _DEFAULT.mode
     """incremental: warm-start and train once on the processed days not yet trained on;
     full: a fresh model on every day of [window_start, window_end] for `epochs` epochs."""
-    hidden1: int = 256
-    hidden2: int = 128
-    lr: float = 2e-3
-    batch_size: int = 8192
-    epochs: int = 1
-    window_start: str | None = None
-    window_end: str | None = None
-    seed: int = 0
-    threads: int = 2
-    checkpoint_every_chunks: int = 4
-    restart: bool = False
+    hidden1: int = _DEFAULT.hidden[0]
+    hidden2: int = _DEFAULT.hidden[1]
+    lr: float = _DEFAULT.lr
+    batch_size: int = _DEFAULT.batch_size
+    epochs: int = _DEFAULT.epochs
+    window_start: str | None = _DEFAULT.window_start
+    window_end: str | None = _DEFAULT.window_end
+    seed: int = _DEFAULT.seed
+    threads: int = _DEFAULT.threads
+    checkpoint_every_chunks: int = _DEFAULT.checkpoint_every_chunks
+    restart: bool = _DEFAULT.restart
     """Discard an unfinished run recorded in the checkpoint instead of resuming it."""
 
     def to_train_config(self) -> TrainConfig:
