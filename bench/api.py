@@ -20,17 +20,20 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import machine  # noqa: E402
 from pipeline.api.loadtest import DEFAULT_RAMP, ramp, run  # noqa: E402
-from pipeline.data.features import RESTAURANTS, USERS, read_source_features, write_snapshot  # noqa: E402
-from pipeline.data.layout import Warehouse  # noqa: E402
+from pipeline.data.layout import ReferenceDataset, Warehouse  # noqa: E402
+from pipeline.data.warehouse_build import build_from_reference  # noqa: E402
 from pipeline.geo.index import GeoIndex  # noqa: E402
 from pipeline.store.redis_server import free_port, local_redis_server  # noqa: E402
 from pipeline.store.redis_store import RedisStore  # noqa: E402
+
+START = date(2026, 1, 1)  # any: only the feature tables are used
 
 
 def _vm_hwm_mb(pid: int) -> float:
@@ -50,10 +53,7 @@ def main() -> None:
     data = args.data.resolve()
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp, local_redis_server() as redis_url:
         warehouse = Warehouse(Path(tmp) / "warehouse")
-        users = read_source_features(data / "user_features.parquet", USERS)
-        restaurants = read_source_features(data / "restaurant_features.parquet", RESTAURANTS)
-        write_snapshot(users, warehouse.user_features, USERS)
-        write_snapshot(restaurants, warehouse.restaurant_features, RESTAURANTS)
+        users, restaurants = build_from_reference(ReferenceDataset(data, START), warehouse, days=0)
         GeoIndex.build(restaurants.ids, restaurants.locations[:, 0], restaurants.locations[:, 1]).save(
             warehouse.geo_index)
         warehouse.torchscript.parent.mkdir(parents=True, exist_ok=True)

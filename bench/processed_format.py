@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import machine  # noqa: E402
+from pipeline.arrow_ipc import read_first_batch, write_ipc  # noqa: E402
 from pipeline.data.clicks import iter_chunks, publish_partition  # noqa: E402
 from pipeline.data.features import RESTAURANTS, USERS, read_source_features  # noqa: E402
 
@@ -59,11 +60,9 @@ def main() -> None:
                 x = np.empty((len(click), 40), np.float32)
                 x[:, :30] = users.values[user_row]
                 x[:, 30:] = restaurants.values[restaurant_row]
-                path = dense_dir / f"{i}-{j}.arrow"
                 values = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), 40)
-                with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-                    writer.write_batch(pa.record_batch([values, pa.array(click)], schema=schema))
-                size += path.stat().st_size
+                size += write_ipc(pa.record_batch([values, pa.array(click)], schema=schema),
+                                  dense_dir / f"{i}-{j}.arrow")
         dense_seconds = time.perf_counter() - started
         result["dense_form_write_rows_per_s"] = round(
             n / (dense_seconds + n / result["rows_form_write_rows_per_s"]))
@@ -83,9 +82,7 @@ def main() -> None:
         result["rows_form_read_rows_per_s"] = round(n / (time.perf_counter() - started))
         started = time.perf_counter()
         for path in sorted(dense_dir.glob("*.arrow")):
-            with pa.memory_map(str(path)) as source:
-                batch = pa.ipc.open_file(source).get_batch(0)
-                x = batch.column(0).values.to_numpy().reshape(-1, 40).copy()
+            x = read_first_batch(path).column(0).values.to_numpy().reshape(-1, 40).copy()
         result["dense_form_read_rows_per_s"] = round(n / (time.perf_counter() - started))
     result["disk_at_50M_rows_gb"] = {"rows": round(result["rows_form_bytes_per_row"] * 50e6 / 1e9, 2),
                                      "dense": round(result["dense_form_bytes_per_row"] * 50e6 / 1e9, 2)}

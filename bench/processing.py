@@ -53,14 +53,11 @@ def ours(data: Path, warehouse: Path, files_per_partition: int) -> dict:
 
 
 def snapshots(data: Path, warehouse: Path) -> dict:
-    from pipeline.data.features import RESTAURANTS, USERS, read_source_features, write_snapshot
-    from pipeline.data.layout import Warehouse
+    from pipeline.data.layout import ReferenceDataset, Warehouse
+    from pipeline.data.warehouse_build import build_from_reference
 
-    layout = Warehouse(warehouse)
     started = time.perf_counter()
-    for kind, src, dst in ((USERS, "user_features.parquet", layout.user_features),
-                           (RESTAURANTS, "restaurant_features.parquet", layout.restaurant_features)):
-        write_snapshot(read_source_features(data / src, kind), dst, kind)
+    build_from_reference(ReferenceDataset(data, dt.date(2026, 1, 1)), Warehouse(warehouse), days=0)
     return {"snapshot_seconds": round(time.perf_counter() - started, 3)}
 
 

@@ -30,20 +30,11 @@ START = dt.date(2026, 1, 1)
 
 def prepare(data: Path, warehouse: Path) -> dict:
     """Feature snapshots and processed partitions, as the pipeline's assets make them."""
-    from pipeline.data.clicks import publish_partition
-    from pipeline.data.features import RESTAURANTS, USERS, read_source_features, write_snapshot
     from pipeline.data.layout import ReferenceDataset, Warehouse
+    from pipeline.data.warehouse_build import build_from_reference
 
     started = time.perf_counter()
-    layout, dataset = Warehouse(warehouse), ReferenceDataset(data, START)
-    users = read_source_features(dataset.user_features, USERS)
-    restaurants = read_source_features(dataset.restaurant_features, RESTAURANTS)
-    write_snapshot(users, layout.user_features, USERS)
-    write_snapshot(restaurants, layout.restaurant_features, RESTAURANTS)
-    for day in dataset.days():
-        publish_partition([dataset.shard_for_day(day)], users.index, restaurants.index,
-                          layout.processed_clicks(day), day=day, users_ids_version=users.ids_version,
-                          restaurants_ids_version=restaurants.ids_version)
+    build_from_reference(ReferenceDataset(data, START), Warehouse(warehouse))
     return {"prepare_seconds": round(time.perf_counter() - started, 2)}
 
 

@@ -63,3 +63,11 @@ def remove_stale_temporaries(path: Path) -> None:
             stale.unlink(missing_ok=True)
     for stale in path.parent.glob(f".{path.name}.old-*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def file_version(path: str | os.PathLike) -> str:
+    """A stamp that changes whenever ``path`` is rewritten: inode, size and mtime in ns. Every
+    publish above renames a new file into place (a new inode), and a late copy carrying an old
+    mtime still changes it."""
+    stat = Path(path).stat()
+    return f"{stat.st_ino}.{stat.st_size}.{stat.st_mtime_ns}"

@@ -50,19 +50,11 @@ def write_clicks(path: Path, columns: dict, schema: pa.Schema | None = None) -> 
 def build_warehouse(dataset: ReferenceDataset, root: Path, chunk_rows: int, days: int | None = None):
     """Feature snapshots and processed partitions of ``dataset`` under ``root``, built with the
     same functions the assets use."""
-    from pipeline.data.clicks import publish_partition
-    from pipeline.data.features import RESTAURANTS, USERS, read_source_features, write_snapshot
     from pipeline.data.layout import Warehouse
+    from pipeline.data.warehouse_build import build_from_reference
 
     warehouse = Warehouse(root)
-    users = read_source_features(dataset.user_features, USERS)
-    restaurants = read_source_features(dataset.restaurant_features, RESTAURANTS)
-    write_snapshot(users, warehouse.user_features, USERS)
-    write_snapshot(restaurants, warehouse.restaurant_features, RESTAURANTS)
-    for day in dataset.days()[:days]:
-        publish_partition([dataset.shard_for_day(day)], users.index, restaurants.index,
-                          warehouse.processed_clicks(day), chunk_rows=chunk_rows, day=day,
-                          users_ids_version=users.ids_version, restaurants_ids_version=restaurants.ids_version)
+    build_from_reference(dataset, warehouse, chunk_rows, days)
     return warehouse
 
 

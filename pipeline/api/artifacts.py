@@ -7,6 +7,7 @@ import logging
 import threading
 from pathlib import Path
 
+from pipeline.atomic import file_version
 from pipeline.data.layout import Warehouse
 from pipeline.geo.index import GeoIndex, lookup_path
 from pipeline.serving.recommender import Recommender
@@ -14,10 +15,6 @@ from pipeline.serving.scorer import TorchScriptScorer
 from pipeline.store.base import FeatureStore
 
 log = logging.getLogger("pipeline.api")
-
-
-def _file_version(*paths: Path) -> tuple:
-    return tuple((p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
 
 
 class Artifacts:
@@ -43,7 +40,7 @@ class Artifacts:
     def refresh(self) -> bool:
         """Load the artifacts if they changed since the last load; True when a new set is live."""
         try:
-            version = _file_version(*self._paths())
+            version = tuple(file_version(p) for p in self._paths())
         except FileNotFoundError as missing:
             if self.recommender is None:
                 log.warning("artifacts not available yet: %s", missing)

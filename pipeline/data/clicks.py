@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.arrow_ipc import read_first_batch, write_ipc
 from pipeline.atomic import staged_dir
 from pipeline.data.features import IdIndex
 from pipeline.data.schema import CLICKS
@@ -84,10 +85,7 @@ class _ChunkWriter:
         batch = pa.record_batch(
             [pa.array(self.user[:n]), pa.array(self.restaurant[:n]), pa.array(self.click[:n])],
             schema=CHUNK_SCHEMA)
-        path = self.out_dir / name
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, CHUNK_SCHEMA) as writer:
-            writer.write_batch(batch)
-        size = path.stat().st_size
+        size = write_ipc(batch, self.out_dir / name)
         self.stats.chunks.append({"file": name, "rows": n, "bytes": size})
         self.stats.rows += n
         self.stats.bytes += size
@@ -172,13 +170,8 @@ def process_clicks(files: Sequence[Path], users: IdIndex, restaurants: IdIndex, 
     return stats
 
 
-def _read_chunk(path: Path) -> pa.RecordBatch:
-    with pa.memory_map(str(path)) as source:
-        return pa.ipc.open_file(source).get_batch(0)
-
-
 def _chunk_keys(out_dir: Path, chunk: dict, n_restaurants: int) -> np.ndarray:
-    batch = _read_chunk(out_dir / chunk["file"])
+    batch = read_first_batch(out_dir / chunk["file"])
     key = batch.column(0).to_numpy().astype(np.int64)
     key *= n_restaurants
     key += batch.column(1).to_numpy()
@@ -251,5 +244,5 @@ def iter_chunks(partition_dir: Path) -> Iterator[tuple[np.ndarray, np.ndarray, n
     """Yield (user_row, restaurant_row, click) numpy arrays chunk by chunk (memory-mapped)."""
     partition_dir = Path(partition_dir)
     for chunk in read_manifest(partition_dir)["chunks"]:
-        batch = _read_chunk(partition_dir / chunk["file"])
+        batch = read_first_batch(partition_dir / chunk["file"])
         yield tuple(batch.column(i).to_numpy() for i in range(3))

@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.atomic import staged_file
+from pipeline.arrow_ipc import publish_ipc, read_ipc
 from pipeline.data.schema import RESTAURANT_FEATURES, USER_FEATURES, TableSpec
 
 LOCATION_COLUMNS = ("latitude", "longitude")
@@ -153,12 +153,8 @@ def write_snapshot(snapshot: FeatureSnapshot, path: str | Path, kind: FeatureKin
         columns[name] = snapshot.locations[:, i]
     for i, name in enumerate(kind.feature_columns):
         columns[name] = snapshot.values[:, i]
-    table = pa.table(columns).replace_schema_metadata(
-        {"kind": snapshot.kind, "version": snapshot.version, "ids_version": snapshot.ids_version})
-    with staged_file(path) as tmp:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-    return Path(path).stat().st_size
+    return publish_ipc(pa.table(columns).replace_schema_metadata(
+        {"kind": snapshot.kind, "version": snapshot.version, "ids_version": snapshot.ids_version}), path)
 
 
 def load_snapshot(path: str | Path, kind: FeatureKind) -> FeatureSnapshot:
@@ -166,8 +162,7 @@ def load_snapshot(path: str | Path, kind: FeatureKind) -> FeatureSnapshot:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"feature snapshot not found: {path} (materialize {kind.name} features first)")
-    with pa.memory_map(str(path)) as source:
-        table = pa.ipc.open_file(source).read_all()
+    table = read_ipc(path)
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
 
     def matrix(names) -> np.ndarray:
@@ -184,8 +179,6 @@ def load_id_index(path: str | Path, kind: FeatureKind) -> tuple[IdIndex, str]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"feature snapshot not found: {path} (materialize {kind.name} features first)")
-    with pa.memory_map(str(path)) as source:
-        reader = pa.ipc.open_file(source)
-        ids = reader.read_all().column(kind.id_column).to_numpy()
-        meta = reader.schema.metadata or {}
-    return IdIndex(ids), meta.get(b"ids_version", b"").decode()
+    table = read_ipc(path)
+    meta = table.schema.metadata or {}
+    return IdIndex(table.column(kind.id_column).to_numpy()), meta.get(b"ids_version", b"").decode()

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import pyarrow.parquet as pq
 
+from pipeline.atomic import file_version
 from pipeline.data.clicks import open_click_file
 from pipeline.data.features import FeatureKind
 from pipeline.data.layout import ReferenceDataset
@@ -77,11 +78,7 @@ class LocalParquetSource:
     def feature_version(self) -> str:
         """File versions (inode, size, mtime in ns) of both feature files: any rewrite, including
         an atomic replacement or a late copy with an old mtime, changes it."""
-        parts = []
-        for path in (self.dataset.user_features, self.dataset.restaurant_features):
-            stat = path.stat()
-            parts.append(f"{stat.st_ino}.{stat.st_size}.{stat.st_mtime_ns}")
-        return "-".join(parts)
+        return "-".join(file_version(p) for p in (self.dataset.user_features, self.dataset.restaurant_features))
 
     def test_files(self, scratch_dir: Path) -> list[Path]:
         files = self.dataset.test_files()

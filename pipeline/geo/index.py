@@ -22,7 +22,7 @@ import h3.api.basic_int as h3
 import numpy as np
 import pyarrow as pa
 
-from pipeline.atomic import staged_file
+from pipeline.arrow_ipc import publish_ipc, read_ipc
 from pipeline.data.features import IdIndex
 from pipeline.geo.distance import haversine_m, within_box
 
@@ -113,28 +113,17 @@ class GeoIndex:
                           "cell": self.cells}).replace_schema_metadata({"h3_resolution": str(self.resolution)})
         lookup = pa.table({"cell": self.unique_cells, "start": self.cell_starts,
                            "count": self.cell_ends - self.cell_starts})
-        size = 0
-        for target, data in ((path, table), (lookup_path(path), lookup)):
-            with staged_file(target) as tmp:
-                with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, data.schema) as writer:
-                    writer.write_table(data)
-            size += Path(target).stat().st_size
-        return size
+        return publish_ipc(table, path) + publish_ipc(lookup, lookup_path(path))
 
     @classmethod
     def load(cls, path: Path) -> GeoIndex:
         if not Path(path).exists():
             raise FileNotFoundError(f"geo index not found: {path} (materialize restaurant_geo_index first)")
-        table, lookup = _read_arrow(path), _read_arrow(lookup_path(path))
+        table, lookup = read_ipc(path), read_ipc(lookup_path(path))
         resolution = int(table.schema.metadata[b"h3_resolution"])
         return cls(*(table.column(c).to_numpy() for c in ("restaurant_id", "latitude", "longitude", "cell")),
                    resolution=resolution, unique_cells=lookup.column("cell").to_numpy(),
                    cell_starts=lookup.column("start").to_numpy())
-
-
-def _read_arrow(path: Path) -> pa.Table:
-    with pa.memory_map(str(path)) as source:
-        return pa.ipc.open_file(source).read_all()
 
 
 def lookup_path(path: Path) -> Path:

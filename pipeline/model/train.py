@@ -231,7 +231,8 @@ def train(warehouse: Warehouse, checkpoint: Path, config: TrainConfig,
     report.seconds = time.perf_counter() - started
     report.mean_loss = float(np.mean(losses)) if losses else float("nan")
     state.cursor = None
-    save()  # also when nothing was left to train, so a discarded (restart) cursor is gone
+    if not report.days:
+        save()  # nothing was left to train: still drop a discarded (restart) cursor from the file
     return state, report
 
 

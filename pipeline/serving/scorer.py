@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.atomic import file_version
 from pipeline.model.export import torchscript_deprecation_silenced
 
 
@@ -19,7 +20,7 @@ class TorchScriptScorer:
             raise FileNotFoundError(f"exported model not found: {self.path} (materialize torchscript_model first)")
         with torchscript_deprecation_silenced():
             self.module = torch.jit.load(str(self.path)).eval()
-        self.version = f"{self.path.stat().st_mtime_ns}-{self.path.stat().st_size}"
+        self.version = file_version(self.path)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
