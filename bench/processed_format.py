@@ -47,7 +47,7 @@ def main() -> None:
         # rows form: exactly what processed_clicks writes
         started, n, size = time.perf_counter(), 0, 0
         for i, shard in enumerate(shards):
-            stats = publish_partition([shard], users.index, restaurants.index, rows_dir / str(i))
+            stats, _ = publish_partition([shard], users.index, restaurants.index, rows_dir / str(i))
             n, size = n + stats.rows, size + stats.bytes
         result["rows"] = n
         result["rows_form_write_rows_per_s"] = round(n / (time.perf_counter() - started))

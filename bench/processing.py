@@ -41,7 +41,7 @@ def ours(data: Path, warehouse: Path, files_per_partition: int) -> dict:
     days = dataset.days()
     groups = [days[i:i + files_per_partition] for i in range(0, len(days), files_per_partition)]
     for group in groups:
-        stats = publish_partition([dataset.shard_for_day(d) for d in group], users, restaurants,
+        stats, _ = publish_partition([dataset.shard_for_day(d) for d in group], users, restaurants,
                                   layout.processed_clicks(group[0]), day=group[0])
         rows, raw, size = rows + stats.rows, raw + stats.raw_rows, size + stats.bytes
         dropped, duplicates = dropped + stats.dropped_rows, duplicates + stats.duplicates

@@ -6,23 +6,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.atomic import staged_file
-
 
 def write_ipc(data: pa.Table | pa.RecordBatch, path: str | Path) -> int:
-    """Write ``data`` to ``path`` (callers inside a staged directory); return the file's size."""
+    """Write ``data`` to ``path`` (callers write into a candidate directory); return the file's size."""
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, data.schema) as writer:
         if isinstance(data, pa.RecordBatch):
             writer.write_batch(data)
         else:
             writer.write_table(data)
-    return Path(path).stat().st_size
-
-
-def publish_ipc(data: pa.Table | pa.RecordBatch, path: str | Path) -> int:
-    """Write ``data`` to a temporary name beside ``path`` and rename it into place."""
-    with staged_file(path) as tmp:
-        write_ipc(data, tmp)
     return Path(path).stat().st_size
 
 

@@ -1,4 +1,6 @@
-"""Write-then-rename helpers, so a killed process never leaves a partial file or directory visible.
+"""Write-then-rename for single private files (the generator's output, the training run's state),
+so a killed process never leaves a partial file visible. Anything a later run or the API reads
+is published through :mod:`pipeline.publish` instead (versions, audits, a pointer).
 
 Temporary names start with a dot and sit beside their target (same filesystem, so ``rename`` is
 atomic); readers that list ``name=*`` or ``*.parquet`` never see them.
@@ -31,38 +33,17 @@ def staged_file(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary directory; on success publish it as ``path`` (replacing an old one).
-
-    A reader sees either the old complete directory, no directory for an instant while an old one
-    is swapped out, or the new complete directory; never a partial one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    tmp = _temp_sibling(path, "tmp")
-    tmp.mkdir()
-    try:
-        yield tmp
-        old = _temp_sibling(path, "old")
-        if path.exists():
-            os.rename(path, old)
-        os.rename(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def remove_stale_temporaries(path: Path) -> None:
-    """Delete what a killed writer of ``path`` left behind (its hidden temp siblings)."""
+    """Delete what a killed writer of ``path`` left behind (its hidden temp siblings); call it
+    only as the single writer of ``path``. Returns how many were removed."""
+    removed = 0
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
         else:
             stale.unlink(missing_ok=True)
-    for stale in path.parent.glob(f".{path.name}.old-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 def file_version(path: str | os.PathLike) -> str:

@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.data.clicks import (
+    CorruptFile,
     count_duplicates,
     iter_chunks,
     publish_partition,
@@ -14,6 +15,7 @@ from pipeline.data.clicks import (
 )
 from pipeline.data.features import RESTAURANTS, USERS, IdIndex, read_source_features
 from pipeline.data.schema import SchemaError
+from pipeline.publish import Corrupt
 from pipeline_tests.conftest import write_clicks
 
 F30 = [f"f{i:02d}" for i in range(30)]
@@ -22,7 +24,7 @@ F10 = F30[:10]
 
 def _process(files, tmp_path, users, restaurants, **kwargs):
     out = tmp_path / "out"
-    return publish_partition(files, users, restaurants, out, day="2026-01-01", **kwargs), out
+    return publish_partition(files, users, restaurants, out, day="2026-01-01", **kwargs)[0], out
 
 
 def _gather(out):
@@ -119,3 +121,45 @@ def test_duplicate_count_is_exact_whatever_the_number_of_passes(tmp_path):
     expected = n - len(raw.drop_duplicates(["user_id", "restaurant_id"]))
     assert stats.duplicates == expected > 0
     assert count_duplicates(out, stats.chunks, 200, pass_bytes=30_000) == expected
+
+
+def _flip_byte(path, offset):
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_a_truncated_or_corrupt_click_file_fails_naming_the_file(tiny_dataset, tmp_path):
+    shard = tiny_dataset.shard_for_day("2026-01-01")
+    users, restaurants = IdIndex(np.arange(5_000)), IdIndex(np.arange(2_000))
+    truncated = tmp_path / "truncated.parquet"
+    truncated.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(CorruptFile, match=r"truncated\.parquet: not a readable parquet file"):
+        _process([truncated], tmp_path, users, restaurants)
+    # a byte flipped inside a data page: the page checksum the generator wrote catches it
+    flipped = tmp_path / "flipped.parquet"
+    flipped.write_bytes(shard.read_bytes())
+    _flip_byte(flipped, flipped.stat().st_size // 3)
+    with pytest.raises(CorruptFile, match=r"flipped\.parquet: corrupt data"):
+        _process([flipped], tmp_path, users, restaurants)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_corrupt_chunk_is_detected_when_it_is_read(tiny_dataset, tmp_path):
+    _, out = _process([tiny_dataset.shard_for_day("2026-01-01")], tmp_path, IdIndex(np.arange(5_000)),
+                      IdIndex(np.arange(2_000)), chunk_rows=1500)
+    chunk = out / "chunk-00001.arrow"
+    _flip_byte(chunk.resolve(), chunk.stat().st_size - 200)
+    with pytest.raises(Corrupt, match=r"chunk-00001\.arrow: crc32 .* \(the file is corrupt\)"):
+        list(iter_chunks(out))
+
+
+@pytest.mark.parametrize("sizes", [{"chunk_rows": 0}, {"batch_rows": -5}])
+def test_non_positive_sizes_are_refused_before_any_work(tmp_path, sizes):
+    path = write_clicks(tmp_path / "c.parquet", {"user_id": [1], "restaurant_id": [1], "click": [1]})
+    [(name, value)] = sizes.items()
+    with pytest.raises(ValueError, match=f"{name} must be a positive integer, got {value}"):
+        _process([path], tmp_path, IdIndex(np.arange(3)), IdIndex(np.arange(3)), **sizes)
+    assert not list(tmp_path.glob("*out*"))

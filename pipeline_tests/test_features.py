@@ -11,10 +11,12 @@ from pipeline.data.features import (
     IdIndex,
     load_id_index,
     load_snapshot,
+    publish_snapshot,
     read_source_features,
-    write_snapshot,
+    snapshot_audits,
 )
 from pipeline.data.schema import SchemaError
+from pipeline.publish import Artifact, Rejected
 
 
 @pytest.mark.parametrize("ids", [np.arange(1000), np.array([5, 9, 10, 400, 7_000_000_000]),
@@ -42,8 +44,8 @@ def test_snapshot_is_sorted_float32_and_round_trips(tiny_dataset, tmp_path):
     assert snapshot.ids.tolist() == list(range(len(source)))
     np.testing.assert_array_equal(snapshot.values, source[[f"f{i:02d}" for i in range(30)]]
                                   .to_numpy(np.float32))
-    path = tmp_path / "snap.arrow"
-    write_snapshot(snapshot, path, USERS)
+    path = tmp_path / "users"
+    publish_snapshot(snapshot, path, USERS)
     loaded = load_snapshot(path, USERS)
     np.testing.assert_array_equal(loaded.values, snapshot.values)
     assert loaded.version == snapshot.version and loaded.ids_version == snapshot.ids_version
@@ -61,9 +63,9 @@ def test_restaurant_snapshot_keeps_float64_locations(tiny_dataset, tmp_path):
     snapshot = read_source_features(tiny_dataset.restaurant_features, RESTAURANTS)
     source = pq.read_table(tiny_dataset.restaurant_features).to_pandas()
     np.testing.assert_array_equal(snapshot.locations[:, 0], source["latitude"].to_numpy())
-    assert snapshot.values.shape == (len(source), 10) and snapshot.invalid_locations() == 0
-    write_snapshot(snapshot, tmp_path / "r.arrow", RESTAURANTS)
-    np.testing.assert_array_equal(load_snapshot(tmp_path / "r.arrow", RESTAURANTS).locations,
+    assert snapshot.values.shape == (len(source), 10) and len(snapshot.invalid_location_rows()) == 0
+    publish_snapshot(snapshot, tmp_path / "restaurants", RESTAURANTS)
+    np.testing.assert_array_equal(load_snapshot(tmp_path / "restaurants", RESTAURANTS).locations,
                                   snapshot.locations)
 
 
@@ -109,5 +111,30 @@ def test_nan_inf_null_and_overflow_values_are_counted_per_column(tmp_path):
     frame["f05"] = frame["f05"].astype("Float64")
     frame.loc[3, "f05"] = None
     frame.to_parquet(tmp_path / "bad.parquet")
-    counts = read_source_features(tmp_path / "bad.parquet", USERS).non_finite_counts()
-    assert {k: v for k, v in counts.items() if v} == {"f01": 2, "f05": 1, "f29": 1}
+    [audit] = snapshot_audits(read_source_features(tmp_path / "bad.parquet", USERS), USERS)
+    assert not audit.passed and audit.metadata["columns_with_non_finite"] == {"f01": 2, "f05": 1, "f29": 1}
+    assert "first: user_id 0, f01 = nan" in audit.description
+
+
+def test_a_snapshot_with_a_nan_is_rejected_and_the_good_one_stays_live(tiny_dataset, tmp_path):
+    path = tmp_path / "users"
+    good = read_source_features(tiny_dataset.user_features, USERS)
+    publish_snapshot(good, path, USERS)
+    frame = pq.read_table(tiny_dataset.user_features).to_pandas()
+    frame.loc[7, "f12"] = np.nan
+    frame.to_parquet(tmp_path / "poisoned.parquet")
+    with pytest.raises(Rejected, match=r"user_features_are_finite: 1 non-finite values .* user_id 7, f12 = nan"):
+        publish_snapshot(read_source_features(tmp_path / "poisoned.parquet", USERS), path, USERS)
+    live = load_snapshot(path, USERS)
+    assert live.version == good.version and np.isfinite(live.values).all()
+    assert Artifact(path).versions() == [good.version]
+
+
+def test_bad_restaurant_locations_are_rejected_naming_the_row(tiny_dataset, tmp_path):
+    frame = pq.read_table(tiny_dataset.restaurant_features).to_pandas()
+    frame.loc[3, "latitude"] = 95.0
+    frame.to_parquet(tmp_path / "r.parquet")
+    with pytest.raises(Rejected, match=r"locations_valid: 1 rows .* restaurant_id 3 at \(95\.0"):
+        publish_snapshot(read_source_features(tmp_path / "r.parquet", RESTAURANTS), tmp_path / "restaurants",
+                         RESTAURANTS)
+    assert Artifact(tmp_path / "restaurants").live_version() is None

@@ -8,10 +8,11 @@ import torch
 
 from pipeline.data.clicks import read_manifest
 from pipeline.model.batches import FeatureTables
-from pipeline.model.checkpoint import TrainingState
-from pipeline.model.evaluate import evaluate_files
+from pipeline.model.checkpoint import TrainingState, load_published_state
+from pipeline.model.evaluate import accuracy_gate, evaluate_files
 from pipeline.model.export import export_torchscript, verify_torchscript
-from pipeline.model.train import TrainConfig, load_model, train
+from pipeline.model.train import NonFiniteTraining, TrainConfig, load_model, train
+from pipeline.publish import Artifact, AuditResult, Rejected
 from pipeline_tests.conftest import build_warehouse
 
 FAST = dict(batch_size=512, threads=1)
@@ -21,6 +22,11 @@ def _quiet(message):
     pass
 
 
+def _train(warehouse, gate=None, **config):
+    result = train(warehouse, TrainConfig(**{**FAST, **config}), log=_quiet, gate=gate)
+    return result.state, result.report
+
+
 @pytest.fixture
 def warehouse(tiny_dataset, tmp_path):
     return build_warehouse(tiny_dataset, tmp_path / "warehouse", chunk_rows=1500)
@@ -28,8 +34,7 @@ def warehouse(tiny_dataset, tmp_path):
 
 def test_incremental_trains_each_new_day_once_and_scores_it_first(tiny_dataset, tmp_path):
     warehouse = build_warehouse(tiny_dataset, tmp_path / "wh", chunk_rows=1500, days=2)
-    checkpoint = warehouse.checkpoint
-    state, report = train(warehouse, checkpoint, TrainConfig(**FAST), log=_quiet)
+    state, report = _train(warehouse)
     assert report.days == ["2026-01-01", "2026-01-02"] and report.rows == 8_000
     assert state.trained == {"2026-01-01": 4_000, "2026-01-02": 4_000}
     assert [p["day"] for p in report.prequential] == report.days
@@ -37,13 +42,13 @@ def test_incremental_trains_each_new_day_once_and_scores_it_first(tiny_dataset, 
 
     # nothing new: nothing trained, nothing changed
     weights = {k: v.clone() for k, v in state.model.items()}
-    state, report = train(warehouse, checkpoint, TrainConfig(**FAST), log=_quiet)
+    state, report = _train(warehouse)
     assert report.days == [] and report.rows == 0
     assert all(torch.equal(weights[k], v) for k, v in state.model.items())
 
     # a new day arrives: only it is trained, warm-started, and scored before training
     build_warehouse(tiny_dataset, warehouse.root, chunk_rows=1500)
-    state, report = train(warehouse, checkpoint, TrainConfig(**FAST), log=_quiet)
+    state, report = _train(warehouse)
     assert report.days == ["2026-01-03"] and report.rows == 4_000
     assert sorted(state.trained) == ["2026-01-01", "2026-01-02", "2026-01-03"]
     assert [h["day"] for h in state.history] == ["2026-01-01", "2026-01-02", "2026-01-03"]
@@ -52,8 +57,7 @@ def test_incremental_trains_each_new_day_once_and_scores_it_first(tiny_dataset, 
 
 
 def test_full_retrain_uses_every_row_of_the_window_every_epoch(warehouse):
-    state, report = train(warehouse, warehouse.checkpoint,
-                          TrainConfig(mode="full", epochs=3, window_start="2026-01-02", **FAST), log=_quiet)
+    state, report = _train(warehouse, mode="full", epochs=3, window_start="2026-01-02")
     assert report.days == ["2026-01-02", "2026-01-03"] * 3
     assert report.rows == 3 * 8_000 and len(report.epoch_seconds) == 3
     assert state.trained == {"2026-01-02": 4_000, "2026-01-03": 4_000}
@@ -63,37 +67,105 @@ def test_full_retrain_uses_every_row_of_the_window_every_epoch(warehouse):
 
 
 def test_mismatched_architecture_and_stale_partitions_are_refused(warehouse, tiny_dataset):
-    train(warehouse, warehouse.checkpoint, TrainConfig(**FAST), log=_quiet)
+    _train(warehouse, **{})
     with pytest.raises(ValueError, match="architecture .* differs"):
-        train(warehouse, warehouse.checkpoint, TrainConfig(hidden=(32, 16), **FAST), log=_quiet)
+        _train(warehouse, hidden=(32, 16))
     manifest_path = warehouse.processed_clicks("2026-01-02") / "_manifest.json"
     manifest_path.write_text(manifest_path.read_text().replace(read_manifest(
         warehouse.processed_clicks("2026-01-02"))["users_ids_version"], "other"))
     with pytest.raises(ValueError, match=r"\['2026-01-02'\] were resolved against other feature ids"):
-        train(warehouse, warehouse.root / "other.pt", TrainConfig(**FAST), log=_quiet)
+        _train(warehouse, mode="full")
 
 
 def test_an_unfinished_run_resumes_only_with_the_same_settings(warehouse):
-    config = TrainConfig(mode="full", epochs=2, checkpoint_every_chunks=1, **FAST)
-    state, _ = train(warehouse, warehouse.checkpoint, config, log=_quiet)
-    # forge an interruption: an unfinished cursor in the checkpoint
-    from pipeline.model.checkpoint import Cursor
-    from pipeline.model.train import _fingerprint
-    plan = [(0, "2026-01-01")]
-    state.cursor = Cursor("full", plan, fingerprint=_fingerprint(config, plan))
-    state.save(warehouse.checkpoint)
+    config = dict(mode="full", epochs=2, checkpoint_every_chunks=1)
+    _unfinished_run(warehouse, **config)
     with pytest.raises(ValueError, match="unfinished full run .* set restart=true"):
-        train(warehouse, warehouse.checkpoint, TrainConfig(lr=0.01, **FAST), log=_quiet)
-    with pytest.raises(ValueError, match="unfinished full run"):
-        load_model(warehouse.checkpoint)
-    _, report = train(warehouse, warehouse.checkpoint, TrainConfig(restart=True, **FAST), log=_quiet)
-    assert report.days == []  # the full run had trained every day already
-    assert TrainingState.load(warehouse.checkpoint).cursor is None
+        _train(warehouse, mode="full", epochs=2, lr=0.01)
+    assert Artifact(warehouse.checkpoint).live_version() is None  # nothing was ever published
+    state, report = _train(warehouse, **config)
+    assert report.resumed and state.cursor is None and not warehouse.training_run.exists()
     load_model(warehouse.checkpoint)
 
 
+def _unfinished_run(warehouse, **config):
+    """Leave an unfinished run behind: train, stop before publishing, then move its cursor back
+    one day, as if it had been killed during the last day with that day's weights applied."""
+    def crash(model, tables):
+        raise RuntimeError("killed before publishing")
+
+    with pytest.raises(RuntimeError, match="killed before publishing"):
+        _train(warehouse, gate=crash, **config)
+    state = TrainingState.load(warehouse.training_run)
+    assert state.cursor.position == len(state.cursor.plan)  # complete, not published
+    finished = {k: v.clone() for k, v in state.model.items()}
+    state.cursor.position, state.cursor.chunk = len(state.cursor.plan) - 1, 1
+    state.save(warehouse.training_run)
+    return finished
+
+
+def test_restart_discards_the_unfinished_run_and_starts_from_the_model_of_record(tiny_dataset, tmp_path):
+    warehouse = build_warehouse(tiny_dataset, tmp_path / "wh", chunk_rows=1500, days=2)
+    incumbent, _ = _train(warehouse)
+    build_warehouse(tiny_dataset, warehouse.root, chunk_rows=1500)
+    clean_pass = _unfinished_run(warehouse)  # an abandoned run that got through day 3 once already
+    state, report = _train(warehouse, restart=True)
+    assert report.discarded_unfinished and not report.resumed and report.days == ["2026-01-03"]
+    # one pass over day 3 from the model of record: 3 + 3 + 2 batches, not the abandoned run's extra ones
+    assert state.steps == incumbent.steps + 8
+    assert all(torch.equal(clean_pass[k], v) for k, v in state.model.items())
+
+
+def test_a_full_retrain_replaces_the_model_of_record_only_when_it_passes_the_gate(tiny_dataset, warehouse):
+    incumbent, _ = _train(warehouse)
+    version = Artifact(warehouse.checkpoint).live_version()
+    bar = accuracy_gate(tiny_dataset.test_files(), "accuracy_meets_reference_bar", bar=0.99)
+    with pytest.raises(Rejected, match=r"accuracy_meets_reference_bar: held-out accuracy 0\.\d+ < 0\.99"):
+        _train(warehouse, gate=bar, mode="full", epochs=2)
+    assert Artifact(warehouse.checkpoint).live_version() == version
+    assert not warehouse.training_run.exists()  # finished and rejected: nothing to resume
+    assert all(torch.equal(incumbent.model[k], v) for k, v in load_model(warehouse.checkpoint)[1].model.items())
+    state, _ = _train(warehouse, gate=accuracy_gate(tiny_dataset.test_files(), "accuracy_meets_reference_bar"),
+                      mode="full", epochs=2, lr=3e-3)
+    published = Artifact(warehouse.checkpoint)
+    assert published.live_version() != version and published.record()["previous"] == version
+    assert (published.live() / "evaluation.json").exists() and state.trained == incumbent.trained
+
+
+def test_a_full_retrain_over_an_empty_window_is_an_error_naming_it(warehouse):
+    _train(warehouse)
+    version = Artifact(warehouse.checkpoint).live_version()
+    with pytest.raises(ValueError, match=r"empty window \[2027-01-01, last day\]: processed days are "
+                                         r"2026-01-01 to 2026-01-03"):
+        _train(warehouse, mode="full", window_start="2027-01-01")
+    assert Artifact(warehouse.checkpoint).live_version() == version
+
+
+def test_a_non_finite_loss_stops_training_without_saving(warehouse):
+    incumbent, _ = _train(warehouse, mode="full", window_end="2026-01-02")
+    version = Artifact(warehouse.checkpoint).live_version()
+    with pytest.raises(NonFiniteTraining, match=r"non-finite .* while training day 2026-01-03, chunk \d+ "
+                                                r"\(epoch 0, step \d+\): training stopped without saving"):
+        _train(warehouse, lr=1e35, checkpoint_every_chunks=1)
+    assert Artifact(warehouse.checkpoint).live_version() == version and not warehouse.training_run.exists()
+    published = load_published_state(warehouse.checkpoint)
+    assert all(torch.isfinite(v).all() for v in published.model.values())
+    assert all(torch.equal(incumbent.model[k], v) for k, v in published.model.items())
+
+
+def test_every_published_checkpoint_records_its_audits(warehouse):
+    checked = []
+
+    def gate(model, tables):
+        checked.append(True)
+        return [AuditResult("gate", True)], {}
+
+    state, _ = _train(warehouse, gate=gate)
+    assert checked and Artifact(warehouse.checkpoint).record()["audits"][0]["name"] == "click_model_is_finite"
+
+
 def test_trained_model_beats_all_zeros_on_the_test_files(tiny_dataset, warehouse):
-    train(warehouse, warehouse.checkpoint, TrainConfig(mode="full", epochs=4, lr=3e-3, **FAST), log=_quiet)
+    _train(warehouse, mode="full", epochs=4, lr=3e-3)
     model, _ = load_model(warehouse.checkpoint)
     result = evaluate_files(model, tiny_dataset.test_files(), FeatureTables.load(warehouse))
     assert result["rows"] == 4_000 and sum(result["dropped"].values()) == 0
@@ -103,7 +175,7 @@ def test_trained_model_beats_all_zeros_on_the_test_files(tiny_dataset, warehouse
 
 
 def test_torchscript_export_matches_eager_in_a_fresh_process_without_warnings(warehouse, tmp_path):
-    train(warehouse, warehouse.checkpoint, TrainConfig(**FAST), log=_quiet)
+    _train(warehouse)
     model, _ = load_model(warehouse.checkpoint)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)  # the narrow filter must cover TorchScript's

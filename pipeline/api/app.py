@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipeline.api.artifacts import Artifacts
 from pipeline.serving.recommender import MAX_CANDIDATES, RequestError, UnknownUser
 from pipeline.serving.recommender import Request as Recommendation
+from pipeline.store.base import FeaturesNotLoaded
 
 INT64 = Field(ge=-(2**63), le=2**63 - 1)
 _USER = re.compile(r"^u?(\d{1,18})$")
@@ -117,6 +118,8 @@ def create_app(artifacts: Artifacts) -> FastAPI:
         try:
             answer = recommender.recommend(Recommendation(int(match.group(1)), body.latitude, body.longitude,
                                                           candidates, body.size, body.max_dist, body.sort_dist))
+        except FeaturesNotLoaded:
+            return error(503, "features not loaded: the online store has no live version", started=started)
         except UnknownUser as unknown:
             return error(404, "unknown user", "user_id", [{"user_id": unknown.user_id}], started)
         except RequestError as invalid_field:
@@ -129,13 +132,17 @@ def create_app(artifacts: Artifacts) -> FastAPI:
     async def health() -> ORJSONResponse:
         """Ready when the model, the geo index and the online store's features are loaded."""
         try:
-            store_versions = {kind: artifacts.store.version(kind) for kind in ("users", "restaurants")}
+            live = artifacts.store.live()
+            store = {"version": live.number, "users_version": live.users_version,
+                     "restaurants_version": live.restaurants_version, "loaded_at": live.created_at} if live else {
+                "error": "features not loaded"}
         except Exception as unreachable:  # the store is down: not ready, and say why
-            store_versions = {"error": str(unreachable)}
-        ready = artifacts.ready and all(store_versions.get(k) for k in ("users", "restaurants"))
+            live, store = None, {"error": str(unreachable)}
+        ready = artifacts.ready and live is not None
         return ORJSONResponse({"ready": ready, "model_version": artifacts.model_version,
-                               "store": store_versions, "reloads": artifacts.reloads},
-                              status_code=200 if ready else 503)
+                               "model_feature_versions": artifacts.model_record.get("feature_versions", {}),
+                               "geo_index_version": artifacts.geo_version, "store": store,
+                               "reloads": artifacts.reloads}, status_code=200 if ready else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:

@@ -3,13 +3,14 @@ pipeline publishes new ones, swapped in one assignment so no request sees a half
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from pathlib import Path
 
-from pipeline.atomic import file_version
 from pipeline.data.layout import Warehouse
-from pipeline.geo.index import GeoIndex, lookup_path
+from pipeline.geo.index import GeoIndex
+from pipeline.model.export import MODEL_FILE
+from pipeline.publish import RECORD, Artifact, verify_file
 from pipeline.serving.recommender import Recommender
 from pipeline.serving.scorer import TorchScriptScorer
 from pipeline.store.base import FeatureStore
@@ -24,6 +25,8 @@ class Artifacts:
         self.warehouse, self.store, self.poll_interval_s = warehouse, store, poll_interval_s
         self.recommender: Recommender | None = None
         self.model_version = ""
+        self.model_record: dict = {}
+        self.geo_version = ""
         self.reloads = 0
         self._seen: tuple | None = None
         self._stop = threading.Event()
@@ -33,26 +36,27 @@ class Artifacts:
     def ready(self) -> bool:
         return self.recommender is not None
 
-    def _paths(self) -> tuple[Path, Path, Path]:
-        layout = self.warehouse
-        return layout.torchscript, layout.geo_index, lookup_path(layout.geo_index)
-
     def refresh(self) -> bool:
-        """Load the artifacts if they changed since the last load; True when a new set is live."""
-        try:
-            version = tuple(file_version(p) for p in self._paths())
-        except FileNotFoundError as missing:
+        """Load the published export and geo index if either changed since the last load; True
+        when a new set is live. Each is read from one resolved version directory."""
+        export, geo = Artifact(self.warehouse.export), Artifact(self.warehouse.geo_index)
+        version = (export.live_version(), geo.live_version())
+        if None in version:
             if self.recommender is None:
-                log.warning("artifacts not available yet: %s", missing)
+                log.warning("artifacts not available yet: export %s, geo index %s", *version)
             return False
         if version == self._seen:
             return False
-        scorer = TorchScriptScorer(self.warehouse.torchscript)
-        geo = GeoIndex.load(self.warehouse.geo_index)
-        self.recommender = Recommender(geo, self.store, scorer)  # one assignment: atomic for readers
+        export_dir, geo_dir = export.version_path(version[0]), geo.version_path(version[1])
+        scorer = TorchScriptScorer(verify_file(export_dir, MODEL_FILE), version=version[0])
+        index = GeoIndex.load_version(geo_dir, verify=True)
+        self.recommender = Recommender(index, self.store, scorer)  # one assignment: atomic for readers
         self.model_version, self._seen = scorer.version, version
+        self.model_record = json.loads((export_dir / RECORD).read_text())
+        self.geo_version = version[1]
         self.reloads += 1
-        log.info("serving model %s", scorer.version)
+        log.info("serving model %s (trained on features %s), geo index %s", scorer.version,
+                 self.model_record.get("feature_versions"), version[1])
         return True
 
     def start(self) -> None:

@@ -23,15 +23,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.arrow_ipc import read_first_batch, write_ipc
-from pipeline.atomic import staged_dir
 from pipeline.data.features import IdIndex
 from pipeline.data.schema import CLICKS
+from pipeline.publish import RECORD, Artifact, AuditResult, Published, verify_file, write_audit_publish
 
 CHUNK_SCHEMA = pa.schema(
     [("user_row", pa.int32()), ("restaurant_row", pa.int32()), ("click", pa.int8())]
 )
 DROP_REASONS = ("null", "unknown_user", "unknown_restaurant", "invalid_click")
 MANIFEST = "_manifest.json"
+RECONCILE_CHECK = "raw_rows_reconcile"
+CHUNKS_CHECK = "chunks_match_manifest"
 FORMAT_VERSION = 1
 DEFAULT_CHUNK_ROWS = 1 << 20
 DEFAULT_BATCH_ROWS = 1 << 17
@@ -131,23 +133,55 @@ def resolve_batch(batch: pa.RecordBatch, users: IdIndex, restaurants: IdIndex,
     return user_row[ok], restaurant_row[ok], click[ok].astype(np.int8)
 
 
+class CorruptFile(ValueError):
+    """A file that cannot be read as what it claims to be (truncated, a bad page, a bad footer)."""
+
+
+def _parquet(path: Path) -> pq.ParquetFile:
+    # Page checksums are verified where the writer stored them (the generator and every parquet
+    # file the pipeline writes do); files without them are read as before.
+    try:
+        return pq.ParquetFile(path, page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise CorruptFile(f"{path}: not a readable parquet file (truncated or corrupt): {exc}") from exc
+
+
 def open_click_file(path: Path) -> pq.ParquetFile:
     """Open a raw click file and check its schema (errors name the file and column)."""
-    reader = pq.ParquetFile(path)
+    reader = _parquet(Path(path))
     CLICKS.validate(reader.schema_arrow, str(path))
     return reader
 
 
 def iter_raw_batches(files: Sequence[Path], batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
     """(user_id, restaurant_id, click) batches of raw click files; every schema is checked before
-    the first batch is yielded."""
+    the first batch is yielded; a page that fails to decode or to match its checksum raises
+    :class:`CorruptFile` naming the file."""
+    _positive(batch_rows=batch_rows)
     files = [Path(f) for f in files]
     for path in files:
         open_click_file(path).close()
     for path in files:
         # One reader at a time: a finished reader still holds its last row group's buffers.
-        with pq.ParquetFile(path) as reader:
-            yield from reader.iter_batches(batch_size=batch_rows, columns=CLICKS.column_names)
+        with _parquet(path) as reader:
+            batches = reader.iter_batches(batch_size=batch_rows, columns=CLICKS.column_names)
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except (pa.ArrowException, OSError) as exc:
+                    raise CorruptFile(f"{path}: corrupt data (a page failed to decode or to match its "
+                                      f"checksum): {exc}") from exc
+                yield batch
+
+
+def _positive(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def process_clicks(files: Sequence[Path], users: IdIndex, restaurants: IdIndex, out_dir: Path,
@@ -158,6 +192,7 @@ def process_clicks(files: Sequence[Path], users: IdIndex, restaurants: IdIndex, 
     Memory is bounded by ``chunk_rows`` + ``batch_rows`` (plus the id indexes), whatever the size
     of the input. All schemas are checked before anything is written.
     """
+    _positive(chunk_rows=chunk_rows, batch_rows=batch_rows)
     started = time.perf_counter()
     stats = PartitionStats()
     writer = _ChunkWriter(out_dir, chunk_rows, stats)
@@ -214,17 +249,41 @@ def count_duplicates(out_dir: Path, chunks: list[dict], n_restaurants: int,
     return rows - distinct
 
 
+def partition_audits(out_dir: Path, stats: PartitionStats, raw_rows: int) -> list[AuditResult]:
+    """What a processed partition must satisfy to be published: raw rows = kept + dropped, and
+    every chunk as written holds the rows its manifest says."""
+    reconciled = raw_rows == stats.rows + stats.dropped_rows
+    written = [read_first_batch(out_dir / c["file"]).num_rows for c in stats.chunks]
+    wrong = [c["file"] for c, n in zip(stats.chunks, written, strict=True) if n != c["rows"]]
+    return [
+        AuditResult(RECONCILE_CHECK, reconciled,
+                    {"raw_rows": raw_rows, "kept_rows": stats.rows, "dropped_rows": stats.dropped_rows},
+                    "" if reconciled else f"raw rows {raw_rows} != kept {stats.rows} + dropped {stats.dropped_rows}"),
+        AuditResult(CHUNKS_CHECK, not wrong, {"chunks": len(written), "rows_in_chunks": sum(written)},
+                    f"chunks {wrong} do not hold the rows the manifest says" if wrong else ""),
+    ]
+
+
 def publish_partition(files: Sequence[Path], users: IdIndex, restaurants: IdIndex, target: Path,
                       chunk_rows: int = DEFAULT_CHUNK_ROWS, batch_rows: int = DEFAULT_BATCH_ROWS,
-                      **context) -> PartitionStats:
-    """Process ``files`` into the partition directory ``target``, published atomically with its
-    manifest (``context``: day, sources, snapshot versions …)."""
-    with staged_dir(target) as staging:
+                      on_wait=None, **context) -> tuple[PartitionStats, Published]:
+    """Process ``files`` into a candidate of the partition ``target``, audit it (see
+    :func:`partition_audits`) and publish it with its manifest (``context``: day, sources,
+    snapshot versions …). :class:`~pipeline.publish.Rejected` if an audit fails."""
+    _positive(chunk_rows=chunk_rows, batch_rows=batch_rows)
+    raw_rows = 0
+    for path in files:
+        with open_click_file(path) as reader:
+            raw_rows += reader.metadata.num_rows
+
+    def write(staging: Path) -> PartitionStats:
         stats = process_clicks(files, users, restaurants, staging, chunk_rows, batch_rows)
         write_manifest(staging, stats, chunk_rows=chunk_rows, **context)
-    return stats
+        return stats
 
-
+    return write_audit_publish(target, write, lambda staging, stats: partition_audits(staging, stats, raw_rows),
+                               record=lambda stats: {"day": context.get("day"), "rows": stats.rows},
+                               on_wait=on_wait)
 def write_manifest(out_dir: Path, stats: PartitionStats, **context) -> dict:
     """Write ``_manifest.json`` (statistics plus ``context``: day, sources, snapshot versions)."""
     manifest = {"format_version": FORMAT_VERSION, **context, **asdict(stats),
@@ -233,16 +292,26 @@ def write_manifest(out_dir: Path, stats: PartitionStats, **context) -> dict:
     return manifest
 
 
-def read_manifest(partition_dir: Path) -> dict:
-    path = Path(partition_dir) / MANIFEST
-    if not path.exists():
-        raise FileNotFoundError(f"no processed partition at {partition_dir} ({MANIFEST} missing)")
-    return json.loads(path.read_text())
+def live_partition(partition: Path) -> Path:
+    """The live version directory of a published processed partition (read every file from it)."""
+    try:
+        return Artifact(partition).live()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no processed partition at {partition} (materialize processed_clicks)") from None
 
 
-def iter_chunks(partition_dir: Path) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (user_row, restaurant_row, click) numpy arrays chunk by chunk (memory-mapped)."""
-    partition_dir = Path(partition_dir)
-    for chunk in read_manifest(partition_dir)["chunks"]:
-        batch = read_first_batch(partition_dir / chunk["file"])
+def read_manifest(partition: Path) -> dict:
+    """The manifest of the live version of ``partition`` (or of a version directory)."""
+    directory = partition if (Path(partition) / RECORD).exists() else live_partition(partition)
+    return json.loads((directory / MANIFEST).read_text())
+
+
+def iter_chunks(partition: Path, verify: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (user_row, restaurant_row, click) numpy arrays chunk by chunk (memory-mapped) from
+    one version of ``partition``; each chunk is checked against its published crc32 first."""
+    directory = partition if (Path(partition) / RECORD).exists() else live_partition(partition)
+    record = json.loads((directory / RECORD).read_text())
+    for chunk in json.loads((directory / MANIFEST).read_text())["chunks"]:
+        path = verify_file(directory, chunk["file"], record) if verify else directory / chunk["file"]
+        batch = read_first_batch(path)
         yield tuple(batch.column(i).to_numpy() for i in range(3))

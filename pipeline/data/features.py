@@ -17,8 +17,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.arrow_ipc import publish_ipc, read_ipc
+from pipeline.arrow_ipc import read_ipc, write_ipc
 from pipeline.data.schema import RESTAURANT_FEATURES, USER_FEATURES, TableSpec
+from pipeline.publish import Artifact, AuditResult, Published, verify_file, write_audit_publish
 
 LOCATION_COLUMNS = ("latitude", "longitude")
 
@@ -30,11 +31,12 @@ class FeatureKind:
     id_column: str
     feature_columns: tuple[str, ...]
     location_columns: tuple[str, ...] = ()
+    check_prefix: str = ""  # names of its audits: user_features_are_finite, …
 
 
-USERS = FeatureKind("users", USER_FEATURES, "user_id", USER_FEATURES.column_names[1:])
+USERS = FeatureKind("users", USER_FEATURES, "user_id", USER_FEATURES.column_names[1:], (), "user_features")
 RESTAURANTS = FeatureKind("restaurants", RESTAURANT_FEATURES, "restaurant_id",
-                          RESTAURANT_FEATURES.column_names[3:], LOCATION_COLUMNS)
+                          RESTAURANT_FEATURES.column_names[3:], LOCATION_COLUMNS, "restaurant_features")
 
 
 class IdIndex:
@@ -89,18 +91,13 @@ class FeatureSnapshot:
             self._index = IdIndex(self.ids)
         return self._index
 
-    def non_finite_counts(self) -> dict[str, int]:
-        """Per feature column: how many values are NaN or ±inf."""
-        bad = (~np.isfinite(self.values)).sum(axis=0)
-        return {f"f{i:02d}": int(n) for i, n in enumerate(bad)}
-
-    def invalid_locations(self) -> int:
-        """Rows whose coordinates are not finite or not on the globe (0 when there are none)."""
+    def invalid_location_rows(self) -> np.ndarray:
+        """Rows whose coordinates are not finite or not on the globe."""
         if self.locations is None:
-            return 0
+            return np.empty(0, np.int64)
         lat, lon = self.locations[:, 0], self.locations[:, 1]
         ok = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
-        return int((~ok).sum())
+        return np.flatnonzero(~ok)
 
 
 def _digest(*arrays: np.ndarray) -> str:
@@ -146,22 +143,64 @@ def read_source_features(path: str | Path, kind: FeatureKind) -> FeatureSnapshot
                            version=_digest(ids, values, *extra), ids_version=_digest(ids))
 
 
-def write_snapshot(snapshot: FeatureSnapshot, path: str | Path, kind: FeatureKind) -> int:
-    """Publish ``snapshot`` atomically as Arrow IPC; return the bytes written."""
+SNAPSHOT_FILE = "snapshot.arrow"
+
+
+def snapshot_audits(snapshot: FeatureSnapshot, kind: FeatureKind) -> list[AuditResult]:
+    """The checks a snapshot must pass to be published: every feature finite and, for
+    restaurants, every location on the globe. A failure names the column, an id and its value."""
+    bad = ~np.isfinite(snapshot.values)
+    counts = {f"f{i:02d}": int(n) for i, n in enumerate(bad.sum(axis=0)) if n}
+    description = ""
+    if counts:
+        row, col = map(int, np.argwhere(bad)[0])
+        description = (f"{sum(counts.values())} non-finite values (by column: {counts}); first: "
+                       f"{kind.id_column} {int(snapshot.ids[row])}, {kind.feature_columns[col]} = "
+                       f"{snapshot.values[row, col]}")
+    results = [AuditResult(f"{kind.check_prefix}_are_finite", not counts,
+                           {"non_finite_values": sum(counts.values()), "columns_with_non_finite": counts},
+                           description)]
+    if kind.location_columns:
+        invalid = snapshot.invalid_location_rows()
+        where = ""
+        if len(invalid):
+            row = int(invalid[0])
+            where = (f"{len(invalid)} rows with a location off the globe or not finite; first: "
+                     f"{kind.id_column} {int(snapshot.ids[row])} at ({', '.join(map(str, snapshot.locations[row].tolist()))})")
+        results[0].metadata["invalid_locations"] = len(invalid)
+        results.append(AuditResult(f"{kind.check_prefix}_locations_valid", not len(invalid),
+                                   {"invalid_locations": len(invalid)}, where))
+    return results
+
+
+def _snapshot_table(snapshot: FeatureSnapshot, kind: FeatureKind) -> pa.Table:
     columns = {kind.id_column: snapshot.ids}
     for i, name in enumerate(kind.location_columns):
         columns[name] = snapshot.locations[:, i]
     for i, name in enumerate(kind.feature_columns):
         columns[name] = snapshot.values[:, i]
-    return publish_ipc(pa.table(columns).replace_schema_metadata(
-        {"kind": snapshot.kind, "version": snapshot.version, "ids_version": snapshot.ids_version}), path)
+    return pa.table(columns).replace_schema_metadata(
+        {"kind": snapshot.kind, "version": snapshot.version, "ids_version": snapshot.ids_version})
 
 
-def load_snapshot(path: str | Path, kind: FeatureKind) -> FeatureSnapshot:
-    """Load a snapshot written by :func:`write_snapshot`."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"feature snapshot not found: {path} (materialize {kind.name} features first)")
+def publish_snapshot(snapshot: FeatureSnapshot, path: str | Path, kind: FeatureKind) -> Published:
+    """Write ``snapshot`` as a candidate, audit the candidate as written (read back from disk),
+    and publish it as the version named by its content digest; :class:`Rejected` if it fails."""
+
+    def write(staging: Path) -> None:
+        write_ipc(_snapshot_table(snapshot, kind), staging / SNAPSHOT_FILE)
+
+    def audit(staging: Path, _) -> list[AuditResult]:
+        return snapshot_audits(_read_snapshot_file(staging / SNAPSHOT_FILE, kind), kind)
+
+    _, published = write_audit_publish(
+        path, write, audit, version=snapshot.version,
+        record={"kind": kind.name, "content_version": snapshot.version, "ids_version": snapshot.ids_version,
+                "rows": len(snapshot.ids)})
+    return published
+
+
+def _read_snapshot_file(path: Path, kind: FeatureKind) -> FeatureSnapshot:
     table = read_ipc(path)
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
 
@@ -174,11 +213,27 @@ def load_snapshot(path: str | Path, kind: FeatureKind) -> FeatureSnapshot:
                            version=meta.get("version", ""), ids_version=meta.get("ids_version", ""))
 
 
+def _snapshot_version_dir(path: str | Path, kind: FeatureKind, version: str | None) -> Path:
+    artifact = Artifact(path)
+    try:
+        return artifact.version_path(version) if version else artifact.live()
+    except FileNotFoundError as missing:
+        hint = "" if version else f" (materialize {kind.name} features first)"
+        raise FileNotFoundError(f"{kind.name} feature snapshot: {missing}{hint}") from None
+
+
+def load_snapshot(path: str | Path, kind: FeatureKind, version: str | None = None,
+                  verify: bool = True) -> FeatureSnapshot:
+    """The live snapshot published at ``path`` (or the kept ``version``), its file checked
+    against the crc32 recorded at publish time."""
+    directory = _snapshot_version_dir(path, kind, version)
+    file = verify_file(directory, SNAPSHOT_FILE) if verify else directory / SNAPSHOT_FILE
+    return _read_snapshot_file(file, kind)
+
+
 def load_id_index(path: str | Path, kind: FeatureKind) -> tuple[IdIndex, str]:
-    """Only the id column of a snapshot, as an :class:`IdIndex`, and its ``ids_version``."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"feature snapshot not found: {path} (materialize {kind.name} features first)")
-    table = read_ipc(path)
+    """Only the id column of the live snapshot, as an :class:`IdIndex`, and its ``ids_version``."""
+    directory = _snapshot_version_dir(path, kind, None)
+    table = read_ipc(directory / SNAPSHOT_FILE)
     meta = table.schema.metadata or {}
     return IdIndex(table.column(kind.id_column).to_numpy()), meta.get(b"ids_version", b"").decode()

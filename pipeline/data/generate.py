@@ -138,13 +138,14 @@ def click_block(spec: DatasetSpec, user_signal: np.ndarray, restaurant_signal: n
 def _write_features(path: Path, id_column: str, ids: np.ndarray, columns: dict[str, np.ndarray]) -> None:
     table = pa.table({id_column: ids, **{k: v.astype(np.float64) for k, v in columns.items()}})
     with staged_file(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, write_page_checksum=True)
 
 
 def _write_clicks(path: Path, spec: DatasetSpec, user_signal: np.ndarray,
                   restaurant_signal: np.ndarray, role: int, file: int, bar: tqdm) -> None:
     schema = pa.schema([("user_id", pa.int64()), ("restaurant_id", pa.int64()), ("click", pa.int64())])
-    with staged_file(path) as tmp, pq.ParquetWriter(tmp, schema, use_dictionary=["click"]) as writer:
+    with staged_file(path) as tmp, pq.ParquetWriter(tmp, schema, use_dictionary=["click"],
+                                                           write_page_checksum=True) as writer:
         for block, start in enumerate(range(0, spec.rows_per_file, BLOCK_ROWS)):
             rows = min(BLOCK_ROWS, spec.rows_per_file - start)
             writer.write_batch(click_block(spec, user_signal, restaurant_signal, role, file, block, rows))

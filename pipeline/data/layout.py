@@ -6,13 +6,18 @@ Reference dataset (read as is)::
     DIR/train/train_NN.parquet   shard NN holds the clicks of day start_date + NN
     DIR/test/test_NN.parquet     held-out clicks, not partitioned by day
 
-Warehouse (written by the pipeline, every file published atomically)::
+Warehouse (written by the pipeline). Every artifact below is a directory published by
+write-audit-publish (``pipeline.publish``): the name is a symlink to its live, audited version::
 
-    WAREHOUSE/features/{users,restaurants}.arrow   float32 feature snapshots
+    WAREHOUSE/features/{users,restaurants}/snapshot.arrow      float32 feature snapshots
     WAREHOUSE/raw_clicks/date=YYYY-MM-DD/part-*.parquet
     WAREHOUSE/processed_clicks/date=YYYY-MM-DD/{_manifest.json,chunk-*.arrow}
-    WAREHOUSE/models/click_model/{checkpoint.pt,evaluation.json,model.pt}
-    WAREHOUSE/serving/geo_index.arrow, geo_index_cells.arrow   the H3 restaurant table and its lookup
+    WAREHOUSE/models/click_model/checkpoint/{checkpoint.pt,evaluation.json}   the model of record
+    WAREHOUSE/models/click_model/export/model.pt               the exported (served) model
+    WAREHOUSE/serving/geo_index/{table.arrow,cells.arrow}      the H3 restaurant table and its lookup
+
+and, not published (private to the one training writer): WAREHOUSE/models/click_model/training/run.pt,
+the unfinished training run's state.
 """
 
 from __future__ import annotations
@@ -97,11 +102,15 @@ class Warehouse:
 
     @property
     def user_features(self) -> Path:
-        return self.root / "features" / "users.arrow"
+        return self.root / "features" / "users"
 
     @property
     def restaurant_features(self) -> Path:
-        return self.root / "features" / "restaurants.arrow"
+        return self.root / "features" / "restaurants"
+
+    def features(self, kind: str) -> Path:
+        """The snapshot artifact of ``kind`` (users or restaurants)."""
+        return self.root / "features" / kind
 
     def raw_clicks(self, day: str) -> Path:
         return self.root / "raw_clicks" / f"date={parse_day(day).isoformat()}"
@@ -115,21 +124,29 @@ class Warehouse:
 
     @property
     def checkpoint(self) -> Path:
-        """Training state: weights, optimizer, trained partitions, versions, cursor."""
-        return self.models / "checkpoint.pt"
+        """The model of record (artifact): weights, optimizer, trained partitions, feature
+        versions, and its evaluation on the held-out files."""
+        return self.models / "checkpoint"
 
     @property
-    def evaluation(self) -> Path:
-        return self.models / "evaluation.json"
+    def training_run(self) -> Path:
+        """The unfinished training run's state (with its cursor), private to the training writer."""
+        return self.models / "training" / "run.pt"
+
+    @property
+    def export(self) -> Path:
+        """The exported model the API serves (artifact): ``model.pt``."""
+        return self.models / "export"
 
     @property
     def torchscript(self) -> Path:
-        """The exported model the recommender serves."""
-        return self.models / "model.pt"
+        """The live exported TorchScript file (through the export's pointer)."""
+        return self.export / "model.pt"
 
     @property
     def geo_index(self) -> Path:
-        return self.root / "serving" / "geo_index.arrow"
+        """The H3 restaurant table and its cell lookup (one artifact)."""
+        return self.root / "serving" / "geo_index"
 
     def processed_days(self) -> list[str]:
         """Days with a published processed partition, in order."""

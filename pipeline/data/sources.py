@@ -7,18 +7,18 @@ extract them into a scratch directory first), and ``extract_clicks(day, out_dir)
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import pyarrow.parquet as pq
-
 from pipeline.atomic import file_version
 from pipeline.data.clicks import open_click_file
 from pipeline.data.features import FeatureKind
 from pipeline.data.layout import ReferenceDataset
+from pipeline.publish import RECORD, Artifact, AuditResult, Published, verify_file, write_audit_publish
 
 
 @dataclass(frozen=True)
@@ -94,13 +94,35 @@ class LocalParquetSource:
         return Extract([target], rows, target.stat().st_size, str(shard))
 
 
-def raw_files(partition_dir: Path) -> list[Path]:
-    """The part files of a published raw partition."""
-    files = sorted(Path(partition_dir).glob("part-*.parquet"))
-    if not files and not Path(partition_dir).is_dir():
-        raise FileNotFoundError(f"raw partition not materialized: {partition_dir}")
-    return files
+RAW_CHECK = "raw_files_readable"
 
 
-def raw_rows(files: list[Path]) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+def raw_audits(extract: Extract) -> list[AuditResult]:
+    """An extract must be readable click parquet holding the rows the source said it wrote."""
+    rows = 0
+    for path in extract.files:
+        with open_click_file(path) as reader:
+            rows += reader.metadata.num_rows
+    return [AuditResult(RAW_CHECK, rows == extract.rows, {"rows": rows, "files": len(extract.files)},
+                        "" if rows == extract.rows else f"files hold {rows} rows, the source wrote {extract.rows}")]
+
+
+def publish_raw_partition(source: Source, day: str, target: Path, on_wait=None) -> tuple[Extract, Published]:
+    """Extract ``day`` from ``source`` into a candidate of the raw partition ``target``, audit it,
+    and publish it (each file's crc32 is recorded, and checked again when it is processed)."""
+    return write_audit_publish(target, lambda staging: source.extract_clicks(day, staging),
+                               lambda staging, extract: raw_audits(extract),
+                               record=lambda extract: {"day": day, "rows": extract.rows, "origin": extract.origin},
+                               on_wait=on_wait)
+
+
+def raw_files(partition: Path) -> list[Path]:
+    """The part files of the live version of a published raw partition, each checked against
+    the crc32 recorded when it was published."""
+    try:
+        directory = Artifact(partition).live()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"raw partition not materialized: {partition}") from None
+    record = json.loads((directory / RECORD).read_text())
+    return [verify_file(directory, name, record) for name in sorted(record["files"])
+            if name.startswith("part-") and name.endswith(".parquet")]

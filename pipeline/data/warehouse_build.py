@@ -5,7 +5,7 @@ that need a warehouse; the pipeline itself goes through the assets."""
 from __future__ import annotations
 
 from pipeline.data.clicks import DEFAULT_CHUNK_ROWS, publish_partition
-from pipeline.data.features import RESTAURANTS, USERS, FeatureSnapshot, read_source_features, write_snapshot
+from pipeline.data.features import RESTAURANTS, USERS, FeatureSnapshot, publish_snapshot, read_source_features
 from pipeline.data.layout import ReferenceDataset, Warehouse
 
 
@@ -15,8 +15,8 @@ def build_from_reference(dataset: ReferenceDataset, warehouse: Warehouse, chunk_
     when None, none when 0); return the (user, restaurant) snapshots."""
     users = read_source_features(dataset.user_features, USERS)
     restaurants = read_source_features(dataset.restaurant_features, RESTAURANTS)
-    write_snapshot(users, warehouse.user_features, USERS)
-    write_snapshot(restaurants, warehouse.restaurant_features, RESTAURANTS)
+    publish_snapshot(users, warehouse.user_features, USERS)
+    publish_snapshot(restaurants, warehouse.restaurant_features, RESTAURANTS)
     for day in dataset.days()[:days]:
         publish_partition([dataset.shard_for_day(day)], users.index, restaurants.index,
                           warehouse.processed_clicks(day), chunk_rows=chunk_rows, day=day,

@@ -22,11 +22,14 @@ import h3.api.basic_int as h3
 import numpy as np
 import pyarrow as pa
 
-from pipeline.arrow_ipc import publish_ipc, read_ipc
+from pipeline.arrow_ipc import read_ipc, write_ipc
 from pipeline.data.features import IdIndex
 from pipeline.geo.distance import haversine_m, within_box
+from pipeline.publish import Artifact, AuditResult, Published, verify_file, write_audit_publish
 
 RESOLUTION = 8
+TABLE_FILE, CELLS_FILE = "table.arrow", "cells.arrow"
+GEO_CHECK = "geo_index_complete"
 EDGE_MARGIN = 0.8  # cells a few kilometres away may be slightly smaller than the query's own
 
 
@@ -107,24 +110,52 @@ class GeoIndex:
         keep = metres <= max_dist_m
         return rows[keep], metres[keep]
 
-    def save(self, path: Path) -> int:
-        """Publish the table (sorted by cell) and, beside it, the cell → rows lookup."""
-        table = pa.table({"restaurant_id": self.ids, "latitude": self.lats, "longitude": self.lons,
-                          "cell": self.cells}).replace_schema_metadata({"h3_resolution": str(self.resolution)})
-        lookup = pa.table({"cell": self.unique_cells, "start": self.cell_starts,
-                           "count": self.cell_ends - self.cell_starts})
-        return publish_ipc(table, path) + publish_ipc(lookup, lookup_path(path))
+    def audit(self, expected_ids: np.ndarray) -> list[AuditResult]:
+        """The checks a written index must pass: exactly the snapshot's restaurants, sorted by
+        cell, and a lookup whose ranges cover every row once with the right cell."""
+        same_ids = len(self.ids) == len(expected_ids) and np.array_equal(np.sort(self.ids), np.sort(expected_ids))
+        sorted_cells = bool(np.all(self.cells[1:] >= self.cells[:-1]))
+        counts = self.cell_ends - self.cell_starts
+        covered = (int(counts.sum()) == len(self.cells) and bool(np.all(counts > 0))
+                   and bool(np.all(self.cells[self.cell_starts] == self.unique_cells))
+                   and bool(np.all(self.cells[self.cell_ends - 1] == self.unique_cells)))
+        problems = [text for ok, text in ((same_ids, f"holds {len(self.ids)} restaurants, the snapshot "
+                                                     f"{len(expected_ids)} (or other ids)"),
+                                          (sorted_cells, "rows are not sorted by cell"),
+                                          (covered, "the cell lookup does not cover the rows exactly"))
+                    if not ok]
+        return [AuditResult(GEO_CHECK, not problems, {"restaurants": len(self.ids), "cells": len(self.unique_cells)},
+                            "; ".join(problems))]
+
+    def publish(self, path: Path, expected_ids: np.ndarray) -> Published:
+        """Write the table (sorted by cell) and its cell → rows lookup as one candidate, load it
+        back, audit it, and publish it as one artifact."""
+        def write(staging: Path) -> None:
+            write_ipc(pa.table({"restaurant_id": self.ids, "latitude": self.lats, "longitude": self.lons,
+                                "cell": self.cells}).replace_schema_metadata({"h3_resolution": str(self.resolution)}),
+                      staging / TABLE_FILE)
+            write_ipc(pa.table({"cell": self.unique_cells, "start": self.cell_starts,
+                                "count": self.cell_ends - self.cell_starts}), staging / CELLS_FILE)
+
+        _, published = write_audit_publish(path, write, lambda staging, _: GeoIndex.load_version(staging).audit(
+            expected_ids), record={"restaurants": len(self.ids), "h3_resolution": self.resolution})
+        return published
 
     @classmethod
     def load(cls, path: Path) -> GeoIndex:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"geo index not found: {path} (materialize restaurant_geo_index first)")
-        table, lookup = read_ipc(path), read_ipc(lookup_path(path))
+        """The live index published at ``path``."""
+        try:
+            directory = Artifact(path).live()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"geo index not found: {path} (materialize restaurant_geo_index first)") from None
+        return cls.load_version(directory, verify=True)
+
+    @classmethod
+    def load_version(cls, directory: Path, verify: bool = False) -> GeoIndex:
+        """The index in one version directory (both files from the same version)."""
+        files = [verify_file(directory, f) if verify else directory / f for f in (TABLE_FILE, CELLS_FILE)]
+        table, lookup = read_ipc(files[0]), read_ipc(files[1])
         resolution = int(table.schema.metadata[b"h3_resolution"])
         return cls(*(table.column(c).to_numpy() for c in ("restaurant_id", "latitude", "longitude", "cell")),
                    resolution=resolution, unique_cells=lookup.column("cell").to_numpy(),
                    cell_starts=lookup.column("start").to_numpy())
-
-
-def lookup_path(path: Path) -> Path:
-    return Path(path).with_name(Path(path).stem + "_cells.arrow")

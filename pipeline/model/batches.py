@@ -30,9 +30,12 @@ class FeatureTables:
     restaurant_snapshot: FeatureSnapshot
 
     @classmethod
-    def load(cls, warehouse: Warehouse) -> FeatureTables:
-        users = load_snapshot(warehouse.user_features, USERS)
-        restaurants = load_snapshot(warehouse.restaurant_features, RESTAURANTS)
+    def load(cls, warehouse: Warehouse, versions: dict[str, str] | None = None) -> FeatureTables:
+        """The live snapshots, or the kept versions ``versions["users"]`` and
+        ``versions["restaurants"]`` (FileNotFoundError naming them when they are gone)."""
+        versions = versions or {}
+        users = load_snapshot(warehouse.user_features, USERS, versions.get("users"))
+        restaurants = load_snapshot(warehouse.restaurant_features, RESTAURANTS, versions.get("restaurants"))
         return cls(torch.from_numpy(users.values), torch.from_numpy(restaurants.values), users, restaurants)
 
     def versions(self) -> dict[str, str]:

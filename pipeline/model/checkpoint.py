@@ -1,5 +1,8 @@
 """Training checkpoints: explicit files, written atomically.
 
+The model of record is a published artifact (``checkpoint.pt`` in a version directory, see
+:mod:`pipeline.publish`); an unfinished run's state is a private file of the training writer.
+
 A checkpoint holds the model and optimizer state, the hyperparameters that shape them, which
 partitions the model has been trained on (and their row counts), the feature snapshot versions,
 the prequential history, and — while a run is under way — a cursor saying exactly which
@@ -17,8 +20,10 @@ from pathlib import Path
 import torch
 
 from pipeline.atomic import staged_file
+from pipeline.publish import Artifact, verify_file
 
 FORMAT_VERSION = 1
+CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass
@@ -64,3 +69,13 @@ class TrainingState:
             cursor["plan"] = [tuple(step) for step in cursor["plan"]]
             cursor = Cursor(**cursor)
         return cls(cursor=cursor, **payload)
+
+
+def load_published_state(artifact: Path, version: str | None = None) -> TrainingState | None:
+    """The checkpoint published at ``artifact`` (live, or the kept ``version``), its file checked
+    against the crc32 recorded at publish time; None when nothing is published."""
+    published = Artifact(artifact)
+    if version is None and published.live_version() is None:
+        return None
+    directory = published.version_path(version) if version else published.live()
+    return TrainingState.load(verify_file(directory, CHECKPOINT_FILE))

@@ -11,8 +11,10 @@ from pipeline.data.clicks import DROP_REASONS, iter_raw_batches, resolve_batch
 from pipeline.model import metrics
 from pipeline.model.batches import BatchGatherer, FeatureTables
 from pipeline.model.network import ClickMLP, fused_logits
+from pipeline.publish import AuditResult
 
 EVAL_BATCH = 65_536
+ACCURACY_BAR = 0.7  # the reference's bar for test accuracy
 
 
 def evaluate_files(model: ClickMLP, files: Sequence[Path], tables: FeatureTables) -> dict:
@@ -34,3 +36,19 @@ def evaluate_files(model: ClickMLP, files: Sequence[Path], tables: FeatureTables
     return {**metrics.summary(logits, clicks), "click_rate": float(clicks.mean()) if len(clicks) else float("nan"),
             "all_zeros_accuracy": float(1 - clicks.mean()) if len(clicks) else float("nan"),
             "dropped": dropped, "calibration": metrics.calibration(logits, clicks)}
+
+
+def accuracy_gate(files: Sequence[Path], check_name: str, bar: float = ACCURACY_BAR):
+    """A release gate for :func:`pipeline.model.train.train`: the candidate's accuracy on the
+    held-out ``files`` must reach ``bar``; the evaluation is stored with the checkpoint."""
+
+    def gate(model: ClickMLP, tables: FeatureTables) -> tuple[list[AuditResult], dict]:
+        evaluation = evaluate_files(model, files, tables)
+        accuracy = evaluation["accuracy"]
+        passed = bool(accuracy >= bar)
+        why = "" if passed else (f"held-out accuracy {accuracy:.4f} < {bar} on {evaluation['rows']} rows of "
+                                 f"{', '.join(Path(f).name for f in files)}")
+        metadata = {"accuracy": accuracy, "bar": bar, "all_zeros_accuracy": evaluation["all_zeros_accuracy"]}
+        return [AuditResult(check_name, passed, metadata, why)], evaluation
+
+    return gate

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.atomic import staged_file
 from pipeline.model.network import ClickMLP
+from pipeline.publish import AuditResult, Published, write_audit_publish
 
 JIT_DEPRECATION = r"`torch\.jit\.\w+` is deprecated"
 
@@ -31,13 +31,49 @@ def torchscript_deprecation_silenced() -> Iterator[None]:
         yield
 
 
+MODEL_FILE = "model.pt"
+PARITY_CHECK = "torchscript_matches_eager"
+PARITY_TOLERANCE = 1e-5
+PROBE_ROWS = 16
+
+
 def export_torchscript(model: ClickMLP, path: Path) -> int:
-    """Script the reference module and publish it atomically at ``path``; return its size."""
+    """Script the reference module and write it to ``path`` (a file in a candidate directory);
+    return its size."""
     with torchscript_deprecation_silenced():
         scripted = torch.jit.script(model.eval())
-        with staged_file(path) as tmp:
-            torch.jit.save(scripted, str(tmp))
+        torch.jit.save(scripted, str(path))
     return Path(path).stat().st_size
+
+
+def parity_audit(verified: dict) -> AuditResult:
+    passed = (verified["shape_ok"] and not verified["imported_project"]
+              and verified["max_abs_diff"] <= PARITY_TOLERANCE)
+    why = "" if passed else (f"max abs diff {verified['max_abs_diff']} > {PARITY_TOLERANCE}, shape ok "
+                             f"{verified['shape_ok']}, imported the project {verified['imported_project']}")
+    return AuditResult(PARITY_CHECK, bool(passed), {"max_abs_diff": verified["max_abs_diff"],
+                                                    "rows": int(verified.get("rows", 0))}, why)
+
+
+def publish_torchscript(model: ClickMLP, path: Path, sample: torch.Tensor, record: dict) -> Published:
+    """Export ``model`` as a candidate, load it in a fresh process and compare it with the eager
+    model on ``sample`` [n, 40]; publish it only if it matches. The version's record keeps
+    ``record`` (the checkpoint and feature versions it pairs with) and a probe batch with the
+    logits the export must give, so a server can check what it loads."""
+    probe = sample[:PROBE_ROWS].contiguous()
+    with torch.inference_mode():
+        probe_logits = model.eval()(probe)
+
+    def write(staging: Path) -> dict:
+        export_torchscript(model, staging / MODEL_FILE)
+        return verify_torchscript(staging / MODEL_FILE, model, sample)
+
+    def audit(staging: Path, verified: dict) -> list[AuditResult]:
+        return [parity_audit({**verified, "rows": len(sample)})]
+
+    return write_audit_publish(path, write, audit, record={
+        **record, "format": "torchscript", "input_width": int(sample.shape[1]),
+        "probe": {"x": probe.tolist(), "logits": probe_logits.tolist()}})[1]
 
 
 # Runs with `python -I` (no PYTHONPATH, no user site, no cwd on sys.path) and imports only torch:

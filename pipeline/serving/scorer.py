@@ -14,13 +14,13 @@ from pipeline.model.export import torchscript_deprecation_silenced
 class TorchScriptScorer:
     """Loads the exported model once; ``probabilities`` scores [n, 40] float32 rows."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, version: str = ""):
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"exported model not found: {self.path} (materialize torchscript_model first)")
         with torchscript_deprecation_silenced():
             self.module = torch.jit.load(str(self.path)).eval()
-        self.version = file_version(self.path)
+        self.version = version or file_version(self.path)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:

@@ -1,31 +1,67 @@
-"""The online feature store interface and its compact encoding.
+"""The online feature store interface, its compact encoding, and versioned loads.
 
 Features are stored per entity as float32 bytes (30 × 4 = 120 B per user, 40 B per restaurant).
-A request reads its user and only the restaurants it needs in one round trip. Loads overwrite
-entries in place, batch by batch, then remove entities the new snapshot no longer has, so a
-concurrent reader sees, for every entity, either its old or its new complete vector, never a
-missing or partial one.
+Each load writes a complete new *version* (users and restaurants together) beside the live one,
+audits it, and switches one pointer; every read takes its user and all its restaurants from the
+version the pointer names at that instant, in one round trip. Superseded versions are removed
+after the switch: at most the live version, the previous one and one loading exist. A killed
+load leaves its partial version unpublished (the previous stays live) and the next load removes
+it. One loader at a time: a lock held for the whole load (a file lock for SQLite, a Redis lock
+with a lease for Redis), so a second loader waits instead of interleaving.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from pipeline.publish import AuditResult, Rejected
+
 KINDS = ("users", "restaurants")
 LOAD_BATCH = 10_000
+AUDIT_SAMPLE = 256
+STORE_CHECK = "online_features_complete"
+
+
+class FeaturesNotLoaded(LookupError):
+    """The store has no live version (nothing loaded yet, or the store was emptied or replaced)."""
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """One kind's rows for a load: ids, float32 values [n, width], and the snapshot version."""
+
+    ids: np.ndarray
+    values: np.ndarray
+    version: str
 
 
 @dataclass
 class Fetched:
-    """What one read returned: the user's vector (None if unknown) and the restaurants found."""
+    """What one read returned: the user's vector (None if unknown), the restaurants found, and
+    the store version they all came from."""
 
     user: np.ndarray | None
     restaurants: np.ndarray          # [found, width] float32, in request order
     found: np.ndarray                # bool mask over the requested restaurant ids
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class StoreVersion:
+    """A version of the store's contents: its number and the snapshot versions it holds."""
+
+    number: int
+    users_version: str
+    restaurants_version: str
+    users_rows: int
+    restaurants_rows: int
+    state: str                       # loading or complete
+    created_at: str
+    previous: int | None = None
 
 
 def encode(values: np.ndarray) -> list[bytes]:
@@ -39,17 +75,56 @@ def decode(blobs: Sequence[bytes], width: int) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), width)
 
 
+def validate_tables(store, users: FeatureTable, restaurants: FeatureTable) -> None:
+    for kind, table, width in (("users", users, store.user_width), ("restaurants", restaurants,
+                                                                     store.restaurant_width)):
+        if table.values.ndim != 2 or table.values.shape[1] != width or len(table.ids) != len(table.values):
+            raise ValueError(f"{kind}: expected {len(table.ids)} rows of {width} features, got "
+                             f"{table.values.shape}")
+
+
+def audit_loaded(read_back: Callable[[str, np.ndarray], tuple[int, list[bytes | None]]],
+                 users: FeatureTable, restaurants: FeatureTable, seed: int = 0) -> list[AuditResult]:
+    """A loaded version must hold every row of both snapshots, and sampled rows must read back
+    byte for byte. ``read_back(kind, ids) -> (rows stored, blobs of ids)``."""
+    rng = np.random.default_rng(seed)
+    problems, metadata = [], {}
+    for kind, table in (("users", users), ("restaurants", restaurants)):
+        sample = rng.integers(0, len(table.ids), AUDIT_SAMPLE) if len(table.ids) else np.empty(0, np.int64)
+        stored, blobs = read_back(kind, table.ids[sample])
+        expected = encode(table.values[sample])
+        mismatched = sum(b != e for b, e in zip(blobs, expected, strict=True))
+        metadata[f"{kind}_rows"] = stored
+        if stored != len(table.ids):
+            problems.append(f"{kind}: {stored} rows stored, the snapshot has {len(table.ids)}")
+        if mismatched:
+            problems.append(f"{kind}: {mismatched} of {len(sample)} sampled rows read back differently")
+    return [AuditResult(STORE_CHECK, not problems, metadata, "; ".join(problems))]
+
+
 class FeatureStore(Protocol):
     user_width: int
     restaurant_width: int
 
     def fetch(self, user_id: int, restaurant_ids: Sequence[int]) -> Fetched:
-        """The user's and the given restaurants' features, in one round trip."""
+        """The user's and the given restaurants' features from the live version, in one round
+        trip; :class:`FeaturesNotLoaded` when there is no live version."""
 
-    def load(self, kind: str, ids: np.ndarray, values: np.ndarray, version: str) -> int:
-        """Replace the ``kind`` table with ``ids``/``values`` (batched); return rows written."""
+    def publish(self, users: FeatureTable, restaurants: FeatureTable,
+                on_wait: Callable[[str], None] | None = None) -> StoreVersion:
+        """Load a new version, audit it, make it live, remove superseded ones; :class:`Rejected`
+        if the audit fails (the previous version stays live)."""
 
-    def version(self, kind: str) -> str | None:
-        """The version string of the last complete load of ``kind``."""
+    def live(self) -> StoreVersion | None:
+        """The live version, None when nothing is loaded."""
+
+    def versions(self) -> list[StoreVersion]:
+        """Every version present (complete or loading), oldest first."""
+
+    def rollback(self) -> tuple[int, int]:
+        """Make the previous version live again; returns (from, to)."""
 
     def close(self) -> None: ...
+
+
+__all__ = ["FeatureStore", "FeatureTable", "Fetched", "FeaturesNotLoaded", "Rejected", "StoreVersion"]

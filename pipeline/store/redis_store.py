@@ -1,56 +1,162 @@
-"""Redis online store: one key per entity holding float32 bytes; a request is one MGET."""
+"""Redis online store: one hash per kind and version; a read is one server-side script call.
+
+Keys (``ns`` the namespace): ``{ns}live`` the live version number; ``{ns}v{N}:u`` and
+``{ns}v{N}:r`` hashes of id → float32 bytes; ``{ns}v{N}:meta`` the version's description;
+``{ns}versions`` the set of version numbers; ``{ns}writer`` the loader's lock. The read script
+looks up the live version and fetches the user and every restaurant from it in one round trip,
+atomically (Redis runs a script alone). A single Redis server (or one hash slot) is assumed:
+the script builds key names from the live version.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import redis
 
-from pipeline.store.base import KINDS, LOAD_BATCH, Fetched, decode, encode
+from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, LockTimeout, Rejected
+from pipeline.store.base import (
+    LOAD_BATCH,
+    FeaturesNotLoaded,
+    FeatureTable,
+    Fetched,
+    StoreVersion,
+    audit_loaded,
+    decode,
+    encode,
+    validate_tables,
+)
 
-_PREFIX = {"users": "u:", "restaurants": "r:"}
+# HMGET in slices: Lua's unpack() has a limit of a few thousand values.
+_FETCH = """
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local base = ARGV[1] .. 'v' .. v
+local user = redis.call('HGET', base .. ':u', ARGV[2])
+local found = {}
+local n = #ARGV
+for first = 3, n, 4000 do
+  local part = redis.call('HMGET', base .. ':r', unpack(ARGV, first, math.min(first + 3999, n)))
+  for i = 1, #part do found[#found + 1] = part[i] end
+end
+return {v, user, found}
+"""
+_LEASE_S = 30  # a killed loader's lock expires after this long
 
 
 class RedisStore:
-    """Feature store in a Redis server (``redis://host:port/db``); keys ``{namespace}u:{id}`` and
-    ``{namespace}r:{id}``; the id list of the last load of each kind is kept to remove stale keys."""
+    """Feature store in a Redis server (``redis://host:port/db``)."""
 
     def __init__(self, url: str, namespace: str = "features:", user_width: int = 30, restaurant_width: int = 10):
         self.client = redis.Redis.from_url(url)
-        self.namespace = namespace
+        self.url, self.namespace = url, namespace
         self.user_width, self.restaurant_width = user_width, restaurant_width
+        self._fetch = self.client.register_script(_FETCH)
 
-    def _key(self, kind: str, entity: int) -> str:
-        return f"{self.namespace}{_PREFIX[kind]}{entity}"
+    def _key(self, *parts: object) -> str:
+        return self.namespace + "".join(str(p) for p in parts)
 
     def fetch(self, user_id: int, restaurant_ids: Sequence[int]) -> Fetched:
         ids = [int(i) for i in restaurant_ids]
-        blobs = self.client.mget([self._key("users", int(user_id))] + [self._key("restaurants", i) for i in ids])
-        user = decode([blobs[0]], self.user_width)[0] if blobs[0] is not None else None
-        found = np.fromiter((b is not None for b in blobs[1:]), dtype=bool, count=len(ids))
-        return Fetched(user, decode([b for b in blobs[1:] if b is not None], self.restaurant_width), found)
+        answer = self._fetch(keys=[self._key("live")], args=[self.namespace, int(user_id), *ids])
+        if answer is None:
+            raise FeaturesNotLoaded(f"no feature version is live in {self.url} (namespace {self.namespace!r})")
+        version, user_blob, blobs = answer
+        user = decode([user_blob], self.user_width)[0] if user_blob is not None else None
+        found = np.fromiter((b is not None for b in blobs), dtype=bool, count=len(ids))
+        return Fetched(user, decode([b for b in blobs if b is not None], self.restaurant_width), found, int(version))
 
-    def load(self, kind: str, ids: np.ndarray, values: np.ndarray, version: str) -> int:
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        ids = np.asarray(ids, dtype=np.int64)
-        for start in range(0, len(ids), LOAD_BATCH):
-            end = start + LOAD_BATCH
-            keys = [self._key(kind, i) for i in ids[start:end].tolist()]
-            self.client.mset(dict(zip(keys, encode(values[start:end]), strict=True)))
-        ids_key = f"{self.namespace}{kind}:ids"
-        previous = self.client.get(ids_key)
-        if previous:
-            stale = np.setdiff1d(np.frombuffer(previous, dtype=np.int64), ids)
-            for start in range(0, len(stale), LOAD_BATCH):
-                self.client.delete(*[self._key(kind, i) for i in stale[start:start + LOAD_BATCH].tolist()])
-        self.client.mset({ids_key: ids.tobytes(), f"{self.namespace}{kind}:version": version})
-        return len(ids)
+    # ----- versions
 
-    def version(self, kind: str) -> str | None:
-        value = self.client.get(f"{self.namespace}{kind}:version")
-        return value.decode() if value is not None else None
+    def _version(self, number: int) -> StoreVersion | None:
+        meta = self.client.hgetall(self._key("v", number, ":meta"))
+        if not meta:
+            return None
+        m = {k.decode(): v.decode() for k, v in meta.items()}
+        return StoreVersion(number, m["users_version"], m["restaurants_version"], int(m["users_rows"]),
+                            int(m["restaurants_rows"]), m["state"], m["created_at"],
+                            int(m["previous"]) if m.get("previous") else None)
+
+    def versions(self) -> list[StoreVersion]:
+        numbers = sorted(int(n) for n in self.client.smembers(self._key("versions")))
+        return [v for v in (self._version(n) for n in numbers) if v is not None]
+
+    def live(self) -> StoreVersion | None:
+        number = self.client.get(self._key("live"))
+        return self._version(int(number)) if number is not None else None
+
+    def _drop_version(self, number: int) -> None:
+        self.client.unlink(self._key("v", number, ":u"), self._key("v", number, ":r"), self._key("v", number, ":meta"))
+        self.client.srem(self._key("versions"), number)
+
+    def _lock(self, timeout_s: float, on_wait) -> redis.lock.Lock:
+        lock = self.client.lock(self._key("writer"), timeout=_LEASE_S, blocking=True, blocking_timeout=0.05)
+        deadline, told = dt.datetime.now().timestamp() + timeout_s, False
+        while not lock.acquire():
+            if dt.datetime.now().timestamp() > deadline:
+                raise LockTimeout(f"online store {self.url}: another loader held the lock for more than {timeout_s} s")
+            if on_wait is not None and not told:
+                on_wait(f"waiting for the other loader of the online store {self.url}")
+                told = True
+        return lock
+
+    def publish(self, users: FeatureTable, restaurants: FeatureTable,
+                on_wait: Callable[[str], None] | None = None,
+                lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> StoreVersion:
+        validate_tables(self, users, restaurants)
+        lock = self._lock(lock_timeout_s, on_wait)
+        try:
+            for leftover in self.versions():
+                if leftover.state == "loading":  # a killed loader's partial version
+                    self._drop_version(leftover.number)
+            live = self.live()
+            number = int(self.client.incr(self._key("next_version")))
+            self.client.hset(self._key("v", number, ":meta"), mapping={
+                "users_version": users.version, "restaurants_version": restaurants.version,
+                "users_rows": len(users.ids), "restaurants_rows": len(restaurants.ids), "state": "loading",
+                "created_at": dt.datetime.now(dt.UTC).isoformat(), "previous": live.number if live else ""})
+            self.client.sadd(self._key("versions"), number)
+            for kind, table in (("u", users), ("r", restaurants)):
+                key = self._key("v", number, ":", kind)
+                for start in range(0, len(table.ids), LOAD_BATCH):
+                    end = start + LOAD_BATCH
+                    self.client.hset(key, mapping=dict(zip(table.ids[start:end].tolist(),
+                                                           encode(table.values[start:end]), strict=True)))
+                    lock.extend(_LEASE_S, replace_ttl=True)
+            audits = audit_loaded(lambda kind, ids: self._read_back(number, kind, ids), users, restaurants)
+            if not all(a.passed for a in audits):
+                self._drop_version(number)
+                raise Rejected(self.url, audits)
+            self.client.hset(self._key("v", number, ":meta"), "state", "complete")
+            self.client.set(self._key("live"), number)  # the switch
+            for old in self.versions():
+                if old.number not in (number, live.number if live else number):
+                    self._drop_version(old.number)
+            return self.live()
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                pass  # the lease ran out; nothing to release
+
+    def _read_back(self, number: int, kind: str, ids: np.ndarray) -> tuple[int, list[bytes | None]]:
+        key = self._key("v", number, ":", "u" if kind == "users" else "r")
+        blobs = self.client.hmget(key, [int(i) for i in ids]) if len(ids) else []
+        return int(self.client.hlen(key)), blobs
+
+    def rollback(self, lock_timeout_s: float = 60.0) -> tuple[int, int]:
+        lock = self._lock(lock_timeout_s, None)
+        try:
+            live = self.live()
+            previous = self._version(live.previous) if live and live.previous else None
+            if previous is None or previous.state != "complete":
+                raise FileNotFoundError(f"online store {self.url}: no previous version is kept to roll back to")
+            self.client.set(self._key("live"), previous.number)
+            return live.number, previous.number
+        finally:
+            lock.release()
 
     def close(self) -> None:
         self.client.close()

@@ -1,28 +1,58 @@
-"""SQLite online store: an embedded file in WAL mode (readers never block the loader)."""
+"""SQLite online store: an embedded file in WAL mode (readers never block the loader).
+
+Every version's rows live in two WITHOUT ROWID tables keyed by (version, id); the table
+``live_version`` names the live one. A read is one statement (one consistent snapshot) that
+looks up the live version and the user and restaurants of that version together.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.store.base import KINDS, LOAD_BATCH, Fetched, decode, encode
+from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, Rejected, file_lock
+from pipeline.store.base import (
+    LOAD_BATCH,
+    FeaturesNotLoaded,
+    FeatureTable,
+    Fetched,
+    StoreVersion,
+    audit_loaded,
+    decode,
+    encode,
+    validate_tables,
+)
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, f BLOB NOT NULL, v TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS restaurants (id INTEGER PRIMARY KEY, f BLOB NOT NULL, v TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (kind TEXT PRIMARY KEY, version TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS user_features (v INTEGER NOT NULL, id INTEGER NOT NULL, f BLOB NOT NULL,
+                                          PRIMARY KEY (v, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS restaurant_features (v INTEGER NOT NULL, id INTEGER NOT NULL, f BLOB NOT NULL,
+                                                PRIMARY KEY (v, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS feature_versions (v INTEGER PRIMARY KEY, users_version TEXT NOT NULL,
+    restaurants_version TEXT NOT NULL, users_rows INTEGER NOT NULL, restaurants_rows INTEGER NOT NULL,
+    state TEXT NOT NULL, created_at TEXT NOT NULL, previous INTEGER);
+CREATE TABLE IF NOT EXISTS live_version (id INTEGER PRIMARY KEY CHECK (id = 0), v INTEGER NOT NULL);
 """
-# One statement, whatever the number of restaurants: ids travel as one JSON array.
+# The tables of the unversioned store this one replaces (the file is a cache of the warehouse).
+_DROP_UNVERSIONED = "DROP TABLE IF EXISTS users; DROP TABLE IF EXISTS restaurants; DROP TABLE IF EXISTS meta;"
+_TABLE = {"users": "user_features", "restaurants": "restaurant_features"}
+# One statement, whatever the number of restaurants: ids travel as one JSON array; the live
+# version is looked up in the same statement, so all rows come from one version.
 _FETCH = """
-SELECT 0, id, f FROM users WHERE id = ?
+WITH cur AS (SELECT v FROM live_version WHERE id = 0)
+SELECT 2, cur.v, NULL FROM cur
 UNION ALL
-SELECT 1, r.id, r.f FROM json_each(?) AS j JOIN restaurants AS r ON r.id = j.value
+SELECT 0, u.id, u.f FROM cur JOIN user_features AS u ON u.v = cur.v AND u.id = ?
+UNION ALL
+SELECT 1, r.id, r.f FROM cur, json_each(?) AS j JOIN restaurant_features AS r ON r.v = cur.v AND r.id = j.value
 """
+_VERSION_COLUMNS = "v, users_version, restaurants_version, users_rows, restaurants_rows, state, created_at, previous"
 
 
 class SQLiteStore:
@@ -33,8 +63,6 @@ class SQLiteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.user_width, self.restaurant_width = user_width, restaurant_width
         self._local = threading.local()
-        connection = self._connection()
-        connection.executescript(_SCHEMA)
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
@@ -42,39 +70,100 @@ class SQLiteStore:
             connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(_SCHEMA)
             self._local.connection = connection
         return connection
 
     def fetch(self, user_id: int, restaurant_ids: Sequence[int]) -> Fetched:
         ids = [int(i) for i in restaurant_ids]
         rows = self._connection().execute(_FETCH, (int(user_id), json.dumps(ids))).fetchall()
+        version = next((rid for kind, rid, _ in rows if kind == 2), None)
+        if version is None:
+            raise FeaturesNotLoaded(f"no feature version is live in {self.path}")
         user = next((decode([f], self.user_width)[0] for kind, _, f in rows if kind == 0), None)
         found_blobs = {rid: f for kind, rid, f in rows if kind == 1}
         found = np.fromiter((i in found_blobs for i in ids), dtype=bool, count=len(ids))
-        return Fetched(user, decode([found_blobs[i] for i in ids if i in found_blobs], self.restaurant_width), found)
+        return Fetched(user, decode([found_blobs[i] for i in ids if i in found_blobs], self.restaurant_width),
+                       found, version)
 
-    def load(self, kind: str, ids: np.ndarray, values: np.ndarray, version: str) -> int:
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        connection = self._connection()
-        upsert = (f"INSERT INTO {kind}(id, f, v) VALUES (?, ?, ?) "
-                  f"ON CONFLICT(id) DO UPDATE SET f = excluded.f, v = excluded.v")
-        for start in range(0, len(ids), LOAD_BATCH * 5):
-            end = start + LOAD_BATCH * 5
-            batch = zip(ids[start:end].tolist(), encode(values[start:end]), [version] * (end - start), strict=False)
-            connection.execute("BEGIN")
-            connection.executemany(upsert, batch)
-            connection.execute("COMMIT")
+    # ----- versions
+
+    def _versions(self, where: str = "", args: tuple = ()) -> list[StoreVersion]:
+        rows = self._connection().execute(
+            f"SELECT {_VERSION_COLUMNS} FROM feature_versions {where} ORDER BY v", args).fetchall()
+        return [StoreVersion(*row) for row in rows]
+
+    def versions(self) -> list[StoreVersion]:
+        return self._versions()
+
+    def live(self) -> StoreVersion | None:
+        found = self._versions("WHERE v = (SELECT v FROM live_version WHERE id = 0)")
+        return found[0] if found else None
+
+    def _drop_version(self, connection: sqlite3.Connection, version: int) -> None:
         connection.execute("BEGIN")
-        connection.execute(f"DELETE FROM {kind} WHERE v != ?", (version,))
-        connection.execute("INSERT INTO meta(kind, version) VALUES (?, ?) "
-                           "ON CONFLICT(kind) DO UPDATE SET version = excluded.version", (kind, version))
+        for table in _TABLE.values():
+            connection.execute(f"DELETE FROM {table} WHERE v = ?", (version,))
+        connection.execute("DELETE FROM feature_versions WHERE v = ?", (version,))
         connection.execute("COMMIT")
-        return len(ids)
 
-    def version(self, kind: str) -> str | None:
-        row = self._connection().execute("SELECT version FROM meta WHERE kind = ?", (kind,)).fetchone()
-        return row[0] if row else None
+    def _lock(self, timeout_s: float, on_wait):
+        return file_lock(self.path.with_name(f".{self.path.name}.lock"), timeout_s, f"online store {self.path}",
+                         on_wait)
+
+    def publish(self, users: FeatureTable, restaurants: FeatureTable,
+                on_wait: Callable[[str], None] | None = None,
+                lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> StoreVersion:
+        validate_tables(self, users, restaurants)
+        with self._lock(lock_timeout_s, on_wait):
+            connection = self._connection()
+            connection.executescript(_DROP_UNVERSIONED)
+            for leftover in self._versions("WHERE state = 'loading'"):  # a killed loader's partial version
+                self._drop_version(connection, leftover.number)
+            live = self.live()
+            number = (max((v.number for v in self._versions()), default=0)) + 1
+            connection.execute(
+                f"INSERT INTO feature_versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, 'loading', ?, ?)",
+                (number, users.version, restaurants.version, len(users.ids), len(restaurants.ids),
+                 dt.datetime.now(dt.UTC).isoformat(), live.number if live else None))
+            for kind, table in (("users", users), ("restaurants", restaurants)):
+                insert = f"INSERT INTO {_TABLE[kind]}(v, id, f) VALUES (?, ?, ?)"
+                for start in range(0, len(table.ids), LOAD_BATCH * 5):
+                    end = start + LOAD_BATCH * 5
+                    ids = table.ids[start:end].tolist()
+                    connection.execute("BEGIN")
+                    connection.executemany(insert, zip([number] * len(ids), ids, encode(table.values[start:end]),
+                                                       strict=True))
+                    connection.execute("COMMIT")
+            audits = audit_loaded(lambda kind, ids: self._read_back(number, kind, ids), users, restaurants)
+            if not all(a.passed for a in audits):
+                self._drop_version(connection, number)
+                raise Rejected(self.path, audits)
+            connection.execute("BEGIN")
+            connection.execute("UPDATE feature_versions SET state = 'complete' WHERE v = ?", (number,))
+            connection.execute("INSERT INTO live_version(id, v) VALUES (0, ?) "
+                               "ON CONFLICT(id) DO UPDATE SET v = excluded.v", (number,))
+            connection.execute("COMMIT")
+            for old in self._versions("WHERE v NOT IN (?, ?)", (number, live.number if live else number)):
+                self._drop_version(connection, old.number)
+            return self.live()
+
+    def _read_back(self, number: int, kind: str, ids: np.ndarray) -> tuple[int, list[bytes | None]]:
+        connection = self._connection()
+        table = _TABLE[kind]
+        stored = connection.execute(f"SELECT count(*) FROM {table} WHERE v = ?", (number,)).fetchone()[0]
+        blobs = [connection.execute(f"SELECT f FROM {table} WHERE v = ? AND id = ?", (number, int(i))).fetchone()
+                 for i in ids]
+        return stored, [b[0] if b else None for b in blobs]
+
+    def rollback(self, lock_timeout_s: float = 60.0) -> tuple[int, int]:
+        with self._lock(lock_timeout_s, None):
+            live = self.live()
+            if live is None or live.previous is None or not self._versions("WHERE v = ? AND state = 'complete'",
+                                                                           (live.previous,)):
+                raise FileNotFoundError(f"online store {self.path}: no previous version is kept to roll back to")
+            self._connection().execute("UPDATE live_version SET v = ? WHERE id = 0", (live.previous,))
+            return live.number, live.previous
 
     def close(self) -> None:
         connection = getattr(self._local, "connection", None)

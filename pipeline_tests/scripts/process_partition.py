@@ -14,7 +14,7 @@ from pipeline.data.features import IdIndex
 from pipeline.metrics import peak_rss_mb
 
 out, n_users, n_restaurants, *files = sys.argv[1:]
-stats = publish_partition([Path(f) for f in files], IdIndex(np.arange(int(n_users))),
+stats, _ = publish_partition([Path(f) for f in files], IdIndex(np.arange(int(n_users))),
                           IdIndex(np.arange(int(n_restaurants))), Path(out))
 print(json.dumps({"rows": stats.rows, "duplicates": stats.duplicates,
                   "peak_rss_mb": peak_rss_mb()}))

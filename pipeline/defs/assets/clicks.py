@@ -1,89 +1,119 @@
 """Daily click partitions: raw extracts, then validated, id-resolved, model-ready chunks.
 
 Both assets accept a single partition or a range in one run (a ranged backfill run processes its
-days one after another; parallelism comes from running several runs at once).
+days one after another; parallelism comes from running several runs at once). Every day is its
+own artifact, written as a candidate, audited and published on its own: a rejected day stops the
+run with the days before it published and the rejected day's previous version still live. Two
+runs writing the same day take turns (a lock per partition in the pure core); a Dagster pool per
+asset would also serialize different days, so the partitioned assets have none.
 """
 
 import time
 
 import dagster as dg
+from pydantic import Field
 
-from pipeline.atomic import staged_dir
-from pipeline.data.clicks import DEFAULT_BATCH_ROWS, DEFAULT_CHUNK_ROWS, publish_partition
+from pipeline.data.clicks import (
+    CHUNKS_CHECK,
+    DEFAULT_BATCH_ROWS,
+    DEFAULT_CHUNK_ROWS,
+    RECONCILE_CHECK,
+    publish_partition,
+)
 from pipeline.data.features import RESTAURANTS, USERS, load_id_index
-from pipeline.data.sources import raw_files, raw_rows
+from pipeline.data.sources import RAW_CHECK, publish_raw_partition, raw_files
 from pipeline.defs.metadata import throughput
 from pipeline.defs.partitions import click_days
+from pipeline.defs.publishing import check_results, check_specs, published_metadata, rejection
 from pipeline.defs.resources import SourceResource, WarehouseResource
+from pipeline.publish import AuditResult, Rejected
 
 # UI backfills become runs of at most this many days, which the run queue runs side by side.
 BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=8)
-RECONCILE_CHECK = "raw_rows_reconcile"
+RAW_CHECKS = {RAW_CHECK: "every extracted file is readable click parquet holding the rows the source wrote"}
+PROCESSED_CHECKS = {RECONCILE_CHECK: "raw rows = kept rows + dropped rows",
+                    CHUNKS_CHECK: "every chunk file holds the rows the manifest says"}
 
 
 class ProcessingConfig(dg.Config):
     """How processed partitions are laid out and streamed."""
 
-    chunk_rows: int = DEFAULT_CHUNK_ROWS
-    """Rows per chunk file (every chunk but a partition's last holds exactly this many)."""
-    batch_rows: int = DEFAULT_BATCH_ROWS
-    """Rows read from parquet at a time (bounds memory together with chunk_rows)."""
+    chunk_rows: int = Field(default=DEFAULT_CHUNK_ROWS, gt=0, description=(
+        "Rows per chunk file (every chunk but a partition's last holds exactly this many)."))
+    batch_rows: int = Field(default=DEFAULT_BATCH_ROWS, gt=0, description=(
+        "Rows read from parquet at a time (bounds memory together with chunk_rows)."))
 
 
-@dg.asset(partitions_def=click_days, backfill_policy=BACKFILL, group_name="clicks",
-          kinds={"parquet"})
-def raw_clicks(context: dg.AssetExecutionContext, source: SourceResource,
-               warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """The day's raw click log (user_id, restaurant_id, click) as extracted from the source,
-    schema-checked, published atomically."""
-    src = source.open()
+def _combined(per_day: dict[str, list[AuditResult]]) -> list[AuditResult]:
+    """One result per check over the run's days: passed if it passed on every day."""
+    names = dict.fromkeys(a.name for audits in per_day.values() for a in audits)
+    combined = []
+    for name in names:
+        results = {day: a for day, audits in per_day.items() for a in audits if a.name == name}
+        failed = {day: a.description for day, a in results.items() if not a.passed}
+        combined.append(AuditResult(name, not failed, {"partitions": len(results), "failed_partitions": len(failed),
+                                                      "failures": failed},
+                                    "; ".join(f"{day}: {why}" for day, why in failed.items())))
+    return combined
+
+
+def _publish_days(context: dg.AssetExecutionContext, publish_day):
+    """Publish each day with ``publish_day(day) -> (metadata, Published)``; yield check results
+    over all days, and fail naming the day when one is rejected."""
+    audits: dict[str, list[AuditResult]] = {}
     for day in context.partition_keys:
-        target = warehouse.layout().raw_clicks(day)
+        try:
+            metadata, published = publish_day(day)
+        except Rejected as rejected:
+            audits[day] = rejected.results
+            yield from check_results(_combined(audits))
+            raise rejection(rejected) from None
+        audits[day] = published.audits
+        context.add_asset_metadata({**metadata, **published_metadata(published)}, partition_key=day)
+    yield dg.MaterializeResult(check_results=check_results(_combined(audits)))
+
+
+@dg.asset(partitions_def=click_days, backfill_policy=BACKFILL, group_name="clicks", kinds={"parquet"},
+          check_specs=check_specs("raw_clicks", RAW_CHECKS))
+def raw_clicks(context: dg.AssetExecutionContext, source: SourceResource, warehouse: WarehouseResource):
+    """The day's raw click log (user_id, restaurant_id, click) as extracted from the source,
+    schema-checked, published with each file's crc32."""
+    src = source.open()
+
+    def publish_day(day: str):
         started = time.perf_counter()
-        with staged_dir(target) as staging:
-            extract = src.extract_clicks(day, staging)
-        context.add_asset_metadata(
-            {**throughput(extract.rows, extract.bytes, time.perf_counter() - started),
-             "files": len(extract.files),
-             "origin": extract.origin, "path": dg.MetadataValue.path(str(target))},
-            partition_key=day)
+        extract, published = publish_raw_partition(src, day, warehouse.layout().raw_clicks(day),
+                                                    on_wait=context.log.info)
         context.log.info(f"raw_clicks {day}: {extract.rows} rows from {extract.origin}")
-    return dg.MaterializeResult()
+        return ({**throughput(extract.rows, published.bytes, time.perf_counter() - started),
+                 "files": len(extract.files), "origin": extract.origin}, published)
+
+    yield from _publish_days(context, publish_day)
 
 
 @dg.asset(partitions_def=click_days, backfill_policy=BACKFILL, group_name="clicks",
           kinds={"arrow"}, deps=[raw_clicks, "user_features", "restaurant_features"],
-          check_specs=[dg.AssetCheckSpec(RECONCILE_CHECK, asset="processed_clicks", blocking=True,
-                                         description="raw rows = kept rows + dropped rows")])
+          check_specs=check_specs("processed_clicks", PROCESSED_CHECKS))
 def processed_clicks(context: dg.AssetExecutionContext, config: ProcessingConfig,
-                     warehouse: WarehouseResource) -> dg.MaterializeResult:
+                     warehouse: WarehouseResource):
     """Validated, id-resolved, model-ready click rows in fixed-size Arrow chunks: user and
     restaurant snapshot rows (int32) and click (int8). Rows with nulls, unknown ids or a click
     outside {0, 1} are dropped and counted by reason; repeated impressions are kept and counted."""
     layout = warehouse.layout()
     users, users_ids_version = load_id_index(layout.user_features, USERS)
     restaurants, restaurants_ids_version = load_id_index(layout.restaurant_features, RESTAURANTS)
-    mismatched = {}
-    for day in context.partition_keys:
+
+    def publish_day(day: str):
         files = raw_files(layout.raw_clicks(day))
-        stats = publish_partition(files, users, restaurants, layout.processed_clicks(day), config.chunk_rows,
-                                  config.batch_rows, day=day, sources=[str(f) for f in files],
-                                  users_ids_version=users_ids_version,
-                                  restaurants_ids_version=restaurants_ids_version)
-        source_rows = raw_rows(files)
-        if source_rows != stats.rows + stats.dropped_rows:
-            mismatched[day] = {"raw": source_rows, "kept": stats.rows, "dropped": stats.dropped_rows}
-        context.add_asset_metadata(
-            {**throughput(stats.rows, stats.bytes, stats.seconds), "raw_rows": source_rows,
-             "dropped_rows": stats.dropped_rows,
-             **{f"dropped_{reason}": n for reason, n in stats.dropped.items()},
-             "duplicates": stats.duplicates, "chunks": len(stats.chunks),
-             "path": dg.MetadataValue.path(str(layout.processed_clicks(day)))},
-            partition_key=day)
+        stats, published = publish_partition(
+            files, users, restaurants, layout.processed_clicks(day), config.chunk_rows, config.batch_rows,
+            on_wait=context.log.info, day=day, sources=[str(f) for f in files],
+            users_ids_version=users_ids_version, restaurants_ids_version=restaurants_ids_version)
         context.log.info(
             f"processed_clicks {day}: kept {stats.rows}, dropped {stats.dropped_rows} "
             f"{stats.dropped}, duplicates {stats.duplicates}, {stats.rows / max(stats.seconds, 1e-9):,.0f} rows/s")
-    return dg.MaterializeResult(check_results=[dg.AssetCheckResult(
-        check_name=RECONCILE_CHECK, passed=not mismatched,
-        metadata={"partitions": len(context.partition_keys), "mismatched_partitions": len(mismatched),
-                  "mismatches": dg.MetadataValue.json(mismatched)})])
+        return ({**throughput(stats.rows, stats.bytes, stats.seconds), "raw_rows": stats.raw_rows,
+                 "dropped_rows": stats.dropped_rows, **{f"dropped_{r}": n for r, n in stats.dropped.items()},
+                 "duplicates": stats.duplicates, "chunks": len(stats.chunks)}, published)
+
+    yield from _publish_days(context, publish_day)

@@ -1,4 +1,8 @@
-"""Feature snapshots: the user and restaurant tables as validated float32 files."""
+"""Feature snapshots: the user and restaurant tables as validated float32 files.
+
+Each snapshot is written as a candidate, audited (finite features; locations on the globe) and
+published only if it passes: a bad source table leaves the previous snapshot live.
+"""
 
 import tempfile
 import time
@@ -6,47 +10,58 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipeline.data.features import RESTAURANTS, USERS, FeatureKind, read_source_features, write_snapshot
+from pipeline.data.features import RESTAURANTS, USERS, FeatureKind, publish_snapshot, read_source_features
 from pipeline.defs.metadata import throughput
+from pipeline.defs.publishing import check_results, check_specs, published_metadata, rejection
 from pipeline.defs.resources import SourceResource, WarehouseResource
+from pipeline.publish import Rejected
+
+USER_CHECKS = {"user_features_are_finite": "every user feature is a finite float32 (a NaN or inf "
+                                           "would poison training)"}
+RESTAURANT_CHECKS = {
+    "restaurant_features_are_finite": "every restaurant feature is a finite float32",
+    "restaurant_features_locations_valid": "every restaurant location is finite and on the globe"}
 
 
-def snapshot_path(warehouse: WarehouseResource, kind: FeatureKind) -> Path:
-    layout = warehouse.layout()
-    return layout.user_features if kind is USERS else layout.restaurant_features
-
-
-def _materialize_snapshot(kind: FeatureKind, source: SourceResource,
-                          warehouse: WarehouseResource) -> dg.MaterializeResult:
+def _materialize_snapshot(kind: FeatureKind, source: SourceResource, warehouse: WarehouseResource):
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="features-") as scratch:
         origin = source.open().feature_file(kind, Path(scratch))
         snapshot = read_source_features(origin, kind)
-        size = write_snapshot(snapshot, snapshot_path(warehouse, kind), kind)
-    non_finite = snapshot.non_finite_counts()
-    return dg.MaterializeResult(
+        try:
+            published = publish_snapshot(snapshot, warehouse.layout().features(kind.name), kind)
+        except Rejected as rejected:
+            yield from check_results(rejected.results)
+            raise rejection(rejected) from None
+    audits = {a.name: a for a in published.audits}
+    finite = audits[f"{kind.check_prefix}_are_finite"]
+    yield dg.MaterializeResult(
         metadata={
-            **throughput(len(snapshot.ids), size, time.perf_counter() - started),
+            **throughput(len(snapshot.ids), published.bytes, time.perf_counter() - started),
+            **published_metadata(published),
             "features": snapshot.values.shape[1],
-            "non_finite_values": sum(non_finite.values()),
-            "invalid_locations": snapshot.invalid_locations(),
-            "version": snapshot.version,
+            "non_finite_values": finite.metadata["non_finite_values"],
+            "invalid_locations": finite.metadata.get("invalid_locations", 0),
+            "content_version": snapshot.version,
             "ids_version": snapshot.ids_version,
             "origin": dg.MetadataValue.path(str(origin)),
-            "path": dg.MetadataValue.path(str(snapshot_path(warehouse, kind))),
         },
         data_version=dg.DataVersion(snapshot.version),
+        check_results=check_results(published.audits),
     )
 
 
-@dg.asset(group_name="features", kinds={"parquet", "arrow"})
-def user_features(source: SourceResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """Snapshot of user features (user_id, f00–f29) as float32, sorted by id."""
-    return _materialize_snapshot(USERS, source, warehouse)
+@dg.asset(group_name="features", kinds={"parquet", "arrow"}, pool="user_features",
+          check_specs=check_specs("user_features", USER_CHECKS))
+def user_features(source: SourceResource, warehouse: WarehouseResource):
+    """Snapshot of user features (user_id, f00–f29) as float32, sorted by id; published only
+    when every value is finite."""
+    yield from _materialize_snapshot(USERS, source, warehouse)
 
 
-@dg.asset(group_name="features", kinds={"parquet", "arrow"})
-def restaurant_features(source: SourceResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+@dg.asset(group_name="features", kinds={"parquet", "arrow"}, pool="restaurant_features",
+          check_specs=check_specs("restaurant_features", RESTAURANT_CHECKS))
+def restaurant_features(source: SourceResource, warehouse: WarehouseResource):
     """Snapshot of restaurant features (restaurant_id, latitude, longitude, f00–f09), features as
-    float32, sorted by id."""
-    return _materialize_snapshot(RESTAURANTS, source, warehouse)
+    float32, sorted by id; published only when every value is finite and every location valid."""
+    yield from _materialize_snapshot(RESTAURANTS, source, warehouse)

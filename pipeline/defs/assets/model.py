@@ -1,48 +1,57 @@
-"""The click model: training, evaluation on held-out data, and the TorchScript export."""
+"""The click model: training (gated by held-out evaluation) and the verified TorchScript export.
 
-import hashlib
-import json
+``click_model`` and ``model_evaluation`` are materialized by one step: the model is trained into a
+candidate checkpoint, the candidate is evaluated on the held-out files, and the checkpoint is
+published as the model of record only if its weights are finite and its accuracy meets the
+reference bar. ``torchscript_model`` exports the model of record as a candidate, checks it in a
+fresh process, and publishes it only if it matches: the API never sees an unchecked model.
+"""
+
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 import numpy as np
 import torch
+from pydantic import Field
 
-from pipeline.atomic import staged_file
 from pipeline.defs.assets.clicks import processed_clicks
+from pipeline.defs.publishing import check_results, check_specs, published_metadata, rejection
 from pipeline.defs.resources import SourceResource, WarehouseResource
 from pipeline.model.batches import FeatureTables
-from pipeline.model.evaluate import evaluate_files
-from pipeline.model.export import export_torchscript, verify_torchscript
-from pipeline.model.train import TrainConfig, load_model, train
+from pipeline.model.evaluate import ACCURACY_BAR, accuracy_gate
+from pipeline.model.export import PARITY_CHECK, PARITY_TOLERANCE, publish_torchscript
+from pipeline.model.train import FINITE_CHECK, TrainConfig, TrainResult, load_model, train
+from pipeline.publish import Artifact, Rejected
 
-PARITY_CHECK = "torchscript_matches_eager"
-PARITY_TOLERANCE = 1e-5
 PARITY_ROWS = 4096
-
-
+ACCURACY_CHECK = "accuracy_meets_reference_bar"
 _DEFAULT = TrainConfig()  # the single source of the training defaults
 
 
 class ClickModelConfig(dg.Config):
     """Training hyperparameters and mode (defaults: the reference architecture and Adam)."""
 
-    mode: str = _DEFAULT.mode
-    """incremental: warm-start and train once on the processed days not yet trained on;
-    full: a fresh model on every day of [window_start, window_end] for `epochs` epochs."""
-    hidden1: int = _DEFAULT.hidden[0]
-    hidden2: int = _DEFAULT.hidden[1]
-    lr: float = _DEFAULT.lr
-    batch_size: int = _DEFAULT.batch_size
-    epochs: int = _DEFAULT.epochs
-    window_start: str | None = _DEFAULT.window_start
-    window_end: str | None = _DEFAULT.window_end
-    seed: int = _DEFAULT.seed
-    threads: int = _DEFAULT.threads
-    checkpoint_every_chunks: int = _DEFAULT.checkpoint_every_chunks
-    restart: bool = _DEFAULT.restart
-    """Discard an unfinished run recorded in the checkpoint instead of resuming it."""
+    mode: Literal["incremental", "full"] = Field(default=_DEFAULT.mode, description=(
+        "incremental: warm-start from the model of record and train once on the processed days it has "
+        "not been trained on; full: a fresh model on every day of [window_start, window_end] for `epochs` "
+        "epochs, published only if it passes the evaluation gate."))
+    hidden1: int = Field(default=_DEFAULT.hidden[0], gt=0, description="Width of the first hidden layer.")
+    hidden2: int = Field(default=_DEFAULT.hidden[1], gt=0, description="Width of the second hidden layer.")
+    lr: float = Field(default=_DEFAULT.lr, gt=0, description="Adam's learning rate.")
+    batch_size: int = Field(default=_DEFAULT.batch_size, gt=0, description="Rows per optimizer step.")
+    epochs: int = Field(default=_DEFAULT.epochs, gt=0, description="Passes over the window (full mode only).")
+    window_start: str | None = Field(default=_DEFAULT.window_start, description=(
+        "First day (YYYY-MM-DD) of a full retrain's window; empty: the first processed day."))
+    window_end: str | None = Field(default=_DEFAULT.window_end, description=(
+        "Last day (YYYY-MM-DD) of a full retrain's window; empty: the last processed day."))
+    seed: int = Field(default=_DEFAULT.seed, description="Seed of the initialization and the shuffling.")
+    threads: int = Field(default=_DEFAULT.threads, gt=0, description="torch threads for training.")
+    checkpoint_every_chunks: int = Field(default=_DEFAULT.checkpoint_every_chunks, gt=0, description=(
+        "Save the unfinished run every this many chunks (and at the end of every day)."))
+    restart: bool = Field(default=_DEFAULT.restart, description=(
+        "Discard an unfinished run instead of resuming it, and start from the model of record."))
 
     def to_train_config(self) -> TrainConfig:
         return TrainConfig(mode=self.mode, hidden=(self.hidden1, self.hidden2), lr=self.lr,
@@ -56,85 +65,110 @@ def _mean(rows: list[dict], key: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-@dg.asset(group_name="model", kinds={"pytorch"},
-          deps=[processed_clicks, "user_features", "restaurant_features"])
-def click_model(context: dg.AssetExecutionContext, config: ClickModelConfig,
-                warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """The click model (40→256→128→1, Adam), trained incrementally on new processed days or
-    fully retrained over a window; its checkpoint records every partition it was trained on."""
-    layout = warehouse.layout()
-    state, report = train(layout, layout.checkpoint, config.to_train_config(), log=context.log.info)
-    weights = hashlib.blake2b(digest_size=12)
-    for tensor in state.model.values():
-        weights.update(tensor.numpy().tobytes())
-    metadata = {
+def _training_metadata(result: TrainResult) -> dict:
+    report, state = result.report, result.state
+    return {
         "rows_trained": report.rows, "partitions_trained": len(report.days),
-        "partitions_in_model": len(state.trained), "rows_in_model": sum(state.trained.values()),
+        "partitions_in_model": len(state.trained) if state else 0,
+        "rows_in_model": sum(state.trained.values()) if state else 0,
         "seconds": round(report.seconds, 3), "rows_per_s": round(report.rows_per_s, 1),
         "epochs": len(report.epoch_seconds),
         "epoch_seconds_max": round(max(report.epoch_seconds, default=0.0), 3),
-        "train_loss": report.mean_loss, "steps": state.steps, "resumed": int(report.resumed),
+        "train_loss": report.mean_loss, "steps": state.steps if state else 0, "resumed": int(report.resumed),
         "prequential_accuracy": _mean(report.prequential, "prequential_accuracy"),
         "prequential_auc": _mean(report.prequential, "prequential_auc"),
         "prequential_log_loss": _mean(report.prequential, "prequential_log_loss"),
         "mode": report.mode,
         "days_trained": dg.MetadataValue.json(report.days),
         "prequential_by_day": dg.MetadataValue.json(report.prequential),
-        "feature_versions": dg.MetadataValue.json(state.versions),
-        "checkpoint": dg.MetadataValue.path(str(layout.checkpoint)),
+        "feature_versions": dg.MetadataValue.json(state.versions if state else {}),
     }
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(weights.hexdigest()))
 
 
-@dg.asset(group_name="model", kinds={"pytorch"}, deps=[click_model])
-def model_evaluation(context: dg.AssetExecutionContext, source: SourceResource,
-                     warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """The click model scored on the held-out test files: accuracy (threshold 0.5), ROC AUC,
-    log loss and a calibration table."""
-    layout = warehouse.layout()
-    model, state = load_model(layout.checkpoint)
-    with tempfile.TemporaryDirectory(prefix="test-") as scratch:
-        result = evaluate_files(model, source.open().test_files(Path(scratch)), FeatureTables.load(layout))
-    result["model_partitions"] = len(state.trained)
-    with staged_file(layout.evaluation) as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
-    calibration = result.pop("calibration")
-    return dg.MaterializeResult(metadata={
-        "accuracy": result["accuracy"], "auc": result["auc"], "log_loss": result["log_loss"],
-        "rows": result["rows"], "dagster/row_count": result["rows"],
-        "all_zeros_accuracy": result["all_zeros_accuracy"],
-        "dropped_rows": sum(result["dropped"].values()),
+def _evaluation_metadata(evaluation: dict) -> dict:
+    calibration = evaluation["calibration"]
+    return {
+        "accuracy": evaluation["accuracy"], "auc": evaluation["auc"], "log_loss": evaluation["log_loss"],
+        "rows": evaluation["rows"], "dagster/row_count": evaluation["rows"],
+        "all_zeros_accuracy": evaluation["all_zeros_accuracy"],
+        "dropped_rows": sum(evaluation["dropped"].values()),
         "calibration": dg.MetadataValue.md(
             "| probability | rows | mean predicted | observed rate |\n|---|---|---|---|\n" + "\n".join(
                 f"| {r['bin']} | {r['rows']} | {r['mean_predicted']:.4f} | {r['observed_rate']:.4f} |"
                 for r in calibration)),
-    })
+    }
 
 
-@dg.asset(group_name="model", kinds={"pytorch"}, deps=[model_evaluation, click_model],
-          check_specs=[dg.AssetCheckSpec(PARITY_CHECK, asset="torchscript_model", blocking=True,
-                                         description=f"fresh-process TorchScript logits within "
-                                                     f"{PARITY_TOLERANCE} of the eager model")])
-def torchscript_model(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """The click model as TorchScript ([n, 40] float32 → n logits), loaded and checked against
-    the eager model in a fresh process that does not import this project."""
+@dg.multi_asset(
+    specs=[dg.AssetSpec("click_model", group_name="model", kinds={"pytorch"},
+                        deps=[processed_clicks, "user_features", "restaurant_features"],
+                        description="The click model of record (40→256→128→1, Adam): trained incrementally on "
+                                    "new processed days or fully retrained over a window; its checkpoint "
+                                    "records every partition and the feature versions it was trained on."),
+           dg.AssetSpec("model_evaluation", group_name="model", kinds={"pytorch"}, deps=["click_model"],
+                        description="The model of record scored on the held-out test files: accuracy "
+                                    "(threshold 0.5), ROC AUC, log loss and a calibration table.")],
+    check_specs=check_specs("click_model", {FINITE_CHECK: "every weight of the candidate is finite"})
+    + check_specs("model_evaluation", {ACCURACY_CHECK: f"held-out accuracy of the candidate ≥ {ACCURACY_BAR} "
+                                                       f"(the reference's bar); below it nothing is published"}),
+    pool="click_model_checkpoint", can_subset=False)
+def click_model(context: dg.AssetExecutionContext, config: ClickModelConfig, source: SourceResource,
+                warehouse: WarehouseResource):
+    """Train a candidate, evaluate it on the held-out files, publish it if it passes."""
     layout = warehouse.layout()
-    model, _ = load_model(layout.checkpoint)
-    size = export_torchscript(model, layout.torchscript)
-    tables = FeatureTables.load(layout)
+    with tempfile.TemporaryDirectory(prefix="test-") as scratch:
+        test_files = source.open().test_files(Path(scratch))
+        try:
+            result = train(layout, config.to_train_config(), log=context.log.info,
+                           gate=accuracy_gate(test_files, ACCURACY_CHECK))
+        except Rejected as rejected:
+            yield from check_results(rejected.results, "click_model", [FINITE_CHECK])
+            yield from check_results(rejected.results, "model_evaluation", [ACCURACY_CHECK])
+            raise rejection(rejected) from None
+    if result.published is None:
+        context.log.info("no new processed days: the model of record is unchanged")
+        yield dg.MaterializeResult(asset_key="click_model", metadata=_training_metadata(result))
+        return
+    published = result.published
+    evaluation = published.read_json("evaluation.json")
+    yield dg.MaterializeResult(asset_key="click_model",
+                               metadata={**_training_metadata(result), **published_metadata(published)},
+                               data_version=dg.DataVersion(published.version),
+                               check_results=check_results(published.audits, "click_model", [FINITE_CHECK]))
+    yield dg.MaterializeResult(asset_key="model_evaluation",
+                               metadata={**_evaluation_metadata(evaluation), "model_version": published.version},
+                               check_results=check_results(published.audits, "model_evaluation", [ACCURACY_CHECK]))
+
+
+@dg.asset(group_name="model", kinds={"pytorch"}, deps=["model_evaluation", "click_model"], pool="model_export",
+          check_specs=check_specs("torchscript_model", {PARITY_CHECK: (
+              f"fresh-process TorchScript logits within {PARITY_TOLERANCE} of the eager model; checked on "
+              f"the candidate before it is published")}))
+def torchscript_model(warehouse: WarehouseResource):
+    """The model of record as TorchScript ([n, 40] float32 → n logits), loaded and checked against
+    the eager model in a fresh process that does not import this project, then published with the
+    checkpoint and feature versions it pairs with."""
+    layout = warehouse.layout()
+    checkpoint_version = Artifact(layout.checkpoint).live_version()
+    model, state = load_model(layout.checkpoint, checkpoint_version)
+    tables = FeatureTables.load(layout, state.versions)  # the snapshots it was trained on, or fail
     g = torch.Generator().manual_seed(0)
     users = torch.randint(0, len(tables.users), (PARITY_ROWS,), generator=g)
     restaurants = torch.randint(0, len(tables.restaurants), (PARITY_ROWS,), generator=g)
     sample = torch.cat([tables.users[users], tables.restaurants[restaurants]], dim=1)
-    verified = verify_torchscript(layout.torchscript, model, sample)
-    passed = (verified["shape_ok"] and not verified["imported_project"]
-              and verified["max_abs_diff"] <= PARITY_TOLERANCE)
-    return dg.MaterializeResult(
-        metadata={"bytes": size, "latency_p50_ms": verified["latency_p50_ms"],
+    try:
+        published = publish_torchscript(model, layout.export, sample, record={
+            "checkpoint_version": checkpoint_version, "feature_versions": state.versions})
+    except Rejected as rejected:
+        yield from check_results(rejected.results)
+        raise rejection(rejected) from None
+    verified = published.written
+    yield dg.MaterializeResult(
+        metadata={"bytes": published.bytes, "latency_p50_ms": verified["latency_p50_ms"],
                   "latency_p99_ms": verified["latency_p99_ms"],
                   "latency_candidates": verified["latency_candidates"],
-                  "max_abs_diff": verified["max_abs_diff"],
-                  "path": dg.MetadataValue.path(str(layout.torchscript))},
-        check_results=[dg.AssetCheckResult(check_name=PARITY_CHECK, passed=bool(passed),
-                                           metadata={"max_abs_diff": verified["max_abs_diff"],
-                                                     "rows": PARITY_ROWS})])
+                  "max_abs_diff": verified["max_abs_diff"], **published_metadata(published),
+                  "checkpoint_version": published.record["checkpoint_version"],
+                  "feature_versions": dg.MetadataValue.json(state.versions)},
+        data_version=dg.DataVersion(published.version),
+        check_results=check_results(published.audits))

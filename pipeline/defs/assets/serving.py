@@ -12,54 +12,81 @@ import torch
 from pipeline.data.features import RESTAURANTS, USERS, load_snapshot
 from pipeline.defs.assets.model import torchscript_model
 from pipeline.defs.metadata import throughput
+from pipeline.defs.publishing import check_results, check_specs, published_metadata, rejection
 from pipeline.defs.resources import OnlineStoreResource, SourceResource, WarehouseResource
-from pipeline.geo.index import GeoIndex
+from pipeline.geo.index import GEO_CHECK, GeoIndex
+from pipeline.publish import Rejected
 from pipeline.serving.loadgen import closed_loop, open_loop
 from pipeline.serving.recommender import Recommender, Request
 from pipeline.serving.scorer import TorchScriptScorer
+from pipeline.store.base import STORE_CHECK, FeatureTable
 
 LATENCY_CHECK = "p95_within_reference_bar"
 REFERENCE_P95_MS = 100.0
 
 
-@dg.asset(group_name="serving", kinds={"h3", "arrow"}, deps=["restaurant_features"])
-def restaurant_geo_index(warehouse: WarehouseResource) -> dg.MaterializeResult:
+@dg.asset(group_name="serving", kinds={"h3", "arrow"}, deps=["restaurant_features"], pool="geo_index",
+          check_specs=check_specs("restaurant_geo_index", {GEO_CHECK: (
+              "the candidate holds exactly the snapshot's restaurants, sorted by cell, with a lookup that "
+              "covers every row once")}))
+def restaurant_geo_index(warehouse: WarehouseResource):
     """Restaurants (id, latitude, longitude, H3 cell int64 at resolution 8) sorted by cell, with a
-    cell → rows lookup: exact distance filtering of candidate lists, and retrieval within a radius."""
+    cell → rows lookup, published as one artifact: exact distance filtering of candidate lists,
+    and retrieval within a radius."""
     started = time.perf_counter()
     layout = warehouse.layout()
     restaurants = load_snapshot(layout.restaurant_features, RESTAURANTS)
     index = GeoIndex.build(restaurants.ids, restaurants.locations[:, 0], restaurants.locations[:, 1])
-    size = index.save(layout.geo_index)
+    try:
+        published = index.publish(layout.geo_index, restaurants.ids)
+    except Rejected as rejected:
+        yield from check_results(rejected.results)
+        raise rejection(rejected) from None
     per_cell = np.diff(np.r_[index.cell_starts, len(index.cells)])
-    return dg.MaterializeResult(metadata={
-        **throughput(len(index.ids), size, time.perf_counter() - started),
+    yield dg.MaterializeResult(metadata={
+        **throughput(len(index.ids), published.bytes, time.perf_counter() - started),
+        **published_metadata(published), "restaurants_version": restaurants.version,
         "cells": len(index.unique_cells), "h3_resolution": index.resolution,
         "restaurants_per_cell_mean": float(per_cell.mean()) if len(per_cell) else 0.0,
-        "restaurants_per_cell_max": int(per_cell.max()) if len(per_cell) else 0,
-        "path": dg.MetadataValue.path(str(layout.geo_index))})
+        "restaurants_per_cell_max": int(per_cell.max()) if len(per_cell) else 0},
+        check_results=check_results(published.audits))
 
 
-@dg.asset(group_name="serving", kinds={"sqlite", "redis"}, deps=["user_features", "restaurant_features"])
-def online_features(warehouse: WarehouseResource, online_store: OnlineStoreResource) -> dg.MaterializeResult:
-    """User and restaurant features in the online store (float32 bytes per entity), loaded in
-    batches that overwrite in place, so readers never see a missing or half-written entry."""
+@dg.asset(group_name="serving", kinds={"sqlite", "redis"}, deps=["user_features", "restaurant_features"],
+          pool="online_store", check_specs=check_specs("online_features", {STORE_CHECK: (
+              "the new version holds every row of both snapshots and sampled rows read back byte for byte; "
+              "checked before it is made live")}))
+def online_features(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                    online_store: OnlineStoreResource):
+    """User and restaurant features in the online store (float32 bytes per entity), loaded as a new
+    version beside the live one and made live by one switch once complete and checked; requests
+    always read one version."""
     layout = warehouse.layout()
+    started = time.perf_counter()
+    users = load_snapshot(layout.user_features, USERS)
+    restaurants = load_snapshot(layout.restaurant_features, RESTAURANTS)
     store = online_store.open()
-    metadata, total, size, started = {"backend": online_store.describe()}, 0, 0, time.perf_counter()
     try:
-        for kind, path in ((USERS, layout.user_features), (RESTAURANTS, layout.restaurant_features)):
-            snapshot = load_snapshot(path, kind)
-            began = time.perf_counter()
-            rows = store.load(kind.name, snapshot.ids, snapshot.values, snapshot.version)
-            seconds = time.perf_counter() - began
-            metadata |= {f"{kind.name}_rows": rows, f"{kind.name}_seconds": round(seconds, 3),
-                         f"{kind.name}_rows_per_s": round(rows / seconds, 1) if seconds else 0.0,
-                         f"{kind.name}_version": snapshot.version}
-            total, size = total + rows, size + snapshot.values.nbytes  # float32 bytes stored
+        before = store.live()
+        version = store.publish(FeatureTable(users.ids, users.values, users.version),
+                                FeatureTable(restaurants.ids, restaurants.values, restaurants.version),
+                                on_wait=context.log.info)
+    except Rejected as rejected:
+        yield from check_results(rejected.results)
+        raise rejection(rejected) from None
     finally:
         store.close()
-    return dg.MaterializeResult(metadata={**metadata, **throughput(total, size, time.perf_counter() - started)})
+    rows = len(users.ids) + len(restaurants.ids)
+    yield dg.MaterializeResult(metadata={
+        **throughput(rows, users.values.nbytes + restaurants.values.nbytes, time.perf_counter() - started),
+        "backend": online_store.describe(), "store_version": version.number,
+        "previous_store_version": before.number if before else 0,
+        "users_rows": len(users.ids), "restaurants_rows": len(restaurants.ids),
+        "users_version": users.version, "restaurants_version": restaurants.version},
+        data_version=dg.DataVersion(f"{users.version}-{restaurants.version}"),
+        check_results=[dg.AssetCheckResult(check_name=STORE_CHECK, passed=True,
+                                           metadata={"users_rows": version.users_rows,
+                                                     "restaurants_rows": version.restaurants_rows})])
 
 
 class ScoringBenchmarkConfig(dg.Config):

@@ -1,0 +1,344 @@
+"""Write, audit, publish: the one way anything a later run or the API reads becomes visible.
+
+An artifact at ``PATH`` is a set of immutable versions and a pointer to the live one::
+
+    PATH                              symlink → .NAME.versions/VERSION (the live version)
+    .NAME.versions/VERSION/           a complete, audited version: its files and _published.json
+    .NAME.versions/.staging-XXXX/     a candidate being written (only its writer knows its name)
+    .NAME.lock                        the writer lock: one writer at a time (flock; a killed
+                                      writer's lock is released by the kernel)
+
+A writer takes the lock, writes a candidate into a fresh staging directory, runs the audits on
+the candidate as written, and only if every audit passes renames it to ``VERSION`` and switches
+the symlink with one ``rename`` (atomic). A failed audit raises :class:`Rejected`, naming the
+artifact, the check and why; the candidate is deleted and the previous version stays live. A
+killed writer leaves a staging directory that the next writer removes. After a switch the
+versions other than the live one and the one before it are removed, so a reader that resolved
+the previous pointer an instant ago still finds its files, and :func:`rollback` has somewhere to go.
+
+Readers resolve the pointer once (:meth:`Artifact.live`) and read every file of a version from
+that directory, so two files of one artifact never come from two versions. Every file's size and
+crc32 are recorded in ``_published.json``; :func:`verify_file` checks them on read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+RECORD = "_published.json"
+DEFAULT_LOCK_TIMEOUT_S = 6 * 3600.0
+_BLOCK = 8 << 20
+
+
+class Rejected(Exception):
+    """A candidate failed an audit; nothing was published."""
+
+    def __init__(self, artifact: Path, results: Sequence[AuditResult]):
+        self.artifact, self.results = Path(artifact), list(results)
+        failed = "; ".join(f"{r.name}: {r.description or 'failed'}" for r in self.results if not r.passed)
+        super().__init__(f"rejected candidate for {self.artifact} (the previous version stays live): {failed}")
+
+    @property
+    def failed(self) -> list[AuditResult]:
+        return [r for r in self.results if not r.passed]
+
+
+class LockTimeout(TimeoutError):
+    """Another writer held an artifact's lock for longer than the caller would wait."""
+
+
+class Corrupt(ValueError):
+    """A published file does not match the size or checksum recorded when it was published."""
+
+
+@dataclass
+class AuditResult:
+    """One check of a candidate: its name, verdict, numbers for the record, and why it failed."""
+
+    name: str
+    passed: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass
+class Published:
+    """What a publish made live."""
+
+    artifact: Path
+    version: str
+    path: Path                      # the version's directory (stable: read every file from here)
+    previous: str | None
+    audits: list[AuditResult]
+    bytes: int
+    record: dict
+    written: Any = None             # what the writer returned
+
+    def read_json(self, name: str) -> dict:
+        """A JSON file of the published version."""
+        return json.loads((self.path / name).read_text())
+
+
+def crc32_of(path: Path) -> str:
+    crc = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(_BLOCK):
+            crc = zlib.crc32(block, crc)
+    return f"{crc:08x}"
+
+
+def new_version_id() -> str:
+    """Sortable and unique: UTC time to the microsecond plus a random suffix."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S, what: str = "",
+              on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing); wait for another holder at
+    most ``timeout_s``. The kernel releases it when the holder dies, even by SIGKILL."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline, told = time.monotonic() + timeout_s, False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            if time.monotonic() > deadline:
+                raise LockTimeout(f"{what or path}: another writer ({holder or 'unknown'}) held the lock "
+                                  f"for more than {timeout_s:.0f} s") from None
+            if not told and on_wait is not None:
+                on_wait(f"waiting for the writer of {what or path} ({holder or 'unknown'}) to finish")
+                told = True
+            time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {dt.datetime.now(dt.UTC).isoformat()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+class Artifact:
+    """A published artifact at ``path`` (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike, keep: int = 2):
+        self.path = Path(path)
+        self.keep = max(keep, 1)
+        self.versions_dir = self.path.with_name(f".{self.path.name}.versions")
+        self.lock_path = self.path.with_name(f".{self.path.name}.lock")
+
+    # ----- reading
+
+    def live_version(self) -> str | None:
+        try:
+            target = os.readlink(self.path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:  # a plain file or directory: not published this way
+                return None
+            raise
+        return Path(target).name
+
+    def live(self) -> Path:
+        """The live version's directory; FileNotFoundError naming the artifact when there is none."""
+        version = self.live_version()
+        if version is None:
+            raise FileNotFoundError(f"nothing published at {self.path}")
+        return self.version_path(version)
+
+    def version_path(self, version: str) -> Path:
+        path = self.versions_dir / version
+        if not path.is_dir():
+            raise FileNotFoundError(f"version {version} of {self.path} is not kept any more "
+                                    f"(kept: {', '.join(self.versions()) or 'none'})")
+        return path
+
+    def versions(self) -> list[str]:
+        """Complete versions, oldest first."""
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.versions_dir.iterdir()
+                      if not p.name.startswith(".") and (p / RECORD).exists())
+
+    def record(self, version: str | None = None) -> dict:
+        """The ``_published.json`` of ``version`` (default: the live one)."""
+        path = self.version_path(version) if version else self.live()
+        return json.loads((path / RECORD).read_text())
+
+    # ----- writing
+
+    @contextlib.contextmanager
+    def lock(self, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+             on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        with file_lock(self.lock_path, timeout_s, str(self.path), on_wait):
+            yield
+
+    def remove_leftovers(self) -> int:
+        """Delete what killed writers left (staging directories, half-made pointers); call with
+        the lock held. Returns how many were removed."""
+        removed = 0
+        if self.versions_dir.is_dir():
+            for stale in self.versions_dir.glob(".staging-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+                removed += 1
+        for stale in self.path.parent.glob(f".{self.path.name}.link-*"):
+            stale.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    @contextlib.contextmanager
+    def candidate(self) -> Iterator[Path]:
+        """A fresh, empty staging directory (call with the lock held); removed on error."""
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        staging = self.versions_dir / f".staging-{uuid.uuid4().hex[:12]}"
+        staging.mkdir()
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def publish_candidate(self, staging: Path, audits: Sequence[AuditResult], version: str | None = None,
+                          record: dict | None = None) -> Published:
+        """Publish the audited ``staging`` directory as ``version`` (call with the lock held).
+        Raises :class:`Rejected` if any audit failed."""
+        if not all(r.passed for r in audits):
+            raise Rejected(self.path, audits)
+        version = version or new_version_id()
+        previous = self.live_version()
+        files = {p.name: {"bytes": p.stat().st_size, "crc32": crc32_of(p)}
+                 for p in sorted(staging.iterdir()) if p.is_file() and p.name != RECORD}
+        published = {"version": version, "previous": previous if previous != version else None,
+                     "published_at": dt.datetime.now(dt.UTC).isoformat(), "files": files,
+                     "audits": [asdict(r) for r in audits], **(record or {})}
+        (staging / RECORD).write_text(json.dumps(published, indent=2, default=str))
+        final = self.versions_dir / version
+        if final.exists():  # the same content again (content-addressed versions): keep the one there
+            published = json.loads((final / RECORD).read_text())
+        else:
+            _fsync_dir_files(staging)
+            os.rename(staging, final)
+        self._point_to(version)
+        self._prune()
+        return Published(self.path, version, final, previous, list(audits),
+                         sum(f["bytes"] for f in published["files"].values()), published)
+
+    def _point_to(self, version: str) -> None:
+        if self.path.exists() and not self.path.is_symlink():
+            self._adopt_unversioned()
+        link = self.path.with_name(f".{self.path.name}.link-{uuid.uuid4().hex[:12]}")
+        os.symlink(os.path.join(self.versions_dir.name, version), link)
+        os.replace(link, self.path)
+        _fsync_dir(self.path.parent)
+
+    def _adopt_unversioned(self) -> None:
+        """A plain file or directory from before versioning: moved aside, not deleted."""
+        os.rename(self.path, self.path.with_name(f".{self.path.name}.unversioned-{uuid.uuid4().hex[:6]}"))
+
+    def _prune(self) -> None:
+        live = self.live_version()
+        keep = {live}
+        version = live
+        while version and len(keep) < self.keep:
+            try:
+                version = json.loads((self.versions_dir / version / RECORD).read_text()).get("previous")
+            except FileNotFoundError:
+                break
+            if version:
+                keep.add(version)
+        for path in self.versions_dir.iterdir():
+            if not path.name.startswith(".") and path.name not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def write_audit_publish_locked(self, write: Callable[[Path], Any],
+                                   audit: Callable[[Path, Any], Sequence[AuditResult]],
+                                   version: str | Callable[[Any], str] | None = None,
+                                   record: dict | Callable[[Any], dict] | None = None) -> Published:
+        """Remove leftovers, ``write(candidate_dir)``, ``audit(candidate_dir, written)``, publish
+        (call with the lock held). Raises :class:`Rejected` (nothing published) on a failed audit."""
+        self.remove_leftovers()
+        with self.candidate() as staging:
+            written = write(staging)
+            results = list(audit(staging, written))
+            chosen = version(written) if callable(version) else version
+            extra = record(written) if callable(record) else record
+            published = self.publish_candidate(staging, results, chosen, extra)
+            published.written = written
+            return published
+
+    def rollback(self, lock_timeout_s: float = 60.0) -> tuple[str, str]:
+        """Make the live version's predecessor live again; returns (from, to)."""
+        with self.lock(lock_timeout_s):
+            live = self.live_version()
+            if live is None:
+                raise FileNotFoundError(f"nothing published at {self.path}")
+            previous = self.record(live).get("previous")
+            if not previous or not (self.versions_dir / previous / RECORD).exists():
+                raise FileNotFoundError(f"{self.path}: no previous version is kept to roll back to")
+            self._point_to(previous)
+            return live, previous
+
+
+def write_audit_publish(path: str | os.PathLike, write: Callable[[Path], Any],
+                        audit: Callable[[Path, Any], Sequence[AuditResult]],
+                        version: str | Callable[[Any], str] | None = None,
+                        record: dict | Callable[[Any], dict] | None = None, keep: int = 2,
+                        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+                        on_wait: Callable[[str], None] | None = None) -> tuple[Any, Published]:
+    """The whole cycle for the artifact at ``path``: take the writer lock, remove leftovers,
+    ``write(candidate_dir)``, ``audit(candidate_dir, written)``, publish. Returns (what ``write``
+    returned, :class:`Published`); raises :class:`Rejected` (nothing published) on a failed audit."""
+    artifact = Artifact(path, keep)
+    with artifact.lock(lock_timeout_s, on_wait):
+        published = artifact.write_audit_publish_locked(write, audit, version, record)
+        return published.written, published
+
+
+def verify_file(version_dir: Path, name: str, record: dict | None = None) -> Path:
+    """``version_dir/name`` after checking its size and crc32 against the version's record."""
+    record = record or json.loads((version_dir / RECORD).read_text())
+    path = version_dir / name
+    expected = record["files"].get(name)
+    if expected is None:
+        raise Corrupt(f"{path}: not listed in {version_dir / RECORD}")
+    size = path.stat().st_size
+    if size != expected["bytes"]:
+        raise Corrupt(f"{path}: {size} bytes, {expected['bytes']} were published (truncated or replaced)")
+    crc = crc32_of(path)
+    if crc != expected["crc32"]:
+        raise Corrupt(f"{path}: crc32 {crc}, {expected['crc32']} was published (the file is corrupt)")
+    return path
+
+
+def _fsync_dir_files(directory: Path) -> None:
+    for path in directory.iterdir():
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

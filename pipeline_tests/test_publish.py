@@ -1,0 +1,133 @@
+"""Write, audit, publish: a candidate becomes visible only whole and only after its audits pass."""
+
+import os
+import threading
+import time
+
+import pytest
+
+from pipeline.atomic import staged_file
+from pipeline.publish import (
+    Artifact,
+    AuditResult,
+    Corrupt,
+    LockTimeout,
+    Rejected,
+    file_lock,
+    verify_file,
+    write_audit_publish,
+)
+
+
+def test_staged_file_publishes_on_success_and_keeps_old_on_failure(tmp_path):
+    target = tmp_path / "x.txt"
+    with staged_file(target) as tmp:
+        tmp.write_text("one")
+    assert target.read_text() == "one"
+    with pytest.raises(RuntimeError), staged_file(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "one"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def _publish(path, text, passed=True, version=None):
+    def write(staging):
+        (staging / "data.txt").write_text(text)
+        return len(text)
+
+    def audit(staging, written):
+        seen = (staging / "data.txt").read_text()  # audits read the candidate as written
+        return [AuditResult("is_good", passed and "bad" not in seen, {"chars": written},
+                            "" if passed and "bad" not in seen else f"value {seen!r} in data.txt")]
+
+    return write_audit_publish(path, write, audit, version=version)[1]
+
+
+def test_a_rejected_candidate_leaves_the_previous_version_live(tmp_path):
+    target = tmp_path / "artifact"
+    first = _publish(target, "one")
+    assert (target / "data.txt").read_text() == "one" and first.previous is None
+    with pytest.raises(Rejected, match=r"is_good: value 'bad' in data\.txt") as rejected:
+        _publish(target, "bad")
+    assert rejected.value.failed[0].metadata == {"chars": 3}
+    assert (target / "data.txt").read_text() == "one"
+    assert Artifact(target).live_version() == first.version
+    second = _publish(target, "two")
+    assert second.previous == first.version and (target / "data.txt").read_text() == "two"
+    assert Artifact(target).record()["audits"][0]["name"] == "is_good"
+
+
+def test_superseded_versions_are_pruned_and_rollback_goes_back_one(tmp_path):
+    target = tmp_path / "artifact"
+    versions = [_publish(target, str(i)).version for i in range(4)]
+    artifact = Artifact(target)
+    assert artifact.versions() == versions[2:]  # the live one and the one before it
+    assert artifact.rollback() == (versions[3], versions[2])
+    assert (target / "data.txt").read_text() == "2"
+    with pytest.raises(FileNotFoundError, match="no previous version"):
+        artifact.rollback()
+
+
+def test_the_same_content_version_is_published_once(tmp_path):
+    target = tmp_path / "artifact"
+    a = _publish(target, "same", version="abc")
+    b = _publish(target, "same", version="abc")
+    assert a.version == b.version == "abc" and Artifact(target).versions() == ["abc"]
+
+
+def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "artifact"
+    _publish(target, "one")
+    artifact = Artifact(target)
+    staging = artifact.versions_dir / ".staging-deadbeef"
+    staging.mkdir()
+    (staging / "chunk").write_text("partial")
+    os.symlink("nowhere", tmp_path / ".artifact.link-deadbeef")
+    _publish(target, "two")
+    assert not staging.exists() and not (tmp_path / ".artifact.link-deadbeef").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".artifact.lock", ".artifact.versions", "artifact"]
+
+
+def test_a_plain_directory_from_before_versioning_is_moved_aside(tmp_path):
+    target = tmp_path / "artifact"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    _publish(target, "new")
+    assert (target / "data.txt").read_text() == "new"
+    [aside] = tmp_path.glob(".artifact.unversioned-*")
+    assert (aside / "old.txt").read_text() == "old"
+
+
+def test_corruption_of_a_published_file_is_detected_on_read(tmp_path):
+    target = tmp_path / "artifact"
+    published = _publish(target, "0123456789")
+    assert verify_file(published.path, "data.txt").read_text() == "0123456789"
+    path = published.path / "data.txt"
+    with open(path, "r+b") as handle:
+        handle.seek(4)
+        handle.write(b"X")
+    with pytest.raises(Corrupt, match=r"data\.txt: crc32 .* was published \(the file is corrupt\)"):
+        verify_file(published.path, "data.txt")
+    path.write_text("0123")
+    with pytest.raises(Corrupt, match=r"4 bytes, 10 were published \(truncated or replaced\)"):
+        verify_file(published.path, "data.txt")
+
+
+def test_one_writer_at_a_time_the_second_waits(tmp_path):
+    lock = tmp_path / ".x.lock"
+    order, waited = [], []
+    with file_lock(lock):
+        def second():
+            with file_lock(lock, on_wait=waited.append):
+                order.append("second")
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)
+        order.append("first done")
+    thread.join(5)
+    assert order == ["first done", "second"] and "waiting for the writer" in waited[0]
+    with file_lock(lock), pytest.raises(LockTimeout, match="held the lock"):
+        with file_lock(lock, timeout_s=0.2):
+            pass
