@@ -179,6 +179,14 @@ class Artifact:
         return sorted(p.name for p in self.versions_dir.iterdir()
                       if not p.name.startswith(".") and (p / RECORD).exists())
 
+    def current(self) -> Published:
+        """The live version as a :class:`Published` (its recorded audits included)."""
+        path = self.live()
+        record = json.loads((path / RECORD).read_text())
+        return Published(self.path, record["version"], path, record.get("previous"),
+                         [AuditResult(**a) for a in record.get("audits", [])],
+                         sum(f["bytes"] for f in record["files"].values()), record)
+
     def record(self, version: str | None = None) -> dict:
         """The ``_published.json`` of ``version`` (default: the live one)."""
         path = self.version_path(version) if version else self.live()

@@ -47,6 +47,18 @@ def write_clicks(path: Path, columns: dict, schema: pa.Schema | None = None) -> 
     return path
 
 
+def step_failures(result) -> str:
+    """Every failed step's error messages, causes included, of a Dagster execution result."""
+    messages = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            error = event.event_specific_data.error
+            while error is not None:
+                messages.append(error.message)
+                error = error.cause
+    return "\n".join(messages)
+
+
 def build_warehouse(dataset: ReferenceDataset, root: Path, chunk_rows: int, days: int | None = None):
     """Feature snapshots and processed partitions of ``dataset`` under ``root``, built with the
     same functions the assets use."""

@@ -1,6 +1,10 @@
 """The Dagster layer on a test instance: assets, checks, metadata, schedule, executor setting."""
 
 import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -9,17 +13,17 @@ import pyarrow as pa
 import pytest
 
 from pipeline.data.clicks import iter_chunks, read_manifest
+from pipeline.data.features import USERS, load_snapshot
 from pipeline.definitions import defs
 from pipeline.defs.assets.clicks import processed_clicks, raw_clicks
 from pipeline.defs.assets.features import restaurant_features, user_features
-from pipeline.defs.checks import restaurant_features_are_finite, user_features_are_finite
 from pipeline.defs.executor import executor_from_settings
 from pipeline.defs.jobs import daily_clicks_schedule
 from pipeline.defs.resources import LocalParquetSourceResource, WarehouseResource
-from pipeline_tests.conftest import write_clicks
+from pipeline.publish import Artifact
+from pipeline_tests.conftest import step_failures, write_clicks
 
-ALL = [user_features, restaurant_features, raw_clicks, processed_clicks,
-       user_features_are_finite, restaurant_features_are_finite]
+ALL = [user_features, restaurant_features, raw_clicks, processed_clicks]
 
 
 def _resources(dataset, tmp_path):
@@ -56,7 +60,8 @@ def test_one_day_end_to_end_with_metadata(tiny_dataset, tmp_path):
         assert result.success
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert checks == {"user_features_are_finite": True, "restaurant_features_are_finite": True,
-                          "raw_rows_reconcile": True}
+                          "restaurant_features_locations_valid": True, "raw_files_readable": True,
+                          "raw_rows_reconcile": True, "chunks_match_manifest": True}
         meta = _metadata(instance, "processed_clicks", "2026-01-02")
         assert meta["rows"] == meta["raw_rows"] == 4_000 and meta["dropped_rows"] == 0
         assert meta["bytes"] > 0 and meta["rows_per_s"] > 0 and isinstance(meta["seconds"], float)
@@ -91,22 +96,56 @@ def test_empty_partition_materializes_with_zero_rows(dataset_copy, tmp_path):
     assert list(iter_chunks(tmp_path / "warehouse/processed_clicks/date=2026-01-02")) == []
 
 
-def test_nan_features_fail_the_blocking_check_and_stop_processing(dataset_copy, tmp_path):
-    frame = pd.read_parquet(dataset_copy.user_features)
-    frame.loc[7, "f12"] = np.nan
-    frame.loc[8, "f00"] = np.inf
-    dataset_copy.user_features.unlink()
-    frame.to_parquet(dataset_copy.user_features)
+def test_nan_features_are_rejected_and_the_good_snapshot_stays_live(dataset_copy, tmp_path):
+    resources = _resources(dataset_copy, tmp_path)
     with dg.instance_for_test() as instance:
-        result = dg.materialize(ALL, partition_key="2026-01-01", resources=_resources(dataset_copy, tmp_path),
-                                instance=instance, raise_on_error=False)
+        assert dg.materialize(ALL[:2], resources=resources, instance=instance).success
+        good = load_snapshot(tmp_path / "warehouse/features/users", USERS)
+        frame = pd.read_parquet(dataset_copy.user_features)
+        frame.loc[7, "f12"] = np.nan
+        frame.loc[8, "f00"] = np.inf
+        dataset_copy.user_features.unlink()
+        frame.to_parquet(dataset_copy.user_features)
+        result = dg.materialize(ALL, partition_key="2026-01-01", resources=resources, instance=instance,
+                                raise_on_error=False)
         assert not result.success
         evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}
         check = evaluation["user_features_are_finite"]
         assert not check.passed and check.metadata["non_finite_values"].value == 2
         assert check.metadata["columns_with_non_finite"].value == {"f00": 1, "f12": 1}
+        assert "rejected candidate" in step_failures(result)
+        assert "user_id 7, f12 = nan" in step_failures(result)
         assert _metadata(instance, "processed_clicks", "2026-01-01") is None
     assert not (tmp_path / "warehouse/processed_clicks/date=2026-01-01").exists()
+    live = load_snapshot(tmp_path / "warehouse/features/users", USERS)  # the good one, still in use
+    assert live.version == good.version and np.isfinite(live.values).all()
+
+
+def test_two_ingests_of_the_same_day_at_once_both_succeed_like_one(tiny_dataset, tmp_path):
+    script = Path(__file__).parent / "scripts" / "ingest_day.py"
+    single, shared = tmp_path / "single", tmp_path / "shared"
+
+    def start(warehouse):
+        return subprocess.Popen([sys.executable, str(script), str(tiny_dataset.root), str(warehouse), "2026-01-02"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    for process in [start(single)]:
+        assert process.wait(timeout=300) == 0, process.stderr.read()[-3000:]
+    processes = [start(shared), start(shared)]
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-3000:]
+        assert json.loads(out.splitlines()[-1])["success"]
+    day = "date=2026-01-02"
+    for asset in ("raw_clicks", "processed_clicks"):
+        ours, theirs = Artifact(shared / asset / day), Artifact(single / asset / day)
+        data = [{k: v for k, v in a.record()["files"].items() if k != "_manifest.json"} for a in (ours, theirs)]
+        assert data[0] == data[1] and data[0]  # the same data files, sizes and crc32s
+        assert len(ours.versions()) == 2  # each run published a complete version; no temp left
+        assert not list((shared / asset).glob(".*.versions/.staging-*"))
+    manifests = [read_manifest(root / "processed_clicks" / day) for root in (shared, single)]
+    assert [{k: m[k] for k in ("rows", "dropped", "duplicates", "chunks")} for m in manifests] == [
+        {k: manifests[1][k] for k in ("rows", "dropped", "duplicates", "chunks")}] * 2
 
 
 def test_missing_shard_and_bad_schema_fail_with_clear_messages(dataset_copy, tmp_path):
@@ -119,7 +158,8 @@ def test_missing_shard_and_bad_schema_fail_with_clear_messages(dataset_copy, tmp
                      {"user_id": [1], "restaurant_id": [1], "clicked": [1]})
         with pytest.raises(Exception, match=r"train_02\.parquet: missing column 'click'"):
             dg.materialize([raw_clicks], partition_key="2026-01-03", resources=resources, instance=instance)
-    assert not list((tmp_path / "warehouse/raw_clicks").glob("*2026-01-03*"))
+    assert Artifact(tmp_path / "warehouse/raw_clicks/date=2026-01-03").live_version() is None
+    assert not list((tmp_path / "warehouse/raw_clicks").glob(".*.versions/*"))  # no candidate left either
 
 
 def test_daily_schedule_requests_yesterday_only_when_the_source_has_it(tiny_dataset):

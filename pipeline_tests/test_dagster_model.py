@@ -1,26 +1,40 @@
-"""The model assets on a test instance: train → evaluate → export, and the checks that guard them."""
+"""The model assets on a test instance: train → gate → publish → export, and what guards each step."""
 
 import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+import torch
 
-from pipeline.defs.assets.model import click_model, model_evaluation, torchscript_model
-from pipeline.defs.checks import accuracy_meets_reference_bar
+from pipeline.defs.assets.features import user_features
+from pipeline.defs.assets.model import click_model, torchscript_model
 from pipeline.defs.resources import LocalParquetSourceResource, WarehouseResource
-from pipeline_tests.conftest import build_warehouse
+from pipeline.model.export import publish_torchscript
+from pipeline.model.train import load_model
+from pipeline.publish import Artifact, Rejected
+from pipeline_tests.conftest import build_warehouse, step_failures
 
-MODEL_ASSETS = [click_model, model_evaluation, torchscript_model, accuracy_meets_reference_bar]
+MODEL_ASSETS = [click_model, torchscript_model]
 
 
-def _run(tiny_dataset, warehouse, instance, **config):
-    resources = {"source": LocalParquetSourceResource(dataset_dir=str(tiny_dataset.root), start_date="2026-01-01"),
-                 "warehouse": WarehouseResource(root=str(warehouse.root))}
+def _resources(dataset, warehouse):
+    return {"source": LocalParquetSourceResource(dataset_dir=str(dataset.root), start_date="2026-01-01"),
+            "warehouse": WarehouseResource(root=str(warehouse.root))}
+
+
+def _run(dataset, warehouse, instance, assets=MODEL_ASSETS, **config):
     run_config = {"ops": {"click_model": {"config": {"batch_size": 512, "threads": 1, **config}}}}
-    return dg.materialize(MODEL_ASSETS, resources=resources, instance=instance, run_config=run_config,
-                          raise_on_error=False)
+    return dg.materialize(assets, resources=_resources(dataset, warehouse), instance=instance,
+                          run_config=run_config if click_model in assets else None, raise_on_error=False)
 
 
 def _metadata(result, asset):
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)]
     return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def _failure(result) -> str:
+    return step_failures(result)
 
 
 def test_train_evaluate_export_with_plotted_metadata(tiny_dataset, tmp_path):
@@ -29,30 +43,85 @@ def test_train_evaluate_export_with_plotted_metadata(tiny_dataset, tmp_path):
         result = _run(tiny_dataset, warehouse, instance, mode="full", epochs=4, lr=0.003)
         assert result.success
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-        assert checks == {"accuracy_meets_reference_bar": True, "torchscript_matches_eager": True}
+        assert checks == {"click_model_is_finite": True, "accuracy_meets_reference_bar": True,
+                          "torchscript_matches_eager": True}
         model = _metadata(result, "click_model")
         assert model["rows_trained"] == 4 * 12_000 and model["partitions_in_model"] == 3
         assert model["epochs"] == 4 and model["rows_per_s"] > 0 and model["train_loss"] < 0.69
+        assert model["version"] == Artifact(warehouse.checkpoint).live_version()
         evaluation = _metadata(result, "model_evaluation")
         assert evaluation["accuracy"] > 0.8 and evaluation["rows"] == 4_000
         assert "| probability |" in evaluation["calibration"]
         export = _metadata(result, "torchscript_model")
         assert export["max_abs_diff"] <= 1e-5 and export["latency_p50_ms"] > 0
-        assert warehouse.torchscript.exists()
+        assert export["checkpoint_version"] == model["version"]
+        record = Artifact(warehouse.export).record()
+        assert record["feature_versions"] == model["feature_versions"] and len(record["probe"]["x"]) == 16
 
-        # the next incremental run has nothing new: it trains nothing and says so
+        # the next incremental run has nothing new: it trains nothing, publishes nothing, and
+        # reports the live versions again (same data versions, their recorded checks)
         again = _run(tiny_dataset, warehouse, instance)
         assert again.success and _metadata(again, "click_model")["partitions_trained"] == 0
+        assert _metadata(again, "click_model")["version"] == model["version"]
+        assert _metadata(again, "torchscript_model")["version"] == export["version"]
+        assert all(e.passed for e in again.get_asset_check_evaluations())
+        assert Artifact(warehouse.checkpoint).live_version() == model["version"]
+        assert Artifact(warehouse.export).live_version() == export["version"]
 
 
-def test_a_model_below_the_accuracy_bar_is_not_exported(tiny_dataset, tmp_path):
+def test_a_model_below_the_accuracy_bar_is_never_published(tiny_dataset, tmp_path):
     warehouse = build_warehouse(tiny_dataset, tmp_path / "wh", chunk_rows=1500)
     with dg.instance_for_test() as instance:
         result = _run(tiny_dataset, warehouse, instance, lr=1e-9)  # learns nothing
         assert not result.success
-        [check] = result.get_asset_check_evaluations()
-        assert check.check_name == "accuracy_meets_reference_bar" and not check.passed
-        assert check.metadata["accuracy"].value < 0.7
-        materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-        assert materialized == {"click_model", "model_evaluation"}
-    assert not warehouse.torchscript.exists()
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert checks["click_model_is_finite"].passed and not checks["accuracy_meets_reference_bar"].passed
+        assert checks["accuracy_meets_reference_bar"].metadata["accuracy"].value < 0.7
+        assert "held-out accuracy 0." in _failure(result) and "< 0.7" in _failure(result)
+        assert result.get_asset_materialization_events() == []
+    assert Artifact(warehouse.checkpoint).live_version() is None
+    assert Artifact(warehouse.export).live_version() is None
+
+
+def test_a_failed_parity_check_leaves_the_served_model_in_place(tiny_dataset, tmp_path):
+    warehouse = build_warehouse(tiny_dataset, tmp_path / "wh", chunk_rows=1500)
+    with dg.instance_for_test() as instance:
+        assert _run(tiny_dataset, warehouse, instance, mode="full", epochs=2, lr=0.003).success
+    live = Artifact(warehouse.export).live_version()
+    served = warehouse.torchscript.read_bytes()
+    model, _ = load_model(warehouse.checkpoint)
+    sample = torch.zeros(64, 40)
+    sample[3, 5] = float("nan")  # a probe the export cannot match: the parity check fails
+    with pytest.raises(Rejected, match="torchscript_matches_eager: max abs diff nan"):
+        publish_torchscript(model, warehouse.export, sample, record={})
+    assert Artifact(warehouse.export).live_version() == live and warehouse.torchscript.read_bytes() == served
+    assert Artifact(warehouse.export).versions() == [live]
+
+
+def test_export_uses_the_features_the_model_was_trained_on_or_fails(dataset_copy, tmp_path):
+    warehouse = build_warehouse(dataset_copy, tmp_path / "wh", chunk_rows=1500)
+    resources = _resources(dataset_copy, warehouse)
+    frame = pd.read_parquet(dataset_copy.user_features)
+
+    def new_user_snapshot(instance):
+        frame["f00"] = frame["f00"] + np.float32(0.5)
+        dataset_copy.user_features.unlink()
+        frame.to_parquet(dataset_copy.user_features)
+        assert dg.materialize([user_features], resources=resources, instance=instance).success
+
+    with dg.instance_for_test() as instance:
+        assert _run(dataset_copy, warehouse, instance, assets=[click_model], mode="full", epochs=2, lr=0.003).success
+        trained_on = load_model(warehouse.checkpoint)[1].versions["users"]
+        new_user_snapshot(instance)
+        new_user_snapshot(instance)  # two new snapshots: the one trained on is no longer kept
+        result = _run(dataset_copy, warehouse, instance, assets=[torchscript_model])
+        assert not result.success
+        assert f"version {trained_on} of" in _failure(result) and "is not kept any more" in _failure(result)
+        assert Artifact(warehouse.export).live_version() is None
+
+        assert _run(dataset_copy, warehouse, instance, assets=[click_model], mode="full", epochs=2, lr=0.003).success
+        trained_on = load_model(warehouse.checkpoint)[1].versions["users"]
+        new_user_snapshot(instance)  # the snapshot trained on is now the previous one, still kept
+        assert _run(dataset_copy, warehouse, instance, assets=[torchscript_model]).success
+        record = Artifact(warehouse.export).record()
+        assert record["feature_versions"]["users"] == trained_on != Artifact(warehouse.user_features).live_version()

@@ -5,10 +5,10 @@ import shutil
 
 import dagster as dg
 import pytest
+from pipeline.defs.checks import restaurant_features_are_finite, user_features_are_finite
 
 from pipeline.defs.assets.features import restaurant_features, user_features
 from pipeline.defs.assets.serving import online_features, restaurant_geo_index, scoring_benchmark
-from pipeline.defs.checks import restaurant_features_are_finite, user_features_are_finite
 from pipeline.defs.resources import LocalParquetSourceResource, OnlineStoreResource, WarehouseResource
 from pipeline.defs.sensors import feature_source_sensor
 from pipeline_tests.conftest import build_warehouse

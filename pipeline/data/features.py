@@ -165,8 +165,9 @@ def snapshot_audits(snapshot: FeatureSnapshot, kind: FeatureKind) -> list[AuditR
         where = ""
         if len(invalid):
             row = int(invalid[0])
+            lat, lon = snapshot.locations[row].tolist()
             where = (f"{len(invalid)} rows with a location off the globe or not finite; first: "
-                     f"{kind.id_column} {int(snapshot.ids[row])} at ({', '.join(map(str, snapshot.locations[row].tolist()))})")
+                     f"{kind.id_column} {int(snapshot.ids[row])} at ({lat}, {lon})")
         results[0].metadata["invalid_locations"] = len(invalid)
         results.append(AuditResult(f"{kind.check_prefix}_locations_valid", not len(invalid),
                                    {"invalid_locations": len(invalid)}, where))

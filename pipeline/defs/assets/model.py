@@ -22,7 +22,7 @@ from pipeline.defs.resources import SourceResource, WarehouseResource
 from pipeline.model.batches import FeatureTables
 from pipeline.model.evaluate import ACCURACY_BAR, accuracy_gate
 from pipeline.model.export import PARITY_CHECK, PARITY_TOLERANCE, publish_torchscript
-from pipeline.model.train import FINITE_CHECK, TrainConfig, TrainResult, load_model, train
+from pipeline.model.train import EVALUATION_FILE, FINITE_CHECK, TrainConfig, TrainResult, load_model, train
 from pipeline.publish import Artifact, Rejected
 
 PARITY_ROWS = 4096
@@ -125,18 +125,21 @@ def click_model(context: dg.AssetExecutionContext, config: ClickModelConfig, sou
             yield from check_results(rejected.results, "click_model", [FINITE_CHECK])
             yield from check_results(rejected.results, "model_evaluation", [ACCURACY_CHECK])
             raise rejection(rejected) from None
-    if result.published is None:
-        context.log.info("no new processed days: the model of record is unchanged")
-        yield dg.MaterializeResult(asset_key="click_model", metadata=_training_metadata(result))
-        return
     published = result.published
-    evaluation = published.read_json("evaluation.json")
+    if published is None:
+        if result.state is None:
+            raise dg.Failure("nothing to train: no processed days and no model of record "
+                             "(materialize processed_clicks first)")
+        context.log.info("no new processed days: nothing trained; the model of record is unchanged")
+        published = Artifact(layout.checkpoint).current()
+    evaluation = published.read_json(EVALUATION_FILE)
     yield dg.MaterializeResult(asset_key="click_model",
                                metadata={**_training_metadata(result), **published_metadata(published)},
                                data_version=dg.DataVersion(published.version),
                                check_results=check_results(published.audits, "click_model", [FINITE_CHECK]))
     yield dg.MaterializeResult(asset_key="model_evaluation",
                                metadata={**_evaluation_metadata(evaluation), "model_version": published.version},
+                               data_version=dg.DataVersion(published.version),
                                check_results=check_results(published.audits, "model_evaluation", [ACCURACY_CHECK]))
 
 
@@ -144,13 +147,22 @@ def click_model(context: dg.AssetExecutionContext, config: ClickModelConfig, sou
           check_specs=check_specs("torchscript_model", {PARITY_CHECK: (
               f"fresh-process TorchScript logits within {PARITY_TOLERANCE} of the eager model; checked on "
               f"the candidate before it is published")}))
-def torchscript_model(warehouse: WarehouseResource):
+def torchscript_model(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """The model of record as TorchScript ([n, 40] float32 → n logits), loaded and checked against
     the eager model in a fresh process that does not import this project, then published with the
     checkpoint and feature versions it pairs with."""
     layout = warehouse.layout()
     checkpoint_version = Artifact(layout.checkpoint).live_version()
     model, state = load_model(layout.checkpoint, checkpoint_version)
+    export = Artifact(layout.export)
+    if export.live_version() and export.record().get("checkpoint_version") == checkpoint_version:
+        context.log.info(f"the live export already holds checkpoint {checkpoint_version}: nothing to do")
+        published = export.current()
+        yield dg.MaterializeResult(metadata={**published_metadata(published), "bytes": published.bytes,
+                                             "checkpoint_version": checkpoint_version},
+                                   data_version=dg.DataVersion(published.version),
+                                   check_results=check_results(published.audits))
+        return
     tables = FeatureTables.load(layout, state.versions)  # the snapshots it was trained on, or fail
     g = torch.Generator().manual_seed(0)
     users = torch.randint(0, len(tables.users), (PARITY_ROWS,), generator=g)
