@@ -30,6 +30,9 @@ from pipeline.api.loadtest import DEFAULT_RAMP, ramp, run  # noqa: E402
 from pipeline.data.layout import ReferenceDataset, Warehouse  # noqa: E402
 from pipeline.data.warehouse_build import build_from_reference  # noqa: E402
 from pipeline.geo.index import GeoIndex  # noqa: E402
+from pipeline.model.export import MODEL_FILE  # noqa: E402
+from pipeline.publish import write_audit_publish  # noqa: E402
+from pipeline.store.base import FeatureTable  # noqa: E402
 from pipeline.store.redis_server import free_port, local_redis_server  # noqa: E402
 from pipeline.store.redis_store import RedisStore  # noqa: E402
 
@@ -54,13 +57,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp, local_redis_server() as redis_url:
         warehouse = Warehouse(Path(tmp) / "warehouse")
         users, restaurants = build_from_reference(ReferenceDataset(data, START), warehouse, days=0)
-        GeoIndex.build(restaurants.ids, restaurants.locations[:, 0], restaurants.locations[:, 1]).save(
-            warehouse.geo_index)
-        warehouse.torchscript.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(args.model, warehouse.torchscript)
+        GeoIndex.build(restaurants.ids, restaurants.locations[:, 0], restaurants.locations[:, 1]).publish(
+            warehouse.geo_index, restaurants.ids)
+        # the given model as the published export (no parity audit: there is no eager model here)
+        write_audit_publish(warehouse.export, lambda staging: shutil.copy(args.model, staging / MODEL_FILE),
+                            lambda staging, _: [])
         store = RedisStore(redis_url)
-        store.load("users", users.ids, users.values, users.version)
-        store.load("restaurants", restaurants.ids, restaurants.values, restaurants.version)
+        store.publish(FeatureTable.of(users), FeatureTable.of(restaurants))
         store.close()
         del users, restaurants
         port = free_port()

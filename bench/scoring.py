@@ -39,6 +39,7 @@ from pipeline.model.network import ClickMLP  # noqa: E402
 from pipeline.serving.loadgen import closed_loop  # noqa: E402
 from pipeline.serving.recommender import Recommender, Request  # noqa: E402
 from pipeline.serving.scorer import TorchScriptScorer  # noqa: E402
+from pipeline.store.base import FeatureTable  # noqa: E402
 from pipeline.store.redis_server import local_redis_server  # noqa: E402
 from pipeline.store.redis_store import RedisStore  # noqa: E402
 from pipeline.store.sqlite import SQLiteStore  # noqa: E402
@@ -123,8 +124,7 @@ def main() -> None:
         stores = {"sqlite": SQLiteStore(Path(tmp) / "online.db"), "redis": RedisStore(redis_url)}
         for name, store in stores.items():
             started = time.perf_counter()
-            store.load("users", users.ids, users.values, users.version)
-            store.load("restaurants", restaurants.ids, restaurants.values, restaurants.version)
+            store.publish(FeatureTable.of(users), FeatureTable.of(restaurants))
             result["load_seconds"][name] = round(time.perf_counter() - started, 2)
         for count in CANDIDATES:
             requests = requests_with(raw_requests, count, len(restaurants.ids))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -90,17 +91,32 @@ def redis_url():
 @pytest.fixture(scope="session")
 def serving_artifacts(tiny_dataset, tmp_path_factory):
     """Snapshots, a trained and exported model, and the geo index of the tiny dataset."""
+    import torch
+
     from pipeline.geo.index import GeoIndex
     from pipeline.model.batches import FeatureTables
-    from pipeline.model.export import export_torchscript
+    from pipeline.model.export import publish_torchscript
     from pipeline.model.train import TrainConfig, load_model, train
 
     warehouse = build_warehouse(tiny_dataset, tmp_path_factory.mktemp("serving"), chunk_rows=4000)
-    train(warehouse, warehouse.checkpoint, TrainConfig(mode="full", epochs=3, batch_size=512, threads=1),
-          log=lambda message: None)
-    model, _ = load_model(warehouse.checkpoint)
-    export_torchscript(model, warehouse.torchscript)
+    train(warehouse, TrainConfig(mode="full", epochs=3, batch_size=512, threads=1), log=lambda message: None)
+    model, state = load_model(warehouse.checkpoint)
     tables = FeatureTables.load(warehouse)
+    sample = torch.cat([tables.users[:256], tables.restaurants[:256]], dim=1)
+    publish_torchscript(model, warehouse.export, sample, record={"feature_versions": state.versions})
     restaurants = tables.restaurant_snapshot
     geo = GeoIndex.build(restaurants.ids, restaurants.locations[:, 0], restaurants.locations[:, 1])
+    geo.publish(warehouse.geo_index, restaurants.ids)
     return warehouse, tables, geo, model
+
+
+def copy_artifact(source: Path, target: Path) -> None:
+    """Copy a published artifact (its versions and its pointer) to another place."""
+    import shutil
+
+    from pipeline.publish import Artifact
+
+    src, dst = Artifact(source), Artifact(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src.versions_dir, dst.versions_dir, symlinks=True)
+    os.symlink(os.readlink(source), target)

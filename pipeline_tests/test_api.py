@@ -20,8 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from pipeline.data.layout import Warehouse
-from pipeline.model.export import export_torchscript
+from pipeline.model.export import publish_torchscript
 from pipeline.model.network import ClickMLP
+from pipeline.publish import Artifact
+from pipeline.store.base import FeatureTable
 from pipeline.store.redis_server import free_port
 from pipeline.store.redis_store import RedisStore
 from pipeline_tests.reference_recommender import as_arrays, brute_force
@@ -52,12 +54,10 @@ def api(serving_artifacts, redis_url, tmp_path_factory):
     """A served copy of the tiny artifacts; features in Redis; yields (base URL, warehouse)."""
     source, tables, geo, model = serving_artifacts
     root = tmp_path_factory.mktemp("api") / "warehouse"
-    shutil.copytree(source.root, root)
+    shutil.copytree(source.root, root, symlinks=True)  # published artifacts: versions and pointers
     warehouse = Warehouse(root)
-    geo.save(warehouse.geo_index)
     store = RedisStore(redis_url)
-    store.load("users", tables.user_snapshot.ids, tables.user_snapshot.values, "v1")
-    store.load("restaurants", tables.restaurant_snapshot.ids, tables.restaurant_snapshot.values, "v1")
+    store.publish(FeatureTable.of(tables.user_snapshot), FeatureTable.of(tables.restaurant_snapshot))
     store.close()
     port = free_port()
     env = {**os.environ, "PIPELINE_WAREHOUSE_DIR": str(root), "REDIS_URL": redis_url,
@@ -135,11 +135,17 @@ def test_bad_input_gets_a_4xx_that_names_the_field(api, path, body, raw, status,
     assert got["error"]
 
 
-def test_health_and_prometheus_metrics(api):
-    base, _ = api
+def test_health_and_prometheus_metrics(api, serving_artifacts):
+    base, warehouse = api
+    tables = serving_artifacts[1]
     status, text = _get(base, "/health")
     health = json.loads(text)
-    assert status == 200 and health["ready"] and health["model_version"] and health["store"]["users"] == "v1"
+    assert status == 200 and health["ready"]
+    # what is served, and what it pairs with: the model, the features it was trained on, the store's live version
+    assert health["model_version"] == Artifact(warehouse.export).live_version()
+    assert health["model_feature_versions"]["users"] == tables.user_snapshot.version
+    assert health["geo_index_version"] == Artifact(warehouse.geo_index).live_version()
+    assert health["store"]["users_version"] == tables.user_snapshot.version and health["store"]["version"] >= 1
     _post(base, "/recommend/1", GOOD)
     _post(base, "/recommend/1", {"latitude": 95, "longitude": 0})
     status, metrics = _get(base, "/metrics")
@@ -162,7 +168,7 @@ def test_a_new_model_is_picked_up_without_restart_or_failed_requests(api):
     thread = threading.Thread(target=hammer)
     thread.start()
     torch.manual_seed(123)
-    export_torchscript(ClickMLP(), warehouse.torchscript)  # published by atomic rename, as the asset does
+    publish_torchscript(ClickMLP(), warehouse.export, torch.randn(64, 40), record={})  # as the asset does
     deadline = time.monotonic() + 20
     while json.loads(_get(base, "/health")[1])["model_version"] == before_version:
         assert time.monotonic() < deadline, "the new model was not picked up"

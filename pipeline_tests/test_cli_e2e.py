@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 from pipeline.data.clicks import read_manifest
+from pipeline.publish import Artifact
 
 BIN = Path(sys.executable).parent
 
@@ -45,9 +46,10 @@ def test_generate_ingest_a_range_and_train_through_dagster_cli(tmp_path):
     days = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"]
     for day in days:
         assert read_manifest(warehouse / f"processed_clicks/date={day}")["rows"] == 10_000
-    assert (warehouse / "models/click_model/model.pt").exists()
-    evaluation = json.loads((warehouse / "models/click_model/evaluation.json").read_text())
-    assert evaluation["model_partitions"] == 4 and evaluation["accuracy"] > evaluation["all_zeros_accuracy"]
+    assert (warehouse / "models/click_model/export/model.pt").exists()
+    assert Artifact(warehouse / "models/click_model/checkpoint").record()["trained_days"] == days
+    evaluation = json.loads((warehouse / "models/click_model/checkpoint/evaluation.json").read_text())
+    assert evaluation["accuracy"] > evaluation["all_zeros_accuracy"]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_materialized_partitions(dg.AssetKey("processed_clicks")) == set(days)
         assert instance.get_materialized_partitions(dg.AssetKey("raw_clicks")) == set(days)

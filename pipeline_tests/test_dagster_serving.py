@@ -1,27 +1,23 @@
 """The serving assets and the feature-refresh sensor on a test instance, with real stores."""
 
 import os
-import shutil
 
 import dagster as dg
 import pytest
-from pipeline.defs.checks import restaurant_features_are_finite, user_features_are_finite
 
 from pipeline.defs.assets.features import restaurant_features, user_features
 from pipeline.defs.assets.serving import online_features, restaurant_geo_index, scoring_benchmark
 from pipeline.defs.resources import LocalParquetSourceResource, OnlineStoreResource, WarehouseResource
 from pipeline.defs.sensors import feature_source_sensor
-from pipeline_tests.conftest import build_warehouse
+from pipeline_tests.conftest import build_warehouse, copy_artifact
 
-REFRESH = [user_features, restaurant_features, restaurant_geo_index, online_features, scoring_benchmark,
-           user_features_are_finite, restaurant_features_are_finite]
+REFRESH = [user_features, restaurant_features, restaurant_geo_index, online_features, scoring_benchmark]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_refresh_builds_index_loads_store_and_benchmarks(backend, request, dataset_copy, serving_artifacts, tmp_path):
     warehouse = build_warehouse(dataset_copy, tmp_path / "wh", chunk_rows=4000, days=0)
-    warehouse.torchscript.parent.mkdir(parents=True)
-    shutil.copy(serving_artifacts[0].torchscript, warehouse.torchscript)
+    copy_artifact(serving_artifacts[0].export, warehouse.export)
     redis_url = request.getfixturevalue("redis_url") if backend == "redis" else ""
     resources = {
         "source": LocalParquetSourceResource(dataset_dir=str(dataset_copy.root), start_date="2026-01-01"),
@@ -46,7 +42,7 @@ def test_refresh_builds_index_loads_store_and_benchmarks(backend, request, datas
     assert bench["candidates_per_request"] == 1000
     if backend == "redis":  # the store really is the Redis server
         store = resources["online_store"].open()
-        assert store.version("users") == metadata["online_features"]["users_version"]
+        assert store.live().users_version == metadata["online_features"]["users_version"]
         store.close()
 
 

@@ -4,11 +4,13 @@ import math
 
 import h3
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.geo.distance import EARTH_RADIUS_M, haversine_m
 from pipeline.geo.index import GeoIndex
+from pipeline.publish import Artifact, Rejected
 
 PENTAGONS = [h3.cell_to_latlng(c) for c in h3.get_pentagons(8)]
 
@@ -57,9 +59,19 @@ def test_saved_index_is_sorted_by_cell_and_loads_identically(tmp_path):
     rng = np.random.default_rng(0)
     index = GeoIndex.build(np.arange(5000), rng.uniform(13.58, 14.17, 5000), rng.uniform(100.30, 100.86, 5000))
     assert np.all(np.diff(index.cells) >= 0) and index.cells.dtype == np.int64
-    index.save(tmp_path / "geo.arrow")
-    loaded = GeoIndex.load(tmp_path / "geo.arrow")
+    published = index.publish(tmp_path / "geo_index", np.arange(5000))
+    assert sorted(published.record["files"]) == ["cells.arrow", "table.arrow"]  # one artifact, both files
+    loaded = GeoIndex.load(tmp_path / "geo_index")
     for name in ("ids", "lats", "lons", "cells", "unique_cells", "cell_starts"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(index, name))
     rows, _ = loaded.within(13.9, 100.6, 3000)
     assert len(rows) > 0
+
+
+def test_an_index_missing_restaurants_is_rejected_and_the_live_one_stays(tmp_path):
+    rng = np.random.default_rng(0)
+    index = GeoIndex.build(np.arange(500), rng.uniform(13.58, 14.17, 500), rng.uniform(100.30, 100.86, 500))
+    good = index.publish(tmp_path / "geo_index", np.arange(500))
+    with pytest.raises(Rejected, match=r"geo_index_complete: holds 500 restaurants, the snapshot 501"):
+        index.publish(tmp_path / "geo_index", np.arange(501))
+    assert Artifact(tmp_path / "geo_index").live_version() == good.version

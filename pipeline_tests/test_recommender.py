@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.serving.recommender import Recommender, Request, RequestError, UnknownUser
 from pipeline.serving.scorer import TorchScriptScorer
+from pipeline.store.base import FeatureTable
 from pipeline.store.redis_store import RedisStore
 from pipeline.store.sqlite import SQLiteStore
 from pipeline_tests.reference_recommender import as_arrays, brute_force
@@ -20,8 +21,7 @@ def recommender(request, serving_artifacts, tmp_path):
         store = SQLiteStore(tmp_path / "online.db")
     else:
         store = RedisStore(request.getfixturevalue("redis_url"), namespace=f"r{uuid.uuid4().hex[:8]}:")
-    store.load("users", tables.user_snapshot.ids, tables.user_snapshot.values, "v1")
-    store.load("restaurants", tables.restaurant_snapshot.ids, tables.restaurant_snapshot.values, "v1")
+    store.publish(FeatureTable.of(tables.user_snapshot), FeatureTable.of(tables.restaurant_snapshot))
     yield Recommender(geo, store, TorchScriptScorer(warehouse.torchscript))
     store.close()
 

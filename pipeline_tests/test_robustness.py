@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.data.clicks import read_manifest
 from pipeline.data.generate import PRESETS, generate
+from pipeline.publish import Artifact
 
 SCRIPT = Path(__file__).parent / "scripts" / "process_partition.py"
 SPEC = dataclasses.replace(PRESETS["tiny"], users=1_000_000, restaurants=100_000, train_files=1,
@@ -50,17 +51,22 @@ def test_peak_rss_does_not_grow_with_partition_size(big_shard, tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_mid_partition_leaves_nothing_visible_and_rerun_succeeds(big_shard, tmp_path):
+def test_kill_9_mid_partition_leaves_the_previous_version_and_rerun_succeeds(big_shard, tmp_path):
     out = tmp_path / "date=2026-01-01"
+    assert _run(out, big_shard, 1)["rows"] == 2_000_000
+    before = Artifact(out).live_version()
     process = subprocess.Popen(_command(out, big_shard, 6), stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".date=2026-01-01.tmp-*/chunk-*.arrow")):
+    while not list(tmp_path.glob(".date=2026-01-01.versions/.staging-*/chunk-*.arrow")):
         assert time.monotonic() < deadline and process.poll() is None, "no chunk was written"
         time.sleep(0.01)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert not out.exists()  # the partial partition never became visible
-    assert list(tmp_path.glob(".date=2026-01-01.tmp-*"))  # what the killed run left, hidden
-    assert _run(out, big_shard, 1)["rows"] == 2_000_000
+    assert Artifact(out).live_version() == before  # the partial candidate never became visible
     assert read_manifest(out)["rows"] == 2_000_000
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["date=2026-01-01"]
+    assert list(tmp_path.glob(".date=2026-01-01.versions/.staging-*"))  # what the killed run left, hidden
+    assert _run(out, big_shard, 2)["rows"] == 4_000_000
+    assert read_manifest(out)["rows"] == 4_000_000
+    assert not list(tmp_path.glob(".date=2026-01-01.versions/.staging-*"))  # removed by the next write
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".date=2026-01-01.lock", ".date=2026-01-01.versions",
+                                                          "date=2026-01-01"]

@@ -38,6 +38,11 @@ class FeatureTable:
     values: np.ndarray
     version: str
 
+    @classmethod
+    def of(cls, snapshot) -> FeatureTable:
+        """The rows of a :class:`~pipeline.data.features.FeatureSnapshot`."""
+        return cls(snapshot.ids, snapshot.values, snapshot.version)
+
 
 @dataclass
 class Fetched:
@@ -81,6 +86,9 @@ def validate_tables(store, users: FeatureTable, restaurants: FeatureTable) -> No
         if table.values.ndim != 2 or table.values.shape[1] != width or len(table.ids) != len(table.values):
             raise ValueError(f"{kind}: expected {len(table.ids)} rows of {width} features, got "
                              f"{table.values.shape}")
+        ids = np.asarray(table.ids)
+        if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
+            raise ValueError(f"{kind} (snapshot {table.version}): ids must be unique and sorted ascending")
 
 
 def audit_loaded(read_back: Callable[[str, np.ndarray], tuple[int, list[bytes | None]]],

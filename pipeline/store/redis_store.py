@@ -118,17 +118,20 @@ class RedisStore:
                 "users_rows": len(users.ids), "restaurants_rows": len(restaurants.ids), "state": "loading",
                 "created_at": dt.datetime.now(dt.UTC).isoformat(), "previous": live.number if live else ""})
             self.client.sadd(self._key("versions"), number)
-            for kind, table in (("u", users), ("r", restaurants)):
-                key = self._key("v", number, ":", kind)
-                for start in range(0, len(table.ids), LOAD_BATCH):
-                    end = start + LOAD_BATCH
-                    self.client.hset(key, mapping=dict(zip(table.ids[start:end].tolist(),
-                                                           encode(table.values[start:end]), strict=True)))
-                    lock.extend(_LEASE_S, replace_ttl=True)
-            audits = audit_loaded(lambda kind, ids: self._read_back(number, kind, ids), users, restaurants)
-            if not all(a.passed for a in audits):
+            try:
+                for kind, table in (("u", users), ("r", restaurants)):
+                    key = self._key("v", number, ":", kind)
+                    for start in range(0, len(table.ids), LOAD_BATCH):
+                        end = start + LOAD_BATCH
+                        self.client.hset(key, mapping=dict(zip(table.ids[start:end].tolist(),
+                                                               encode(table.values[start:end]), strict=True)))
+                        lock.extend(_LEASE_S, replace_ttl=True)
+                audits = audit_loaded(lambda kind, ids: self._read_back(number, kind, ids), users, restaurants)
+                if not all(a.passed for a in audits):
+                    raise Rejected(self.url, audits)
+            except BaseException:
                 self._drop_version(number)
-                raise Rejected(self.url, audits)
+                raise
             self.client.hset(self._key("v", number, ":meta"), "state", "complete")
             self.client.set(self._key("live"), number)  # the switch
             for old in self.versions():

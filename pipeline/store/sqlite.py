@@ -126,19 +126,24 @@ class SQLiteStore:
                 f"INSERT INTO feature_versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, 'loading', ?, ?)",
                 (number, users.version, restaurants.version, len(users.ids), len(restaurants.ids),
                  dt.datetime.now(dt.UTC).isoformat(), live.number if live else None))
-            for kind, table in (("users", users), ("restaurants", restaurants)):
-                insert = f"INSERT INTO {_TABLE[kind]}(v, id, f) VALUES (?, ?, ?)"
-                for start in range(0, len(table.ids), LOAD_BATCH * 5):
-                    end = start + LOAD_BATCH * 5
-                    ids = table.ids[start:end].tolist()
-                    connection.execute("BEGIN")
-                    connection.executemany(insert, zip([number] * len(ids), ids, encode(table.values[start:end]),
-                                                       strict=True))
-                    connection.execute("COMMIT")
-            audits = audit_loaded(lambda kind, ids: self._read_back(number, kind, ids), users, restaurants)
-            if not all(a.passed for a in audits):
+            try:
+                for kind, table in (("users", users), ("restaurants", restaurants)):
+                    insert = f"INSERT INTO {_TABLE[kind]}(v, id, f) VALUES (?, ?, ?)"
+                    for start in range(0, len(table.ids), LOAD_BATCH * 5):
+                        end = start + LOAD_BATCH * 5
+                        ids = table.ids[start:end].tolist()
+                        connection.execute("BEGIN")
+                        connection.executemany(insert, zip([number] * len(ids), ids,
+                                                           encode(table.values[start:end]), strict=True))
+                        connection.execute("COMMIT")
+                audits = audit_loaded(lambda kind, ids: self._read_back(number, kind, ids), users, restaurants)
+                if not all(a.passed for a in audits):
+                    raise Rejected(self.path, audits)
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
                 self._drop_version(connection, number)
-                raise Rejected(self.path, audits)
+                raise
             connection.execute("BEGIN")
             connection.execute("UPDATE feature_versions SET state = 'complete' WHERE v = ?", (number,))
             connection.execute("INSERT INTO live_version(id, v) VALUES (0, ?) "

@@ -68,9 +68,7 @@ def online_features(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     store = online_store.open()
     try:
         before = store.live()
-        version = store.publish(FeatureTable(users.ids, users.values, users.version),
-                                FeatureTable(restaurants.ids, restaurants.values, restaurants.version),
-                                on_wait=context.log.info)
+        version = store.publish(FeatureTable.of(users), FeatureTable.of(restaurants), on_wait=context.log.info)
     except Rejected as rejected:
         yield from check_results(rejected.results)
         raise rejection(rejected) from None
