@@ -3,6 +3,8 @@
     pipeline generate --out DIR --preset {tiny,small,full} [--users N ...] [--seed S]
     pipeline days --data DIR [--start-date YYYY-MM-DD] [--format {json,range,tags}]
     pipeline serve [--host 127.0.0.1] [--port 8000]
+    pipeline status                       # what is live, and what it pairs with
+    pipeline rollback {model,features}    # the previous published version becomes live again
     pipeline loadtest --url URL --requests FILE --rate R --duration S [--ramp]
 """
 
@@ -74,6 +76,44 @@ def _loadtest(args: argparse.Namespace) -> int:
     return 0 if result["errors"] == 0 else 1
 
 
+def _open_store():
+    from pipeline.store.factory import open_store
+
+    return open_store(setting("PIPELINE_ONLINE_STORE"), setting("REDIS_URL"), setting("PIPELINE_SQLITE_PATH"))
+
+
+def _status(args: argparse.Namespace) -> int:
+    from pipeline.data.layout import Warehouse
+    from pipeline.operations import status
+
+    store = _open_store()
+    try:
+        print(json.dumps(status(Warehouse(Path(setting("PIPELINE_WAREHOUSE_DIR")).resolve()), store), indent=2))
+    finally:
+        store.close()
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from pipeline.data.layout import Warehouse
+    from pipeline.operations import rollback_features, rollback_model
+
+    try:
+        if args.what == "model":
+            result = rollback_model(Warehouse(Path(setting("PIPELINE_WAREHOUSE_DIR")).resolve()))
+        else:
+            store = _open_store()
+            try:
+                result = rollback_features(store)
+            finally:
+                store.close()
+    except FileNotFoundError as nothing:
+        print(f"pipeline rollback {args.what}: {nothing}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--poll-interval", type=float, default=1.0,
                      help="seconds between checks for a newly exported model or geo index")
     srv.set_defaults(func=_serve)
+    show = commands.add_parser("status", help="what is live: every published artifact's version, what it pairs "
+                                              "with, an unfinished training run, the online store's version")
+    show.set_defaults(func=_status)
+    back = commands.add_parser("rollback", help="make the previous published version live again")
+    back.add_argument("what", choices=("model", "features"),
+                      help="model: the served export and the model of record it came from; "
+                           "features: the online store's feature version")
+    back.set_defaults(func=_rollback)
     load = commands.add_parser("loadtest", help="open-loop load test replaying requests.parquet")
     load.add_argument("--url", required=True, help="e.g. http://127.0.0.1:8000")
     load.add_argument("--requests", required=True, help="a requests.parquet")

@@ -292,17 +292,19 @@ class Artifact:
             published.written = written
             return published
 
-    def rollback(self, lock_timeout_s: float = 60.0) -> tuple[str, str]:
-        """Make the live version's predecessor live again; returns (from, to)."""
+    def rollback(self, to: str | None = None, lock_timeout_s: float = 60.0) -> tuple[str, str]:
+        """Make a kept version live again: ``to``, or the live version's predecessor. Returns
+        (from, to). Nothing is deleted: the version rolled back from stays until the next publish."""
         with self.lock(lock_timeout_s):
             live = self.live_version()
             if live is None:
                 raise FileNotFoundError(f"nothing published at {self.path}")
-            previous = self.record(live).get("previous")
-            if not previous or not (self.versions_dir / previous / RECORD).exists():
-                raise FileNotFoundError(f"{self.path}: no previous version is kept to roll back to")
-            self._point_to(previous)
-            return live, previous
+            target = to or self.record(live).get("previous")
+            if not target or not (self.versions_dir / target / RECORD).exists():
+                raise FileNotFoundError(f"{self.path}: {'version ' + to if to else 'no previous version'} is not "
+                                        f"kept to roll back to (kept: {', '.join(self.versions())})")
+            self._point_to(target)
+            return live, target
 
 
 def write_audit_publish(path: str | os.PathLike, write: Callable[[Path], Any],

@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from pydantic import Field
 
 from pipeline.data.features import RESTAURANTS, USERS, load_snapshot
 from pipeline.defs.assets.model import torchscript_model
@@ -90,14 +91,14 @@ def online_features(context: dg.AssetExecutionContext, warehouse: WarehouseResou
 class ScoringBenchmarkConfig(dg.Config):
     """How long and how hard to replay requests.parquet through the recommender."""
 
-    rate: float = 30.0
-    """Open-loop requests per second (the reference's load test: 30)."""
-    duration_s: float = 60.0
-    """Seconds of open-loop load (the reference: 60; a few seconds are enough in CI)."""
-    max_throughput_requests: int = 1000
-    """Requests sent back to back to measure the maximum throughput."""
-    threads: int = 1
-    """torch threads while scoring (one request at a time: 1 is fastest here)."""
+    rate: float = Field(default=30.0, gt=0, description="Open-loop requests per second (the reference's load "
+                                                         "test: 30).")
+    duration_s: float = Field(default=60.0, gt=0, description="Seconds of open-loop load (the reference: 60; a "
+                                                               "few seconds are enough in CI).")
+    max_throughput_requests: int = Field(default=1000, gt=0, description="Requests sent back to back to measure "
+                                                                         "the maximum throughput.")
+    threads: int = Field(default=1, gt=0, description="torch threads while scoring (one request at a time: 1 is "
+                                                      "fastest here).")
 
 
 def _requests(path: Path) -> list[Request]:

@@ -1,0 +1,67 @@
+"""What is live, and going back one version: the pure logic behind ``pipeline status`` and
+``pipeline rollback``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from pipeline.data.layout import Warehouse
+from pipeline.model.checkpoint import TrainingState
+from pipeline.publish import Artifact
+from pipeline.store.base import FeatureStore
+
+
+def _artifact(path: Path, *fields: str) -> dict | None:
+    artifact = Artifact(path)
+    if artifact.live_version() is None:
+        return None
+    record = artifact.record()
+    return {"version": record["version"], "published_at": record["published_at"],
+            "previous": record.get("previous"), "kept": artifact.versions(),
+            **{f: record.get(f) for f in fields}}
+
+
+def status(warehouse: Warehouse, store: FeatureStore | None) -> dict:
+    """Every published artifact's live version (and what it pairs with), the unfinished training
+    run if there is one, and the online store's live version."""
+    result = {
+        "features": {kind: _artifact(warehouse.features(kind), "rows", "ids_version")
+                     for kind in ("users", "restaurants")},
+        "processed_days": warehouse.processed_days(),
+        "checkpoint": _artifact(warehouse.checkpoint, "mode", "trained_days", "rows_in_model", "feature_versions"),
+        "export": _artifact(warehouse.export, "checkpoint_version", "feature_versions"),
+        "geo_index": _artifact(warehouse.geo_index, "restaurants"),
+    }
+    if result["checkpoint"]:
+        evaluation = Artifact(warehouse.checkpoint).live() / "evaluation.json"
+        if evaluation.exists():
+            result["checkpoint"]["accuracy"] = json.loads(evaluation.read_text())["accuracy"]
+        result["checkpoint"]["trained_days"] = len(result["checkpoint"]["trained_days"] or [])
+    unfinished = TrainingState.load(warehouse.training_run) if warehouse.training_run.exists() else None
+    result["unfinished_training_run"] = None if unfinished is None else {
+        "mode": unfinished.cursor.mode, "step": unfinished.cursor.position, "steps": len(unfinished.cursor.plan)}
+    if store is not None:
+        live = store.live()
+        result["online_store"] = {"live": dataclasses.asdict(live) if live else None,
+                                  "versions": [v.number for v in store.versions()]}
+    return result
+
+
+def rollback_model(warehouse: Warehouse) -> dict:
+    """The served export goes back to its previous version, and the model of record to the
+    checkpoint that export was made from (so the next incremental run continues from it)."""
+    export_from, export_to = Artifact(warehouse.export).rollback()
+    checkpoint = Artifact(warehouse.export).record(export_to).get("checkpoint_version")
+    result = {"export": {"from": export_from, "to": export_to}}
+    if checkpoint and checkpoint != Artifact(warehouse.checkpoint).live_version():
+        checkpoint_from, checkpoint_to = Artifact(warehouse.checkpoint).rollback(to=checkpoint)
+        result["checkpoint"] = {"from": checkpoint_from, "to": checkpoint_to}
+    return result
+
+
+def rollback_features(store: FeatureStore) -> dict:
+    """The online store's previous version becomes live again."""
+    before, after = store.rollback()
+    return {"online_store": {"from": before, "to": after}}
