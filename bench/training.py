@@ -47,14 +47,13 @@ def ours(data: Path, warehouse: Path, epochs: int, batch_size: int, threads: int
     from pipeline.model.train import TrainConfig, load_model, train
 
     layout = Warehouse(warehouse)
-    checkpoint = out / f"checkpoint-b{batch_size}.pt"
-    checkpoint.unlink(missing_ok=True)
-    _, report = train(layout, checkpoint, TrainConfig(mode="full", epochs=epochs, batch_size=batch_size,
-                                                      threads=threads), log=lambda m: print(m, file=sys.stderr))
+    report = train(layout, TrainConfig(mode="full", epochs=epochs, batch_size=batch_size, threads=threads),
+                   log=lambda m: print(m, file=sys.stderr)).report  # published as the warehouse's model of record
     train_peak = peak_rss_mb()
-    model, _ = load_model(checkpoint)
+    model, _ = load_model(layout.checkpoint)
     result = evaluate_files(model, ReferenceDataset(data, START).test_files(), FeatureTables.load(layout))
     model_path = out / "model.pt"
+    out.mkdir(parents=True, exist_ok=True)
     export_torchscript(model, model_path)
     rows_per_epoch = report.rows // epochs
     return {"rows_per_epoch": rows_per_epoch, "epochs": epochs, "batch_size": batch_size, "threads": threads,
