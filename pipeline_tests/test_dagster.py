@@ -17,6 +17,7 @@ from pipeline.data.features import USERS, load_snapshot
 from pipeline.definitions import defs
 from pipeline.defs.assets.clicks import processed_clicks, raw_clicks
 from pipeline.defs.assets.features import restaurant_features, user_features
+from pipeline.defs.assets.model import click_model
 from pipeline.defs.executor import executor_from_settings
 from pipeline.defs.jobs import daily_clicks_schedule
 from pipeline.defs.resources import LocalParquetSourceResource, WarehouseResource
@@ -160,6 +161,20 @@ def test_missing_shard_and_bad_schema_fail_with_clear_messages(dataset_copy, tmp
             dg.materialize([raw_clicks], partition_key="2026-01-03", resources=resources, instance=instance)
     assert Artifact(tmp_path / "warehouse/raw_clicks/date=2026-01-03").live_version() is None
     assert not list((tmp_path / "warehouse/raw_clicks").glob(".*.versions/*"))  # no candidate left either
+
+
+def test_bad_run_config_is_refused_before_any_work(tiny_dataset, tmp_path):
+    resources = _resources(tiny_dataset, tmp_path)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([raw_clicks, processed_clicks], partition_key="2026-01-01", resources=resources,
+                                instance=instance, raise_on_error=False,
+                                run_config={"ops": {"processed_clicks": {"config": {"chunk_rows": 0}}}})
+        assert not result.success and "chunk_rows" in step_failures(result)
+        assert "greater than 0" in step_failures(result)
+        assert Artifact(tmp_path / "warehouse/processed_clicks/date=2026-01-01").live_version() is None
+        with pytest.raises(dg.DagsterInvalidConfigError, match="fulll"):
+            dg.materialize([click_model], resources=resources,
+                           instance=instance, run_config={"ops": {"click_model": {"config": {"mode": "fulll"}}}})
 
 
 def test_daily_schedule_requests_yesterday_only_when_the_source_has_it(tiny_dataset):

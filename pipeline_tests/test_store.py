@@ -16,7 +16,7 @@ import pytest
 
 from pipeline.store.base import FeaturesNotLoaded, FeatureTable, audit_loaded, encode
 from pipeline.store.redis_store import RedisStore
-from pipeline.store.sqlite import SQLiteStore
+from pipeline.store.sqlite import _FETCH, SQLiteStore
 
 SCRIPT = Path(__file__).parent / "scripts" / "load_store.py"
 
@@ -75,6 +75,14 @@ def test_a_new_version_replaces_values_removes_stale_entities_and_prunes(store):
     assert store.rollback() == (4, 3) and store.live().number == 3
     with pytest.raises(FileNotFoundError, match="no previous version"):
         store.rollback()
+
+
+def test_sqlite_reads_look_up_every_row_by_its_full_key(tmp_path):
+    store = SQLiteStore(tmp_path / "online.db")
+    plan = [row[3] for row in store._connection().execute("EXPLAIN QUERY PLAN " + _FETCH, (1, "[1, 2]"))]
+    store.close()
+    assert "SEARCH user_features USING PRIMARY KEY (v=? AND id=?)" in plan
+    assert "SEARCH r USING PRIMARY KEY (v=? AND id=?)" in plan and not [p for p in plan if p.startswith("SCAN r")]
 
 
 def test_bad_tables_are_refused_and_nothing_is_published(store):

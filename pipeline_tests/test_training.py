@@ -186,3 +186,17 @@ def test_torchscript_export_matches_eager_in_a_fresh_process_without_warnings(wa
     assert verified["shape_ok"] and not verified["imported_project"]
     assert verified["max_abs_diff"] <= 1e-5
     assert 0 < verified["latency_p50_ms"] < 100
+
+
+def test_leftovers_of_a_save_cut_short_are_removed_by_the_next_run(warehouse):
+    run_file = warehouse.training_run
+    run_file.parent.mkdir(parents=True, exist_ok=True)
+    stale = run_file.with_name(f".{run_file.name}.tmp-0123456789ab")
+    stale.write_bytes(b"\0" * 1_000_000)  # what kill -9 during a save leaves
+    staging = Artifact(warehouse.checkpoint).versions_dir / ".staging-0123456789ab"
+    staging.mkdir(parents=True)
+    (staging / "checkpoint.pt").write_bytes(b"partial")
+    messages = []
+    train(warehouse, TrainConfig(**FAST), log=messages.append)
+    assert not stale.exists() and not staging.exists()
+    assert "removed 2 leftovers of killed training writes" in messages

@@ -36,7 +36,7 @@ from pipeline.model import metrics
 from pipeline.model.batches import BatchGatherer, FeatureTables, chunk_generator
 from pipeline.model.checkpoint import CHECKPOINT_FILE, Cursor, TrainingState, load_published_state
 from pipeline.model.network import ClickMLP, FusedTrainer, fused_logits, make_optimizer
-from pipeline.publish import Artifact, AuditResult, Published, Rejected
+from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, Artifact, AuditResult, Published, Rejected
 
 MODES = ("incremental", "full")
 
@@ -58,9 +58,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        for name in ("lr", "batch_size", "epochs", "threads", "checkpoint_every_chunks", *("hidden",)):
-            values = getattr(self, name) if name == "hidden" else (getattr(self, name),)
-            if any(not (v > 0 and math.isfinite(v)) for v in values):
+        sizes = {"lr": self.lr, "batch_size": self.batch_size, "epochs": self.epochs, "threads": self.threads,
+                 "checkpoint_every_chunks": self.checkpoint_every_chunks, "hidden": min(self.hidden)}
+        for name, value in sizes.items():
+            if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("window_start", "window_end"):
             if getattr(self, name) is not None:
@@ -190,13 +191,12 @@ Gate = Callable[[ClickMLP, FeatureTables], tuple[list[AuditResult], dict]]
 
 
 def train(warehouse: Warehouse, config: TrainConfig, log: Callable[[str], None] = print,
-          gate: Gate | None = None, run_path: Path | None = None,
-          lock_timeout_s: float = 6 * 3600.0) -> TrainResult:
+          gate: Gate | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> TrainResult:
     """Run (or resume) training as ``config`` says and publish the result as the model of
     record if it passes its audits; :class:`~pipeline.publish.Rejected` otherwise (the model of
-    record stays). ``run_path``: the unfinished run's file (default ``warehouse.training_run``)."""
+    record stays). A second run waits for the first (the checkpoint's lock)."""
     torch.set_num_threads(config.threads)
-    run_path = Path(run_path or warehouse.training_run)
+    run_path = warehouse.training_run
     artifact = Artifact(warehouse.checkpoint)
     with artifact.lock(lock_timeout_s, on_wait=log):
         leftovers = artifact.remove_leftovers() + remove_stale_temporaries(run_path)

@@ -43,14 +43,16 @@ CREATE TABLE IF NOT EXISTS live_version (id INTEGER PRIMARY KEY CHECK (id = 0), 
 _DROP_UNVERSIONED = "DROP TABLE IF EXISTS users; DROP TABLE IF EXISTS restaurants; DROP TABLE IF EXISTS meta;"
 _TABLE = {"users": "user_features", "restaurants": "restaurant_features"}
 # One statement, whatever the number of restaurants: ids travel as one JSON array; the live
-# version is looked up in the same statement, so all rows come from one version.
-_FETCH = """
-WITH cur AS (SELECT v FROM live_version WHERE id = 0)
-SELECT 2, cur.v, NULL FROM cur
+# version is looked up in the same statement (one snapshot), so all rows come from one version.
+# CROSS JOIN keeps json_each as the outer loop, so every restaurant is one (version, id) key
+# lookup; the version subquery is constant, evaluated once per statement.
+_LIVE = "(SELECT v FROM live_version WHERE id = 0)"
+_FETCH = f"""
+SELECT 2, v, NULL FROM live_version WHERE id = 0
 UNION ALL
-SELECT 0, u.id, u.f FROM cur JOIN user_features AS u ON u.v = cur.v AND u.id = ?
+SELECT 0, id, f FROM user_features WHERE v = {_LIVE} AND id = ?
 UNION ALL
-SELECT 1, r.id, r.f FROM cur, json_each(?) AS j JOIN restaurant_features AS r ON r.v = cur.v AND r.id = j.value
+SELECT 1, r.id, r.f FROM json_each(?) AS j CROSS JOIN restaurant_features AS r ON r.v = {_LIVE} AND r.id = j.value
 """
 _VERSION_COLUMNS = "v, users_version, restaurants_version, users_rows, restaurants_rows, state, created_at, previous"
 
