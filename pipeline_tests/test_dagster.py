@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import yaml
 
 from pipeline.data.clicks import iter_chunks, read_manifest
 from pipeline.data.features import USERS, load_snapshot
@@ -52,6 +53,19 @@ def test_definitions_load_with_jobs_schedule_and_checks():
     assert defs.resolve_sensor_def("feature_source_sensor").job_name == "refresh_features"
     assert defs.resolve_schedule_def("daily_clicks_schedule").cron_schedule == "0 1 * * *"
     assert defs.resolve_schedule_def("train_model_schedule").cron_schedule == "0 3 * * *"
+
+
+def test_single_writer_assets_are_in_pools_limited_to_one_step():
+    pools = {node.key.to_user_string(): node.pools for node in defs.resolve_asset_graph().asset_nodes}
+    assert {k: v for k, v in pools.items() if v} == {
+        "user_features": {"user_features"}, "restaurant_features": {"restaurant_features"},
+        "click_model": {"click_model_checkpoint"}, "model_evaluation": {"click_model_checkpoint"},
+        "torchscript_model": {"model_export"}, "restaurant_geo_index": {"geo_index"},
+        "online_features": {"online_store"}}
+    # the partitioned click assets rely on the per-day lock instead: a pool would serialize all days
+    assert pools["raw_clicks"] == pools["processed_clicks"] == set()
+    instance_yaml = yaml.safe_load((Path(__file__).parents[1] / "pipeline/defs/dagster.yaml").read_text())
+    assert instance_yaml["concurrency"]["pools"] == {"default_limit": 1}
 
 
 def test_one_day_end_to_end_with_metadata(tiny_dataset, tmp_path):

@@ -8,11 +8,14 @@ previous version stays live, and downstream assets do not run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
+from typing import TypeVar
 
 import dagster as dg
 
 from pipeline.publish import AuditResult, Published, Rejected
+
+T = TypeVar("T")
 
 
 def _metadata_value(value):
@@ -37,6 +40,19 @@ def check_specs(asset: str, names_and_descriptions: dict[str, str]) -> list[dg.A
     """Blocking check specs for the audits an asset runs on its candidates."""
     return [dg.AssetCheckSpec(name, asset=asset, blocking=True, description=description)
             for name, description in names_and_descriptions.items()]
+
+
+def published_or_failed(publish: Callable[[], T], assets: dict[str, str] | None = None
+                        ) -> Generator[dg.AssetCheckResult, None, T]:
+    """``publish()``'s result; if the candidate is rejected, yield its check results (each on the
+    asset ``assets`` maps its name to, else the step's own asset) and fail the step saying why.
+    Use as ``published = yield from published_or_failed(...)``."""
+    try:
+        return publish()
+    except Rejected as rejected:
+        for audit in rejected.results:
+            yield from check_results([audit], (assets or {}).get(audit.name))
+        raise rejection(rejected) from None
 
 
 def rejection(rejected: Rejected) -> dg.Failure:

@@ -12,9 +12,8 @@ import dagster as dg
 
 from pipeline.data.features import RESTAURANTS, USERS, FeatureKind, publish_snapshot, read_source_features
 from pipeline.defs.metadata import throughput
-from pipeline.defs.publishing import check_results, check_specs, published_metadata, rejection
+from pipeline.defs.publishing import check_results, check_specs, published_metadata, published_or_failed
 from pipeline.defs.resources import SourceResource, WarehouseResource
-from pipeline.publish import Rejected
 
 USER_CHECKS = {"user_features_are_finite": "every user feature is a finite float32 (a NaN or inf "
                                            "would poison training)"}
@@ -28,11 +27,8 @@ def _materialize_snapshot(kind: FeatureKind, source: SourceResource, warehouse: 
     with tempfile.TemporaryDirectory(prefix="features-") as scratch:
         origin = source.open().feature_file(kind, Path(scratch))
         snapshot = read_source_features(origin, kind)
-        try:
-            published = publish_snapshot(snapshot, warehouse.layout().features(kind.name), kind)
-        except Rejected as rejected:
-            yield from check_results(rejected.results)
-            raise rejection(rejected) from None
+        published = yield from published_or_failed(
+            lambda: publish_snapshot(snapshot, warehouse.layout().features(kind.name), kind))
     audits = {a.name: a for a in published.audits}
     finite = audits[f"{kind.check_prefix}_are_finite"]
     yield dg.MaterializeResult(

@@ -17,13 +17,13 @@ import torch
 from pydantic import Field
 
 from pipeline.defs.assets.clicks import processed_clicks
-from pipeline.defs.publishing import check_results, check_specs, published_metadata, rejection
+from pipeline.defs.publishing import check_results, check_specs, published_metadata, published_or_failed
 from pipeline.defs.resources import SourceResource, WarehouseResource
 from pipeline.model.batches import FeatureTables
 from pipeline.model.evaluate import ACCURACY_BAR, accuracy_gate
 from pipeline.model.export import PARITY_CHECK, PARITY_TOLERANCE, publish_torchscript
 from pipeline.model.train import EVALUATION_FILE, FINITE_CHECK, TrainConfig, TrainResult, load_model, train
-from pipeline.publish import Artifact, Rejected
+from pipeline.publish import Artifact
 
 PARITY_ROWS = 4096
 ACCURACY_CHECK = "accuracy_meets_reference_bar"
@@ -118,13 +118,10 @@ def click_model(context: dg.AssetExecutionContext, config: ClickModelConfig, sou
     layout = warehouse.layout()
     with tempfile.TemporaryDirectory(prefix="test-") as scratch:
         test_files = source.open().test_files(Path(scratch))
-        try:
-            result = train(layout, config.to_train_config(), log=context.log.info,
-                           gate=accuracy_gate(test_files, ACCURACY_CHECK))
-        except Rejected as rejected:
-            yield from check_results(rejected.results, "click_model", [FINITE_CHECK])
-            yield from check_results(rejected.results, "model_evaluation", [ACCURACY_CHECK])
-            raise rejection(rejected) from None
+        result = yield from published_or_failed(
+            lambda: train(layout, config.to_train_config(), log=context.log.info,
+                          gate=accuracy_gate(test_files, ACCURACY_CHECK)),
+            assets={FINITE_CHECK: "click_model", ACCURACY_CHECK: "model_evaluation"})
     published = result.published
     if published is None:
         if result.state is None:
@@ -168,12 +165,8 @@ def torchscript_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     users = torch.randint(0, len(tables.users), (PARITY_ROWS,), generator=g)
     restaurants = torch.randint(0, len(tables.restaurants), (PARITY_ROWS,), generator=g)
     sample = torch.cat([tables.users[users], tables.restaurants[restaurants]], dim=1)
-    try:
-        published = publish_torchscript(model, layout.export, sample, record={
-            "checkpoint_version": checkpoint_version, "feature_versions": state.versions})
-    except Rejected as rejected:
-        yield from check_results(rejected.results)
-        raise rejection(rejected) from None
+    published = yield from published_or_failed(lambda: publish_torchscript(model, layout.export, sample, record={
+        "checkpoint_version": checkpoint_version, "feature_versions": state.versions}))
     verified = published.written
     yield dg.MaterializeResult(
         metadata={"bytes": published.bytes, "latency_p50_ms": verified["latency_p50_ms"],

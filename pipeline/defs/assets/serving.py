@@ -13,10 +13,9 @@ from pydantic import Field
 from pipeline.data.features import RESTAURANTS, USERS, load_snapshot
 from pipeline.defs.assets.model import torchscript_model
 from pipeline.defs.metadata import throughput
-from pipeline.defs.publishing import check_results, check_specs, published_metadata, rejection
+from pipeline.defs.publishing import check_results, check_specs, published_metadata, published_or_failed
 from pipeline.defs.resources import OnlineStoreResource, SourceResource, WarehouseResource
 from pipeline.geo.index import GEO_CHECK, GeoIndex
-from pipeline.publish import Rejected
 from pipeline.serving.loadgen import closed_loop, open_loop
 from pipeline.serving.recommender import Recommender, Request
 from pipeline.serving.scorer import TorchScriptScorer
@@ -38,11 +37,7 @@ def restaurant_geo_index(warehouse: WarehouseResource):
     layout = warehouse.layout()
     restaurants = load_snapshot(layout.restaurant_features, RESTAURANTS)
     index = GeoIndex.build(restaurants.ids, restaurants.locations[:, 0], restaurants.locations[:, 1])
-    try:
-        published = index.publish(layout.geo_index, restaurants.ids)
-    except Rejected as rejected:
-        yield from check_results(rejected.results)
-        raise rejection(rejected) from None
+    published = yield from published_or_failed(lambda: index.publish(layout.geo_index, restaurants.ids))
     per_cell = np.diff(np.r_[index.cell_starts, len(index.cells)])
     yield dg.MaterializeResult(metadata={
         **throughput(len(index.ids), published.bytes, time.perf_counter() - started),
@@ -69,10 +64,8 @@ def online_features(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     store = online_store.open()
     try:
         before = store.live()
-        version = store.publish(FeatureTable.of(users), FeatureTable.of(restaurants), on_wait=context.log.info)
-    except Rejected as rejected:
-        yield from check_results(rejected.results)
-        raise rejection(rejected) from None
+        version = yield from published_or_failed(
+            lambda: store.publish(FeatureTable.of(users), FeatureTable.of(restaurants), on_wait=context.log.info))
     finally:
         store.close()
     rows = len(users.ids) + len(restaurants.ids)
