@@ -67,6 +67,7 @@ class StoreVersion:
     state: str                       # loading or complete
     created_at: str
     previous: int | None = None
+    audits: tuple[AuditResult, ...] = ()   # filled in by the publish that made it live
 
 
 def encode(values: np.ndarray) -> list[bytes]:

@@ -10,7 +10,9 @@ the script builds key names from the live version.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -93,9 +95,9 @@ class RedisStore:
 
     def _lock(self, timeout_s: float, on_wait) -> redis.lock.Lock:
         lock = self.client.lock(self._key("writer"), timeout=_LEASE_S, blocking=True, blocking_timeout=0.05)
-        deadline, told = dt.datetime.now().timestamp() + timeout_s, False
+        deadline, told = time.monotonic() + timeout_s, False
         while not lock.acquire():
-            if dt.datetime.now().timestamp() > deadline:
+            if time.monotonic() > deadline:
                 raise LockTimeout(f"online store {self.url}: another loader held the lock for more than {timeout_s} s")
             if on_wait is not None and not told:
                 on_wait(f"waiting for the other loader of the online store {self.url}")
@@ -137,7 +139,7 @@ class RedisStore:
             for old in self.versions():
                 if old.number not in (number, live.number if live else number):
                     self._drop_version(old.number)
-            return self.live()
+            return dataclasses.replace(self.live(), audits=tuple(audits))
         finally:
             try:
                 lock.release()

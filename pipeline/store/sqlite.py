@@ -7,6 +7,7 @@ looks up the live version and the user and restaurants of that version together.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import sqlite3
@@ -153,7 +154,7 @@ class SQLiteStore:
             connection.execute("COMMIT")
             for old in self._versions("WHERE v NOT IN (?, ?)", (number, live.number if live else number)):
                 self._drop_version(connection, old.number)
-            return self.live()
+            return dataclasses.replace(self.live(), audits=tuple(audits))
 
     def _read_back(self, number: int, kind: str, ids: np.ndarray) -> tuple[int, list[bytes | None]]:
         connection = self._connection()

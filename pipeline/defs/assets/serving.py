@@ -76,9 +76,7 @@ def online_features(context: dg.AssetExecutionContext, warehouse: WarehouseResou
         "users_rows": len(users.ids), "restaurants_rows": len(restaurants.ids),
         "users_version": users.version, "restaurants_version": restaurants.version},
         data_version=dg.DataVersion(f"{users.version}-{restaurants.version}"),
-        check_results=[dg.AssetCheckResult(check_name=STORE_CHECK, passed=True,
-                                           metadata={"users_rows": version.users_rows,
-                                                     "restaurants_rows": version.restaurants_rows})])
+        check_results=check_results(version.audits))
 
 
 class ScoringBenchmarkConfig(dg.Config):
