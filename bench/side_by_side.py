@@ -1,0 +1,110 @@
+"""Benchmark: one measurement against the code of any checkout, for side-by-side comparisons.
+
+    python bench/side_by_side.py --data DIR --what epoch [--code /tmp/baseline] [--warehouse W]
+    python bench/side_by_side.py --data DIR --what reads --store {sqlite,redis} [--code /tmp/baseline]
+
+``--code`` is the repository whose ``pipeline`` package is measured (default: this one), e.g. a
+``git worktree add /tmp/baseline <commit>``; run the two alternately. ``epoch``: one full-mode
+training epoch over every processed day of ``--warehouse`` (built by that code's
+``bench/training.py`` first), default config. ``reads``: the recommender over ``--requests``
+requests of requests.parquet with all their candidates, features read from the store on every
+request (after 200 warm-up requests), 1 torch thread. It also drives the store API before
+versioned loads (``store.load`` per kind), so commits from before can be measured with it.
+Prints one JSON object as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def epoch(warehouse: Path) -> dict:
+    from pipeline.data.layout import Warehouse
+    from pipeline.model.train import TrainConfig, train
+
+    config = TrainConfig(mode="full", epochs=1)
+    if "checkpoint" in inspect.signature(train).parameters:  # the API before the model of record
+        _, report = train(Warehouse(warehouse), warehouse / "side-by-side.pt", config, log=lambda m: None)
+    else:
+        report = train(Warehouse(warehouse), config, log=lambda m: None).report
+    return {"epoch_seconds": round(report.epoch_seconds[0], 2), "rows": report.rows}
+
+
+def reads(data: Path, store_kind: str, count: int) -> dict:
+    import numpy as np
+    import pyarrow.parquet as pq
+    import torch
+
+    from pipeline.data.features import RESTAURANTS, USERS, read_source_features
+    from pipeline.geo.index import GeoIndex
+    from pipeline.model.export import export_torchscript
+    from pipeline.model.network import ClickMLP
+    from pipeline.serving.recommender import Recommender, Request
+    from pipeline.serving.scorer import TorchScriptScorer
+    from pipeline.store.redis_server import local_redis_server
+    from pipeline.store.redis_store import RedisStore
+    from pipeline.store.sqlite import SQLiteStore
+
+    torch.set_num_threads(1)
+    users = read_source_features(data / "user_features.parquet", USERS)
+    restaurants = read_source_features(data / "restaurant_features.parquet", RESTAURANTS)
+    geo = GeoIndex.build(restaurants.ids, restaurants.locations[:, 0], restaurants.locations[:, 1])
+    requests = [Request(r["user_id"], r["latitude"], r["longitude"], tuple(r["candidate_restaurant_ids"]),
+                        int(r["size"]), float(r["max_dist"]), bool(r["sort_dist"]))
+                for r in pq.read_table(data / "requests.parquet").to_pylist()[:count]]
+    with tempfile.TemporaryDirectory(prefix="bench-sbs-") as tmp, local_redis_server() as url:
+        torch.manual_seed(0)
+        export_torchscript(ClickMLP().eval(), Path(tmp) / "model.pt")
+        store = SQLiteStore(Path(tmp) / "online.db") if store_kind == "sqlite" else RedisStore(url)
+        started = time.perf_counter()
+        if hasattr(store, "publish"):
+            from pipeline.store.base import FeatureTable
+
+            store.publish(FeatureTable.of(users), FeatureTable.of(restaurants))
+        else:  # before versioned loads
+            store.load("users", users.ids, users.values, users.version)
+            store.load("restaurants", restaurants.ids, restaurants.values, restaurants.version)
+        load_seconds = time.perf_counter() - started
+        recommender = Recommender(geo, store, TorchScriptScorer(Path(tmp) / "model.pt"))
+        for request in requests[:200]:
+            recommender.recommend(request)
+        times = []
+        for request in requests:
+            began = time.perf_counter()
+            recommender.recommend(request)
+            times.append(time.perf_counter() - began)
+        store.close()
+    ms = np.array(times) * 1000
+    return {"store": store_kind, "requests": len(ms), "candidates": len(requests[0].candidate_restaurant_ids),
+            "p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3),
+            "load_seconds": round(load_seconds, 2)}
+
+
+def main() -> None:
+    here = Path(__file__).resolve().parent.parent
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--what", choices=("epoch", "reads"), required=True)
+    parser.add_argument("--code", type=Path, default=here, help="repository whose pipeline package is measured")
+    parser.add_argument("--warehouse", type=Path, help="a prepared warehouse (epoch)")
+    parser.add_argument("--store", choices=("sqlite", "redis"), default="sqlite")
+    parser.add_argument("--requests", type=int, default=3000)
+    args = parser.parse_args()
+    sys.path.insert(0, str(args.code.resolve()))
+    result = (epoch(args.warehouse.resolve()) if args.what == "epoch"
+              else reads(args.data.resolve(), args.store, args.requests))
+    sys.path.insert(0, str(here))
+    from bench._common import machine
+
+    print(json.dumps({**result, "code": str(args.code.resolve()), "machine": machine(),
+                      "command": " ".join(["python", "bench/side_by_side.py", *sys.argv[1:]])}))
+
+
+if __name__ == "__main__":
+    main()
