@@ -163,3 +163,11 @@ def test_non_positive_sizes_are_refused_before_any_work(tmp_path, sizes):
     with pytest.raises(ValueError, match=f"{name} must be a positive integer, got {value}"):
         _process([path], tmp_path, IdIndex(np.arange(3)), IdIndex(np.arange(3)), **sizes)
     assert not list(tmp_path.glob("*out*"))
+
+
+def test_a_partition_written_before_versioned_publishing_is_refused_by_name(tmp_path):
+    legacy = tmp_path / "date=2026-01-01"
+    legacy.mkdir()
+    (legacy / "_manifest.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"date=2026-01-01 was written before versioned publishing"):
+        read_manifest(legacy)

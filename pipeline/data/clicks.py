@@ -300,16 +300,26 @@ def live_partition(partition: Path) -> Path:
         raise FileNotFoundError(f"no processed partition at {partition} (materialize processed_clicks)") from None
 
 
+def _version_dir(partition: Path) -> Path:
+    """A version directory as given, or the live version of a published partition (resolved once)."""
+    partition = Path(partition)
+    if partition.is_symlink() or not partition.exists():
+        return live_partition(partition)
+    if not (partition / RECORD).exists():
+        raise FileNotFoundError(f"{partition} was written before versioned publishing (no {RECORD}): "
+                                f"re-materialize processed_clicks for that day")
+    return partition
+
+
 def read_manifest(partition: Path) -> dict:
     """The manifest of the live version of ``partition`` (or of a version directory)."""
-    directory = partition if (Path(partition) / RECORD).exists() else live_partition(partition)
-    return json.loads((directory / MANIFEST).read_text())
+    return json.loads((_version_dir(partition) / MANIFEST).read_text())
 
 
 def iter_chunks(partition: Path, verify: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (user_row, restaurant_row, click) numpy arrays chunk by chunk (memory-mapped) from
     one version of ``partition``; each chunk is checked against its published crc32 first."""
-    directory = partition if (Path(partition) / RECORD).exists() else live_partition(partition)
+    directory = _version_dir(partition)
     record = json.loads((directory / RECORD).read_text())
     for chunk in json.loads((directory / MANIFEST).read_text())["chunks"]:
         path = verify_file(directory, chunk["file"], record) if verify else directory / chunk["file"]

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from pipeline.atomic import remove_stale_temporaries
-from pipeline.data.clicks import iter_chunks, read_manifest
+from pipeline.data.clicks import iter_chunks, live_partition, read_manifest
 from pipeline.data.layout import Warehouse, parse_day
 from pipeline.model import metrics
 from pipeline.model.batches import BatchGatherer, FeatureTables, chunk_generator
@@ -282,7 +282,7 @@ def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState,
     losses = []
     while cursor.position < len(cursor.plan):
         epoch, day = cursor.plan[cursor.position]
-        partition = warehouse.processed_clicks(day)
+        partition = live_partition(warehouse.processed_clicks(day))  # one version for the whole day
         if cursor.mode == "incremental" and cursor.chunk == 0:
             cursor.pending = {"day": day, **{f"prequential_{k}": v for k, v in
                                              score_partition(model, gatherer, partition).items()}}
