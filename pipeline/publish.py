@@ -313,14 +313,13 @@ def write_audit_publish(path: str | os.PathLike, write: Callable[[Path], Any],
                         version: str | Callable[[Any], str] | None = None,
                         record: dict | Callable[[Any], dict] | None = None, keep: int = 2,
                         lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-                        on_wait: Callable[[str], None] | None = None) -> tuple[Any, Published]:
+                        on_wait: Callable[[str], None] | None = None) -> Published:
     """The whole cycle for the artifact at ``path``: take the writer lock, remove leftovers,
-    ``write(candidate_dir)``, ``audit(candidate_dir, written)``, publish. Returns (what ``write``
-    returned, :class:`Published`); raises :class:`Rejected` (nothing published) on a failed audit."""
+    ``write(candidate_dir)``, ``audit(candidate_dir, written)``, publish. Returns :class:`Published`
+    (``.written``: what ``write`` returned); raises :class:`Rejected` (nothing published) on a failed audit."""
     artifact = Artifact(path, keep)
     with artifact.lock(lock_timeout_s, on_wait):
-        published = artifact.write_audit_publish_locked(write, audit, version, record)
-        return published.written, published
+        return artifact.write_audit_publish_locked(write, audit, version, record)
 
 
 def verify_file(version_dir: Path, name: str, record: dict | None = None) -> Path:

@@ -41,7 +41,7 @@ def _publish(path, text, passed=True, version=None):
         return [AuditResult("is_good", passed and "bad" not in seen, {"chars": written},
                             "" if passed and "bad" not in seen else f"value {seen!r} in data.txt")]
 
-    return write_audit_publish(path, write, audit, version=version)[1]
+    return write_audit_publish(path, write, audit, version=version)
 
 
 def test_a_rejected_candidate_leaves_the_previous_version_live(tmp_path):

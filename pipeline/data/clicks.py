@@ -281,9 +281,10 @@ def publish_partition(files: Sequence[Path], users: IdIndex, restaurants: IdInde
         write_manifest(staging, stats, chunk_rows=chunk_rows, **context)
         return stats
 
-    return write_audit_publish(target, write, lambda staging, stats: partition_audits(staging, stats, raw_rows),
-                               record=lambda stats: {"day": context.get("day"), "rows": stats.rows},
-                               on_wait=on_wait)
+    published = write_audit_publish(target, write, lambda staging, stats: partition_audits(staging, stats, raw_rows),
+                                    record=lambda stats: {"day": context.get("day"), "rows": stats.rows},
+                                    on_wait=on_wait)
+    return published.written, published
 def write_manifest(out_dir: Path, stats: PartitionStats, **context) -> dict:
     """Write ``_manifest.json`` (statistics plus ``context``: day, sources, snapshot versions)."""
     manifest = {"format_version": FORMAT_VERSION, **context, **asdict(stats),

@@ -194,11 +194,10 @@ def publish_snapshot(snapshot: FeatureSnapshot, path: str | Path, kind: FeatureK
     def audit(staging: Path, _) -> list[AuditResult]:
         return snapshot_audits(_read_snapshot_file(staging / SNAPSHOT_FILE, kind), kind)
 
-    _, published = write_audit_publish(
+    return write_audit_publish(
         path, write, audit, version=snapshot.version,
         record={"kind": kind.name, "content_version": snapshot.version, "ids_version": snapshot.ids_version,
                 "rows": len(snapshot.ids)})
-    return published
 
 
 def _read_snapshot_file(path: Path, kind: FeatureKind) -> FeatureSnapshot:

@@ -110,10 +110,12 @@ def raw_audits(extract: Extract) -> list[AuditResult]:
 def publish_raw_partition(source: Source, day: str, target: Path, on_wait=None) -> tuple[Extract, Published]:
     """Extract ``day`` from ``source`` into a candidate of the raw partition ``target``, audit it,
     and publish it (each file's crc32 is recorded, and checked again when it is processed)."""
-    return write_audit_publish(target, lambda staging: source.extract_clicks(day, staging),
-                               lambda staging, extract: raw_audits(extract),
-                               record=lambda extract: {"day": day, "rows": extract.rows, "origin": extract.origin},
-                               on_wait=on_wait)
+    published = write_audit_publish(target, lambda staging: source.extract_clicks(day, staging),
+                                    lambda staging, extract: raw_audits(extract),
+                                    record=lambda extract: {"day": day, "rows": extract.rows,
+                                                            "origin": extract.origin},
+                                    on_wait=on_wait)
+    return published.written, published
 
 
 def raw_files(partition: Path) -> list[Path]:

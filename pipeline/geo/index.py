@@ -137,9 +137,8 @@ class GeoIndex:
             write_ipc(pa.table({"cell": self.unique_cells, "start": self.cell_starts,
                                 "count": self.cell_ends - self.cell_starts}), staging / CELLS_FILE)
 
-        _, published = write_audit_publish(path, write, lambda staging, _: GeoIndex.load_version(staging).audit(
+        return write_audit_publish(path, write, lambda staging, _: GeoIndex.load_version(staging).audit(
             expected_ids), record={"restaurants": len(self.ids), "h3_resolution": self.resolution})
-        return published
 
     @classmethod
     def load(cls, path: Path) -> GeoIndex:

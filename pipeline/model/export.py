@@ -73,7 +73,7 @@ def publish_torchscript(model: ClickMLP, path: Path, sample: torch.Tensor, recor
 
     return write_audit_publish(path, write, audit, record={
         **record, "format": "torchscript", "input_width": int(sample.shape[1]),
-        "probe": {"x": probe.tolist(), "logits": probe_logits.tolist()}})[1]
+        "probe": {"x": probe.tolist(), "logits": probe_logits.tolist()}})
 
 
 # Runs with `python -I` (no PYTHONPATH, no user site, no cwd on sys.path) and imports only torch:

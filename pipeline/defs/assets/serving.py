@@ -63,7 +63,6 @@ def online_features(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     restaurants = load_snapshot(layout.restaurant_features, RESTAURANTS)
     store = online_store.open()
     try:
-        before = store.live()
         version = yield from published_or_failed(
             lambda: store.publish(FeatureTable.of(users), FeatureTable.of(restaurants), on_wait=context.log.info))
     finally:
@@ -72,7 +71,7 @@ def online_features(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     yield dg.MaterializeResult(metadata={
         **throughput(rows, users.values.nbytes + restaurants.values.nbytes, time.perf_counter() - started),
         "backend": online_store.describe(), "store_version": version.number,
-        "previous_store_version": before.number if before else 0,
+        "previous_store_version": version.previous or 0,
         "users_rows": len(users.ids), "restaurants_rows": len(restaurants.ids),
         "users_version": users.version, "restaurants_version": restaurants.version},
         data_version=dg.DataVersion(f"{users.version}-{restaurants.version}"),
