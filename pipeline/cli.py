@@ -2,7 +2,7 @@
 
     pipeline generate --out DIR --preset {tiny,small,full} [--users N ...] [--seed S]
     pipeline days --data DIR [--start-date YYYY-MM-DD] [--format {json,range,tags}]
-    pipeline serve [--host 127.0.0.1] [--port 8000]
+    pipeline serve [--host 127.0.0.1] [--port 8000] [--workers 1]
     pipeline status                       # what is live, and what it pairs with
     pipeline rollback {model,features}    # the previous published version becomes live again
     pipeline loadtest --url URL --requests FILE --rate R --duration S [--ramp]
@@ -57,7 +57,9 @@ def _days(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from pipeline.api.server import serve
 
-    serve(args.host, args.port, args.poll_interval)
+    if args.workers < 1:
+        raise SystemExit("--workers must be at least 1")
+    serve(args.host, args.port, args.workers, args.poll_interval)
     return 0
 
 
@@ -141,8 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv = commands.add_parser("serve", help="the recommendation API (artifacts and store from the pipeline's settings)")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--poll-interval", type=float, default=1.0,
-                     help="seconds between checks for a newly exported model or geo index")
+    srv.add_argument("--workers", type=int, default=1,
+                     help="server processes sharing the port (default 1; one per core the API may use, "
+                          "see docs/SERVING.md)")
+    srv.add_argument("--poll-interval", type=float, default=None,
+                     help="seconds between checks for a newly exported model or geo index "
+                          "(default: $PIPELINE_API_POLL_INTERVAL_S or 1)")
     srv.set_defaults(func=_serve)
     show = commands.add_parser("status", help="what is live: every published artifact's version, what it pairs "
                                               "with, an unfinished training run, the online store's version")

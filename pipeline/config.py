@@ -16,6 +16,13 @@ DEFAULTS = {
     "PIPELINE_SQLITE_PATH": "data/online/features.db",
     "PIPELINE_ONLINE_STORE": "",  # sqlite or redis; empty: redis when REDIS_URL is set, else sqlite
     "REDIS_URL": "",
+    # the API (pipeline/api/limits.py)
+    "PIPELINE_STORE_TIMEOUT_MS": "200",
+    "PIPELINE_API_DEADLINE_MS": "500",
+    "PIPELINE_API_MAX_BODY_BYTES": "262144",
+    "PIPELINE_API_HEADER_TIMEOUT_S": "5",
+    "PIPELINE_API_BODY_TIMEOUT_S": "5",
+    "PIPELINE_API_POLL_INTERVAL_S": "1",
 }
 
 

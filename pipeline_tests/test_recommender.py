@@ -76,3 +76,44 @@ def test_errors_unknown_user_and_invalid_fields(recommender):
         with pytest.raises(RequestError) as error:
             recommender.recommend(request)
         assert error.value.field == field
+
+
+def test_retrieval_without_candidates_is_bounded_and_refusals_name_max_dist(serving_artifacts, tmp_path):
+    from pipeline.geo.index import GeoIndex
+    from pipeline.serving.recommender import MAX_CANDIDATES, MAX_DIST_WITHOUT_CANDIDATES_M, MAX_EXAMINED
+
+    rng = np.random.default_rng(0)
+    n = MAX_EXAMINED + 5_000  # dense: every restaurant within ~1.5 km of the centre
+    geo = GeoIndex.build(np.arange(n), 13.8 + rng.uniform(-0.01, 0.01, n), 100.6 + rng.uniform(-0.01, 0.01, n))
+    store = SQLiteStore(tmp_path / "online.db")  # never reached: every request below is refused first
+    recommender = Recommender(geo, store, scorer=None)
+    cases = [(MAX_DIST_WITHOUT_CANDIDATES_M + 1, f"at most {MAX_DIST_WITHOUT_CANDIDATES_M:.0f} m"),
+             (5_000, f"to examine, at most {MAX_EXAMINED}")]  # the cells to search hold too many
+    for max_dist, message in cases:
+        with pytest.raises(RequestError, match=message) as refused:
+            recommender.recommend(Request(1, 13.8, 100.6, None, 20, max_dist))
+        assert refused.value.field == "max_dist"
+    sparse = GeoIndex.build(np.arange(MAX_CANDIDATES + 10), 13.8 + rng.uniform(-0.01, 0.01, MAX_CANDIDATES + 10),
+                            100.6 + rng.uniform(-0.01, 0.01, MAX_CANDIDATES + 10))
+    with pytest.raises(RequestError, match=f"lie within 5000 m, at most {MAX_CANDIDATES}") as refused:
+        Recommender(sparse, store, scorer=None).recommend(Request(1, 13.8, 100.6, None, 20, 5_000))
+    assert refused.value.field == "max_dist"
+    store.close()
+
+
+def test_the_breaker_refuses_during_the_cool_down_and_probes_once_after_it():
+    from pipeline.serving.breaker import Breaker
+
+    now = [100.0]
+    breaker = Breaker(cooldown_s=0.5, clock=lambda: now[0])
+    assert breaker.allow() and not breaker.is_open
+    breaker.failed("Timeout reading from socket")
+    assert breaker.is_open and not breaker.allow() and breaker.retry_after_s == 1
+    now[0] += 0.6
+    assert breaker.allow()          # the probe
+    assert not breaker.allow()      # everyone else waits for its outcome
+    breaker.failed("still down")
+    now[0] += 0.6
+    assert breaker.allow()
+    breaker.succeeded()
+    assert not breaker.is_open and breaker.allow() and breaker.allow()

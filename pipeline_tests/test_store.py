@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.store.base import FeaturesNotLoaded, FeatureTable, audit_loaded, encode
+from pipeline.store.base import FeaturesNotLoaded, FeatureTable, StoreUnavailable, audit_loaded, encode
 from pipeline.store.redis_store import RedisStore
 from pipeline.store.sqlite import _FETCH, SQLiteStore
 
@@ -79,7 +79,7 @@ def test_a_new_version_replaces_values_removes_stale_entities_and_prunes(store):
 
 def test_sqlite_reads_look_up_every_row_by_its_full_key(tmp_path):
     store = SQLiteStore(tmp_path / "online.db")
-    plan = [row[3] for row in store._connection().execute("EXPLAIN QUERY PLAN " + _FETCH, (1, "[1, 2]"))]
+    plan = [row[3] for row in store._connection(create=True).execute("EXPLAIN QUERY PLAN " + _FETCH, (1, "[1, 2]"))]
     store.close()
     assert "SEARCH user_features USING PRIMARY KEY (v=? AND id=?)" in plan
     assert "SEARCH r USING PRIMARY KEY (v=? AND id=?)" in plan and not [p for p in plan if p.startswith("SCAN r")]
@@ -193,3 +193,59 @@ def test_two_overlapping_loads_both_complete_and_delete_nobody(backend, store):
     rng = np.random.default_rng(0)
     for user in rng.integers(0, 100_000, 200):
         assert store.fetch(int(user) * 3, [10]).user is not None  # no user was lost between the loads
+
+
+def test_sqlite_readers_follow_the_file_at_the_path(tmp_path):
+    path = tmp_path / "online.db"
+    reader = SQLiteStore(path, timeout_s=0.2)
+    with pytest.raises(FeaturesNotLoaded, match="does not exist"):  # a reader never creates the file
+        reader.fetch(1, [1])
+    assert not path.exists() and reader.live() is None
+    loader = SQLiteStore(path)
+    users, restaurants = _tables()
+    loader.publish(users, restaurants)
+    loader.close()
+    assert reader.fetch(int(users.ids[0]), restaurants.ids[:3]).version == 1
+    for leftover in tmp_path.glob("online.db*"):  # rm online.db*, while being read
+        leftover.unlink()
+    with pytest.raises(FeaturesNotLoaded, match="does not exist"):
+        reader.fetch(int(users.ids[0]), restaurants.ids[:3])
+    replacement = SQLiteStore(tmp_path / "other.db")
+    replacement.publish(users, restaurants)
+    replacement.publish(users, restaurants)
+    replacement.close()
+    os.replace(tmp_path / "other.db", path)  # replaced: the new file is read
+    assert reader.fetch(int(users.ids[0]), restaurants.ids[:3]).version == 2
+    (tmp_path / "empty.db").write_bytes(b"")
+    os.replace(tmp_path / "empty.db", path)  # replaced by a file that is not a loaded store
+    with pytest.raises(FeaturesNotLoaded, match="holds no feature tables|not a feature store"):
+        reader.fetch(1, [1])
+    reader.close()
+
+
+def test_a_stalled_redis_is_unavailable_within_the_timeout_not_after_retries(tmp_path):
+    from pipeline.store.redis_server import RedisServer
+
+    server = RedisServer(str(tmp_path)).start()
+    try:
+        store = RedisStore(server.url, timeout_s=0.2)
+        users, restaurants = _tables()
+        store.publish(users, restaurants)
+        server.pause()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="Timeout"):
+            store.fetch(int(users.ids[0]), restaurants.ids[:3])
+        assert time.monotonic() - started < 0.6
+        server.resume()
+        assert store.fetch(int(users.ids[0]), restaurants.ids[:3]).version == 1  # recovered, same client
+        server.kill()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="ConnectionError"):
+            store.fetch(int(users.ids[0]), restaurants.ids[:3])
+        assert time.monotonic() - started < 0.6
+        server.start()  # empty, same port: the pooled connection is stale, retried once on a new one
+        with pytest.raises(FeaturesNotLoaded):
+            store.fetch(int(users.ids[0]), restaurants.ids[:3])
+        store.close()
+    finally:
+        server.stop()

@@ -1,32 +1,47 @@
-"""``POST /recommend/{user_id}``, ``GET /health``, ``GET /metrics``.
+"""``POST /recommend/{user_id}``, ``GET /health``, ``GET /metrics``, offline ``/docs``.
 
-The request and response are the reference's. Every error is a JSON body naming the field:
-malformed JSON → 400; a missing, mistyped or out-of-range field → 422; unknown user → 404.
-Handlers are ``async`` and call the recommender directly: a request costs about a millisecond of
-CPU, less than a thread-pool hop would add.
+The request and response are the reference's. Every error is a JSON body naming the field where
+there is one: malformed JSON → 400; a missing, mistyped or out-of-range field → 422 (types are
+strict: no strings or booleans for numbers, ASCII digits in ``user_id``); unknown user → 404;
+body too large → 413; body too slow → 408; no model, geo index or live features, or the store
+unavailable → 503 with ``Retry-After``; anything unexpected → 500. ``/metrics`` counts every
+``/recommend`` answer by status.
+
+The event loop never waits on the store: a recommendation runs on a small thread pool with a
+deadline, every store call has its own timeout, and a :class:`Breaker` refuses requests at once
+while the store is known to be down (probing it again after a cool-down), so ``/health`` and
+``/metrics`` answer at once whatever the store does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import re
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
-from fastapi import FastAPI, Request
+import orjson
+from fastapi import FastAPI, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.api.artifacts import Artifacts
-from pipeline.serving.recommender import MAX_CANDIDATES, RequestError, UnknownUser
+from pipeline.api.artifacts import KINDS, Artifacts
+from pipeline.api.limits import ApiLimits, BoundedBody
+from pipeline.serving.breaker import Breaker
+from pipeline.serving.recommender import MAX_CANDIDATES, MAX_DIST_WITHOUT_CANDIDATES_M, RequestError, UnknownUser
 from pipeline.serving.recommender import Request as Recommendation
-from pipeline.store.base import FeaturesNotLoaded
+from pipeline.store.base import FeaturesNotLoaded, StoreUnavailable
 
 INT64 = Field(ge=-(2**63), le=2**63 - 1)
-_USER = re.compile(r"^u?(\d{1,18})$")
+USER_ID = r"^u?[0-9]{1,18}$"
 
 
 class RecommendBody(BaseModel):
@@ -35,11 +50,14 @@ class RecommendBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     candidate_restaurant_ids: list[Annotated[StrictInt, INT64]] | None = Field(
         default=None, max_length=MAX_CANDIDATES,
-        description="Restaurants to rank; absent: every restaurant within max_dist.")
-    latitude: float = Field(ge=-90, le=90, allow_inf_nan=False)
-    longitude: float = Field(ge=-180, le=180, allow_inf_nan=False)
+        description=f"Restaurants to rank (at most {MAX_CANDIDATES}); absent: every restaurant within max_dist "
+                    f"(then max_dist ≤ {MAX_DIST_WITHOUT_CANDIDATES_M:.0f} m and at most {MAX_CANDIDATES} "
+                    "restaurants within it).")
+    latitude: StrictFloat = Field(ge=-90, le=90, allow_inf_nan=False)
+    longitude: StrictFloat = Field(ge=-180, le=180, allow_inf_nan=False)
     size: StrictInt = Field(default=20, gt=0, le=2**31 - 1)
-    max_dist: float = Field(default=5000, ge=0, le=2.1e7, allow_inf_nan=False, description="metres, great-circle")
+    max_dist: StrictFloat = Field(default=5000, ge=0, le=2.1e7, allow_inf_nan=False,
+                                  description="metres, great-circle")
     sort_dist: StrictBool = False
 
 
@@ -64,92 +82,171 @@ def _field(loc: tuple) -> str:
     return ".".join(parts) or "body"
 
 
-def create_app(artifacts: Artifacts) -> FastAPI:
+class _CountRecommendations:
+    """Counts every ``/recommend`` answer by status and times it, whatever produced it (the
+    handler, validation, the body limits, or an exception that escaped: counted as 500)."""
+
+    def __init__(self, app: ASGIApp, requests: Counter, latency: Histogram):
+        self.app, self.requests, self.latency = app, requests, latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/recommend/"):
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), []
+
+        async def send_counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        except Exception:
+            status.append(500)
+            raise
+        finally:
+            self.requests.labels(str(status[0] if status else 500)).inc()
+            self.latency.observe(time.perf_counter() - started)
+
+
+class _ServingCollector:
+    """What is served, read at scrape time: model, reloads, rejected candidates, the store."""
+
+    def __init__(self, artifacts: Artifacts, breaker: Breaker):
+        self.artifacts, self.breaker = artifacts, breaker
+
+    def collect(self):
+        info = GaugeMetricFamily("model_info", "The model being served (value 1)", labels=["version"])
+        if self.artifacts.model_version:
+            info.add_metric([self.artifacts.model_version], 1)
+        yield info
+        yield GaugeMetricFamily("model_reloads", "Artifact sets loaded since start", value=self.artifacts.reloads)
+        failures = CounterMetricFamily("artifact_reload_failures", "Published versions rejected by the "
+                                       "server's checks, by artifact", labels=["artifact"])
+        for kind in KINDS:
+            failures.add_metric([kind], self.artifacts.failures[kind])
+        yield failures
+        yield GaugeMetricFamily("store_available", "1 unless the online store failed its last call",
+                                value=0 if self.breaker.is_open else 1)
+
+
+def create_app(artifacts: Artifacts, limits: ApiLimits | None = None) -> FastAPI:
+    limits = limits or ApiLimits()
     registry = CollectorRegistry()
     requests = Counter("recommend_requests", "Recommendation requests by HTTP status", ["status"],
                        registry=registry)
     latency = Histogram("recommend_latency_seconds", "Time to answer a recommendation request",
                         buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
                         registry=registry)
-    model_info = Gauge("model_info", "The model being served (value 1)", ["version"], registry=registry)
-    reloads = Gauge("model_reloads", "Artifact sets loaded since start", registry=registry)
+    breaker = Breaker(limits.cooldown_s)
+    registry.register(_ServingCollector(artifacts, breaker))
+    pool = ThreadPoolExecutor(limits.threads, thread_name_prefix="store")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         artifacts.start()
         yield
         artifacts.stop()
+        pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="Restaurant recommendations", version="1", lifespan=lifespan,
-                  default_response_class=ORJSONResponse)
+    app = FastAPIOffline(title="Restaurant recommendations", version="1", lifespan=lifespan)
+    app.add_middleware(BoundedBody, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
+    app.add_middleware(_CountRecommendations, requests=requests, latency=latency)
 
-    def error(status: int, message: str, field: str | None = None, detail=None, started=None) -> ORJSONResponse:
-        requests.labels(str(status)).inc()
-        if started is not None:
-            latency.observe(time.perf_counter() - started)
+    def error(status: int, message: str, field: str | None = None, detail=None,
+              retry_after: int | None = None, headers: dict | None = None) -> JSONResponse:
         body = {"error": message, **({"field": field} if field else {}), **({"detail": detail} if detail else {})}
-        return ORJSONResponse(body, status_code=status)
+        headers = {**(headers or {}), **({"Retry-After": str(retry_after)} if retry_after else {})}
+        return JSONResponse(body, status_code=status, headers=headers or None)
+
+    async def in_thread(call, *args):
+        """``call(*args)`` on the pool within the deadline; the breaker learns whether the store answered."""
+        try:
+            result = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(pool, call, *args),
+                                            limits.deadline_s)
+        except TimeoutError:
+            breaker.failed(f"no answer within {limits.deadline_s:g} s")
+            raise StoreUnavailable(breaker.last_error) from None
+        except StoreUnavailable as unavailable:
+            breaker.failed(str(unavailable))
+            raise
+        except (FeaturesNotLoaded, UnknownUser):
+            breaker.succeeded()  # the store answered
+            raise
+        breaker.succeeded()
+        return result
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [{"field": _field(e["loc"]), "message": e["msg"]} for e in exc.errors()]
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             return error(400, "malformed JSON", "body")
         return error(422, f"invalid {problems[0]['field']}: {problems[0]['message']}", problems[0]["field"], problems)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
-        # e.g. a body that cannot be decoded at all, an unknown path or method
-        return error(exc.status_code, str(exc.detail), "body" if exc.status_code == 400 else None)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # a body that cannot be decoded (400), too large (413) or too slow (408); an unknown path or method
+        return error(exc.status_code, str(exc.detail), "body" if exc.status_code in (400, 408, 413) else None,
+                     headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # the traceback is logged by the server; the client gets JSON, never a bare text 500
+        return error(500, f"internal error ({type(exc).__name__}); the server log has the details")
 
     @app.post("/recommend/{user_id}", response_model=RecommendResponse,
-              responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody},
-                         503: {"model": ErrorBody}})
-    async def recommend(user_id: Annotated[str, Field(max_length=32, description="u00042 or 42")],
-                        body: RecommendBody) -> ORJSONResponse:
-        started = time.perf_counter()
-        match = _USER.match(user_id)
-        if match is None:
-            return error(422, "user_id must be an integer or u followed by digits", "user_id", started=started)
+              responses={code: {"model": ErrorBody} for code in (400, 404, 408, 413, 422, 503)})
+    async def recommend(user_id: Annotated[str, Path(max_length=19, pattern=USER_ID,
+                                                     description="u00042 or 42 (ASCII digits)")],
+                        body: RecommendBody) -> Response:
+        """Restaurants within ``max_dist`` of the point, scored for the user, best first."""
         recommender = artifacts.recommender
         if recommender is None:
-            return error(503, "not ready: model, geo index or store not loaded", started=started)
+            return error(503, f"not ready: {artifacts.not_ready_reason()}", retry_after=1)
+        if not breaker.allow():
+            return error(503, f"online store unavailable: {breaker.last_error}", retry_after=breaker.retry_after_s)
         candidates = tuple(body.candidate_restaurant_ids) if body.candidate_restaurant_ids is not None else None
+        request = Recommendation(int(user_id.removeprefix("u")), body.latitude, body.longitude, candidates,
+                                 body.size, body.max_dist, body.sort_dist)
         try:
-            answer = recommender.recommend(Recommendation(int(match.group(1)), body.latitude, body.longitude,
-                                                          candidates, body.size, body.max_dist, body.sort_dist))
-        except FeaturesNotLoaded:
-            return error(503, "features not loaded: the online store has no live version", started=started)
+            answer = await in_thread(recommender.recommend, request)
+        except StoreUnavailable as unavailable:
+            return error(503, f"online store unavailable: {unavailable}", retry_after=breaker.retry_after_s)
+        except FeaturesNotLoaded as not_loaded:
+            return error(503, f"features not loaded: {not_loaded}", retry_after=1)
         except UnknownUser as unknown:
-            return error(404, "unknown user", "user_id", [{"user_id": unknown.user_id}], started)
+            return error(404, "unknown user", "user_id", [{"user_id": unknown.user_id}])
         except RequestError as invalid_field:
-            return error(422, str(invalid_field), invalid_field.field, started=started)
-        requests.labels("200").inc()
-        latency.observe(time.perf_counter() - started)
-        return ORJSONResponse(answer.as_json())
+            return error(422, str(invalid_field), invalid_field.field)
+        return Response(orjson.dumps(answer.as_json()), media_type="application/json")
 
     @app.get("/health")
-    async def health() -> ORJSONResponse:
-        """Ready when the model, the geo index and the online store's features are loaded."""
-        try:
-            live = artifacts.store.live()
-            store = {"version": live.number, "users_version": live.users_version,
-                     "restaurants_version": live.restaurants_version, "loaded_at": live.created_at} if live else {
-                "error": "features not loaded"}
-        except Exception as unreachable:  # the store is down: not ready, and say why
-            live, store = None, {"error": str(unreachable)}
-        ready = artifacts.ready and live is not None
-        return ORJSONResponse({"ready": ready, "model_version": artifacts.model_version,
-                               "model_feature_versions": artifacts.model_record.get("feature_versions", {}),
-                               "geo_index_version": artifacts.geo_version, "store": store,
-                               "reloads": artifacts.reloads}, status_code=200 if ready else 503)
+    async def health() -> JSONResponse:
+        """Ready (200) when the model, the geo index and the online store's features are loaded
+        and the store answers; otherwise 503 with the reason. Always answers within the deadline."""
+        live, store = None, {}
+        if not breaker.allow():
+            store = {"error": f"unavailable: {breaker.last_error}"}
+        else:
+            try:
+                live = await in_thread(artifacts.store.live)
+                store = ({"version": live.number, "users_version": live.users_version,
+                          "restaurants_version": live.restaurants_version, "loaded_at": live.created_at}
+                         if live else {"error": "features not loaded: the store has no live version"})
+            except StoreUnavailable as unavailable:
+                store = {"error": f"unavailable: {unavailable}"}
+        reasons = [r for r in (artifacts.not_ready_reason(), store.get("error", "")) if r]
+        return JSONResponse({
+            "ready": not reasons, "reason": "; ".join(reasons), "pid": os.getpid(),
+            "model_version": artifacts.model_version,
+            "model_feature_versions": artifacts.model_record.get("feature_versions", {}),
+            "geo_index_version": artifacts.geo_version, "store": store, "reloads": artifacts.reloads,
+            "last_reload_failure": artifacts.last_failure.as_json() if artifacts.last_failure else None,
+        }, status_code=503 if reasons else 200, headers={"Retry-After": "1"} if reasons else None)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
-        model_info.clear()
-        if artifacts.model_version:
-            model_info.labels(artifacts.model_version).set(1)
-        reloads.set(artifacts.reloads)
+        """Prometheus metrics (never touches the store)."""
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

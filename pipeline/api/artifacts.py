@@ -1,34 +1,84 @@
-"""What the API serves, kept current: the exported model and the geo index, reloaded when the
-pipeline publishes new ones, swapped in one assignment so no request sees a half-built state."""
+"""What the API serves, kept current: the exported model and the geo index, each reloaded when
+the pipeline publishes a new version, verified before it is swapped in, and swapped in by one
+assignment so no request sees a half-built state.
+
+A candidate is served only once it has passed every check: its files match their published
+sizes and checksums; the model loads, takes the server's input width, gives finite outputs on
+the probe batch recorded with it and reproduces the recorded logits; the geo index's lookup
+covers its rows and it holds as many restaurants as recorded. A rejected version never serves
+(the previous one keeps serving), is logged once, counted, and shown in ``/health``; it is not
+tried again, since a published version never changes.
+"""
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.data.layout import Warehouse
 from pipeline.geo.index import GeoIndex
 from pipeline.model.export import MODEL_FILE
-from pipeline.publish import RECORD, Artifact, verify_file
+from pipeline.publish import Artifact, verify_file
 from pipeline.serving.recommender import Recommender
-from pipeline.serving.scorer import TorchScriptScorer
+from pipeline.serving.scorer import TorchScriptScorer, check_scorer
 from pipeline.store.base import FeatureStore
 
 log = logging.getLogger("pipeline.api")
+KINDS = ("model", "geo_index")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    version: str
+    value: object          # a TorchScriptScorer or a GeoIndex
+    record: dict
+
+
+@dataclass(frozen=True)
+class ReloadFailure:
+    artifact: str
+    version: str
+    reason: str
+    at: str
+
+    def as_json(self) -> dict:
+        return {"artifact": self.artifact, "version": self.version, "reason": self.reason, "at": self.at}
+
+
+def load_model(directory: Path, version: str, record: dict, input_width: int) -> TorchScriptScorer:
+    scorer = TorchScriptScorer(verify_file(directory, MODEL_FILE, record), version=version)
+    check_scorer(scorer, record, input_width)
+    return scorer
+
+
+def load_geo_index(directory: Path, version: str, record: dict, input_width: int) -> GeoIndex:
+    index = GeoIndex.load_version(directory, verify=True)
+    problems = [a.description for a in index.audit(index.ids) if not a.passed]
+    if record.get("restaurants") != len(index.ids):
+        problems.append(f"holds {len(index.ids)} restaurants, {record.get('restaurants')} were published")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return index
 
 
 class Artifacts:
-    """Holds the current :class:`Recommender`; a background thread polls the artifact files."""
+    """Holds the current :class:`Recommender`; a background thread polls the published artifacts."""
 
     def __init__(self, warehouse: Warehouse, store: FeatureStore, poll_interval_s: float = 1.0):
         self.warehouse, self.store, self.poll_interval_s = warehouse, store, poll_interval_s
+        self.input_width = store.user_width + store.restaurant_width
+        self._paths = {"model": warehouse.export, "geo_index": warehouse.geo_index}
+        self._loaders: dict[str, Callable] = {"model": load_model, "geo_index": load_geo_index}
+        self.loaded: dict[str, Loaded] = {}
         self.recommender: Recommender | None = None
-        self.model_version = ""
-        self.model_record: dict = {}
-        self.geo_version = ""
         self.reloads = 0
-        self._seen: tuple | None = None
+        self.failures = dict.fromkeys(KINDS, 0)
+        self.last_failure: ReloadFailure | None = None
+        self._rejected: set[tuple[str, str]] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -36,40 +86,81 @@ class Artifacts:
     def ready(self) -> bool:
         return self.recommender is not None
 
+    @property
+    def model_version(self) -> str:
+        return self.loaded["model"].version if "model" in self.loaded else ""
+
+    @property
+    def model_record(self) -> dict:
+        return self.loaded["model"].record if "model" in self.loaded else {}
+
+    @property
+    def geo_version(self) -> str:
+        return self.loaded["geo_index"].version if "geo_index" in self.loaded else ""
+
+    def not_ready_reason(self) -> str:
+        missing = [kind for kind in KINDS if kind not in self.loaded]
+        if not missing:
+            return ""
+        unpublished = [kind for kind in missing if Artifact(self._paths[kind]).live_version() is None]
+        reason = f"not loaded: {', '.join(missing)}"
+        if unpublished:
+            reason += f" (nothing published yet: {', '.join(unpublished)})"
+        if self.last_failure is not None and self.last_failure.artifact in missing:
+            reason += f"; last rejected {self.last_failure.artifact} {self.last_failure.version}: " \
+                      f"{self.last_failure.reason}"
+        return reason
+
+    def _try_load(self, kind: str) -> bool:
+        artifact = Artifact(self._paths[kind])
+        version = artifact.live_version()
+        current = self.loaded.get(kind)
+        if version is None or (current and current.version == version) or (kind, version) in self._rejected:
+            return False
+        try:
+            directory = artifact.version_path(version)
+            record = artifact.record(version)
+            value = self._loaders[kind](directory, version, record, self.input_width)
+        except Exception as error:  # noqa: BLE001 - whatever is wrong with a candidate, it must not serve
+            reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            self._rejected.add((kind, version))
+            self.failures[kind] += 1
+            self.last_failure = ReloadFailure(kind, version, reason, dt.datetime.now(dt.UTC).isoformat())
+            log.error("rejected %s version %s: %s; still serving %s", kind, version, reason,
+                      current.version if current else "nothing")
+            return False
+        self.loaded[kind] = Loaded(version, value, record)
+        return True
+
     def refresh(self) -> bool:
-        """Load the published export and geo index if either changed since the last load; True
-        when a new set is live. Each is read from one resolved version directory."""
-        export, geo = Artifact(self.warehouse.export), Artifact(self.warehouse.geo_index)
-        version = (export.live_version(), geo.live_version())
-        if None in version:
-            if self.recommender is None:
-                log.warning("artifacts not available yet: export %s, geo index %s", *version)
+        """Load whichever published artifact changed since the last look, if it passes its
+        checks; True when a new set is being served."""
+        changed = [kind for kind in KINDS if self._try_load(kind)]
+        if not changed or len(self.loaded) < len(KINDS):
             return False
-        if version == self._seen:
-            return False
-        export_dir, geo_dir = export.version_path(version[0]), geo.version_path(version[1])
-        scorer = TorchScriptScorer(verify_file(export_dir, MODEL_FILE), version=version[0])
-        index = GeoIndex.load_version(geo_dir, verify=True)
-        self.recommender = Recommender(index, self.store, scorer)  # one assignment: atomic for readers
-        self.model_version, self._seen = scorer.version, version
-        self.model_record = json.loads((export_dir / RECORD).read_text())
-        self.geo_version = version[1]
+        model, geo = self.loaded["model"], self.loaded["geo_index"]
+        self.recommender = Recommender(geo.value, self.store, model.value)  # one assignment: atomic for readers
         self.reloads += 1
-        log.info("serving model %s (trained on features %s), geo index %s", scorer.version,
-                 self.model_record.get("feature_versions"), version[1])
+        log.info("serving model %s (trained on features %s), geo index %s", model.version,
+                 model.record.get("feature_versions"), geo.version)
         return True
 
     def start(self) -> None:
         self.refresh()
+        if not self.ready:
+            log.warning("artifacts not ready yet: %s", self.not_ready_reason())
         self._thread = threading.Thread(target=self._poll, name="artifact-poller", daemon=True)
         self._thread.start()
 
     def _poll(self) -> None:
+        said = ""
         while not self._stop.wait(self.poll_interval_s):
             try:
                 self.refresh()
-            except Exception:  # a bad artifact must not kill the poller: keep serving the last good one
-                log.exception("reloading artifacts failed; still serving model %s", self.model_version)
+            except Exception as error:  # noqa: BLE001 - e.g. the warehouse unmounted: keep serving, say it once
+                if str(error) != said:
+                    log.exception("looking for new artifacts failed; still serving model %s", self.model_version)
+                    said = str(error)
 
     def stop(self) -> None:
         self._stop.set()

@@ -33,6 +33,14 @@ GEO_CHECK = "geo_index_complete"
 EDGE_MARGIN = 0.8  # cells a few kilometres away may be slightly smaller than the query's own
 
 
+class TooManyRows(ValueError):
+    """A search would examine more rows than its caller allows."""
+
+    def __init__(self, rows: int, limit: int):
+        super().__init__(f"{rows} restaurants to examine, at most {limit} allowed")
+        self.rows, self.limit = rows, limit
+
+
 def cells_of(lats: np.ndarray, lons: np.ndarray, resolution: int = RESOLUTION) -> np.ndarray:
     return np.fromiter((h3.latlng_to_cell(a, b, resolution) for a, b in zip(lats, lons, strict=True)),
                        dtype=np.int64, count=len(lats))
@@ -95,8 +103,10 @@ class GeoIndex:
         keep = metres <= max_dist_m
         return rows[keep], metres[keep]
 
-    def within(self, lat: float, lon: float, max_dist_m: float) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, metres) of every restaurant within ``max_dist_m`` of the point."""
+    def within(self, lat: float, lon: float, max_dist_m: float,
+               max_examined: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, metres) of every restaurant within ``max_dist_m`` of the point.
+        :class:`TooManyRows` when the cells to search hold more than ``max_examined`` rows."""
         origin = h3.latlng_to_cell(lat, lon, self.resolution)
         disk = np.fromiter(h3.grid_disk(origin, disk_radius(origin, max_dist_m)), dtype=np.int64)
         if len(self.unique_cells) == 0:
@@ -104,6 +114,8 @@ class GeoIndex:
         slots = np.minimum(np.searchsorted(self.unique_cells, disk), len(self.unique_cells) - 1)
         slots = slots[self.unique_cells[slots] == disk]
         starts, counts = self.cell_starts[slots], self.cell_ends[slots] - self.cell_starts[slots]
+        if max_examined is not None and counts.sum() > max_examined:
+            raise TooManyRows(int(counts.sum()), max_examined)
         # the rows of every hit cell, as one vector: start of its cell + position within it
         rows = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
         metres = haversine_m(lat, lon, self.lats[rows], self.lons[rows])

@@ -8,6 +8,12 @@ descending (ties: nearer first) or, with sort_dist, by displacement ascending; a
 Distance filtering happens before anything is read or scored: with the reference's 1,000
 uniform candidates only ~19 (5 km) to ~70 (10 km) remain, and only those are read from the store,
 together with the user, in one round trip.
+
+Every request's cost is bounded. With a candidate list: at most ``MAX_CANDIDATES`` ids. Without
+one (every restaurant near the point): ``max_dist`` at most ``MAX_DIST_WITHOUT_CANDIDATES_M``
+(the H3 disk to search grows with its square), at most ``MAX_EXAMINED`` restaurants in the cells
+searched, and at most ``MAX_CANDIDATES`` within ``max_dist`` (what is read and scored). Past a
+bound the request is refused naming ``max_dist``.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.geo.index import GeoIndex
+from pipeline.geo.index import GeoIndex, TooManyRows
 from pipeline.store.base import FeatureStore
 
 MAX_CANDIDATES = 10_000
+MAX_DIST_WITHOUT_CANDIDATES_M = 50_000.0
+MAX_EXAMINED = 50_000
 
 
 class RequestError(ValueError):
@@ -59,6 +67,9 @@ class Request:
         if self.candidate_restaurant_ids is not None and len(self.candidate_restaurant_ids) > MAX_CANDIDATES:
             raise RequestError("candidate_restaurant_ids",
                                f"at most {MAX_CANDIDATES} ids, got {len(self.candidate_restaurant_ids)}")
+        if self.candidate_restaurant_ids is None and self.max_dist > MAX_DIST_WITHOUT_CANDIDATES_M:
+            raise RequestError("max_dist", f"at most {MAX_DIST_WITHOUT_CANDIDATES_M:.0f} m without "
+                               f"candidate_restaurant_ids, got {self.max_dist:g}")
 
 
 @dataclass
@@ -85,7 +96,15 @@ class Recommender:
         request.validate()
         unknown = 0
         if request.candidate_restaurant_ids is None:
-            rows, metres = self.geo.within(request.latitude, request.longitude, request.max_dist)
+            try:
+                rows, metres = self.geo.within(request.latitude, request.longitude, request.max_dist, MAX_EXAMINED)
+            except TooManyRows as too_many:
+                raise RequestError("max_dist", f"{too_many}; lower max_dist or send "
+                                   "candidate_restaurant_ids") from None
+            if len(rows) > MAX_CANDIDATES:
+                raise RequestError("max_dist", f"{len(rows)} restaurants lie within {request.max_dist:g} m, at "
+                                   f"most {MAX_CANDIDATES} without candidate_restaurant_ids; lower max_dist "
+                                   "or send candidate_restaurant_ids")
         else:
             candidate_rows = self.geo.rows_of(np.unique(np.asarray(request.candidate_restaurant_ids, np.int64)))
             unknown = int((candidate_rows < 0).sum())

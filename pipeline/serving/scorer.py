@@ -1,4 +1,5 @@
-"""Click probabilities from the exported TorchScript model."""
+"""Click probabilities from the exported TorchScript model, and the checks a server runs on a
+model before it serves it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import torch
 
 from pipeline.atomic import file_version
-from pipeline.model.export import torchscript_deprecation_silenced
+from pipeline.model.export import PARITY_TOLERANCE, torchscript_deprecation_silenced
 
 
 class TorchScriptScorer:
@@ -22,8 +23,36 @@ class TorchScriptScorer:
             self.module = torch.jit.load(str(self.path)).eval()
         self.version = version or file_version(self.path)
 
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(x)).numpy()
+
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.empty(0)
         with torch.inference_mode():
             return torch.sigmoid(self.module(torch.from_numpy(x))).numpy().astype(np.float64)
+
+
+def check_scorer(scorer: TorchScriptScorer, record: dict, input_width: int) -> dict:
+    """Refuse (``ValueError`` with the reason) a model that does not take ``input_width`` inputs,
+    gives non-finite or misshaped outputs, or does not reproduce the probe logits the pipeline
+    recorded when it published it. Returns what was checked."""
+    if record.get("input_width") != input_width:
+        raise ValueError(f"recorded input width {record.get('input_width')}, the server sends {input_width}")
+    probe = record.get("probe") or {}
+    if not probe.get("x"):
+        raise ValueError("no probe batch recorded with the model; it cannot be checked")
+    x, expected = np.asarray(probe["x"], np.float32), np.asarray(probe["logits"], np.float64)
+    try:
+        got = scorer.logits(np.ascontiguousarray(x))
+    except Exception as error:  # noqa: BLE001 - any failure to run means the model is unusable
+        raise ValueError(f"does not take [{len(x)}, {input_width}] inputs: {str(error).splitlines()[0]}") from None
+    if got.shape != expected.shape:
+        raise ValueError(f"gives outputs of shape {list(got.shape)} for {len(x)} rows, expected {list(expected.shape)}")
+    if not np.isfinite(got).all():
+        raise ValueError(f"gives {int((~np.isfinite(got)).sum())} non-finite outputs on the probe batch")
+    difference = float(np.abs(got - expected).max())
+    if difference > PARITY_TOLERANCE:
+        raise ValueError(f"probe logits differ from the recorded ones by {difference:.3g} (> {PARITY_TOLERANCE})")
+    return {"probe_rows": len(x), "max_abs_diff": difference}

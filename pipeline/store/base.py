@@ -26,8 +26,18 @@ AUDIT_SAMPLE = 256
 STORE_CHECK = "online_features_complete"
 
 
+# How long a read may take before the store counts as unavailable: the API's reads use this, a
+# loader's bulk writes use DEFAULT_WRITE_TIMEOUT_S.
+DEFAULT_READ_TIMEOUT_S = 0.2
+DEFAULT_WRITE_TIMEOUT_S = 10.0
+
+
 class FeaturesNotLoaded(LookupError):
     """The store has no live version (nothing loaded yet, or the store was emptied or replaced)."""
+
+
+class StoreUnavailable(ConnectionError):
+    """The store did not answer in time or could not be reached; the read can be tried again."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +127,8 @@ class FeatureStore(Protocol):
 
     def fetch(self, user_id: int, restaurant_ids: Sequence[int]) -> Fetched:
         """The user's and the given restaurants' features from the live version, in one round
-        trip; :class:`FeaturesNotLoaded` when there is no live version."""
+        trip; :class:`FeaturesNotLoaded` when there is no live version, :class:`StoreUnavailable`
+        when the store does not answer within its read timeout."""
 
     def publish(self, users: FeatureTable, restaurants: FeatureTable,
                 on_wait: Callable[[str], None] | None = None) -> StoreVersion:
@@ -136,4 +147,5 @@ class FeatureStore(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["FeatureStore", "FeatureTable", "Fetched", "FeaturesNotLoaded", "Rejected", "StoreVersion"]
+__all__ = ["FeatureStore", "FeatureTable", "Fetched", "FeaturesNotLoaded", "Rejected", "StoreUnavailable",
+           "StoreVersion"]

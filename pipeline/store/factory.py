@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.store.base import FeatureStore
+from pipeline.store.base import DEFAULT_WRITE_TIMEOUT_S, FeatureStore
 
 BACKENDS = ("sqlite", "redis")
 
@@ -17,11 +17,13 @@ def resolve_backend(backend: str, redis_url: str) -> str:
     return chosen
 
 
-def open_store(backend: str, redis_url: str, sqlite_path: str) -> FeatureStore:
+def open_store(backend: str, redis_url: str, sqlite_path: str,
+               timeout_s: float = DEFAULT_WRITE_TIMEOUT_S) -> FeatureStore:
+    """The chosen store; ``timeout_s`` bounds each call (the API passes its read timeout)."""
     if resolve_backend(backend, redis_url) == "redis":
         from pipeline.store.redis_store import RedisStore
 
-        return RedisStore(redis_url)
+        return RedisStore(redis_url, timeout_s=timeout_s)
     from pipeline.store.sqlite import SQLiteStore
 
-    return SQLiteStore(sqlite_path)
+    return SQLiteStore(sqlite_path, timeout_s=timeout_s)

@@ -17,13 +17,17 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, LockTimeout, Rejected
 from pipeline.store.base import (
+    DEFAULT_WRITE_TIMEOUT_S,
     LOAD_BATCH,
     FeaturesNotLoaded,
     FeatureTable,
     Fetched,
+    StoreUnavailable,
     StoreVersion,
     audit_loaded,
     decode,
@@ -49,20 +53,34 @@ _LEASE_S = 30  # a killed loader's lock expires after this long
 
 
 class RedisStore:
-    """Feature store in a Redis server (``redis://host:port/db``)."""
+    """Feature store in a Redis server (``redis://host:port/db``).
 
-    def __init__(self, url: str, namespace: str = "features:", user_width: int = 30, restaurant_width: int = 10):
-        self.client = redis.Redis.from_url(url)
-        self.url, self.namespace = url, namespace
+    Every command is bounded by ``timeout_s`` (connect and read). A command that meets a broken
+    connection (a pooled connection to a server that restarted) is retried once on a new one;
+    a timeout is not retried, so a stalled server costs one timeout, not a backoff series.
+    """
+
+    def __init__(self, url: str, namespace: str = "features:", user_width: int = 30, restaurant_width: int = 10,
+                 timeout_s: float = DEFAULT_WRITE_TIMEOUT_S):
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
+        self.url, self.namespace, self.timeout_s = url, namespace, timeout_s
         self.user_width, self.restaurant_width = user_width, restaurant_width
         self._fetch = self.client.register_script(_FETCH)
 
     def _key(self, *parts: object) -> str:
         return self.namespace + "".join(str(p) for p in parts)
 
+    def _unavailable(self, error: redis.RedisError) -> StoreUnavailable:
+        return StoreUnavailable(f"redis {self.url}: {type(error).__name__}: {error} (timeout {self.timeout_s} s)")
+
     def fetch(self, user_id: int, restaurant_ids: Sequence[int]) -> Fetched:
         ids = [int(i) for i in restaurant_ids]
-        answer = self._fetch(keys=[self._key("live")], args=[self.namespace, int(user_id), *ids])
+        try:
+            answer = self._fetch(keys=[self._key("live")], args=[self.namespace, int(user_id), *ids])
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise self._unavailable(error) from error
         if answer is None:
             raise FeaturesNotLoaded(f"no feature version is live in {self.url} (namespace {self.namespace!r})")
         version, user_blob, blobs = answer
@@ -86,8 +104,11 @@ class RedisStore:
         return [v for v in (self._version(n) for n in numbers) if v is not None]
 
     def live(self) -> StoreVersion | None:
-        number = self.client.get(self._key("live"))
-        return self._version(int(number)) if number is not None else None
+        try:
+            number = self.client.get(self._key("live"))
+            return self._version(int(number)) if number is not None else None
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise self._unavailable(error) from error
 
     def _drop_version(self, number: int) -> None:
         self.client.unlink(self._key("v", number, ":u"), self._key("v", number, ":r"), self._key("v", number, ":meta"))

@@ -3,6 +3,10 @@
 Every version's rows live in two WITHOUT ROWID tables keyed by (version, id); the table
 ``live_version`` names the live one. A read is one statement (one consistent snapshot) that
 looks up the live version and the user and restaurants of that version together.
+
+Readers follow the file, not an open handle: every read checks which file is at the path
+(device and inode, one ``stat``), so a deleted file reads as "features not loaded" instead of
+serving the deleted copy forever, and a replaced file is reopened. Only a loader creates it.
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,10 +25,12 @@ import numpy as np
 
 from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, Rejected, file_lock
 from pipeline.store.base import (
+    DEFAULT_WRITE_TIMEOUT_S,
     LOAD_BATCH,
     FeaturesNotLoaded,
     FeatureTable,
     Fetched,
+    StoreUnavailable,
     StoreVersion,
     audit_loaded,
     decode,
@@ -59,27 +67,57 @@ _VERSION_COLUMNS = "v, users_version, restaurants_version, users_rows, restauran
 
 
 class SQLiteStore:
-    """Feature store in one SQLite file; one connection per thread."""
+    """Feature store in one SQLite file; one connection per thread. ``timeout_s`` bounds how
+    long a statement waits for a lock."""
 
-    def __init__(self, path: str | Path, user_width: int = 30, restaurant_width: int = 10):
+    def __init__(self, path: str | Path, user_width: int = 30, restaurant_width: int = 10,
+                 timeout_s: float = DEFAULT_WRITE_TIMEOUT_S):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.user_width, self.restaurant_width = user_width, restaurant_width
+        self.user_width, self.restaurant_width, self.timeout_s = user_width, restaurant_width, timeout_s
         self._local = threading.local()
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self, create: bool = False) -> sqlite3.Connection:
+        """This thread's connection to the file now at the path; a loader (``create``) makes the
+        file and schema, a reader never does (a missing file is :class:`FeaturesNotLoaded`)."""
+        try:
+            stat = os.stat(self.path)
+            identity = (stat.st_dev, stat.st_ino)
+        except FileNotFoundError:
+            if not create:
+                self.close()
+                raise FeaturesNotLoaded(f"{self.path} does not exist (deleted, or never loaded)") from None
+            identity = None
         connection = getattr(self._local, "connection", None)
+        if connection is not None and self._local.identity != identity:  # deleted or replaced: reopen
+            self.close()
+            connection = None
         if connection is None:
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
+            target = str(self.path) if create else f"file:{urllib.parse.quote(str(self.path))}?mode=rw"
+            connection = sqlite3.connect(target, uri=not create, isolation_level=None, timeout=self.timeout_s,
+                                         check_same_thread=False)
             connection.execute("PRAGMA synchronous=NORMAL")
+            stat = os.stat(self.path)
+            self._local.connection, self._local.identity = connection, (stat.st_dev, stat.st_ino)
+        if create:
+            connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(_SCHEMA)
-            self._local.connection = connection
         return connection
+
+    def _read(self, statement: str, args: tuple = ()) -> list[tuple]:
+        """Run a read statement; a file that is not a loaded feature store reads as not loaded."""
+        try:
+            return self._connection().execute(statement, args).fetchall()
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):
+                raise FeaturesNotLoaded(f"{self.path} holds no feature tables ({error})") from None
+            raise StoreUnavailable(f"sqlite {self.path}: {error}") from error
+        except sqlite3.DatabaseError as error:
+            raise FeaturesNotLoaded(f"{self.path} is not a feature store ({error})") from None
 
     def fetch(self, user_id: int, restaurant_ids: Sequence[int]) -> Fetched:
         ids = [int(i) for i in restaurant_ids]
-        rows = self._connection().execute(_FETCH, (int(user_id), json.dumps(ids))).fetchall()
+        rows = self._read(_FETCH, (int(user_id), json.dumps(ids)))
         version = next((rid for kind, rid, _ in rows if kind == 2), None)
         if version is None:
             raise FeaturesNotLoaded(f"no feature version is live in {self.path}")
@@ -92,15 +130,20 @@ class SQLiteStore:
     # ----- versions
 
     def _versions(self, where: str = "", args: tuple = ()) -> list[StoreVersion]:
-        rows = self._connection().execute(
-            f"SELECT {_VERSION_COLUMNS} FROM feature_versions {where} ORDER BY v", args).fetchall()
+        rows = self._read(f"SELECT {_VERSION_COLUMNS} FROM feature_versions {where} ORDER BY v", args)
         return [StoreVersion(*row) for row in rows]
 
     def versions(self) -> list[StoreVersion]:
-        return self._versions()
+        try:
+            return self._versions()
+        except FeaturesNotLoaded:
+            return []
 
     def live(self) -> StoreVersion | None:
-        found = self._versions("WHERE v = (SELECT v FROM live_version WHERE id = 0)")
+        try:
+            found = self._versions("WHERE v = (SELECT v FROM live_version WHERE id = 0)")
+        except FeaturesNotLoaded:
+            return None
         return found[0] if found else None
 
     def _drop_version(self, connection: sqlite3.Connection, version: int) -> None:
@@ -119,7 +162,7 @@ class SQLiteStore:
                 lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> StoreVersion:
         validate_tables(self, users, restaurants)
         with self._lock(lock_timeout_s, on_wait):
-            connection = self._connection()
+            connection = self._connection(create=True)
             connection.executescript(_DROP_UNVERSIONED)
             for leftover in self._versions("WHERE state = 'loading'"):  # a killed loader's partial version
                 self._drop_version(connection, leftover.number)
@@ -170,7 +213,7 @@ class SQLiteStore:
             if live is None or live.previous is None or not self._versions("WHERE v = ? AND state = 'complete'",
                                                                            (live.previous,)):
                 raise FileNotFoundError(f"online store {self.path}: no previous version is kept to roll back to")
-            self._connection().execute("UPDATE live_version SET v = ? WHERE id = 0", (live.previous,))
+            self._connection(create=True).execute("UPDATE live_version SET v = ? WHERE id = 0", (live.previous,))
             return live.number, live.previous
 
     def close(self) -> None:

@@ -1,0 +1,99 @@
+"""``pipeline serve`` as a real process for tests, and small HTTP helpers that never hang."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from pipeline.data.layout import Warehouse
+from pipeline.store.redis_server import free_port
+
+BIN = Path(sys.executable).parent
+
+
+def post(base: str, path: str, body=None, raw: bytes | None = None, timeout: float = 10) -> tuple[int, dict, dict]:
+    """(status, JSON body, headers with lower-case names) of a POST; a non-JSON answer fails the test."""
+    data = raw if raw is not None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read()), {k.lower(): v for k, v in response.headers.items()}
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), {k.lower(): v for k, v in error.headers.items()}
+
+
+def get(base: str, path: str, timeout: float = 10) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(base + path, timeout=timeout) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+
+
+def health(base: str) -> dict:
+    return json.loads(get(base, "/health")[1])
+
+
+def copy_warehouse(source: Warehouse, root: Path) -> Warehouse:
+    """A private copy of published artifacts (versions and pointers)."""
+    shutil.copytree(source.root, root, symlinks=True)
+    return Warehouse(root)
+
+
+class ApiProcess:
+    """``pipeline serve`` on a free port with the given settings; its stderr goes to a file."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str], workers: int = 1, poll_interval_s: float = 0.2):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log_dir / f"api-{self.port}.log"
+        self._log_handle = open(self.log, "w")  # noqa: SIM115 - closed in stop()
+        # FastAPI's deprecation warnings are errors in the server too
+        env = {**os.environ, "PYTHONWARNINGS": "error::fastapi.exceptions.FastAPIDeprecationWarning", **env}
+        self.process = subprocess.Popen(
+            [str(BIN / "pipeline"), "serve", "--port", str(self.port), "--workers", str(workers),
+             "--poll-interval", str(poll_interval_s)], env=env, stdout=self._log_handle, stderr=subprocess.STDOUT)
+
+    def wait_until(self, ready: bool = True, timeout_s: float = 60) -> dict:
+        """Wait until /health answers (and reports ready, if asked); returns its body."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                body = health(self.base)
+                if body["ready"] or not ready:
+                    return body
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"the API did not become ready: {self.log.read_text()[-3000:]}"
+            time.sleep(0.1)
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server (and its workers), MB."""
+        pids = [self.process.pid, *[int(p) for p in subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout.split()]]
+        total = 0
+        for pid in pids:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        return total / 1024
+
+    def stop(self) -> str:
+        """Stop the server; its log."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_handle.close()
+        return self.log.read_text()
