@@ -1,12 +1,16 @@
 """Benchmark: the HTTP API under open-loop load, features in Redis (the issue's targets).
 
-    python bench/api.py --data DIR --model PATH [--duration 60] [--ramp-step 10]
+    python bench/api.py --data DIR --model PATH [--duration 60] [--ramp-step 10] [--workers 1]
+                        [--pause-redis 10] [--server-code DIR]
 
 Builds the serving artifacts of a reference dataset (feature snapshots, geo index, the given
 TorchScript model) in a temporary warehouse, loads a local redis-server, starts
 ``pipeline serve`` in its own process, then runs ``pipeline loadtest``'s generator: 30 requests/s
 for ``--duration`` seconds, and a ramp to the highest rate with p95 ≤ 100 ms and no errors.
-Reports the server's peak RSS. Prints one JSON object as its last line.
+With ``--pause-redis S``: then 30 requests/s for S + 10 s with Redis stopped (SIGSTOP) for S
+seconds in the middle, reporting how long the slowest answer took and the statuses, while
+``/health`` is polled. ``--server-code DIR`` serves another checkout's code (a baseline) against
+the same artifacts. Reports the server's peak RSS. Prints one JSON object as its last line.
 """
 
 from __future__ import annotations
@@ -14,14 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 from datetime import date
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -30,10 +37,9 @@ from pipeline.api.loadtest import DEFAULT_RAMP, ramp, run  # noqa: E402
 from pipeline.data.layout import ReferenceDataset, Warehouse  # noqa: E402
 from pipeline.data.warehouse_build import build_from_reference  # noqa: E402
 from pipeline.geo.index import GeoIndex  # noqa: E402
-from pipeline.model.export import MODEL_FILE  # noqa: E402
-from pipeline.publish import write_audit_publish  # noqa: E402
+from pipeline.model.export import publish_torchscript_file  # noqa: E402
 from pipeline.store.base import FeatureTable  # noqa: E402
-from pipeline.store.redis_server import free_port, local_redis_server  # noqa: E402
+from pipeline.store.redis_server import free_port, redis_server  # noqa: E402
 from pipeline.store.redis_store import RedisStore  # noqa: E402
 
 START = date(2026, 1, 1)  # any: only the feature tables are used
@@ -46,22 +52,66 @@ def _vm_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
+def _with_redis_paused(base: str, requests: Path, redis_process, pause_s: float) -> dict:
+    """30 requests/s for pause_s + 10 s, Redis stopped from second 5 for pause_s seconds."""
+    answers, health, stop = [], [], threading.Event()
+
+    def pause_then_resume() -> None:
+        time.sleep(5)
+        redis_process.pause()
+        time.sleep(pause_s)
+        redis_process.resume()
+
+    def poll_health() -> None:
+        while not stop.wait(0.5):
+            started = time.perf_counter()
+            try:
+                status = urllib.request.urlopen(base + "/health", timeout=10).status
+            except urllib.error.HTTPError as error:
+                status = error.code
+            except OSError:
+                status = 0
+            health.append((time.perf_counter() - started, status))
+
+    threads = [threading.Thread(target=pause_then_resume), threading.Thread(target=poll_health)]
+    for thread in threads:
+        thread.start()
+    run(base, requests, 30, pause_s + 10, timeout_s=10, answers=answers)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    during = [a for a in answers if 5 <= a[0] < 5 + pause_s]
+    statuses = {}
+    for _, _, status in during:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    return {"pause_s": pause_s, "requests_during_pause": len(during), "statuses_during_pause": statuses,
+            "slowest_answer_during_pause_s": round(max(a[1] for a in during), 3),
+            "answered_within_1s_during_pause": sum(a[1] < 1 and a[2] != 0 for a in during),
+            "answers_after_resume": {str(s): sum(1 for a in answers if a[0] >= 5 + pause_s + 2 and a[2] == s)
+                                     for s in {a[2] for a in answers if a[0] >= 5 + pause_s + 2}},
+            "health_slowest_s": round(max((h[0] for h in health), default=float("nan")), 3),
+            "health_statuses": sorted({h[1] for h in health})}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--model", required=True, type=Path)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--ramp-step", type=float, default=10.0, help="seconds per ramp step")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--pause-redis", type=float, default=0.0, help="seconds Redis is stopped (0: skip)")
+    parser.add_argument("--server-code", type=Path, help="serve this checkout's code instead (a baseline)")
     args = parser.parse_args()
     data = args.data.resolve()
-    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp, local_redis_server() as redis_url:
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp, redis_server() as redis_process:
+        redis_url = redis_process.url
         warehouse = Warehouse(Path(tmp) / "warehouse")
         users, restaurants = build_from_reference(ReferenceDataset(data, START), warehouse, days=0)
         GeoIndex.build(restaurants.ids, restaurants.locations[:, 0], restaurants.locations[:, 1]).publish(
             warehouse.geo_index, restaurants.ids)
-        # the given model as the published export (no parity audit: there is no eager model here)
-        write_audit_publish(warehouse.export, lambda staging: shutil.copy(args.model, staging / MODEL_FILE),
-                            lambda staging, _: [])
+        sample = torch.cat([torch.from_numpy(users.values[:64]), torch.from_numpy(restaurants.values[:64])], 1)
+        publish_torchscript_file(args.model, warehouse.export, sample, record={})
         store = RedisStore(redis_url)
         store.publish(FeatureTable.of(users), FeatureTable.of(restaurants))
         store.close()
@@ -69,8 +119,12 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "REDIS_URL": redis_url,
                "PIPELINE_ONLINE_STORE": "redis"}
-        server = subprocess.Popen([str(Path(sys.executable).parent / "pipeline"), "serve", "--port", str(port)],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command = [str(Path(sys.executable).parent / "pipeline"), "serve", "--port", str(port)]
+        if args.server_code:
+            env["PYTHONPATH"] = str(args.server_code.resolve())  # its `pipeline` package comes first
+        if args.workers != 1:
+            command += ["--workers", str(args.workers)]
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60
@@ -88,6 +142,7 @@ def main() -> None:
             steady = run(base, requests, 30, args.duration)
             print(json.dumps(steady), file=sys.stderr)
             ramped = ramp(base, requests, DEFAULT_RAMP, args.ramp_step, log=lambda m: print(m, file=sys.stderr))
+            paused = _with_redis_paused(base, requests, redis_process, args.pause_redis) if args.pause_redis else None
             server_rss = _vm_hwm_mb(server.pid)
         finally:
             server.terminate()
@@ -96,6 +151,7 @@ def main() -> None:
               "rate": 30, "duration_s": args.duration, "store": "redis", "max_rps": ramped["max_rps"],
               "ramp": [{k: s[k] for k in ("rate", "p50_ms", "p95_ms", "p99_ms", "achieved_rps", "errors")}
                        for s in ramped["steps"]],
+              "workers": args.workers, "redis_paused": paused,
               "server_peak_rss_mb": round(server_rss, 1), "machine": machine(),
               "command": " ".join(["python", "bench/api.py", *sys.argv[1:]])}
     print(json.dumps(result))

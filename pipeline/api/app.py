@@ -1,4 +1,4 @@
-"""``POST /recommend/{user_id}``, ``GET /health``, ``GET /metrics``, offline ``/docs``.
+"""``POST /recommend/{user_id}``, ``GET /health``, ``GET /metrics``, offline ``/docs`` (Swagger UI).
 
 The request and response are the reference's. Every error is a JSON body naming the field where
 there is one: malformed JSON → 400; a missing, mistyped or out-of-range field → 422 (types are
@@ -7,10 +7,12 @@ body too large → 413; body too slow → 408; no model, geo index or live featu
 unavailable → 503 with ``Retry-After``; anything unexpected → 500. ``/metrics`` counts every
 ``/recommend`` answer by status.
 
-The event loop never waits on the store: a recommendation runs on a small thread pool with a
-deadline, every store call has its own timeout, and a :class:`Breaker` refuses requests at once
-while the store is known to be down (probing it again after a cool-down), so ``/health`` and
-``/metrics`` answer at once whatever the store does.
+The event loop never waits on the store: the store read is awaited (Redis through its asyncio
+client, SQLite on a worker thread) under a deadline, every store call has its own timeout, and
+a :class:`Breaker` refuses requests at once while the store is known to be down (probing it
+again after a cool-down), so ``/health`` and ``/metrics`` answer at once whatever the store does.
+Filtering and scoring (~0.1–1 ms of CPU) run in the loop: a thread hop per request would cost
+more than it frees.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import asyncio
 import contextlib
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 import orjson
@@ -47,7 +48,9 @@ USER_ID = r"^u?[0-9]{1,18}$"
 class RecommendBody(BaseModel):
     """The reference request body."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
+        {"candidate_restaurant_ids": [17, 523, 1200, 5044, 9031], "latitude": 13.8, "longitude": 100.6,
+         "size": 20, "max_dist": 5000, "sort_dist": False}]})
     candidate_restaurant_ids: list[Annotated[StrictInt, INT64]] | None = Field(
         default=None, max_length=MAX_CANDIDATES,
         description=f"Restaurants to rank (at most {MAX_CANDIDATES}); absent: every restaurant within max_dist "
@@ -140,16 +143,16 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None) -> FastAPI
                         registry=registry)
     breaker = Breaker(limits.cooldown_s)
     registry.register(_ServingCollector(artifacts, breaker))
-    pool = ThreadPoolExecutor(limits.threads, thread_name_prefix="store")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         artifacts.start()
         yield
+        await artifacts.store.close_async()
         artifacts.stop()
-        pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPIOffline(title="Restaurant recommendations", version="1", lifespan=lifespan)
+    # Swagger UI only: ReDoc's page still fetches its logo from a CDN
+    app = FastAPIOffline(title="Restaurant recommendations", version="1", lifespan=lifespan, redoc_url=None)
     app.add_middleware(BoundedBody, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
     app.add_middleware(_CountRecommendations, requests=requests, latency=latency)
 
@@ -159,18 +162,17 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None) -> FastAPI
         headers = {**(headers or {}), **({"Retry-After": str(retry_after)} if retry_after else {})}
         return JSONResponse(body, status_code=status, headers=headers or None)
 
-    async def in_thread(call, *args):
-        """``call(*args)`` on the pool within the deadline; the breaker learns whether the store answered."""
+    async def from_store(call):
+        """Await ``call`` (a store read) within the deadline; the breaker learns whether the store answered."""
         try:
-            result = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(pool, call, *args),
-                                            limits.deadline_s)
+            result = await asyncio.wait_for(call, limits.deadline_s)
         except TimeoutError:
             breaker.failed(f"no answer within {limits.deadline_s:g} s")
             raise StoreUnavailable(breaker.last_error) from None
         except StoreUnavailable as unavailable:
             breaker.failed(str(unavailable))
             raise
-        except (FeaturesNotLoaded, UnknownUser):
+        except FeaturesNotLoaded:
             breaker.succeeded()  # the store answered
             raise
         breaker.succeeded()
@@ -209,7 +211,9 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None) -> FastAPI
         request = Recommendation(int(user_id.removeprefix("u")), body.latitude, body.longitude, candidates,
                                  body.size, body.max_dist, body.sort_dist)
         try:
-            answer = await in_thread(recommender.recommend, request)
+            plan = recommender.plan(request)
+            fetched = await from_store(artifacts.store.fetch_async(request.user_id, plan.ids))
+            answer = recommender.finish(plan, fetched)
         except StoreUnavailable as unavailable:
             return error(503, f"online store unavailable: {unavailable}", retry_after=breaker.retry_after_s)
         except FeaturesNotLoaded as not_loaded:
@@ -229,7 +233,7 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None) -> FastAPI
             store = {"error": f"unavailable: {breaker.last_error}"}
         else:
             try:
-                live = await in_thread(artifacts.store.live)
+                live = await from_store(asyncio.to_thread(artifacts.store.live))
                 store = ({"version": live.number, "users_version": live.users_version,
                           "restaurants_version": live.restaurants_version, "loaded_at": live.created_at}
                          if live else {"error": "features not loaded: the store has no live version"})

@@ -25,12 +25,11 @@ from pipeline.config import setting
 @dataclass(frozen=True)
 class ApiLimits:
     store_timeout_s: float = 0.2      # connect and read timeout of every store call
-    deadline_s: float = 0.5           # a recommendation's whole time in the worker thread
+    deadline_s: float = 0.5           # how long a request waits for the store, whatever happens there
     cooldown_s: float = 0.5           # after a store failure, refuse at once for this long, then probe
     max_body_bytes: int = 262_144     # 10,000 int64 candidate ids fit in ~210 KB of JSON
     header_timeout_s: float = 5.0
     body_timeout_s: float = 5.0
-    threads: int = 8                  # store calls in flight per worker
 
     @classmethod
     def from_settings(cls) -> ApiLimits:

@@ -35,24 +35,30 @@ def request_bodies(path: Path) -> list[tuple[str, bytes]]:
 
 
 async def _open_loop(url: str, bodies: list[tuple[str, bytes]], rate: float, duration_s: float,
-                     timeout_s: float) -> LoadResult:
+                     timeout_s: float, answers: list | None = None) -> LoadResult:
+    """``answers``, if given, receives (due, seconds to answer, status; 0 for no answer) per request."""
     total = max(1, int(rate * duration_s))
     latencies, errors = [], [0]
+    loop_start = time.perf_counter()
     connector = aiohttp.TCPConnector(limit=512, force_close=False)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s),
                                      headers={"Content-Type": "application/json"}) as session:
         async def send(path: str, body: bytes, due: float) -> None:
+            status = 0
             try:
                 async with session.post(url + path, data=body) as response:
                     await response.read()
+                    status = response.status
                     if response.status >= 300:
                         errors[0] += 1
                         return
                 latencies.append(time.perf_counter() - due)
             except (TimeoutError, aiohttp.ClientError):
                 errors[0] += 1
+            finally:
+                if answers is not None:
+                    answers.append((due - loop_start, time.perf_counter() - due, status))
 
-        loop_start = time.perf_counter()
         tasks = []
         for i in range(total):
             due = loop_start + i / rate
@@ -66,9 +72,10 @@ async def _open_loop(url: str, bodies: list[tuple[str, bytes]], rate: float, dur
     return LoadResult(np.array(latencies) * 1000, errors[0], seconds)
 
 
-def run(url: str, requests_file: Path, rate: float, duration_s: float, timeout_s: float = 10.0) -> dict:
+def run(url: str, requests_file: Path, rate: float, duration_s: float, timeout_s: float = 10.0,
+        answers: list | None = None) -> dict:
     bodies = request_bodies(requests_file)
-    result = uvloop.run(_open_loop(url.rstrip("/"), bodies, rate, duration_s, timeout_s))
+    result = uvloop.run(_open_loop(url.rstrip("/"), bodies, rate, duration_s, timeout_s, answers))
     return {"rate": rate, "duration_s": duration_s, **result.summary()}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,6 +75,21 @@ def publish_torchscript(model: ClickMLP, path: Path, sample: torch.Tensor, recor
     return write_audit_publish(path, write, audit, record={
         **record, "format": "torchscript", "input_width": int(sample.shape[1]),
         "probe": {"x": probe.tolist(), "logits": probe_logits.tolist()}})
+
+
+def publish_torchscript_file(model_file: Path, path: Path, sample: torch.Tensor, record: dict) -> Published:
+    """Publish an existing TorchScript file (a model trained elsewhere, e.g. for a benchmark) as
+    the export. There is no eager model to compare with, so the probe logits recorded are the
+    file's own: a server can still check that what it loads is this model and takes this width."""
+    probe = sample[:PROBE_ROWS].contiguous()
+    with torchscript_deprecation_silenced():
+        module = torch.jit.load(str(model_file)).eval()
+    with torch.inference_mode():
+        probe_logits = module(probe)
+    return write_audit_publish(path, lambda staging: shutil.copy(model_file, staging / MODEL_FILE),
+                               lambda staging, _: [], record={
+                                   **record, "format": "torchscript", "input_width": int(sample.shape[1]),
+                                   "probe": {"x": probe.tolist(), "logits": probe_logits.tolist()}})
 
 
 # Runs with `python -I` (no PYTHONPATH, no user site, no cwd on sys.path) and imports only torch:

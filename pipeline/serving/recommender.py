@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.geo.index import GeoIndex, TooManyRows
-from pipeline.store.base import FeatureStore
+from pipeline.store.base import FeatureStore, Fetched
 
 MAX_CANDIDATES = 10_000
 MAX_DIST_WITHOUT_CANDIDATES_M = 50_000.0
@@ -72,6 +72,16 @@ class Request:
                                f"candidate_restaurant_ids, got {self.max_dist:g}")
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A validated request and the restaurants within ``max_dist`` (ids, metres)."""
+
+    request: Request
+    ids: np.ndarray
+    metres: np.ndarray
+    unknown_candidates: int
+
+
 @dataclass
 class Answer:
     ids: np.ndarray
@@ -93,6 +103,12 @@ class Recommender:
         self.geo, self.store, self.scorer = geo, store, scorer
 
     def recommend(self, request: Request) -> Answer:
+        """The whole request with the store's blocking ``fetch``."""
+        plan = self.plan(request)
+        return self.finish(plan, self.store.fetch(request.user_id, plan.ids))
+
+    def plan(self, request: Request) -> Plan:
+        """Validate and filter by distance: the restaurants whose features must be read."""
         request.validate()
         unknown = 0
         if request.candidate_restaurant_ids is None:
@@ -110,16 +126,19 @@ class Recommender:
             unknown = int((candidate_rows < 0).sum())
             rows, metres = self.geo.filter_candidates(request.latitude, request.longitude,
                                                       candidate_rows[candidate_rows >= 0], request.max_dist)
-        ids = self.geo.ids[rows]
-        fetched = self.store.fetch(request.user_id, ids)
+        return Plan(request, self.geo.ids[rows], metres, unknown)
+
+    def finish(self, plan: Plan, fetched: Fetched) -> Answer:
+        """Score what was read, sort, cut to ``size``."""
+        request = plan.request
         if fetched.user is None:
             raise UnknownUser(request.user_id)
-        ids, metres = ids[fetched.found], metres[fetched.found]
+        ids, metres = plan.ids[fetched.found], plan.metres[fetched.found]
         x = np.empty((len(ids), len(fetched.user) + fetched.restaurants.shape[1]), np.float32)
         x[:, :len(fetched.user)] = fetched.user
         x[:, len(fetched.user):] = fetched.restaurants
         scores = self.scorer.probabilities(x)
         order = np.lexsort((metres, -scores)) if not request.sort_dist else np.lexsort((-scores, metres))
         order = order[:request.size]
-        return Answer(ids[order], scores[order], metres[order], unknown_candidates=unknown, within=len(rows),
-                      missing_features=int((~fetched.found).sum()))
+        return Answer(ids[order], scores[order], metres[order], unknown_candidates=plan.unknown_candidates,
+                      within=len(plan.ids), missing_features=int((~fetched.found).sum()))

@@ -130,6 +130,9 @@ class FeatureStore(Protocol):
         trip; :class:`FeaturesNotLoaded` when there is no live version, :class:`StoreUnavailable`
         when the store does not answer within its read timeout."""
 
+    async def fetch_async(self, user_id: int, restaurant_ids: Sequence[int]) -> Fetched:
+        """``fetch`` for an asyncio caller, never blocking its event loop."""
+
     def publish(self, users: FeatureTable, restaurants: FeatureTable,
                 on_wait: Callable[[str], None] | None = None) -> StoreVersion:
         """Load a new version, audit it, make it live, remove superseded ones; :class:`Rejected`
@@ -145,6 +148,9 @@ class FeatureStore(Protocol):
         """Make the previous version live again; returns (from, to)."""
 
     def close(self) -> None: ...
+
+    async def close_async(self) -> None:
+        """Close what ``fetch_async`` opened."""
 
 
 __all__ = ["FeatureStore", "FeatureTable", "Fetched", "FeaturesNotLoaded", "Rejected", "StoreUnavailable",

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import redis
+import redis.asyncio
+import redis.asyncio.retry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -66,6 +68,7 @@ class RedisStore:
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
         self.url, self.namespace, self.timeout_s = url, namespace, timeout_s
+        self._async_client: redis.asyncio.Redis | None = None  # made in the event loop that uses it
         self.user_width, self.restaurant_width = user_width, restaurant_width
         self._fetch = self.client.register_script(_FETCH)
 
@@ -81,6 +84,24 @@ class RedisStore:
             answer = self._fetch(keys=[self._key("live")], args=[self.namespace, int(user_id), *ids])
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise self._unavailable(error) from error
+        return self._fetched(answer, ids)
+
+    async def fetch_async(self, user_id: int, restaurant_ids: Sequence[int]) -> Fetched:
+        """``fetch`` on an asyncio client (same timeouts and retry): the caller's event loop is
+        never blocked, and no thread is woken per request."""
+        if self._async_client is None:
+            self._async_client = redis.asyncio.Redis.from_url(
+                self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
+                retry=redis.asyncio.retry.Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
+            self._async_fetch = self._async_client.register_script(_FETCH)
+        ids = [int(i) for i in restaurant_ids]
+        try:
+            answer = await self._async_fetch(keys=[self._key("live")], args=[self.namespace, int(user_id), *ids])
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise self._unavailable(error) from error
+        return self._fetched(answer, ids)
+
+    def _fetched(self, answer, ids: list[int]) -> Fetched:
         if answer is None:
             raise FeaturesNotLoaded(f"no feature version is live in {self.url} (namespace {self.namespace!r})")
         version, user_blob, blobs = answer
@@ -186,3 +207,8 @@ class RedisStore:
 
     def close(self) -> None:
         self.client.close()
+
+    async def close_async(self) -> None:
+        if self._async_client is not None:
+            await self._async_client.aclose()
+            self._async_client = None

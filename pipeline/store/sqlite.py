@@ -11,6 +11,7 @@ serving the deleted copy forever, and a replaced file is reopened. Only a loader
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import json
@@ -127,6 +128,10 @@ class SQLiteStore:
         return Fetched(user, decode([found_blobs[i] for i in ids if i in found_blobs], self.restaurant_width),
                        found, version)
 
+    async def fetch_async(self, user_id: int, restaurant_ids: Sequence[int]) -> Fetched:
+        """``fetch`` on a worker thread: SQLite has no asynchronous interface."""
+        return await asyncio.to_thread(self.fetch, user_id, restaurant_ids)
+
     # ----- versions
 
     def _versions(self, where: str = "", args: tuple = ()) -> list[StoreVersion]:
@@ -215,6 +220,9 @@ class SQLiteStore:
                 raise FileNotFoundError(f"online store {self.path}: no previous version is kept to roll back to")
             self._connection(create=True).execute("UPDATE live_version SET v = ? WHERE id = 0", (live.previous,))
             return live.number, live.previous
+
+    async def close_async(self) -> None:
+        pass  # the worker threads' connections close with their threads
 
     def close(self) -> None:
         connection = getattr(self._local, "connection", None)
