@@ -6,6 +6,7 @@ DATA ?= data/dataset
 PRESET ?= small
 HOST ?= 127.0.0.1
 PORT ?= 8000
+WORKERS ?= 1
 
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export PIPELINE_DATASET_DIR ?= $(CURDIR)/$(DATA)
@@ -57,7 +58,7 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(DAGSTER) dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 serve: install
-	$(BIN)/pipeline serve --host $(HOST) --port $(PORT)
+	$(BIN)/pipeline serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 loadtest: install
 	$(BIN)/pipeline loadtest --url http://$(HOST):$(PORT) --requests $(DATA)/requests.parquet --rate 30 --duration 60
