@@ -2,15 +2,9 @@
 hot model swaps, an OpenAPI fuzz test and the load generator."""
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,70 +13,33 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from pipeline.data.layout import Warehouse
 from pipeline.model.export import publish_torchscript
 from pipeline.model.network import ClickMLP
 from pipeline.publish import Artifact
 from pipeline.store.base import FeatureTable
-from pipeline.store.redis_server import free_port
 from pipeline.store.redis_store import RedisStore
+from pipeline_tests.api_process import BIN, ApiProcess, copy_warehouse, get, post
 from pipeline_tests.reference_recommender import as_arrays, brute_force
-
-BIN = Path(sys.executable).parent
 
 
 def _post(base, path, body, raw=None):
-    data = raw if raw is not None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-def _get(base, path):
-    try:
-        with urllib.request.urlopen(base + path, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
+    return post(base, path, body, raw)[:2]
 
 
 @pytest.fixture(scope="module")
 def api(serving_artifacts, redis_url, tmp_path_factory):
     """A served copy of the tiny artifacts; features in Redis; yields (base URL, warehouse)."""
     source, tables, geo, model = serving_artifacts
-    root = tmp_path_factory.mktemp("api") / "warehouse"
-    shutil.copytree(source.root, root, symlinks=True)  # published artifacts: versions and pointers
-    warehouse = Warehouse(root)
+    root = tmp_path_factory.mktemp("api")
+    warehouse = copy_warehouse(source, root / "warehouse")
     store = RedisStore(redis_url)
     store.publish(FeatureTable.of(tables.user_snapshot), FeatureTable.of(tables.restaurant_snapshot))
     store.close()
-    port = free_port()
-    env = {**os.environ, "PIPELINE_WAREHOUSE_DIR": str(root), "REDIS_URL": redis_url,
-           "PIPELINE_ONLINE_STORE": "redis"}
-    server = subprocess.Popen([str(BIN / "pipeline"), "serve", "--port", str(port), "--poll-interval", "0.2"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while _get(base, "/health")[0] != 200 if _reachable(base) else True:
-        assert server.poll() is None, server.stderr.read()
-        assert time.monotonic() < deadline, "the API did not become ready"
-        time.sleep(0.2)
-    yield base, warehouse
-    server.terminate()
-    server.wait(timeout=10)
-
-
-def _reachable(base):
-    try:
-        urllib.request.urlopen(base + "/health", timeout=2)
-        return True
-    except urllib.error.HTTPError:
-        return True
-    except OSError:
-        return False
+    server = ApiProcess(root, {"PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "REDIS_URL": redis_url,
+                               "PIPELINE_ONLINE_STORE": "redis"})
+    server.wait_until(ready=True)
+    yield server.base, warehouse
+    server.stop()
 
 
 def test_recommend_agrees_with_brute_force_for_both_id_forms(api, serving_artifacts):
@@ -138,7 +95,7 @@ def test_bad_input_gets_a_4xx_that_names_the_field(api, path, body, raw, status,
 def test_health_and_prometheus_metrics(api, serving_artifacts):
     base, warehouse = api
     tables = serving_artifacts[1]
-    status, text = _get(base, "/health")
+    status, text = get(base, "/health")
     health = json.loads(text)
     assert status == 200 and health["ready"]
     # what is served, and what it pairs with: the model, the features it was trained on, the store's live version
@@ -148,7 +105,7 @@ def test_health_and_prometheus_metrics(api, serving_artifacts):
     assert health["store"]["users_version"] == tables.user_snapshot.version and health["store"]["version"] >= 1
     _post(base, "/recommend/1", GOOD)
     _post(base, "/recommend/1", {"latitude": 95, "longitude": 0})
-    status, metrics = _get(base, "/metrics")
+    status, metrics = get(base, "/metrics")
     assert status == 200
     assert 'recommend_requests_total{status="200"}' in metrics and 'recommend_requests_total{status="422"}' in metrics
     assert "recommend_latency_seconds_bucket{le=\"0.005\"}" in metrics
@@ -157,7 +114,7 @@ def test_health_and_prometheus_metrics(api, serving_artifacts):
 
 def test_a_new_model_is_picked_up_without_restart_or_failed_requests(api):
     base, warehouse = api
-    before_version = json.loads(_get(base, "/health")[1])["model_version"]
+    before_version = json.loads(get(base, "/health")[1])["model_version"]
     _, before = _post(base, "/recommend/5", {**GOOD, "candidate_restaurant_ids": list(range(300)), "max_dist": 30000})
     statuses, stop = [], threading.Event()
 
@@ -170,7 +127,7 @@ def test_a_new_model_is_picked_up_without_restart_or_failed_requests(api):
     torch.manual_seed(123)
     publish_torchscript(ClickMLP(), warehouse.export, torch.randn(64, 40), record={})  # as the asset does
     deadline = time.monotonic() + 20
-    while json.loads(_get(base, "/health")[1])["model_version"] == before_version:
+    while json.loads(get(base, "/health")[1])["model_version"] == before_version:
         assert time.monotonic() < deadline, "the new model was not picked up"
         time.sleep(0.1)
     time.sleep(0.3)

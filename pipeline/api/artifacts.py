@@ -122,7 +122,7 @@ class Artifacts:
             record = artifact.record(version)
             value = self._loaders[kind](directory, version, record, self.input_width)
         except Exception as error:  # noqa: BLE001 - whatever is wrong with a candidate, it must not serve
-            reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
             self._rejected.add((kind, version))
             self.failures[kind] += 1
             self.last_failure = ReloadFailure(kind, version, reason, dt.datetime.now(dt.UTC).isoformat())

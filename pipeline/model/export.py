@@ -56,15 +56,21 @@ def parity_audit(verified: dict) -> AuditResult:
                                                     "rows": int(verified.get("rows", 0))}, why)
 
 
+def _served_record(record: dict, module, sample: torch.Tensor) -> dict:
+    """``record`` plus what a server checks the export against: the input width, and a probe
+    batch with the logits ``module`` gives for it."""
+    probe = sample[:PROBE_ROWS].contiguous()
+    with torch.inference_mode():
+        probe_logits = module.eval()(probe)
+    return {**record, "format": "torchscript", "input_width": int(sample.shape[1]),
+            "probe": {"x": probe.tolist(), "logits": probe_logits.tolist()}}
+
+
 def publish_torchscript(model: ClickMLP, path: Path, sample: torch.Tensor, record: dict) -> Published:
     """Export ``model`` as a candidate, load it in a fresh process and compare it with the eager
     model on ``sample`` [n, 40]; publish it only if it matches. The version's record keeps
     ``record`` (the checkpoint and feature versions it pairs with) and a probe batch with the
     logits the export must give, so a server can check what it loads."""
-    probe = sample[:PROBE_ROWS].contiguous()
-    with torch.inference_mode():
-        probe_logits = model.eval()(probe)
-
     def write(staging: Path) -> dict:
         export_torchscript(model, staging / MODEL_FILE)
         return verify_torchscript(staging / MODEL_FILE, model, sample)
@@ -72,24 +78,17 @@ def publish_torchscript(model: ClickMLP, path: Path, sample: torch.Tensor, recor
     def audit(staging: Path, verified: dict) -> list[AuditResult]:
         return [parity_audit({**verified, "rows": len(sample)})]
 
-    return write_audit_publish(path, write, audit, record={
-        **record, "format": "torchscript", "input_width": int(sample.shape[1]),
-        "probe": {"x": probe.tolist(), "logits": probe_logits.tolist()}})
+    return write_audit_publish(path, write, audit, record=_served_record(record, model, sample))
 
 
 def publish_torchscript_file(model_file: Path, path: Path, sample: torch.Tensor, record: dict) -> Published:
     """Publish an existing TorchScript file (a model trained elsewhere, e.g. for a benchmark) as
     the export. There is no eager model to compare with, so the probe logits recorded are the
     file's own: a server can still check that what it loads is this model and takes this width."""
-    probe = sample[:PROBE_ROWS].contiguous()
     with torchscript_deprecation_silenced():
-        module = torch.jit.load(str(model_file)).eval()
-    with torch.inference_mode():
-        probe_logits = module(probe)
+        module = torch.jit.load(str(model_file))
     return write_audit_publish(path, lambda staging: shutil.copy(model_file, staging / MODEL_FILE),
-                               lambda staging, _: [], record={
-                                   **record, "format": "torchscript", "input_width": int(sample.shape[1]),
-                                   "probe": {"x": probe.tolist(), "logits": probe_logits.tolist()}})
+                               lambda staging, _: [], record=_served_record(record, module, sample))
 
 
 # Runs with `python -I` (no PYTHONPATH, no user site, no cwd on sys.path) and imports only torch:
