@@ -1,4 +1,4 @@
-# make demo | make test | make dev | make serve | make loadtest   (each sets up .venv first)
+# make demo | make test | make test-fast | make dev | make serve | make loadtest   (each sets up .venv first)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -17,10 +17,12 @@ export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export POLARS_MAX_THREADS ?= 2
 
-DAGSTER := $(BIN)/dagster
-MODULE := -m pipeline.definitions
+# dg finds the project through [tool.dg] in pyproject.toml, and wants its virtualenv active.
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+LAUNCH := $(BIN)/dg launch
 
-.PHONY: install demo test dev serve loadtest clean
+.PHONY: install demo test test-fast dev serve loadtest clean
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -31,16 +33,17 @@ $(BIN)/.installed: pyproject.toml setup.py
 
 install: $(BIN)/.installed
 
-$(DAGSTER_HOME)/dagster.yaml: pipeline/defs/dagster.yaml
+$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp $< $@
 
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/pipeline generate --out $(DATA) --preset $(PRESET)
-	$(DAGSTER) asset materialize $(MODULE) --select user_features,restaurant_features
-	$(DAGSTER) job execute $(MODULE) -j ingest_clicks --tags "$$($(BIN)/pipeline days --data $(DATA) --format tags)"
-	$(DAGSTER) job execute $(MODULE) -j train_model
-	$(DAGSTER) job execute $(MODULE) -j refresh_features -c pipeline/defs/run_configs/quick_refresh.yaml
+	$(BIN)/dg check defs
+	$(LAUNCH) --job feature_snapshots
+	$(LAUNCH) --job ingest_clicks --partition-range "$$($(BIN)/pipeline days --data $(DATA) --format range)"
+	$(LAUNCH) --job train_model
+	$(LAUNCH) --job refresh_features -c deploy/run_configs/quick_refresh.yaml
 	@echo
 	@echo "Dataset:    $(DATA)"
 	@echo "Warehouse:  $(PIPELINE_WAREHOUSE_DIR) (features/, raw_clicks/, processed_clicks/, models/)"
@@ -48,14 +51,19 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	@echo "Live:       $(BIN)/pipeline status"
 	@echo "Online:     $(PIPELINE_SQLITE_PATH) (SQLite online features; REDIS_URL selects Redis)"
 	@echo "Runs:       DAGSTER_HOME=$(DAGSTER_HOME)"
-	@echo "Open the UI: make dev, then http://127.0.0.1:3000"
+	@echo "Open the UI: make dev, then http://127.0.0.1:3000 (code location 'pipeline')"
 
 test: install
 	$(BIN)/ruff check pipeline pipeline_tests bench
 	$(BIN)/pytest
 
+# The development loop: everything but the tests marked slow (the full suite is make test).
+test-fast: install
+	$(BIN)/ruff check pipeline pipeline_tests bench
+	$(BIN)/pytest -m "not slow" -q
+
 dev: install $(DAGSTER_HOME)/dagster.yaml
-	$(DAGSTER) dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/dg dev --host 127.0.0.1 --port 3000
 
 serve: install
 	$(BIN)/pipeline serve --host $(HOST) --port $(PORT) --workers $(WORKERS)

@@ -11,6 +11,8 @@ DEFAULTS = {
     "PIPELINE_DATASET_DIR": "data/dataset",
     "PIPELINE_WAREHOUSE_DIR": "data/warehouse",
     "PIPELINE_START_DATE": "2026-01-01",
+    # the last click partition: empty = the dataset's last day; "open" = yesterday (production); or YYYY-MM-DD
+    "PIPELINE_END_DATE": "",
     "PIPELINE_EXECUTOR": "multiprocess",
     "PIPELINE_MAX_CONCURRENT": "2",
     "PIPELINE_SQLITE_PATH": "data/online/features.db",

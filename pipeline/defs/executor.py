@@ -33,3 +33,9 @@ def executor_from_settings() -> dg.ExecutorDefinition:
         return _import_optional("dagster_k8s", "k8s_job_executor", "dagster-k8s")
     raise ValueError(
         f"PIPELINE_EXECUTOR={kind!r} is not one of multiprocess, in_process, celery, k8s")
+
+
+@dg.definitions
+def executor() -> dg.Definitions:
+    """The code location's executor (picked up by ``load_from_defs_folder``)."""
+    return dg.Definitions(executor=executor_from_settings())

@@ -1,7 +1,47 @@
-"""Daily click partitions: partition ``start_date + N`` is click shard N of the dataset."""
+"""Daily click partitions: partition ``start_date + N`` is click shard N of the dataset.
+
+Where the partitions end is ``PIPELINE_END_DATE``:
+
+- empty (the default): the last day the local dataset holds, so a demo's 16 days are exactly its
+  partitions (none missing, and the UI's plots and backfill dialog open on days that exist). A new
+  shard shows up as a partition when the code location reloads.
+- ``open``: production, where a day arrives every day: partitions run to yesterday (UTC).
+- ``YYYY-MM-DD``: the last partition, inclusive.
+
+With no dataset on disk yet (a fresh clone before ``make demo``), the empty setting falls back to
+one partition, the start day, rather than a year of days that can never exist.
+"""
+
+import datetime as dt
+from pathlib import Path
 
 import dagster as dg
 
+from pipeline.data.layout import ReferenceDataset, parse_day
 from pipeline.defs.settings import setting
 
-click_days = dg.DailyPartitionsDefinition(start_date=setting("PIPELINE_START_DATE"))
+OPEN_ENDED = "open"
+
+
+def last_click_day(start_date: str, end_setting: str, dataset_dir: str) -> dt.date | None:
+    """The last daily partition (inclusive); ``None`` when partitions are open-ended."""
+    if end_setting == OPEN_ENDED:
+        return None
+    if end_setting:
+        last = parse_day(end_setting)
+        if last < parse_day(start_date):
+            raise ValueError(f"PIPELINE_END_DATE={end_setting} is before PIPELINE_START_DATE={start_date}")
+        return last
+    dataset = ReferenceDataset(Path(dataset_dir).resolve(), parse_day(start_date))
+    days = dataset.days()
+    return parse_day(days[-1]) if days else dataset.start_date
+
+
+def click_days_definition(start_date: str, end_setting: str, dataset_dir: str) -> dg.DailyPartitionsDefinition:
+    last = last_click_day(start_date, end_setting, dataset_dir)
+    end = (last + dt.timedelta(days=1)).isoformat() if last else None  # Dagster's end_date is exclusive
+    return dg.DailyPartitionsDefinition(start_date=start_date, end_date=end)
+
+
+click_days = click_days_definition(setting("PIPELINE_START_DATE"), setting("PIPELINE_END_DATE"),
+                                   setting("PIPELINE_DATASET_DIR"))

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from pipeline.data.layout import ReferenceDataset, Warehouse, parse_day
 from pipeline.data.sources import LocalParquetSource, Source
@@ -14,7 +15,7 @@ from pipeline.store.factory import open_store, resolve_backend
 class WarehouseResource(dg.ConfigurableResource):
     """Root directory of every file the pipeline writes (``PIPELINE_WAREHOUSE_DIR``)."""
 
-    root: str
+    root: str = Field(description="Directory every artifact is published under (PIPELINE_WAREHOUSE_DIR).")
 
     def layout(self) -> Warehouse:
         return Warehouse(Path(self.root).resolve())
@@ -40,8 +41,8 @@ class LocalParquetSourceResource(SourceResource):
     """A reference-format dataset directory on local disk (``PIPELINE_DATASET_DIR``); its shard
     ``train/train_NN.parquet`` is the click partition of day ``start_date + NN``."""
 
-    dataset_dir: str
-    start_date: str
+    dataset_dir: str = Field(description="The reference-format dataset directory (PIPELINE_DATASET_DIR).")
+    start_date: str = Field(description="Day of shard train_00, YYYY-MM-DD (PIPELINE_START_DATE).")
 
     def dataset(self) -> ReferenceDataset:
         return ReferenceDataset(Path(self.dataset_dir).resolve(), parse_day(self.start_date))
@@ -57,10 +58,10 @@ class OnlineStoreResource(dg.ConfigurableResource):
     """The online feature store read on every request: SQLite (embedded default, WAL mode, a
     file under the data directory) or Redis (``REDIS_URL``)."""
 
-    backend: str = ""
-    """sqlite or redis; empty: redis when redis_url is set, else sqlite."""
-    redis_url: str = ""
-    sqlite_path: str
+    backend: str = Field(default="", description=(
+        "sqlite or redis; empty: redis when redis_url is set, else sqlite (PIPELINE_ONLINE_STORE)."))
+    redis_url: str = Field(default="", description="redis://host:port/db of the Redis store (REDIS_URL).")
+    sqlite_path: str = Field(description="File of the SQLite store (PIPELINE_SQLITE_PATH).")
 
     def open(self) -> FeatureStore:
         return open_store(self.backend, self.redis_url, str(Path(self.sqlite_path).resolve()))
@@ -83,3 +84,9 @@ def default_resources() -> dict:
             sqlite_path=resource_value("PIPELINE_SQLITE_PATH"),
         ),
     }
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    """The code location's resources (picked up by ``load_from_defs_folder``)."""
+    return dg.Definitions(resources=default_resources())

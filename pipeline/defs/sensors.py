@@ -1,29 +1,49 @@
-"""The feature-refresh sensor: one run per new version of the feature source."""
+"""The feature-refresh sensor: observes the source's feature tables and refreshes on each new version."""
 
 import dagster as dg
 
-from pipeline.defs.assets.features import restaurant_features, user_features
+from pipeline.defs.assets.features import SOURCE_VERSION, feature_tables, restaurant_features, user_features
 from pipeline.defs.assets.serving import online_features, restaurant_geo_index, scoring_benchmark
+from pipeline.defs.jobs import IN_LOCATION
 from pipeline.defs.resources import SourceResource
 
 refresh_features_job = dg.define_asset_job(
     "refresh_features",
     selection=dg.AssetSelection.assets(user_features, restaurant_features, restaurant_geo_index,
                                        online_features, scoring_benchmark),
-    description="Feature snapshots → geo index → online store → scoring benchmark.",
+    run_tags=IN_LOCATION,
+    description=("Feature snapshots → geo index → online store → scoring benchmark: what a new version of the "
+                 "feature tables needs before the API serves it. Started by feature_source_sensor, or by hand."),
 )
 
 
-@dg.sensor(job=refresh_features_job, minimum_interval_seconds=60,
-           default_status=dg.DefaultSensorStatus.RUNNING)
+def _snapshots_version(instance: dg.DagsterInstance) -> set[str]:
+    """The feature_tables versions the latest user and restaurant snapshots were made from."""
+    versions = set()
+    for asset in (user_features, restaurant_features):
+        event = instance.get_latest_materialization_event(asset.key)
+        metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
+        versions.add(metadata[SOURCE_VERSION].value if SOURCE_VERSION in metadata else None)
+    return versions
+
+
+@dg.sensor(target=refresh_features_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description=("Every minute, reads the version of the source's feature tables (file versions for local "
+                        "parquet). A new version is recorded as an observation of feature_tables and starts "
+                        "refresh_features, unless the live snapshots were already made from it (by make demo "
+                        "or a run by hand). Run key = version: no version is refreshed twice."))
 def feature_source_sensor(context: dg.SensorEvaluationContext, source: SourceResource):
-    """Requests a refresh for every new version of the feature tables (file versions for local
-    parquet). The cursor is the last version seen, not a time, so late files are not missed, and
-    the run key is the version, so no version is ever refreshed twice."""
+    """Observes feature_tables and requests refresh_features once per new version."""
     try:
         version = source.feature_version()
     except FileNotFoundError as missing:
         return dg.SkipReason(f"feature source not available: {missing}")
     if version == context.cursor:
         return dg.SkipReason(f"feature source unchanged (version {version})")
-    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"features-{version}")], cursor=version)
+    observed = dg.AssetObservation(feature_tables.key, tags={"dagster/data_version": version},
+                                   metadata={"version": version})
+    if _snapshots_version(context.instance) == {version}:
+        return dg.SensorResult(asset_events=[observed], cursor=version,
+                               skip_reason=f"the live snapshots were already made from version {version}")
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"features-{version}")], asset_events=[observed],
+                           cursor=version)

@@ -191,10 +191,13 @@ Gate = Callable[[ClickMLP, FeatureTables], tuple[list[AuditResult], dict]]
 
 
 def train(warehouse: Warehouse, config: TrainConfig, log: Callable[[str], None] = print,
-          gate: Gate | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> TrainResult:
+          gate: Gate | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+          on_day: Callable[[dict], None] | None = None) -> TrainResult:
     """Run (or resume) training as ``config`` says and publish the result as the model of
     record if it passes its audits; :class:`~pipeline.publish.Rejected` otherwise (the model of
-    record stays). A second run waits for the first (the checkpoint's lock)."""
+    record stays). A second run waits for the first (the checkpoint's lock). ``on_day`` gets each
+    (epoch, day) step's numbers as it finishes: day, epoch, rows, train_loss and, incrementally,
+    the day's prequential scores."""
     torch.set_num_threads(config.threads)
     run_path = warehouse.training_run
     artifact = Artifact(warehouse.checkpoint)
@@ -202,7 +205,7 @@ def train(warehouse: Warehouse, config: TrainConfig, log: Callable[[str], None] 
         leftovers = artifact.remove_leftovers() + remove_stale_temporaries(run_path)
         if leftovers:
             log(f"removed {leftovers} leftovers of killed training writes")
-        state, report, tables = _run(warehouse, config, run_path, log)
+        state, report, tables = _run(warehouse, config, run_path, log, on_day)
         if state is None:
             return TrainResult(load_published_state(warehouse.checkpoint), report)
         try:
@@ -214,8 +217,8 @@ def train(warehouse: Warehouse, config: TrainConfig, log: Callable[[str], None] 
         return TrainResult(state, report, published)
 
 
-def _run(warehouse: Warehouse, config: TrainConfig, run_path: Path, log: Callable[[str], None]
-         ) -> tuple[TrainingState | None, TrainReport, FeatureTables]:
+def _run(warehouse: Warehouse, config: TrainConfig, run_path: Path, log: Callable[[str], None],
+         on_day: Callable[[dict], None] | None = None) -> tuple[TrainingState | None, TrainReport, FeatureTables]:
     days = warehouse.processed_days()
     unfinished = TrainingState.load(run_path)
     discarded = False
@@ -252,13 +255,14 @@ def _run(warehouse: Warehouse, config: TrainConfig, run_path: Path, log: Callabl
         state.versions = tables.versions()
         state.cursor = Cursor(config.mode, plan, fingerprint=_fingerprint(config, plan, state.versions))
     report = TrainReport(state.cursor.mode, unfinished is not None, discarded_unfinished=discarded)
-    _train_plan(warehouse, config, state, model, optimizer, tables, run_path, report, log)
+    _train_plan(warehouse, config, state, model, optimizer, tables, run_path, report, log, on_day)
     return state, report, tables
 
 
 def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState, model: ClickMLP,
                 optimizer: torch.optim.Optimizer, tables: FeatureTables, run_path: Path,
-                report: TrainReport, log: Callable[[str], None]) -> None:
+                report: TrainReport, log: Callable[[str], None],
+                on_day: Callable[[dict], None] | None = None) -> None:
     cursor = state.cursor
     manifests = _check_ids_versions(warehouse, {d for _, d in cursor.plan}, tables)
     remaining = sum(manifests[d]["rows"] for _, d in cursor.plan[cursor.position:])
@@ -281,6 +285,7 @@ def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState,
     started = epoch_started = time.perf_counter()
     losses = []
     while cursor.position < len(cursor.plan):
+        day_losses_from, day_rows_from = len(losses), report.rows
         epoch, day = cursor.plan[cursor.position]
         partition = live_partition(warehouse.processed_clicks(day))  # one version for the whole day
         if cursor.mode == "incremental" and cursor.chunk == 0:
@@ -311,6 +316,11 @@ def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState,
         if cursor.mode == "incremental":
             state.trained[day] = manifests[day]["rows"]
         report.days.append(day)
+        if on_day is not None:
+            day_losses = losses[day_losses_from:]
+            on_day({"day": day, "epoch": epoch, "rows": report.rows - day_rows_from,
+                    "train_loss": float(np.mean(day_losses)) if day_losses else float("nan"),
+                    **{k: v for k, v in (cursor.pending or {}).items() if k != "day"}})
         cursor.position, cursor.chunk, cursor.pending = cursor.position + 1, 0, None
         next_epoch = cursor.plan[cursor.position][0] if cursor.position < len(cursor.plan) else None
         if next_epoch != epoch:

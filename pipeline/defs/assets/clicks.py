@@ -1,7 +1,8 @@
 """Daily click partitions: raw extracts, then validated, id-resolved, model-ready chunks.
 
-Both assets accept a single partition or a range in one run (a ranged backfill run processes its
-days one after another; parallelism comes from running several runs at once). Every day is its
+Both assets accept a single partition or a range in one run: a backfill of any length is one run
+that processes its days one after another (``BackfillPolicy.single_run()``; measured against runs
+of 8 days side by side in docs/PERFORMANCE.md), and ``dg launch --partition-range`` works. Every day is its
 own artifact, written as a candidate, audited and published on its own: a rejected day stops the
 run with the days before it published and the rejected day's previous version still live. Two
 runs writing the same day take turns (a lock per partition in the pure core); a Dagster pool per
@@ -22,14 +23,15 @@ from pipeline.data.clicks import (
 )
 from pipeline.data.features import RESTAURANTS, USERS, load_id_index
 from pipeline.data.sources import RAW_CHECK, publish_raw_partition, raw_files
+from pipeline.defs.columns import PROCESSED_CLICKS, RAW_CLICKS, column_schema
 from pipeline.defs.metadata import throughput
 from pipeline.defs.partitions import click_days
+from pipeline.defs.policies import FOLLOWS_RAW, OWNER, PROCESSED_FRESHNESS
 from pipeline.defs.publishing import check_results, check_specs, published_metadata, rejection
 from pipeline.defs.resources import SourceResource, WarehouseResource
 from pipeline.publish import AuditResult, Rejected
 
-# UI backfills become runs of at most this many days, which the run queue runs side by side.
-BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=8)
+BACKFILL = dg.BackfillPolicy.single_run()
 RAW_CHECKS = {RAW_CHECK: "every extracted file is readable click parquet holding the rows the source wrote"}
 PROCESSED_CHECKS = {RECONCILE_CHECK: "raw rows = kept rows + dropped rows",
                     CHUNKS_CHECK: "every chunk file holds the rows the manifest says"}
@@ -74,7 +76,8 @@ def _publish_days(context: dg.AssetExecutionContext, publish_day):
 
 
 @dg.asset(partitions_def=click_days, backfill_policy=BACKFILL, group_name="clicks", kinds={"parquet"},
-          check_specs=check_specs("raw_clicks", RAW_CHECKS))
+          check_specs=check_specs("raw_clicks", RAW_CHECKS), owners=[OWNER], code_version="1",
+          metadata=column_schema(RAW_CLICKS))
 def raw_clicks(context: dg.AssetExecutionContext, source: SourceResource, warehouse: WarehouseResource):
     """The day's raw click log (user_id, restaurant_id, click) as extracted from the source,
     schema-checked, published with each file's crc32."""
@@ -93,7 +96,9 @@ def raw_clicks(context: dg.AssetExecutionContext, source: SourceResource, wareho
 
 @dg.asset(partitions_def=click_days, backfill_policy=BACKFILL, group_name="clicks",
           kinds={"arrow"}, deps=[raw_clicks, "user_features", "restaurant_features"],
-          check_specs=check_specs("processed_clicks", PROCESSED_CHECKS))
+          check_specs=check_specs("processed_clicks", PROCESSED_CHECKS), owners=[OWNER], code_version="1",
+          metadata=column_schema(PROCESSED_CLICKS), automation_condition=FOLLOWS_RAW,
+          freshness_policy=PROCESSED_FRESHNESS)
 def processed_clicks(context: dg.AssetExecutionContext, config: ProcessingConfig,
                      warehouse: WarehouseResource):
     """Validated, id-resolved, model-ready click rows in fixed-size Arrow chunks: user and

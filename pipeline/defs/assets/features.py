@@ -11,9 +11,13 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline.data.features import RESTAURANTS, USERS, FeatureKind, publish_snapshot, read_source_features
+from pipeline.defs.columns import FEATURE_TABLES, RESTAURANT_SNAPSHOT, USER_SNAPSHOT, column_schema
 from pipeline.defs.metadata import throughput
+from pipeline.defs.policies import OWNER
 from pipeline.defs.publishing import check_results, check_specs, published_metadata, published_or_failed
 from pipeline.defs.resources import SourceResource, WarehouseResource
+
+SOURCE_VERSION = "source_version"  # the feature_tables version a snapshot was made from
 
 USER_CHECKS = {"user_features_are_finite": "every user feature is a finite float32 (a NaN or inf "
                                            "would poison training)"}
@@ -22,8 +26,16 @@ RESTAURANT_CHECKS = {
     "restaurant_features_locations_valid": "every restaurant location is finite and on the globe"}
 
 
+feature_tables = dg.AssetSpec(
+    "feature_tables", group_name="features", kinds={"parquet"}, owners=[OWNER],
+    metadata=column_schema(FEATURE_TABLES),
+    description=("The source's user and restaurant feature tables, outside the pipeline. feature_source_sensor "
+                 "records an observation for every new version (its data version) and asks for a refresh."))
+
+
 def _materialize_snapshot(kind: FeatureKind, source: SourceResource, warehouse: WarehouseResource):
     started = time.perf_counter()
+    source_version = source.feature_version()  # before reading: a change while reading refreshes again
     with tempfile.TemporaryDirectory(prefix="features-") as scratch:
         origin = source.open().feature_file(kind, Path(scratch))
         snapshot = read_source_features(origin, kind)
@@ -41,13 +53,15 @@ def _materialize_snapshot(kind: FeatureKind, source: SourceResource, warehouse: 
             "content_version": snapshot.version,
             "ids_version": snapshot.ids_version,
             "origin": dg.MetadataValue.path(str(origin)),
+            SOURCE_VERSION: source_version,
         },
         data_version=dg.DataVersion(snapshot.version),
         check_results=check_results(published.audits),
     )
 
 
-@dg.asset(group_name="features", kinds={"parquet", "arrow"}, pool="user_features",
+@dg.asset(group_name="features", kinds={"parquet", "arrow"}, pool="user_features", deps=[feature_tables],
+          owners=[OWNER], code_version="1", metadata=column_schema(USER_SNAPSHOT),
           check_specs=check_specs("user_features", USER_CHECKS))
 def user_features(source: SourceResource, warehouse: WarehouseResource):
     """Snapshot of user features (user_id, f00–f29) as float32, sorted by id; published only
@@ -55,7 +69,8 @@ def user_features(source: SourceResource, warehouse: WarehouseResource):
     yield from _materialize_snapshot(USERS, source, warehouse)
 
 
-@dg.asset(group_name="features", kinds={"parquet", "arrow"}, pool="restaurant_features",
+@dg.asset(group_name="features", kinds={"parquet", "arrow"}, pool="restaurant_features", deps=[feature_tables],
+          owners=[OWNER], code_version="1", metadata=column_schema(RESTAURANT_SNAPSHOT),
           check_specs=check_specs("restaurant_features", RESTAURANT_CHECKS))
 def restaurant_features(source: SourceResource, warehouse: WarehouseResource):
     """Snapshot of restaurant features (restaurant_id, latitude, longitude, f00–f09), features as

@@ -17,6 +17,8 @@ import torch
 from pydantic import Field
 
 from pipeline.defs.assets.clicks import processed_clicks
+from pipeline.defs.charts import calibration_svg, picture
+from pipeline.defs.policies import FOLLOWS_PARENTS, MODEL_FRESHNESS, OWNER, TRAINS_ON_NEW_DAYS
 from pipeline.defs.publishing import check_results, check_specs, published_metadata, published_or_failed
 from pipeline.defs.resources import SourceResource, WarehouseResource
 from pipeline.model.batches import FeatureTables
@@ -65,6 +67,13 @@ def _mean(rows: list[dict], key: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _observe_day(context: dg.AssetExecutionContext, numbers: dict) -> None:
+    """One observation of click_model per trained day, as it finishes: the Plots tab draws the
+    learning curve one point per day (a materialization's metadata would put every day at one time)."""
+    context.log_event(dg.AssetObservation("click_model", description=f"trained on {numbers['day']}", metadata={
+        "trained_day": numbers["day"], **{k: v for k, v in numbers.items() if isinstance(v, int | float)}}))
+
+
 def _training_metadata(result: TrainResult) -> dict:
     report, state = result.report, result.state
     return {
@@ -92,6 +101,9 @@ def _evaluation_metadata(evaluation: dict) -> dict:
         "rows": evaluation["rows"], "dagster/row_count": evaluation["rows"],
         "all_zeros_accuracy": evaluation["all_zeros_accuracy"],
         "dropped_rows": sum(evaluation["dropped"].values()),
+        "calibration_plot": picture(calibration_svg([r["mean_predicted"] for r in calibration],
+                                                    [r["observed_rate"] for r in calibration],
+                                                    [r["rows"] for r in calibration]), "calibration"),
         "calibration": dg.MetadataValue.md(
             "| probability | rows | mean predicted | observed rate |\n|---|---|---|---|\n" + "\n".join(
                 f"| {r['bin']} | {r['rows']} | {r['mean_predicted']:.4f} | {r['observed_rate']:.4f} |"
@@ -100,12 +112,14 @@ def _evaluation_metadata(evaluation: dict) -> dict:
 
 
 @dg.multi_asset(
-    specs=[dg.AssetSpec("click_model", group_name="model", kinds={"pytorch"},
+    specs=[dg.AssetSpec("click_model", group_name="model", kinds={"pytorch"}, owners=[OWNER], code_version="1",
+                        automation_condition=TRAINS_ON_NEW_DAYS, freshness_policy=MODEL_FRESHNESS,
                         deps=[processed_clicks, "user_features", "restaurant_features"],
                         description="The click model of record (40→256→128→1, Adam): trained incrementally on "
                                     "new processed days or fully retrained over a window; its checkpoint "
                                     "records every partition and the feature versions it was trained on."),
            dg.AssetSpec("model_evaluation", group_name="model", kinds={"pytorch"}, deps=["click_model"],
+                        owners=[OWNER], code_version="1", automation_condition=TRAINS_ON_NEW_DAYS,
                         description="The model of record scored on the held-out test files: accuracy "
                                     "(threshold 0.5), ROC AUC, log loss and a calibration table.")],
     check_specs=check_specs("click_model", {FINITE_CHECK: "every weight of the candidate is finite"})
@@ -120,7 +134,7 @@ def click_model(context: dg.AssetExecutionContext, config: ClickModelConfig, sou
         test_files = source.open().test_files(Path(scratch))
         result = yield from published_or_failed(
             lambda: train(layout, config.to_train_config(), log=context.log.info,
-                          gate=accuracy_gate(test_files, ACCURACY_CHECK)),
+                          gate=accuracy_gate(test_files, ACCURACY_CHECK), on_day=lambda d: _observe_day(context, d)),
             assets={FINITE_CHECK: "click_model", ACCURACY_CHECK: "model_evaluation"})
     published = result.published
     if published is None:
@@ -141,6 +155,7 @@ def click_model(context: dg.AssetExecutionContext, config: ClickModelConfig, sou
 
 
 @dg.asset(group_name="model", kinds={"pytorch"}, deps=["model_evaluation", "click_model"], pool="model_export",
+          owners=[OWNER], code_version="1", automation_condition=FOLLOWS_PARENTS,
           check_specs=check_specs("torchscript_model", {PARITY_CHECK: (
               f"fresh-process TorchScript logits within {PARITY_TOLERANCE} of the eager model; checked on "
               f"the candidate before it is published")}))

@@ -12,7 +12,10 @@ from pydantic import Field
 
 from pipeline.data.features import RESTAURANTS, USERS, load_snapshot
 from pipeline.defs.assets.model import torchscript_model
+from pipeline.defs.charts import histogram_svg, picture
+from pipeline.defs.columns import GEO_INDEX, column_schema
 from pipeline.defs.metadata import throughput
+from pipeline.defs.policies import FOLLOWS_PARENTS, ONLINE_FEATURES_FRESHNESS, OWNER
 from pipeline.defs.publishing import check_results, check_specs, published_metadata, published_or_failed
 from pipeline.defs.resources import OnlineStoreResource, SourceResource, WarehouseResource
 from pipeline.geo.index import GEO_CHECK, GeoIndex
@@ -26,6 +29,7 @@ REFERENCE_P95_MS = 100.0
 
 
 @dg.asset(group_name="serving", kinds={"h3", "arrow"}, deps=["restaurant_features"], pool="geo_index",
+          owners=[OWNER], code_version="1", automation_condition=FOLLOWS_PARENTS, metadata=column_schema(GEO_INDEX),
           check_specs=check_specs("restaurant_geo_index", {GEO_CHECK: (
               "the candidate holds exactly the snapshot's restaurants, sorted by cell, with a lookup that "
               "covers every row once")}))
@@ -49,7 +53,8 @@ def restaurant_geo_index(warehouse: WarehouseResource):
 
 
 @dg.asset(group_name="serving", kinds={"sqlite", "redis"}, deps=["user_features", "restaurant_features"],
-          pool="online_store", check_specs=check_specs("online_features", {STORE_CHECK: (
+          pool="online_store", owners=[OWNER], code_version="1", automation_condition=FOLLOWS_PARENTS,
+          freshness_policy=ONLINE_FEATURES_FRESHNESS, check_specs=check_specs("online_features", {STORE_CHECK: (
               "the new version holds every row of both snapshots and sampled rows read back byte for byte; "
               "checked before it is made live")}))
 def online_features(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
@@ -98,7 +103,8 @@ def _requests(path: Path) -> list[Request]:
 
 
 @dg.asset(group_name="serving", kinds={"pytorch"},
-          deps=[online_features, restaurant_geo_index, torchscript_model],
+          deps=[online_features, restaurant_geo_index, torchscript_model], pool="scoring_benchmark",
+          owners=[OWNER], code_version="1", automation_condition=FOLLOWS_PARENTS,
           check_specs=[dg.AssetCheckSpec(LATENCY_CHECK, asset="scoring_benchmark",
                                          description=f"open-loop p95 ≤ {REFERENCE_P95_MS} ms")])
 def scoring_benchmark(config: ScoringBenchmarkConfig, source: SourceResource, warehouse: WarehouseResource,
@@ -114,12 +120,15 @@ def scoring_benchmark(config: ScoringBenchmarkConfig, source: SourceResource, wa
             requests = _requests(source.open().requests_file(Path(scratch)))
         for request in requests[:20]:  # warm-up
             recommender.recommend(request)
-        steady = open_loop(recommender.recommend, requests, config.rate, config.duration_s).summary()
+        steady_run = open_loop(recommender.recommend, requests, config.rate, config.duration_s)
+        steady = steady_run.summary()
         peak = closed_loop(recommender.recommend, requests, config.max_throughput_requests).summary()
     finally:
         store.close()
     metadata = {**{f"open_loop_{k}": v for k, v in steady.items()},
                 **{f"max_throughput_{k}": v for k, v in peak.items()},
+                "latency_histogram": picture(histogram_svg(steady_run.latencies_ms.tolist(), (
+                    f"Open-loop latency at {config.rate:g} rps, {online_store.describe()}")), "latency histogram"),
                 "backend": online_store.describe(), "candidates_per_request":
                     len(requests[0].candidate_restaurant_ids) if requests else 0}
     return dg.MaterializeResult(metadata=metadata, check_results=[dg.AssetCheckResult(

@@ -1,0 +1,76 @@
+"""Small SVG charts embedded in markdown metadata, for what a user would rather look at than read.
+
+Drawn here (no plotting library, nothing fetched): the UI shows ``MetadataValue.md`` images given as
+data URIs.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Sequence
+from xml.sax.saxutils import escape
+
+import dagster as dg
+
+WIDTH, HEIGHT, MARGIN = 420, 240, 40
+
+
+def _svg(body: str, title: str, x_label: str, y_label: str) -> str:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+            f'font-family="sans-serif" font-size="11">'
+            f'<rect width="100%" height="100%" fill="white"/>'
+            f'<text x="{WIDTH / 2}" y="16" text-anchor="middle" font-size="13">{escape(title)}</text>'
+            f'<line x1="{MARGIN}" y1="{HEIGHT - MARGIN}" x2="{WIDTH - 10}" y2="{HEIGHT - MARGIN}" stroke="black"/>'
+            f'<line x1="{MARGIN}" y1="{HEIGHT - MARGIN}" x2="{MARGIN}" y2="26" stroke="black"/>'
+            f'<text x="{WIDTH / 2}" y="{HEIGHT - 6}" text-anchor="middle">{escape(x_label)}</text>'
+            f'<text x="12" y="{HEIGHT / 2}" text-anchor="middle" transform="rotate(-90 12 {HEIGHT / 2})">'
+            f'{escape(y_label)}</text>{body}</svg>')
+
+
+def _x(fraction: float) -> float:
+    return MARGIN + fraction * (WIDTH - 10 - MARGIN)
+
+
+def _y(fraction: float) -> float:
+    return HEIGHT - MARGIN - fraction * (HEIGHT - MARGIN - 26)
+
+
+def calibration_svg(mean_predicted: Sequence[float], observed: Sequence[float], rows: Sequence[int]) -> str:
+    """Observed click rate against mean predicted probability per bin, with the diagonal."""
+    points = [(p, o) for p, o, n in zip(mean_predicted, observed, rows, strict=True) if n and math.isfinite(p)]
+    top = max([0.05, *(max(p, o) for p, o in points)]) * 1.1
+    body = (f'<line x1="{_x(0)}" y1="{_y(0)}" x2="{_x(1)}" y2="{_y(1)}" stroke="#bbb" stroke-dasharray="4"/>'
+            + "".join(f'<circle cx="{_x(p / top):.1f}" cy="{_y(o / top):.1f}" r="4" fill="#4f43dd"/>'
+                      for p, o in points)
+            + f'<text x="{_x(1) - 2}" y="{_y(0) + 12}" text-anchor="end">{top:.3f}</text>'
+            + f'<text x="{MARGIN - 4}" y="{_y(1) + 4}" text-anchor="end">{top:.2f}</text>')
+    return _svg(body, "Calibration (held-out)", "mean predicted probability", "observed click rate")
+
+
+def histogram_svg(values_ms: Sequence[float], title: str, bins: int = 30) -> str:
+    """A histogram of latencies in milliseconds, with p50 and p95 marked."""
+    values = sorted(v for v in values_ms if math.isfinite(v))
+    if not values:
+        return _svg("", title, "milliseconds", "requests")
+    high = values[min(len(values) - 1, int(0.995 * len(values)))] or 1.0
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, int(v / high * bins))] += 1
+    tallest = max(counts) or 1
+    bar = (WIDTH - 10 - MARGIN) / bins
+    body = "".join(f'<rect x="{_x(i / bins):.1f}" y="{_y(c / tallest):.1f}" width="{bar - 1:.1f}" '
+                   f'height="{_y(0) - _y(c / tallest):.1f}" fill="#4f43dd"/>' for i, c in enumerate(counts))
+    for name, q in (("p50", 0.5), ("p95", 0.95)):
+        v = values[min(len(values) - 1, int(q * len(values)))]
+        x = _x(min(v / high, 1.0))
+        body += (f'<line x1="{x:.1f}" y1="{_y(0)}" x2="{x:.1f}" y2="{_y(1)}" stroke="#d33"/>'
+                 f'<text x="{x + 3:.1f}" y="{_y(1) + 10}" fill="#d33">{name} {v:.1f}</text>')
+    body += f'<text x="{_x(1)}" y="{_y(0) + 12}" text-anchor="end">{high:.1f}</text>'
+    return _svg(body, title, f"milliseconds ({len(values)} requests; top 0.5% clipped)", "requests")
+
+
+def picture(svg: str, alt: str) -> dg.MetadataValue:
+    """Markdown metadata showing ``svg`` as an image."""
+    encoded = base64.b64encode(svg.encode()).decode()
+    return dg.MetadataValue.md(f"![{alt}](data:image/svg+xml;base64,{encoded})")
