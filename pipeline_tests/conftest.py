@@ -14,6 +14,9 @@ import pytest
 from pipeline.data.generate import PRESETS, generate
 from pipeline.data.layout import ReferenceDataset
 
+# Tests use days of January 2026 whatever dataset (if any) data/dataset holds: partitions to yesterday.
+os.environ.setdefault("PIPELINE_END_DATE", "open")
+
 START = dt.date(2026, 1, 1)
 TINY = dataclasses.replace(PRESETS["tiny"], train_files=3, test_files=1, rows_per_file=4_000,
                            requests=50)

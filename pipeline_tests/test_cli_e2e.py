@@ -13,12 +13,13 @@ from pipeline.data.clicks import read_manifest
 from pipeline.publish import Artifact
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).parents[1]
 
 
 def _run(*args, env):
-    done = subprocess.run([str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True)
+    done = subprocess.run([str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
+    return done.stdout + done.stderr
 
 
 @pytest.mark.slow
@@ -26,21 +27,22 @@ def test_generate_ingest_a_range_and_train_through_dagster_cli(tmp_path):
     home, data, warehouse = tmp_path / "home", tmp_path / "dataset", tmp_path / "warehouse"
     home.mkdir()
     env = {**os.environ, "DAGSTER_HOME": str(home), "PIPELINE_DATASET_DIR": str(data),
-           "PIPELINE_WAREHOUSE_DIR": str(warehouse), "PIPELINE_START_DATE": "2026-03-01"}
+           "PIPELINE_WAREHOUSE_DIR": str(warehouse), "PIPELINE_START_DATE": "2026-03-01",
+           "VIRTUAL_ENV": str(BIN.parent), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("PIPELINE_END_DATE", None)  # the partitions end on the dataset's last day
     _run("pipeline", "generate", "--out", str(data), "--preset", "tiny", "--train-files", "4",
          "--quiet", env=env)
-    tags = _run("pipeline", "days", "--data", str(data), "--format", "tags", env=env).strip()
-    assert json.loads(tags) == {"dagster/asset_partition_range_start": "2026-03-01",
-                                "dagster/asset_partition_range_end": "2026-03-04"}
+    assert _run("pipeline", "days", "--data", str(data), "--format", "range", env=env).strip() == \
+        "2026-03-01...2026-03-04"
+    assert "All definitions loaded successfully" in _run("dg", "check", "defs", env=env)
+    # the supported commands (dg launch), and the one CI and users still run (dagster job execute -m)
+    launched = _run("dg", "launch", "--job", "feature_snapshots", env=env)
+    launched += _run("dg", "launch", "--job", "ingest_clicks", "--partition-range", "2026-03-01...2026-03-03",
+                     env=env)
+    assert "Warning" not in launched, launched  # no Beta/Preview/Supersession notices
     module = ["-m", "pipeline.definitions"]
-    _run("dagster", "asset", "materialize", *module, "--select", "user_features,restaurant_features", env=env)
-    # days 1-3 in one ranged run, day 4 on its own (the two documented forms)
-    range_tags = json.dumps({"dagster/asset_partition_range_start": "2026-03-01",
-                             "dagster/asset_partition_range_end": "2026-03-03"})
-    _run("dagster", "job", "execute", *module, "-j", "ingest_clicks", "--tags", range_tags, env=env)
     _run("dagster", "job", "execute", *module, "-j", "ingest_clicks",
          "--tags", json.dumps({"dagster/partition": "2026-03-04"}), env=env)
-
     _run("dagster", "job", "execute", *module, "-j", "train_model", env=env)
 
     days = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"]
@@ -55,3 +57,7 @@ def test_generate_ingest_a_range_and_train_through_dagster_cli(tmp_path):
         assert instance.get_materialized_partitions(dg.AssetKey("raw_clicks")) == set(days)
         runs = instance.get_runs()
         assert len(runs) == 4 and all(r.is_success for r in runs)
+        # every run is filed under the code location (its job's page in the UI lists it)
+        assert {r.tags.get(".dagster/repository") for r in runs} == {"__repository__@pipeline"}
+        ranged = [r for r in runs if r.tags.get("dagster/asset_partition_range_start")]
+        assert len(ranged) == 1 and ranged[0].tags["dagster/asset_partition_range_end"] == "2026-03-03"

@@ -15,7 +15,7 @@ import yaml
 
 from pipeline.data.clicks import iter_chunks, read_manifest
 from pipeline.data.features import USERS, load_snapshot
-from pipeline.definitions import defs
+from pipeline.definitions import defs as load_defs
 from pipeline.defs.assets.clicks import processed_clicks, raw_clicks
 from pipeline.defs.assets.features import restaurant_features, user_features
 from pipeline.defs.assets.model import click_model
@@ -26,6 +26,7 @@ from pipeline.publish import Artifact
 from pipeline_tests.conftest import step_failures, write_clicks
 
 ALL = [user_features, restaurant_features, raw_clicks, processed_clicks]
+defs = load_defs()
 
 
 def _resources(dataset, tmp_path):
@@ -45,14 +46,15 @@ def test_definitions_load_with_jobs_schedule_and_checks():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
-        "user_features", "restaurant_features", "raw_clicks", "processed_clicks",
+        "feature_tables", "user_features", "restaurant_features", "raw_clicks", "processed_clicks",
         "click_model", "model_evaluation", "torchscript_model",
         "restaurant_geo_index", "online_features", "scoring_benchmark"}
     for job in ("ingest_clicks", "feature_snapshots", "train_model", "refresh_features"):
         assert defs.resolve_job_def(job).name == job
     assert defs.resolve_sensor_def("feature_source_sensor").job_name == "refresh_features"
     assert defs.resolve_schedule_def("daily_clicks_schedule").cron_schedule == "0 1 * * *"
-    assert defs.resolve_schedule_def("train_model_schedule").cron_schedule == "0 3 * * *"
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey("click_model")).automation_condition.get_label().startswith("at 0 3 * * * UTC")
 
 
 def test_single_writer_assets_are_in_pools_limited_to_one_step():
@@ -61,10 +63,10 @@ def test_single_writer_assets_are_in_pools_limited_to_one_step():
         "user_features": {"user_features"}, "restaurant_features": {"restaurant_features"},
         "click_model": {"click_model_checkpoint"}, "model_evaluation": {"click_model_checkpoint"},
         "torchscript_model": {"model_export"}, "restaurant_geo_index": {"geo_index"},
-        "online_features": {"online_store"}}
+        "online_features": {"online_store"}, "scoring_benchmark": {"scoring_benchmark"}}
     # the partitioned click assets rely on the per-day lock instead: a pool would serialize all days
     assert pools["raw_clicks"] == pools["processed_clicks"] == set()
-    instance_yaml = yaml.safe_load((Path(__file__).parents[1] / "pipeline/defs/dagster.yaml").read_text())
+    instance_yaml = yaml.safe_load((Path(__file__).parents[1] / "deploy/dagster.yaml").read_text())
     assert instance_yaml["concurrency"]["pools"] == {"default_limit": 1}
 
 

@@ -39,7 +39,7 @@ def _y(fraction: float) -> float:
 def calibration_svg(mean_predicted: Sequence[float], observed: Sequence[float], rows: Sequence[int]) -> str:
     """Observed click rate against mean predicted probability per bin, with the diagonal."""
     points = [(p, o) for p, o, n in zip(mean_predicted, observed, rows, strict=True) if n and math.isfinite(p)]
-    top = max([0.05, *(max(p, o) for p, o in points)]) * 1.1
+    top = min(1.0, max([0.05, *(max(p, o) for p, o in points)]) * 1.1)
     body = (f'<line x1="{_x(0)}" y1="{_y(0)}" x2="{_x(1)}" y2="{_y(1)}" stroke="#bbb" stroke-dasharray="4"/>'
             + "".join(f'<circle cx="{_x(p / top):.1f}" cy="{_y(o / top):.1f}" r="4" fill="#4f43dd"/>'
                       for p, o in points)

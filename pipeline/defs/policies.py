@@ -39,8 +39,11 @@ _checked_new_day = (AC.newly_updated() & AC.all_checks_match(AC.check_passed(), 
 TRAINS_ON_NEW_DAYS = (
     AC.cron_tick_passed(TRAINING_CRON, "UTC")
     & AC.any_deps_match(_checked_new_day).allow(dg.AssetSelection.assets("processed_clicks")).since_last_handled()
-    & _not_busy()
+    & ~AC.any_deps_in_progress() & ~AC.in_progress()  # days missing from history do not hold training back
 ).with_label(f"at {TRAINING_CRON} UTC, when new processed days passed their checks")
+
+# model_evaluation is computed by the same step as click_model (one multi-asset, not subsettable).
+EVALUATED_WITH_THE_MODEL = AC.any_deps_match(AC.will_be_requested()).with_label("requested with click_model")
 
 FOLLOWS_PARENTS = AC.eager()
 

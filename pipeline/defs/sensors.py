@@ -1,4 +1,5 @@
-"""The feature-refresh sensor: observes the source's feature tables and refreshes on each new version."""
+"""The sensors: the feature-refresh sensor (observes the source's feature tables and refreshes on each
+new version) and the one that evaluates the assets' automation conditions (policies.py)."""
 
 import dagster as dg
 
@@ -47,3 +48,11 @@ def feature_source_sensor(context: dg.SensorEvaluationContext, source: SourceRes
                                skip_reason=f"the live snapshots were already made from version {version}")
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"features-{version}")], asset_events=[observed],
                            cursor=version)
+
+
+automation_conditions_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_conditions_sensor", target=dg.AssetSelection.all(), minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=("Evaluates every asset's automation condition every 30 s (pipeline/defs/policies.py): processed "
+                 "days follow raw ones, training at 03:00 UTC on new checked days, the export, geo index, online "
+                 "features and scoring benchmark follow their parents."))

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from pipeline.defs.assets.clicks import processed_clicks
 from pipeline.defs.charts import calibration_svg, picture
-from pipeline.defs.policies import FOLLOWS_PARENTS, MODEL_FRESHNESS, OWNER, TRAINS_ON_NEW_DAYS
+from pipeline.defs.policies import EVALUATED_WITH_THE_MODEL, FOLLOWS_PARENTS, MODEL_FRESHNESS, OWNER, TRAINS_ON_NEW_DAYS
 from pipeline.defs.publishing import check_results, check_specs, published_metadata, published_or_failed
 from pipeline.defs.resources import SourceResource, WarehouseResource
 from pipeline.model.batches import FeatureTables
@@ -70,8 +70,10 @@ def _mean(rows: list[dict], key: str) -> float:
 def _observe_day(context: dg.AssetExecutionContext, numbers: dict) -> None:
     """One observation of click_model per trained day, as it finishes: the Plots tab draws the
     learning curve one point per day (a materialization's metadata would put every day at one time)."""
-    context.log_event(dg.AssetObservation("click_model", description=f"trained on {numbers['day']}", metadata={
-        "trained_day": numbers["day"], **{k: v for k, v in numbers.items() if isinstance(v, int | float)}}))
+    context.log_event(dg.AssetObservation(
+        "click_model", description=f"trained on {numbers['day']} (epoch {numbers['epoch']})",
+        metadata={"trained_day": numbers["day"], "epoch": numbers["epoch"],  # day_*: apart from the run's totals
+                  **{f"day_{k}": v for k, v in numbers.items() if k not in ("day", "epoch")}}))
 
 
 def _training_metadata(result: TrainResult) -> dict:
@@ -119,7 +121,7 @@ def _evaluation_metadata(evaluation: dict) -> dict:
                                     "new processed days or fully retrained over a window; its checkpoint "
                                     "records every partition and the feature versions it was trained on."),
            dg.AssetSpec("model_evaluation", group_name="model", kinds={"pytorch"}, deps=["click_model"],
-                        owners=[OWNER], code_version="1", automation_condition=TRAINS_ON_NEW_DAYS,
+                        owners=[OWNER], code_version="1", automation_condition=EVALUATED_WITH_THE_MODEL,
                         description="The model of record scored on the held-out test files: accuracy "
                                     "(threshold 0.5), ROC AUC, log loss and a calibration table.")],
     check_specs=check_specs("click_model", {FINITE_CHECK: "every weight of the candidate is finite"})
