@@ -1,4 +1,5 @@
 # make demo | make test | make test-fast | make dev | make serve | make loadtest   (each sets up .venv first)
+# make lock: re-resolve requirements.lock after changing dependencies in pyproject.toml
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -22,16 +23,24 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 LAUNCH := $(BIN)/dg launch
 
-.PHONY: install demo test test-fast dev serve loadtest clean
+.PHONY: install lock demo test test-fast dev serve loadtest clean
 
-$(BIN)/.installed: pyproject.toml setup.py
+# Exactly the locked versions, every file checked against its hash (torch: the local 2.13.0+cpu wheel),
+# then the project itself without resolving anything again.
+$(BIN)/.installed: requirements.lock pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
-	# torch first and pinned: the local CPU wheel; anything unpinned pulls GBs of CUDA packages.
-	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 install: $(BIN)/.installed
+
+# Re-resolve requirements.lock from pyproject.toml (runtime + dev); commit the result.
+lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet pip-tools
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --extra dev --strip-extras \
+		-o requirements.lock pyproject.toml
 
 $(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
@@ -54,12 +63,12 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	@echo "Open the UI: make dev, then http://127.0.0.1:3000 (code location 'pipeline')"
 
 test: install
-	$(BIN)/ruff check pipeline pipeline_tests bench
+	$(BIN)/ruff check pipeline pipeline_tests bench devtools
 	$(BIN)/pytest
 
 # The development loop: everything but the tests marked slow (the full suite is make test).
 test-fast: install
-	$(BIN)/ruff check pipeline pipeline_tests bench
+	$(BIN)/ruff check pipeline pipeline_tests bench devtools
 	$(BIN)/pytest -m "not slow" -q
 
 dev: install $(DAGSTER_HOME)/dagster.yaml

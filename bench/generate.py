@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import machine  # noqa: E402
+from devtools.process_metrics import peak_rss_mb  # noqa: E402
 from pipeline.data.generate import PRESETS, generate  # noqa: E402
-from pipeline.metrics import peak_rss_mb  # noqa: E402
 
 REFERENCE_ROWS_PER_S = 36_000
 

@@ -27,10 +27,10 @@ from bench._common import machine, run_role  # noqa: E402
 
 
 def ours(data: Path, warehouse: Path, files_per_partition: int) -> dict:
+    from devtools.process_metrics import peak_rss_mb
     from pipeline.data.clicks import publish_partition
     from pipeline.data.features import RESTAURANTS, USERS, load_id_index
     from pipeline.data.layout import ReferenceDataset, Warehouse
-    from pipeline.metrics import peak_rss_mb
 
     layout = Warehouse(warehouse)
     dataset = ReferenceDataset(data, dt.date(2026, 1, 1))
@@ -53,8 +53,8 @@ def ours(data: Path, warehouse: Path, files_per_partition: int) -> dict:
 
 
 def snapshots(data: Path, warehouse: Path) -> dict:
+    from devtools.warehouse_build import build_from_reference
     from pipeline.data.layout import ReferenceDataset, Warehouse
-    from pipeline.data.warehouse_build import build_from_reference
 
     started = time.perf_counter()
     build_from_reference(ReferenceDataset(data, dt.date(2026, 1, 1)), Warehouse(warehouse), days=0)
@@ -65,7 +65,7 @@ def baseline(data: Path, max_rows: int) -> dict:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from pipeline.metrics import peak_rss_mb
+    from devtools.process_metrics import peak_rss_mb
 
     files, rows = [], 0
     for path in sorted((data / "train").glob("train_*.parquet")):

@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import machine  # noqa: E402
+from devtools.redis_server import local_redis_server  # noqa: E402
 from pipeline.data.features import RESTAURANTS, USERS, read_source_features  # noqa: E402
 from pipeline.geo.distance import EARTH_RADIUS_M  # noqa: E402
 from pipeline.geo.index import RESOLUTION, GeoIndex  # noqa: E402
@@ -40,7 +41,6 @@ from pipeline.serving.loadgen import closed_loop  # noqa: E402
 from pipeline.serving.recommender import Recommender, Request  # noqa: E402
 from pipeline.serving.scorer import TorchScriptScorer  # noqa: E402
 from pipeline.store.base import FeatureTable  # noqa: E402
-from pipeline.store.redis_server import local_redis_server  # noqa: E402
 from pipeline.store.redis_store import RedisStore  # noqa: E402
 from pipeline.store.sqlite import SQLiteStore  # noqa: E402
 

@@ -41,13 +41,13 @@ def reads(data: Path, store_kind: str, count: int) -> dict:
     import pyarrow.parquet as pq
     import torch
 
+    from devtools.redis_server import local_redis_server
     from pipeline.data.features import RESTAURANTS, USERS, read_source_features
     from pipeline.geo.index import GeoIndex
     from pipeline.model.export import export_torchscript
     from pipeline.model.network import ClickMLP
     from pipeline.serving.recommender import Recommender, Request
     from pipeline.serving.scorer import TorchScriptScorer
-    from pipeline.store.redis_server import local_redis_server
     from pipeline.store.redis_store import RedisStore
     from pipeline.store.sqlite import SQLiteStore
 

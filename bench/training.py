@@ -30,8 +30,8 @@ START = dt.date(2026, 1, 1)
 
 def prepare(data: Path, warehouse: Path) -> dict:
     """Feature snapshots and processed partitions, as the pipeline's assets make them."""
+    from devtools.warehouse_build import build_from_reference
     from pipeline.data.layout import ReferenceDataset, Warehouse
-    from pipeline.data.warehouse_build import build_from_reference
 
     started = time.perf_counter()
     build_from_reference(ReferenceDataset(data, START), Warehouse(warehouse))
@@ -39,8 +39,8 @@ def prepare(data: Path, warehouse: Path) -> dict:
 
 
 def ours(data: Path, warehouse: Path, epochs: int, batch_size: int, threads: int, out: Path) -> dict:
+    from devtools.process_metrics import peak_rss_mb
     from pipeline.data.layout import ReferenceDataset, Warehouse
-    from pipeline.metrics import peak_rss_mb
     from pipeline.model.batches import FeatureTables
     from pipeline.model.evaluate import evaluate_files
     from pipeline.model.export import export_torchscript

@@ -12,8 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from devtools.redis_server import free_port
 from pipeline.data.layout import Warehouse
-from pipeline.store.redis_server import free_port
 
 BIN = Path(sys.executable).parent
 

@@ -14,6 +14,8 @@ import pytest
 from pipeline.data.generate import PRESETS, generate
 from pipeline.data.layout import ReferenceDataset
 
+# Scripts the tests start as processes import devtools/ (not installed) like the tests do.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")]))
 # Tests use days of January 2026 whatever dataset (if any) data/dataset holds: partitions to yesterday.
 os.environ.setdefault("PIPELINE_END_DATE", "open")
 
@@ -66,8 +68,8 @@ def step_failures(result) -> str:
 def build_warehouse(dataset: ReferenceDataset, root: Path, chunk_rows: int, days: int | None = None):
     """Feature snapshots and processed partitions of ``dataset`` under ``root``, built with the
     same functions the assets use."""
+    from devtools.warehouse_build import build_from_reference
     from pipeline.data.layout import Warehouse
-    from pipeline.data.warehouse_build import build_from_reference
 
     warehouse = Warehouse(root)
     build_from_reference(dataset, warehouse, chunk_rows, days)
@@ -81,7 +83,7 @@ def redis_url():
     import os
     import shutil
 
-    from pipeline.store.redis_server import local_redis_server
+    from devtools.redis_server import local_redis_server
 
     if shutil.which("redis-server") is None:
         message = "redis-server is not installed (apt-get install -y redis-server; .ci/run does)"

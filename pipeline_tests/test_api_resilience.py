@@ -18,6 +18,7 @@ import pytest
 import torch
 import uvicorn
 
+from devtools.redis_server import RedisServer, free_port
 from pipeline.api.app import create_app
 from pipeline.api.artifacts import Artifacts
 from pipeline.geo.index import CELLS_FILE, TABLE_FILE, GeoIndex
@@ -25,7 +26,6 @@ from pipeline.model.export import MODEL_FILE, publish_torchscript
 from pipeline.model.network import ClickMLP
 from pipeline.publish import RECORD, Artifact, write_audit_publish
 from pipeline.store.base import FeatureTable
-from pipeline.store.redis_server import RedisServer, free_port
 from pipeline.store.redis_store import RedisStore
 from pipeline.store.sqlite import SQLiteStore
 from pipeline_tests.api_process import ApiProcess, copy_warehouse, get, health, post

@@ -224,7 +224,7 @@ def test_sqlite_readers_follow_the_file_at_the_path(tmp_path):
 
 
 def test_a_stalled_redis_is_unavailable_within_the_timeout_not_after_retries(tmp_path):
-    from pipeline.store.redis_server import RedisServer
+    from devtools.redis_server import RedisServer
 
     server = RedisServer(str(tmp_path)).start()
     try:

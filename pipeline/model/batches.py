@@ -18,6 +18,7 @@ import torch
 
 from pipeline.data.features import RESTAURANTS, USERS, FeatureSnapshot, load_snapshot
 from pipeline.data.layout import Warehouse
+from pipeline.model import inputs
 
 
 @dataclass
@@ -56,7 +57,7 @@ class BatchGatherer:
         self.tables, self.batch_size = tables, batch_size
         self._users = torch.empty(batch_size, tables.users.shape[1])
         self._restaurants = torch.empty(batch_size, tables.restaurants.shape[1])
-        self._x = torch.empty(batch_size, tables.users.shape[1] + tables.restaurants.shape[1])
+        self._x = torch.empty(batch_size, inputs.WIDTH)
 
     def batches(self, user_row: np.ndarray, restaurant_row: np.ndarray, click: np.ndarray,
                 generator: torch.Generator | None = None
@@ -75,6 +76,6 @@ class BatchGatherer:
             u, r, x = self._users[:n], self._restaurants[:n], self._x[:n]
             torch.index_select(self.tables.users, 0, users_idx[start:end], out=u)
             torch.index_select(self.tables.restaurants, 0, restaurants_idx[start:end], out=r)
-            torch.cat([u, r], dim=1, out=x)
+            inputs.pairs(u, r, out=x)
             yield x, clicks[start:end]
 

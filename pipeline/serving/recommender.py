@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.geo.index import GeoIndex, TooManyRows
+from pipeline.model import inputs
 from pipeline.store.base import FeatureStore, Fetched
 
 MAX_CANDIDATES = 10_000
@@ -134,10 +135,7 @@ class Recommender:
         if fetched.user is None:
             raise UnknownUser(request.user_id)
         ids, metres = plan.ids[fetched.found], plan.metres[fetched.found]
-        x = np.empty((len(ids), len(fetched.user) + fetched.restaurants.shape[1]), np.float32)
-        x[:, :len(fetched.user)] = fetched.user
-        x[:, len(fetched.user):] = fetched.restaurants
-        scores = self.scorer.probabilities(x)
+        scores = self.scorer.probabilities(inputs.one_user(fetched.user, fetched.restaurants))
         order = np.lexsort((metres, -scores)) if not request.sort_dist else np.lexsort((-scores, metres))
         order = order[:request.size]
         return Answer(ids[order], scores[order], metres[order], unknown_candidates=plan.unknown_candidates,

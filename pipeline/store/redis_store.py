@@ -22,6 +22,7 @@ import redis.asyncio.retry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from pipeline.data.schema import N_RESTAURANT_FEATURES, N_USER_FEATURES
 from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, LockTimeout, Rejected
 from pipeline.store.base import (
     DEFAULT_WRITE_TIMEOUT_S,
@@ -62,7 +63,8 @@ class RedisStore:
     a timeout is not retried, so a stalled server costs one timeout, not a backoff series.
     """
 
-    def __init__(self, url: str, namespace: str = "features:", user_width: int = 30, restaurant_width: int = 10,
+    def __init__(self, url: str, namespace: str = "features:", user_width: int = N_USER_FEATURES,
+                 restaurant_width: int = N_RESTAURANT_FEATURES,
                  timeout_s: float = DEFAULT_WRITE_TIMEOUT_S):
         self.client = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,

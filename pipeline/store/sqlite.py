@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.schema import N_RESTAURANT_FEATURES, N_USER_FEATURES
 from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, Rejected, file_lock
 from pipeline.store.base import (
     DEFAULT_WRITE_TIMEOUT_S,
@@ -71,7 +72,8 @@ class SQLiteStore:
     """Feature store in one SQLite file; one connection per thread. ``timeout_s`` bounds how
     long a statement waits for a lock."""
 
-    def __init__(self, path: str | Path, user_width: int = 30, restaurant_width: int = 10,
+    def __init__(self, path: str | Path, user_width: int = N_USER_FEATURES,
+                 restaurant_width: int = N_RESTAURANT_FEATURES,
                  timeout_s: float = DEFAULT_WRITE_TIMEOUT_S):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from devtools.process_metrics import peak_rss_mb
 from pipeline.data.layout import Warehouse
-from pipeline.metrics import peak_rss_mb
 from pipeline.model.train import TrainConfig, train
 
 root, mode, epochs, batch = sys.argv[1:]

@@ -21,6 +21,7 @@ from pipeline.defs.charts import calibration_svg, picture
 from pipeline.defs.policies import EVALUATED_WITH_THE_MODEL, FOLLOWS_PARENTS, MODEL_FRESHNESS, OWNER, TRAINS_ON_NEW_DAYS
 from pipeline.defs.publishing import check_results, check_specs, published_metadata, published_or_failed
 from pipeline.defs.resources import SourceResource, WarehouseResource
+from pipeline.model import inputs
 from pipeline.model.batches import FeatureTables
 from pipeline.model.evaluate import ACCURACY_BAR, accuracy_gate
 from pipeline.model.export import PARITY_CHECK, PARITY_TOLERANCE, publish_torchscript
@@ -181,7 +182,7 @@ def torchscript_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     g = torch.Generator().manual_seed(0)
     users = torch.randint(0, len(tables.users), (PARITY_ROWS,), generator=g)
     restaurants = torch.randint(0, len(tables.restaurants), (PARITY_ROWS,), generator=g)
-    sample = torch.cat([tables.users[users], tables.restaurants[restaurants]], dim=1)
+    sample = inputs.pairs(tables.users[users], tables.restaurants[restaurants])
     published = yield from published_or_failed(lambda: publish_torchscript(model, layout.export, sample, record={
         "checkpoint_version": checkpoint_version, "feature_versions": state.versions}))
     verified = published.written

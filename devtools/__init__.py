@@ -1,0 +1,2 @@
+"""Helpers for tests and benchmarks, not shipped with the package: a throwaway redis-server, a
+warehouse built straight from a reference dataset, process measurements."""

@@ -1,0 +1,37 @@
+"""The model input, defined once: one float32 row per (user, restaurant) pair, the user's features
+f00–f29 then the restaurant's f00–f09 (40 columns). Training, evaluation, the export's parity
+sample and serving all build it here; the stores size their rows from these widths.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.data.schema import MODEL_INPUT_WIDTH, N_RESTAURANT_FEATURES, N_USER_FEATURES
+
+USER_WIDTH = N_USER_FEATURES
+RESTAURANT_WIDTH = N_RESTAURANT_FEATURES
+WIDTH = MODEL_INPUT_WIDTH
+
+
+def _check(users_width: int, restaurants_width: int) -> None:
+    if (users_width, restaurants_width) != (USER_WIDTH, RESTAURANT_WIDTH):
+        raise ValueError(f"model input needs {USER_WIDTH} user and {RESTAURANT_WIDTH} restaurant features, "
+                         f"got {users_width} and {restaurants_width}")
+
+
+def pairs(users: torch.Tensor, restaurants: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """[n, 40] from user rows [n, 30] and restaurant rows [n, 10] (row i pairs users[i] with
+    restaurants[i]); written into ``out`` when given (training reuses one buffer)."""
+    _check(users.shape[1], restaurants.shape[1])
+    return torch.cat([users, restaurants], dim=1, out=out) if out is not None else torch.cat([users, restaurants], 1)
+
+
+def one_user(user: np.ndarray, restaurants: np.ndarray) -> np.ndarray:
+    """[n, 40] for one user [30] against n restaurants [n, 10] (a recommendation request)."""
+    _check(len(user), restaurants.shape[1])
+    x = np.empty((len(restaurants), WIDTH), np.float32)
+    x[:, :USER_WIDTH] = user
+    x[:, USER_WIDTH:] = restaurants
+    return x
