@@ -97,10 +97,14 @@ def _materialized(instance, asset: str, partition: str | None = None, checks: di
 
 
 class _Automation:
-    """Evaluates the location's automation conditions tick after tick, as the daemon does."""
+    """Evaluates the location's automation conditions tick after tick, as the daemon does, starting
+    with both feature snapshots materialized and a first tick at ``start``."""
 
-    def __init__(self, instance):
+    def __init__(self, instance, start: dt.datetime):
         self.defs, self.instance, self.cursor = load_defs(), instance, None
+        for asset in ("user_features", "restaurant_features"):
+            _materialized(instance, asset)
+        self.requested(start)
 
     def requested(self, at: dt.datetime) -> dict[str, set]:
         result = dg.evaluate_automation_conditions(  # a selection of our own: the default one warns (Beta)
@@ -123,10 +127,7 @@ DAY1 = dt.datetime(2026, 1, 20, 1, 30, tzinfo=dt.UTC)
 
 def test_processed_days_follow_raw_days_not_feature_refreshes():
     with dg.instance_for_test() as instance:
-        auto = _Automation(instance)
-        for asset in ("user_features", "restaurant_features"):
-            _materialized(instance, asset)
-        auto.requested(DAY1)
+        auto = _Automation(instance, DAY1)
         _materialized(instance, "raw_clicks", "2026-01-05")  # a backfilled day, not the latest
         assert auto.requested(DAY1 + dt.timedelta(seconds=30)) == {"processed_clicks": {"2026-01-05"}}
         _materialized(instance, "processed_clicks", "2026-01-05", PROCESSED_CHECKS)
@@ -137,10 +138,7 @@ def test_processed_days_follow_raw_days_not_feature_refreshes():
 
 def test_training_runs_on_the_cron_only_after_new_checked_days():
     with dg.instance_for_test() as instance:
-        auto = _Automation(instance)
-        for asset in ("user_features", "restaurant_features"):
-            _materialized(instance, asset)
-        auto.requested(DAY1)
+        auto = _Automation(instance, DAY1)
         _materialized(instance, "processed_clicks", "2026-01-19", PROCESSED_CHECKS)
         before = auto.requested(DAY1 + dt.timedelta(minutes=30))  # 02:00: a new day, no cron tick yet
         assert "click_model" not in before

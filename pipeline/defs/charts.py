@@ -36,9 +36,11 @@ def _y(fraction: float) -> float:
     return HEIGHT - MARGIN - fraction * (HEIGHT - MARGIN - 26)
 
 
-def calibration_svg(mean_predicted: Sequence[float], observed: Sequence[float], rows: Sequence[int]) -> str:
-    """Observed click rate against mean predicted probability per bin, with the diagonal."""
-    points = [(p, o) for p, o, n in zip(mean_predicted, observed, rows, strict=True) if n and math.isfinite(p)]
+def calibration_svg(calibration: Sequence[dict]) -> str:
+    """Observed click rate against mean predicted probability per bin (the evaluation's calibration
+    rows), with the diagonal."""
+    points = [(r["mean_predicted"], r["observed_rate"]) for r in calibration
+              if r["rows"] and math.isfinite(r["mean_predicted"])]
     top = min(1.0, max([0.05, *(max(p, o) for p, o in points)]) * 1.1)
     body = (f'<line x1="{_x(0)}" y1="{_y(0)}" x2="{_x(1)}" y2="{_y(1)}" stroke="#bbb" stroke-dasharray="4"/>'
             + "".join(f'<circle cx="{_x(p / top):.1f}" cy="{_y(o / top):.1f}" r="4" fill="#4f43dd"/>'
@@ -48,8 +50,8 @@ def calibration_svg(mean_predicted: Sequence[float], observed: Sequence[float], 
     return _svg(body, "Calibration (held-out)", "mean predicted probability", "observed click rate")
 
 
-def histogram_svg(values_ms: Sequence[float], title: str, bins: int = 30) -> str:
-    """A histogram of latencies in milliseconds, with p50 and p95 marked."""
+def histogram_svg(values_ms: Sequence[float], marks: dict[str, float], title: str, bins: int = 30) -> str:
+    """A histogram of latencies in milliseconds, with ``marks`` (name → ms, e.g. p50 and p95) drawn on it."""
     values = sorted(v for v in values_ms if math.isfinite(v))
     if not values:
         return _svg("", title, "milliseconds", "requests")
@@ -61,8 +63,7 @@ def histogram_svg(values_ms: Sequence[float], title: str, bins: int = 30) -> str
     bar = (WIDTH - 10 - MARGIN) / bins
     body = "".join(f'<rect x="{_x(i / bins):.1f}" y="{_y(c / tallest):.1f}" width="{bar - 1:.1f}" '
                    f'height="{_y(0) - _y(c / tallest):.1f}" fill="#4f43dd"/>' for i, c in enumerate(counts))
-    for name, q in (("p50", 0.5), ("p95", 0.95)):
-        v = values[min(len(values) - 1, int(q * len(values)))]
+    for name, v in marks.items():
         x = _x(min(v / high, 1.0))
         body += (f'<line x1="{x:.1f}" y1="{_y(0)}" x2="{x:.1f}" y2="{_y(1)}" stroke="#d33"/>'
                  f'<text x="{x + 3:.1f}" y="{_y(1) + 10}" fill="#d33">{name} {v:.1f}</text>')

@@ -9,8 +9,8 @@
   nothing downstream of a retrain or a feature refresh stays stale.
 - ``feature_tables`` (outside the pipeline) is observed by ``feature_source_sensor``.
 
-Declarative automation runs in the daemon (``dg dev`` starts it) through Dagster's default
-automation condition sensor.
+Declarative automation runs in the daemon (``dg dev`` starts it) through
+``automation_conditions_sensor`` (sensors.py), on by default.
 """
 
 import datetime as dt
@@ -25,13 +25,13 @@ FEATURE_ASSETS = dg.AssetSelection.assets("user_features", "restaurant_features"
 AC = dg.AutomationCondition
 
 
-def _not_busy() -> dg.AutomationCondition:
-    return ~AC.any_deps_missing() & ~AC.any_deps_in_progress() & ~AC.in_progress()
+_IDLE = ~AC.any_deps_in_progress() & ~AC.in_progress()
 
 
 # Dagster's eager() minus its "latest partition only" clause, and blind to feature refreshes.
 FOLLOWS_RAW = (
-    (AC.newly_missing() | AC.any_deps_updated().ignore(FEATURE_ASSETS)).since_last_handled() & _not_busy()
+    (AC.newly_missing() | AC.any_deps_updated().ignore(FEATURE_ASSETS)).since_last_handled()
+    & ~AC.any_deps_missing() & _IDLE
 ).with_label("follows raw_clicks, every day")
 
 _checked_new_day = (AC.newly_updated() & AC.all_checks_match(AC.check_passed(), blocking_only=True)
@@ -39,7 +39,7 @@ _checked_new_day = (AC.newly_updated() & AC.all_checks_match(AC.check_passed(), 
 TRAINS_ON_NEW_DAYS = (
     AC.cron_tick_passed(TRAINING_CRON, "UTC")
     & AC.any_deps_match(_checked_new_day).allow(dg.AssetSelection.assets("processed_clicks")).since_last_handled()
-    & ~AC.any_deps_in_progress() & ~AC.in_progress()  # days missing from history do not hold training back
+    & _IDLE  # no any_deps_missing: days missing from history do not hold training back
 ).with_label(f"at {TRAINING_CRON} UTC, when new processed days passed their checks")
 
 # model_evaluation is computed by the same step as click_model (one multi-asset, not subsettable).

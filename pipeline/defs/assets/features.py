@@ -35,9 +35,10 @@ feature_tables = dg.AssetSpec(
 
 def _materialize_snapshot(kind: FeatureKind, source: SourceResource, warehouse: WarehouseResource):
     started = time.perf_counter()
-    source_version = source.feature_version()  # before reading: a change while reading refreshes again
+    src = source.open()
+    source_version = src.feature_version()  # before reading: a change while reading refreshes again
     with tempfile.TemporaryDirectory(prefix="features-") as scratch:
-        origin = source.open().feature_file(kind, Path(scratch))
+        origin = src.feature_file(kind, Path(scratch))
         snapshot = read_source_features(origin, kind)
         published = yield from published_or_failed(
             lambda: publish_snapshot(snapshot, warehouse.layout().features(kind.name), kind))

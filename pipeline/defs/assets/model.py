@@ -104,9 +104,7 @@ def _evaluation_metadata(evaluation: dict) -> dict:
         "rows": evaluation["rows"], "dagster/row_count": evaluation["rows"],
         "all_zeros_accuracy": evaluation["all_zeros_accuracy"],
         "dropped_rows": sum(evaluation["dropped"].values()),
-        "calibration_plot": picture(calibration_svg([r["mean_predicted"] for r in calibration],
-                                                    [r["observed_rate"] for r in calibration],
-                                                    [r["rows"] for r in calibration]), "calibration"),
+        "calibration_plot": picture(calibration_svg(calibration), "calibration"),
         "calibration": dg.MetadataValue.md(
             "| probability | rows | mean predicted | observed rate |\n|---|---|---|---|\n" + "\n".join(
                 f"| {r['bin']} | {r['rows']} | {r['mean_predicted']:.4f} | {r['observed_rate']:.4f} |"

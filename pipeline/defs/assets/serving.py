@@ -125,11 +125,13 @@ def scoring_benchmark(config: ScoringBenchmarkConfig, source: SourceResource, wa
         peak = closed_loop(recommender.recommend, requests, config.max_throughput_requests).summary()
     finally:
         store.close()
+    backend = online_store.describe()
+    histogram = histogram_svg(steady_run.latencies_ms.tolist(), {"p50": steady["p50_ms"], "p95": steady["p95_ms"]},
+                              f"Open-loop latency at {config.rate:g} rps, {backend}")
     metadata = {**{f"open_loop_{k}": v for k, v in steady.items()},
                 **{f"max_throughput_{k}": v for k, v in peak.items()},
-                "latency_histogram": picture(histogram_svg(steady_run.latencies_ms.tolist(), (
-                    f"Open-loop latency at {config.rate:g} rps, {online_store.describe()}")), "latency histogram"),
-                "backend": online_store.describe(), "candidates_per_request":
+                "latency_histogram": picture(histogram, "latency histogram"),
+                "backend": backend, "candidates_per_request":
                     len(requests[0].candidate_restaurant_ids) if requests else 0}
     return dg.MaterializeResult(metadata=metadata, check_results=[dg.AssetCheckResult(
         check_name=LATENCY_CHECK, passed=bool(steady["p95_ms"] <= REFERENCE_P95_MS and steady["errors"] == 0),
