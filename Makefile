@@ -23,7 +23,7 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 LAUNCH := $(BIN)/dg launch
 
-.PHONY: install lock demo test test-fast dev serve loadtest clean
+.PHONY: install lock bigquery-emulator demo test test-fast dev serve loadtest clean
 
 # Exactly the locked versions, every file checked against its hash (torch: the local 2.13.0+cpu wheel),
 # then the project itself without resolving anything again.
@@ -35,11 +35,32 @@ $(BIN)/.installed: requirements.lock pyproject.toml setup.py
 
 install: $(BIN)/.installed
 
-# Re-resolve requirements.lock from pyproject.toml (runtime + dev); commit the result.
+# The BigQuery emulator the tests run against (local-bigquery 0.3.2) in its own Python 3.13 environment,
+# hash-checked from devtools/bigquery-emulator.lock. DuckDB loads its extensions only from
+# $$HOME/.duckdb: the fixture runs the emulator with HOME=$(BQ_ENV)/home, where they are linked.
+BQ_ENV := .venv-bigquery
+# The first Python 3.13 that runs: pyenv's 3.13.0 (the machine image's), then python3.13 on PATH.
+BQ_PYTHON ?= $(shell for p in "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.13.0/bin/python3.13" \
+	python3.13; do "$$p" -c "" 2>/dev/null && command -v "$$p" && break; done)
+BQ_EXTENSIONS := $(BQ_ENV)/home/.duckdb/extensions/v1.5.5/linux_amd64
+$(BQ_ENV)/.installed: devtools/bigquery-emulator.lock
+	@test -x "$(BQ_PYTHON)" || { echo "the BigQuery emulator needs Python 3.13 (set BQ_PYTHON=/path/to/python3.13)"; exit 1; }
+	rm -rf $(BQ_ENV)
+	$(BQ_PYTHON) -m venv $(BQ_ENV)
+	$(BQ_ENV)/bin/pip install --quiet --require-hashes --no-deps -r devtools/bigquery-emulator.lock
+	mkdir -p $(BQ_EXTENSIONS)
+	for e in ducklake icu spatial; do \
+	  ln -sf "$(CURDIR)/$(BQ_ENV)/lib/python3.13/site-packages/duckdb_extension_$$e/extensions/v1.5.5/$$e.duckdb_extension" \
+	    $(BQ_EXTENSIONS)/; done
+	touch $@
+
+bigquery-emulator: $(BQ_ENV)/.installed
+
+# Re-resolve requirements.lock from pyproject.toml (runtime + dev + bigquery); commit the result.
 lock:
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet pip-tools
-	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --extra dev --strip-extras \
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --extra dev --extra bigquery --strip-extras \
 		-o requirements.lock pyproject.toml
 
 $(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
@@ -62,12 +83,12 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	@echo "Runs:       DAGSTER_HOME=$(DAGSTER_HOME)"
 	@echo "Open the UI: make dev, then http://127.0.0.1:3000 (code location 'pipeline')"
 
-test: install
+test: install $(BQ_ENV)/.installed
 	$(BIN)/ruff check pipeline pipeline_tests bench devtools
 	$(BIN)/pytest
 
 # The development loop: everything but the tests marked slow (the full suite is make test).
-test-fast: install
+test-fast: install $(BQ_ENV)/.installed
 	$(BIN)/ruff check pipeline pipeline_tests bench devtools
 	$(BIN)/pytest -m "not slow" -q
 

@@ -13,6 +13,24 @@ DEFAULTS = {
     "PIPELINE_START_DATE": "2026-01-01",
     # the last click partition: empty = the dataset's last day; "open" = yesterday (production); or YYYY-MM-DD
     "PIPELINE_END_DATE": "",
+    # where raw data comes from: local (a reference-format directory) or bigquery
+    "PIPELINE_SOURCE": "local",
+    "PIPELINE_BIGQUERY_PROJECT": "",
+    "PIPELINE_BIGQUERY_DATASET": "",
+    "PIPELINE_BIGQUERY_LOCATION": "",
+    "PIPELINE_BIGQUERY_CLICKS_TABLE": "clicks",
+    "PIPELINE_BIGQUERY_DAY_COLUMN": "day",
+    "PIPELINE_BIGQUERY_USERS_TABLE": "user_features",
+    "PIPELINE_BIGQUERY_RESTAURANTS_TABLE": "restaurant_features",
+    "PIPELINE_BIGQUERY_TEST_TABLE": "test_clicks",
+    "PIPELINE_BIGQUERY_REQUESTS_TABLE": "requests",
+    "GOOGLE_APPLICATION_CREDENTIALS": "",
+    "PIPELINE_BIGQUERY_ENDPOINT": "",          # an emulator's REST endpoint (anonymous credentials)
+    "PIPELINE_BIGQUERY_STORAGE_ENDPOINT": "",  # its gRPC Storage Read API, host:port
+    "PIPELINE_BIGQUERY_READ_API": "auto",      # auto (Storage Read API when installed), storage, rest
+    "PIPELINE_BIGQUERY_CLICKS_READ": "auto",   # auto (storage_read when the Storage API is used), query
+    "PIPELINE_BIGQUERY_MAX_BYTES_BILLED": str(1 << 30),
+    "PIPELINE_BIGQUERY_TIMEOUT_S": "60",
     "PIPELINE_EXECUTOR": "multiprocess",
     "PIPELINE_MAX_CONCURRENT": "2",
     "PIPELINE_SQLITE_PATH": "data/online/features.db",

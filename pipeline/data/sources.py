@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -18,7 +18,7 @@ from pipeline.atomic import file_version
 from pipeline.data.clicks import open_click_file
 from pipeline.data.features import FeatureKind
 from pipeline.data.layout import ReferenceDataset
-from pipeline.publish import RECORD, Artifact, AuditResult, Published, verify_file, write_audit_publish
+from pipeline.publish import RECORD, Artifact, AuditResult, Published, verify_file
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,16 @@ class Extract:
     rows: int
     bytes: int
     origin: str
+    metadata: dict = field(default_factory=dict)  # what the read cost (BigQuery: bytes, method)
+    notes: list[str] = field(default_factory=list)  # what a reader of the metadata must know
+
+
+class SourceConfigError(ValueError):
+    """The source is not configured (a setting missing or invalid); the message names the setting."""
+
+
+class TransientSourceError(Exception):
+    """The source failed in a way worth retrying (5xx, throttling, a dropped connection)."""
 
 
 class Source(Protocol):
@@ -42,6 +52,12 @@ class Source(Protocol):
 
     def feature_version(self) -> str:
         """Changes whenever either feature table changes (the refresh sensor's cursor)."""
+
+    def partition_version(self, day: str) -> str | None:
+        """The version of the day's clicks, if the source can tell for free (None: it cannot, and a
+        published day is kept until re-extraction is asked for)."""
+
+    def has_day(self, day: str) -> bool: ...
 
     def describe(self) -> str: ...
 
@@ -80,6 +96,12 @@ class LocalParquetSource:
         an atomic replacement or a late copy with an old mtime, changes it."""
         return "-".join(file_version(p) for p in (self.dataset.user_features, self.dataset.restaurant_features))
 
+    def partition_version(self, day: str) -> str | None:
+        return file_version(self.dataset.shard_for_day(day))
+
+    def has_day(self, day: str) -> bool:
+        return self.dataset.shard_of_day(day) in self.dataset.train_shards()
+
     def test_files(self, scratch_dir: Path) -> list[Path]:
         files = self.dataset.test_files()
         if not files:
@@ -107,15 +129,35 @@ def raw_audits(extract: Extract) -> list[AuditResult]:
                         "" if rows == extract.rows else f"files hold {rows} rows, the source wrote {extract.rows}")]
 
 
-def publish_raw_partition(source: Source, day: str, target: Path, on_wait=None) -> tuple[Extract, Published]:
+def kept_raw_partition(source: Source, day: str, target: Path) -> tuple[Extract, Published] | None:
+    """The published extract of ``day`` when the source's version of it has not changed since (a
+    source that cannot tell for free, BigQuery, reports None: its published days are kept)."""
+    try:
+        published = Artifact(target).current()
+    except FileNotFoundError:
+        return None
+    if published.record.get("source_version") != source.partition_version(day):
+        return None
+    files = [published.path / name for name in sorted(published.record["files"]) if name.startswith("part-")]
+    return Extract(files, published.record["rows"], published.bytes, published.record["origin"]), published
+
+
+def publish_raw_partition(source: Source, day: str, target: Path, on_wait=None,
+                          reextract: bool = False) -> tuple[Extract, Published, bool]:
     """Extract ``day`` from ``source`` into a candidate of the raw partition ``target``, audit it,
-    and publish it (each file's crc32 is recorded, and checked again when it is processed)."""
-    published = write_audit_publish(target, lambda staging: source.extract_clicks(day, staging),
-                                    lambda staging, extract: raw_audits(extract),
-                                    record=lambda extract: {"day": day, "rows": extract.rows,
-                                                            "origin": extract.origin},
-                                    on_wait=on_wait)
-    return published.written, published
+    and publish it (each file's crc32 is recorded, and checked again when it is processed).
+    A day already published from the same source version is kept, not extracted again, unless
+    ``reextract``. Returns (extract, published, whether it was extracted now)."""
+    artifact = Artifact(target)
+    with artifact.lock(on_wait=on_wait):  # decided under the lock: of two runs at once, one extracts
+        if not reextract and (kept := kept_raw_partition(source, day, target)):
+            return (*kept, False)
+        version = source.partition_version(day)
+        published = artifact.write_audit_publish_locked(
+            lambda staging: source.extract_clicks(day, staging), lambda staging, extract: raw_audits(extract),
+            record=lambda extract: {"day": day, "rows": extract.rows, "origin": extract.origin,
+                                    "source_version": version, "extract": extract.metadata})
+    return published.written, published, True
 
 
 def raw_files(partition: Path) -> list[Path]:

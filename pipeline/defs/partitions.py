@@ -4,7 +4,8 @@ Where the partitions end is ``PIPELINE_END_DATE``:
 
 - empty (the default): the last day the local dataset holds, so a demo's 16 days are exactly its
   partitions (none missing, and the UI's plots and backfill dialog open on days that exist). A new
-  shard shows up as a partition when the code location reloads.
+  shard shows up as a partition when the code location reloads. With ``PIPELINE_SOURCE=bigquery``
+  empty means ``open`` (loading definitions never queries BigQuery).
 - ``open``: production, where a day arrives every day: partitions run to yesterday (UTC).
 - ``YYYY-MM-DD``: the last partition, inclusive.
 
@@ -23,9 +24,9 @@ from pipeline.defs.settings import setting
 OPEN_ENDED = "open"
 
 
-def last_click_day(start_date: str, end_setting: str, dataset_dir: str) -> dt.date | None:
+def last_click_day(start_date: str, end_setting: str, dataset_dir: str, source: str = "local") -> dt.date | None:
     """The last daily partition (inclusive); ``None`` when partitions are open-ended."""
-    if end_setting == OPEN_ENDED:
+    if end_setting == OPEN_ENDED or (not end_setting and source != "local"):
         return None
     if end_setting:
         last = parse_day(end_setting)
@@ -37,11 +38,12 @@ def last_click_day(start_date: str, end_setting: str, dataset_dir: str) -> dt.da
     return parse_day(days[-1]) if days else dataset.start_date
 
 
-def click_days_definition(start_date: str, end_setting: str, dataset_dir: str) -> dg.DailyPartitionsDefinition:
-    last = last_click_day(start_date, end_setting, dataset_dir)
+def click_days_definition(start_date: str, end_setting: str, dataset_dir: str,
+                          source: str = "local") -> dg.DailyPartitionsDefinition:
+    last = last_click_day(start_date, end_setting, dataset_dir, source)
     end = (last + dt.timedelta(days=1)).isoformat() if last else None  # Dagster's end_date is exclusive
     return dg.DailyPartitionsDefinition(start_date=start_date, end_date=end)
 
 
 click_days = click_days_definition(setting("PIPELINE_START_DATE"), setting("PIPELINE_END_DATE"),
-                                   setting("PIPELINE_DATASET_DIR"))
+                                   setting("PIPELINE_DATASET_DIR"), setting("PIPELINE_SOURCE"))

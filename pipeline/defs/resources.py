@@ -5,9 +5,10 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from pipeline.data.bigquery import BigQuerySettings, BigQuerySource
 from pipeline.data.layout import ReferenceDataset, Warehouse, parse_day
-from pipeline.data.sources import LocalParquetSource, Source
-from pipeline.defs.settings import resource_value
+from pipeline.data.sources import LocalParquetSource, Source, SourceConfigError
+from pipeline.defs.settings import resource_value, setting
 from pipeline.store.base import FeatureStore
 from pipeline.store.factory import open_store, resolve_backend
 
@@ -30,7 +31,7 @@ class SourceResource(dg.ConfigurableResource):
 
     def has_day(self, day: str) -> bool:
         """Whether the source holds a click partition for ``day`` (the schedule skips if not)."""
-        raise NotImplementedError
+        return self.open().has_day(day)
 
     def feature_version(self) -> str:
         """The current version of the feature tables (the refresh sensor's cursor)."""
@@ -50,8 +51,87 @@ class LocalParquetSourceResource(SourceResource):
     def open(self) -> Source:
         return LocalParquetSource(self.dataset())
 
-    def has_day(self, day: str) -> bool:
-        return self.dataset().shard_of_day(day) in self.dataset().train_shards()
+
+class BigQuerySourceResource(SourceResource):
+    """Google BigQuery tables (``PIPELINE_SOURCE=bigquery``): clicks partitioned by DAY on a DATE
+    column, the two feature tables, the held-out rows and the requests. Read with the Storage Read
+    API when google-cloud-bigquery-storage is installed, REST pages otherwise (docs/OPERATIONS.md)."""
+
+    project: str = Field(default="", description=(
+        "Google Cloud project of the dataset, also the one billed (PIPELINE_BIGQUERY_PROJECT)."))
+    dataset: str = Field(default="", description="BigQuery dataset holding the tables (PIPELINE_BIGQUERY_DATASET).")
+    location: str = Field(default="", description="BigQuery location of the dataset, e.g. US or asia-southeast1 "
+                                                  "(PIPELINE_BIGQUERY_LOCATION; empty: the client's default).")
+    clicks_table: str = Field(default="clicks", description="Click table, partitioned by DAY "
+                                                            "(PIPELINE_BIGQUERY_CLICKS_TABLE).")
+    day_column: str = Field(default="day", description="The clicks table's DATE partitioning column "
+                                                       "(PIPELINE_BIGQUERY_DAY_COLUMN).")
+    users_table: str = Field(default="user_features", description="User feature table (PIPELINE_BIGQUERY_USERS_TABLE).")
+    restaurants_table: str = Field(default="restaurant_features", description=(
+        "Restaurant feature table (PIPELINE_BIGQUERY_RESTAURANTS_TABLE)."))
+    test_table: str = Field(default="test_clicks", description="Held-out click rows, the release gate "
+                                                              "(PIPELINE_BIGQUERY_TEST_TABLE).")
+    requests_table: str = Field(default="requests", description="Recommendation requests for the scoring "
+                                                               "benchmark (PIPELINE_BIGQUERY_REQUESTS_TABLE).")
+    credentials_file: str = Field(default="", description=(
+        "Service-account key file (GOOGLE_APPLICATION_CREDENTIALS); empty: application-default credentials."))
+    endpoint: str = Field(default="", description=(
+        "REST endpoint of a BigQuery emulator, e.g. http://127.0.0.1:9050 (PIPELINE_BIGQUERY_ENDPOINT); "
+        "empty: Google's. Set, the credentials are anonymous."))
+    storage_endpoint: str = Field(default="", description=(
+        "host:port of the emulator's Storage Read API (gRPC, PIPELINE_BIGQUERY_STORAGE_ENDPOINT)."))
+    read_api: str = Field(default="auto", description=(
+        "auto (the Storage Read API when installed), storage or rest (PIPELINE_BIGQUERY_READ_API)."))
+    clicks_read: str = Field(default="auto", description=(
+        "How a day of clicks is read: auto (storage_read with the Storage API, else query), storage_read "
+        "(a read session restricted to the day's partition) or query (@day parameter) "
+        "(PIPELINE_BIGQUERY_CLICKS_READ)."))
+    maximum_bytes_billed: str = Field(default=str(1 << 30), description=(
+        "Cap on the bytes one read may bill, checked against the dry run or the read session's estimate "
+        "before reading; 0: no cap (PIPELINE_BIGQUERY_MAX_BYTES_BILLED)."))
+    timeout_s: str = Field(default="60", description="Timeout of every BigQuery request, seconds "
+                                                     "(PIPELINE_BIGQUERY_TIMEOUT_S).")
+    page_rows: int = Field(default=20_000, gt=0, description="Rows per REST page and per parquet row group "
+                                                              "(bounds memory).")
+
+    def settings(self) -> BigQuerySettings:
+        try:
+            cap, timeout = int(self.maximum_bytes_billed), float(self.timeout_s)
+        except ValueError:
+            raise SourceConfigError(f"PIPELINE_BIGQUERY_MAX_BYTES_BILLED={self.maximum_bytes_billed!r} and "
+                                    f"PIPELINE_BIGQUERY_TIMEOUT_S={self.timeout_s!r} must be numbers") from None
+        return BigQuerySettings(
+            project=self.project, dataset=self.dataset, location=self.location, clicks_table=self.clicks_table,
+            day_column=self.day_column, users_table=self.users_table, restaurants_table=self.restaurants_table,
+            test_table=self.test_table, requests_table=self.requests_table, credentials_file=self.credentials_file,
+            endpoint=self.endpoint, storage_endpoint=self.storage_endpoint, read_api=self.read_api,
+            clicks_read=self.clicks_read, maximum_bytes_billed=cap, timeout_s=timeout, page_rows=self.page_rows)
+
+    def open(self) -> Source:
+        return BigQuerySource(self.settings())
+
+
+_BIGQUERY_FIELDS = {
+    "project": "PIPELINE_BIGQUERY_PROJECT", "dataset": "PIPELINE_BIGQUERY_DATASET",
+    "location": "PIPELINE_BIGQUERY_LOCATION", "clicks_table": "PIPELINE_BIGQUERY_CLICKS_TABLE",
+    "day_column": "PIPELINE_BIGQUERY_DAY_COLUMN", "users_table": "PIPELINE_BIGQUERY_USERS_TABLE",
+    "restaurants_table": "PIPELINE_BIGQUERY_RESTAURANTS_TABLE", "test_table": "PIPELINE_BIGQUERY_TEST_TABLE",
+    "requests_table": "PIPELINE_BIGQUERY_REQUESTS_TABLE", "credentials_file": "GOOGLE_APPLICATION_CREDENTIALS",
+    "endpoint": "PIPELINE_BIGQUERY_ENDPOINT", "storage_endpoint": "PIPELINE_BIGQUERY_STORAGE_ENDPOINT",
+    "read_api": "PIPELINE_BIGQUERY_READ_API", "clicks_read": "PIPELINE_BIGQUERY_CLICKS_READ",
+    "maximum_bytes_billed": "PIPELINE_BIGQUERY_MAX_BYTES_BILLED", "timeout_s": "PIPELINE_BIGQUERY_TIMEOUT_S",
+}
+
+
+def source_from_settings() -> SourceResource:
+    """``PIPELINE_SOURCE``: local (default) or bigquery, each field an ``EnvVar`` when its variable is set."""
+    kind = setting("PIPELINE_SOURCE")
+    if kind == "local":
+        return LocalParquetSourceResource(dataset_dir=resource_value("PIPELINE_DATASET_DIR"),
+                                          start_date=resource_value("PIPELINE_START_DATE"))
+    if kind == "bigquery":
+        return BigQuerySourceResource(**{name: resource_value(var) for name, var in _BIGQUERY_FIELDS.items()})
+    raise SourceConfigError(f"PIPELINE_SOURCE={kind!r} is not one of local, bigquery")
 
 
 class OnlineStoreResource(dg.ConfigurableResource):
@@ -74,10 +154,7 @@ def default_resources() -> dict:
     """Resources on embedded defaults, overridable by environment variables."""
     return {
         "warehouse": WarehouseResource(root=resource_value("PIPELINE_WAREHOUSE_DIR")),
-        "source": LocalParquetSourceResource(
-            dataset_dir=resource_value("PIPELINE_DATASET_DIR"),
-            start_date=resource_value("PIPELINE_START_DATE"),
-        ),
+        "source": source_from_settings(),
         "online_store": OnlineStoreResource(
             backend=resource_value("PIPELINE_ONLINE_STORE"),
             redis_url=resource_value("REDIS_URL"),

@@ -3,6 +3,7 @@ new version) and the one that evaluates the assets' automation conditions (polic
 
 import dagster as dg
 
+from pipeline.data.sources import TransientSourceError
 from pipeline.defs.assets.features import SOURCE_VERSION, feature_tables, restaurant_features, user_features
 from pipeline.defs.assets.serving import online_features, restaurant_geo_index, scoring_benchmark
 from pipeline.defs.jobs import IN_LOCATION
@@ -30,15 +31,16 @@ def _snapshots_version(instance: dg.DagsterInstance) -> set[str]:
 
 @dg.sensor(target=refresh_features_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
            description=("Every minute, reads the version of the source's feature tables (file versions for local "
-                        "parquet). A new version is recorded as an observation of feature_tables and starts "
+                        "parquet; modified time, row count and etag of the BigQuery tables). "
+                        "A new version is recorded as an observation of feature_tables and starts "
                         "refresh_features, unless the live snapshots were already made from it (by make demo "
                         "or a run by hand). Run key = version: no version is refreshed twice."))
 def feature_source_sensor(context: dg.SensorEvaluationContext, source: SourceResource):
     """Observes feature_tables and requests refresh_features once per new version."""
     try:
         version = source.feature_version()
-    except FileNotFoundError as missing:
-        return dg.SkipReason(f"feature source not available: {missing}")
+    except (FileNotFoundError, TransientSourceError) as unavailable:
+        return dg.SkipReason(f"feature source not available: {unavailable}")
     if version == context.cursor:
         return dg.SkipReason(f"feature source unchanged (version {version})")
     observed = dg.AssetObservation(feature_tables.key, tags={"dagster/data_version": version},

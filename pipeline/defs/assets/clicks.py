@@ -29,12 +29,22 @@ from pipeline.defs.partitions import click_days
 from pipeline.defs.policies import FOLLOWS_RAW, OWNER, PROCESSED_FRESHNESS
 from pipeline.defs.publishing import check_results, check_specs, published_metadata, rejection
 from pipeline.defs.resources import SourceResource, WarehouseResource
+from pipeline.defs.retries import SOURCE_RETRY, only_transient_retried
 from pipeline.publish import AuditResult, Rejected
 
 BACKFILL = dg.BackfillPolicy.single_run()
 RAW_CHECKS = {RAW_CHECK: "every extracted file is readable click parquet holding the rows the source wrote"}
 PROCESSED_CHECKS = {RECONCILE_CHECK: "raw rows = kept rows + dropped rows",
                     CHUNKS_CHECK: "every chunk file holds the rows the manifest says"}
+
+
+class RawClicksConfig(dg.Config):
+    """Whether days already extracted are extracted again."""
+
+    reextract: bool = Field(default=False, description=(
+        "Extract the selected days again even if they are published. By default a published day is kept while "
+        "the source's version of it is unchanged; BigQuery cannot tell that for free, so its published days are "
+        "kept until this is set (each BigQuery extract is billed)."))
 
 
 class ProcessingConfig(dg.Config):
@@ -77,21 +87,32 @@ def _publish_days(context: dg.AssetExecutionContext, publish_day):
 
 @dg.asset(partitions_def=click_days, backfill_policy=BACKFILL, group_name="clicks", kinds={"parquet"},
           check_specs=check_specs("raw_clicks", RAW_CHECKS), owners=[OWNER], code_version="1",
-          metadata=column_schema(RAW_CLICKS))
-def raw_clicks(context: dg.AssetExecutionContext, source: SourceResource, warehouse: WarehouseResource):
-    """The day's raw click log (user_id, restaurant_id, click) as extracted from the source,
-    schema-checked, published with each file's crc32."""
-    src = source.open()
+          metadata=column_schema(RAW_CLICKS), retry_policy=SOURCE_RETRY)
+def raw_clicks(context: dg.AssetExecutionContext, config: RawClicksConfig, source: SourceResource,
+               warehouse: WarehouseResource):
+    """The day's raw click log (user_id, restaurant_id, click) as extracted from the source (local
+    parquet, or BigQuery: streamed, its cost reported), schema-checked, published with each file's
+    crc32. A day already published from the same source version is kept, not extracted (or billed)
+    again, unless reextract is set. Transient source errors are retried."""
+    with only_transient_retried():
+        src = source.open()
 
-    def publish_day(day: str):
-        started = time.perf_counter()
-        extract, published = publish_raw_partition(src, day, warehouse.layout().raw_clicks(day),
-                                                    on_wait=context.log.info)
-        context.log.info(f"raw_clicks {day}: {extract.rows} rows from {extract.origin}")
-        return ({**throughput(extract.rows, published.bytes, time.perf_counter() - started),
-                 "files": len(extract.files), "origin": extract.origin}, published)
+        def publish_day(day: str):
+            started = time.perf_counter()
+            extract, published, extracted = publish_raw_partition(
+                src, day, warehouse.layout().raw_clicks(day), on_wait=context.log.info, reextract=config.reextract)
+            if extracted:
+                context.log.info(f"raw_clicks {day}: {extract.rows} rows from {extract.origin}")
+                for note in extract.notes:
+                    context.log.warning(f"raw_clicks {day}: {note}")
+            else:
+                context.log.info(f"raw_clicks {day}: already extracted (version {published.version}), kept; "
+                                 "set reextract to extract it again")
+            return ({**throughput(extract.rows, published.bytes, time.perf_counter() - started),
+                     "files": len(extract.files), "origin": extract.origin, "extracted": int(extracted),
+                     **extract.metadata}, published)
 
-    yield from _publish_days(context, publish_day)
+        yield from _publish_days(context, publish_day)
 
 
 @dg.asset(partitions_def=click_days, backfill_policy=BACKFILL, group_name="clicks",

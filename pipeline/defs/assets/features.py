@@ -16,6 +16,7 @@ from pipeline.defs.metadata import throughput
 from pipeline.defs.policies import OWNER
 from pipeline.defs.publishing import check_results, check_specs, published_metadata, published_or_failed
 from pipeline.defs.resources import SourceResource, WarehouseResource
+from pipeline.defs.retries import SOURCE_RETRY, only_transient_retried
 
 SOURCE_VERSION = "source_version"  # the feature_tables version a snapshot was made from
 
@@ -34,6 +35,11 @@ feature_tables = dg.AssetSpec(
 
 
 def _materialize_snapshot(kind: FeatureKind, source: SourceResource, warehouse: WarehouseResource):
+    with only_transient_retried():
+        yield from _snapshot(kind, source, warehouse)
+
+
+def _snapshot(kind: FeatureKind, source: SourceResource, warehouse: WarehouseResource):
     started = time.perf_counter()
     src = source.open()
     source_version = src.feature_version()  # before reading: a change while reading refreshes again
@@ -63,7 +69,7 @@ def _materialize_snapshot(kind: FeatureKind, source: SourceResource, warehouse: 
 
 @dg.asset(group_name="features", kinds={"parquet", "arrow"}, pool="user_features", deps=[feature_tables],
           owners=[OWNER], code_version="1", metadata=column_schema(USER_SNAPSHOT),
-          check_specs=check_specs("user_features", USER_CHECKS))
+          check_specs=check_specs("user_features", USER_CHECKS), retry_policy=SOURCE_RETRY)
 def user_features(source: SourceResource, warehouse: WarehouseResource):
     """Snapshot of user features (user_id, f00–f29) as float32, sorted by id; published only
     when every value is finite."""
@@ -72,7 +78,7 @@ def user_features(source: SourceResource, warehouse: WarehouseResource):
 
 @dg.asset(group_name="features", kinds={"parquet", "arrow"}, pool="restaurant_features", deps=[feature_tables],
           owners=[OWNER], code_version="1", metadata=column_schema(RESTAURANT_SNAPSHOT),
-          check_specs=check_specs("restaurant_features", RESTAURANT_CHECKS))
+          check_specs=check_specs("restaurant_features", RESTAURANT_CHECKS), retry_policy=SOURCE_RETRY)
 def restaurant_features(source: SourceResource, warehouse: WarehouseResource):
     """Snapshot of restaurant features (restaurant_id, latitude, longitude, f00–f09), features as
     float32, sorted by id; published only when every value is finite and every location valid."""
