@@ -108,8 +108,10 @@ def raw_clicks(context: dg.AssetExecutionContext, config: RawClicksConfig, sourc
             else:
                 context.log.info(f"raw_clicks {day}: already extracted (version {published.version}), kept; "
                                  "set reextract to extract it again")
-            return ({**throughput(extract.rows, published.bytes, time.perf_counter() - started),
-                     "files": len(extract.files), "origin": extract.origin, "extracted": int(extracted),
+            # A kept day took no time to extract: no throughput figures to plot for it.
+            measured = (throughput(extract.rows, published.bytes, time.perf_counter() - started) if extracted
+                        else {"dagster/row_count": extract.rows, "rows": extract.rows, "bytes": published.bytes})
+            return ({**measured, "files": len(extract.files), "origin": extract.origin, "extracted": int(extracted),
                      **extract.metadata}, published)
 
         yield from _publish_days(context, publish_day)
