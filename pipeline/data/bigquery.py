@@ -314,28 +314,29 @@ class BigQuerySource:
 
     def feature_file(self, kind: FeatureKind, scratch_dir: Path) -> Path:
         name = self.settings.users_table if kind.name == "users" else self.settings.restaurants_table
-        return self._table_file(name, kind.spec, scratch_dir / f"{kind.name}.parquet")[0]
+        return self._table_file(name, kind.spec, scratch_dir / f"{kind.name}.parquet")
 
     def test_files(self, scratch_dir: Path) -> list[Path]:
-        return [self._table_file(self.settings.test_table, CLICKS, scratch_dir / "test_00.parquet")[0]]
+        return [self._table_file(self.settings.test_table, CLICKS, scratch_dir / "test_00.parquet")]
 
     def requests_file(self, scratch_dir: Path) -> Path:
-        return self._table_file(self.settings.requests_table, REQUESTS, scratch_dir / "requests.parquet")[0]
+        return self._table_file(self.settings.requests_table, REQUESTS, scratch_dir / "requests.parquet")
 
-    def _table_file(self, name: str, spec: TableSpec, path: Path) -> tuple[Path, int, ReadStats]:
+    def _table_file(self, name: str, spec: TableSpec, path: Path) -> Path:
+        """The whole table's ``spec`` columns as one parquet file: a read session, or free REST pages."""
         table = self.checked_table(name, spec)
-        stats, what = ReadStats("table_read", "storage" if self.storage() else "rest"), f"reading {table.full_table_id}"
-        with _translated(what):
+        stats = ReadStats("table_read", "storage" if self.storage() else "rest")
+        with _translated(f"reading {table.full_table_id}"):
             if self.storage():
                 batches = self._storage_batches(self.settings.table_id(name), spec.column_names, "", stats)
             else:
-                rows = self.client().list_rows(table, selected_fields=[f for f in table.schema
-                                                                       if f.name in spec.column_names],
-                                               page_size=self.settings.page_rows, retry=self._retry(),
-                                               timeout=self.settings.timeout_s)
-                batches = self._counted(rows.to_arrow_iterable(bqstorage_client=None), stats)
-            rows = _write(batches, path, self.settings.page_rows, _selected(table, spec.column_names))
-        return path, rows, stats
+                pages = self.client().list_rows(table, selected_fields=[f for f in table.schema
+                                                                        if f.name in spec.column_names],
+                                                page_size=self.settings.page_rows, retry=self._retry(),
+                                                timeout=self.settings.timeout_s)
+                batches = self._counted(pages.to_arrow_iterable(bqstorage_client=None), stats)
+            _write(batches, path, self.settings.page_rows, _selected(table, spec.column_names))
+        return path
 
     def extract_clicks(self, day: str, out_dir: Path) -> Extract:
         """The day's clicks as ``part-00000.parquet``; a day with no rows is an error (it is more likely
