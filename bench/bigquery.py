@@ -3,10 +3,11 @@ emulator (local-bigquery 0.3.2 from .venv-bigquery; ``make bigquery-emulator``).
 
 Ways: ``storage_read`` (a read session restricted to the day's partition, no query job),
 ``query+storage`` (the @day query, its result read through the Storage API) and ``query+rest``
-(the query, its result paged over REST). Each extract runs in a fresh process that reports its time
-and peak RSS growth; the day is shard ``--shard`` of a reference dataset (the full preset: 625k rows).
-The emulator reports 0 bytes for queries, so the price column is computed from BigQuery's list
-prices and the bytes the day's columns hold (docs/OPERATIONS.md). Prints one JSON line.
+(the query, its result paged over REST). Each extract runs in a fresh process
+(devtools/extract_peak_rss.py) that reports its time and peak RSS growth; the day is shard
+``--shard`` of a reference dataset (the full preset: 625k rows). The emulator reports 0 bytes for
+queries, so the price column is computed from BigQuery's list prices and the bytes the day's
+columns hold (docs/OPERATIONS.md). Prints one JSON line.
 
     python bench/bigquery.py --data DIR [--shard 0] [--repeat 3]
 """
@@ -26,29 +27,14 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import machine  # noqa: E402
-from devtools.bigquery_emulator import _load, bigquery_emulator, with_day  # noqa: E402
+from devtools.bigquery_emulator import bigquery_emulator, load_table, with_day  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 WAYS = {"storage_read": ("storage", "storage_read"), "query+storage": ("storage", "query"),
         "query+rest": ("rest", "query")}
 ON_DEMAND_USD_PER_TIB, STORAGE_READ_USD_PER_TIB = 6.25, 1.10  # BigQuery list prices (US multi-region)
 MIN_QUERY_BYTES = 10 * 2**20  # on-demand queries bill at least 10 MB per table referenced
-_ROLE = """
-import json, sys, tempfile, time
-from pathlib import Path
-from devtools.process_metrics import peak_rss_mb, reset_peak_rss
-from pipeline.data.bigquery import BigQuerySettings, BigQuerySource
-endpoint, storage_endpoint, read_api, clicks_read, day = sys.argv[1:]
-source = BigQuerySource(BigQuerySettings(project="test-project", dataset="bench", endpoint=endpoint,
-                                         storage_endpoint=storage_endpoint, read_api=read_api, clicks_read=clicks_read))
-with tempfile.TemporaryDirectory() as scratch:
-    source.extract_clicks("2026-01-01", Path(scratch))  # warm-up: clients, imports
-    (Path(scratch) / "part-00000.parquet").unlink()
-    reset_peak_rss(); before = peak_rss_mb(); started = time.perf_counter()
-    extract = source.extract_clicks(day, Path(scratch))
-    print(json.dumps({"seconds": time.perf_counter() - started, "rows": extract.rows,
-                      "peak_growth_mb": peak_rss_mb() - before, **extract.metadata}))
-"""
+PAGE_ROWS = 20_000  # the source's default
 
 
 def main() -> None:
@@ -63,14 +49,15 @@ def main() -> None:
     with bigquery_emulator() as emulator:
         client = emulator.client()
         client.create_dataset("bench")
-        _load(client, f"{emulator.project}.bench.clicks", with_day(table.slice(0, 1000), dt.date(2026, 1, 1)), "day")
-        _load(client, f"{emulator.project}.bench.clicks", with_day(table, dt.date.fromisoformat(day)), "day",
-              append=True)
+        clicks = f"{emulator.project}.bench.clicks"
+        load_table(client, clicks, with_day(table.slice(0, 1000), dt.date(2026, 1, 1)), "day")
+        load_table(client, clicks, with_day(table, dt.date.fromisoformat(day)), "day", append=True)
         for way, (read_api, clicks_read) in WAYS.items():
             runs = []
             for _ in range(args.repeat):
-                done = subprocess.run([sys.executable, "-c", _ROLE, emulator.endpoint, emulator.storage_endpoint,
-                                       read_api, clicks_read, day], capture_output=True, text=True, cwd=ROOT)
+                done = subprocess.run([sys.executable, "-m", "devtools.extract_peak_rss", emulator.endpoint,
+                                       emulator.storage_endpoint, emulator.project, "bench", read_api, clicks_read,
+                                       str(PAGE_ROWS), "2026-01-01", day], capture_output=True, text=True, cwd=ROOT)
                 if done.returncode != 0:
                     raise RuntimeError(done.stderr[-3000:])
                 runs.append(json.loads(done.stdout.splitlines()[-1]))

@@ -107,7 +107,9 @@ def _wait_ready(emulator: Emulator, timeout_s: float, log: Path) -> None:
         time.sleep(0.2)
 
 
-def _load(client, table_id: str, table: pa.Table, partition_column: str | None = None, append: bool = False) -> None:
+def load_table(client, table_id: str, table: pa.Table, partition_column: str | None = None,
+               append: bool = False) -> None:
+    """Load ``table`` into ``table_id`` with a load job (partitioned by DAY on ``partition_column`` if given)."""
     from google.cloud import bigquery
 
     buffer = io.BytesIO()
@@ -143,12 +145,12 @@ def load_reference_dataset(client, dataset: str, root: Path, start_date: str, da
     for n, (shard, path) in enumerate(reference.train_shards().items()):
         if days is not None and n >= days:
             break
-        _load(client, f"{table_id}.clicks", with_day(pq.read_table(path), reference.day_of_shard(shard)),
+        load_table(client, f"{table_id}.clicks", with_day(pq.read_table(path), reference.day_of_shard(shard)),
               "day", append=n > 0)
-    _load(client, f"{table_id}.user_features", pq.read_table(reference.user_features))
-    _load(client, f"{table_id}.restaurant_features", pq.read_table(reference.restaurant_features))
-    _load(client, f"{table_id}.test_clicks", pa.concat_tables(pq.read_table(p) for p in reference.test_files()))
-    _load(client, f"{table_id}.requests", pq.read_table(reference.requests))
+    load_table(client, f"{table_id}.user_features", pq.read_table(reference.user_features))
+    load_table(client, f"{table_id}.restaurant_features", pq.read_table(reference.restaurant_features))
+    load_table(client, f"{table_id}.test_clicks", pa.concat_tables(pq.read_table(p) for p in reference.test_files()))
+    load_table(client, f"{table_id}.requests", pq.read_table(reference.requests))
 
 
 def main() -> None:

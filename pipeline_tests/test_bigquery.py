@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from devtools.bigquery_emulator import _load, bigquery_emulator, load_reference_dataset, touch_table, with_day
+from devtools.bigquery_emulator import bigquery_emulator, load_reference_dataset, load_table, touch_table, with_day
 from devtools.fault_proxy import fault_proxy
 from devtools.redis_server import free_port
 from pipeline.data.bigquery import BigQuerySettings, BigQuerySource, CostCapExceeded
@@ -48,10 +48,10 @@ def emulator(tiny_dataset):
         client = emulator.client()
         load_reference_dataset(client, DATASET, tiny_dataset.root, "2026-01-01")
         clicks = with_day(pq.read_table(tiny_dataset.shard_for_day(DAY)), dt.date.fromisoformat(DAY))
-        _load(client, f"{emulator.project}.{DATASET}.clicks_without_click", clicks.drop_columns(["click"]), "day")
-        _load(client, f"{emulator.project}.{DATASET}.clicks_with_text_click",
+        load_table(client, f"{emulator.project}.{DATASET}.clicks_without_click", clicks.drop_columns(["click"]), "day")
+        load_table(client, f"{emulator.project}.{DATASET}.clicks_with_text_click",
               clicks.set_column(2, "click", pa.array([str(v) for v in clicks["click"].to_pylist()])), "day")
-        _load(client, f"{emulator.project}.{DATASET}.clicks_unpartitioned", clicks)
+        load_table(client, f"{emulator.project}.{DATASET}.clicks_unpartitioned", clicks)
         yield emulator
 
 
@@ -269,18 +269,18 @@ def test_extract_memory_does_not_grow_with_the_table(read_api, page_rows, pages)
         client.create_dataset("memory")
         days = {"2026-01-01": 1_000, "2026-01-02": pages[0] * page, "2026-01-03": pages[1] * page}
         for n, (day, rows) in enumerate(days.items()):
-            _load(client, f"{emulator.project}.memory.clicks", with_day(pa.table({
+            load_table(client, f"{emulator.project}.memory.clicks", with_day(pa.table({
                 "user_id": rng.integers(0, 10**6, rows), "restaurant_id": rng.integers(0, 10**5, rows),
                 "click": rng.integers(0, 2, rows)}), dt.date.fromisoformat(day)), "day", append=n > 0)
-        script = Path(__file__).parent / "scripts" / "extract_peak_rss.py"
         growth = {}
         for day in ("2026-01-02", "2026-01-03"):
-            out = subprocess.run([sys.executable, str(script), emulator.endpoint, emulator.storage_endpoint,
-                                  emulator.project, "memory", read_api, str(page_rows), "2026-01-01", day],
-                                 capture_output=True, text=True, timeout=600)
+            out = subprocess.run([sys.executable, "-m", "devtools.extract_peak_rss", emulator.endpoint,
+                                  emulator.storage_endpoint, emulator.project, "memory", read_api, "auto",
+                                  str(page_rows), "2026-01-01", day], capture_output=True, text=True, timeout=600,
+                                 cwd=Path(__file__).parents[1])
             assert out.returncode == 0, out.stderr[-3000:]
             report = json.loads(out.stdout.splitlines()[-1])
-            assert report["rows"] == days[day] and report["pages"] >= days[day] // page
+            assert report["rows"] == days[day] and report["bigquery_pages"] >= days[day] // page
             growth[day] = report["peak_growth_mb"]
     small, large = growth["2026-01-02"], growth["2026-01-03"]
     assert large <= 1.3 * small + 20, growth  # 4× or 10× the rows, about the same memory

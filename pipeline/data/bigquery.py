@@ -198,7 +198,7 @@ class ReadStats:
                 "bigquery_bytes_processed": self.bytes_processed, "bigquery_bytes_billed": self.bytes_billed,
                 "bigquery_dry_run_bytes": self.dry_run_bytes, "bigquery_storage_bytes_scanned": self.storage_bytes,
                 "bigquery_pages": self.pages,
-                **({"bigquery_cost_note": " ".join(self.notes())} if self.notes() else {})}
+                **({"bigquery_cost_note": " ".join(notes)} if (notes := self.notes()) else {})}
 
 
 class CostCapExceeded(ValueError):
@@ -433,13 +433,12 @@ class BigQuerySource:
         self._check_cost(stats.storage_bytes, f"read of {table_id}")
         schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
         for stream in session.streams:
-            # Each message decoded on its own and dropped before the next (the library's page
-            # iterator keeps more alive); the reader resumes at the right offset after a broken stream.
-            for message in self.storage().read_rows(stream.name, timeout=self.settings.stream_timeout_s):
-                if message.row_count:
-                    stats.pages += 1
-                    yield pa.ipc.read_record_batch(
-                        pa.py_buffer(message.arrow_record_batch.serialized_record_batch), schema)
+            # Each message decoded on its own and dropped before the next; the reader resumes at
+            # the right offset after a broken stream.
+            messages = self.storage().read_rows(stream.name, timeout=self.settings.stream_timeout_s)
+            batches = (pa.ipc.read_record_batch(pa.py_buffer(m.arrow_record_batch.serialized_record_batch), schema)
+                       for m in messages if m.row_count)
+            yield from self._counted(batches, stats)
 
     def _check_cost(self, estimate: int, what: str) -> None:
         cap = self.settings.maximum_bytes_billed

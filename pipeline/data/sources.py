@@ -129,11 +129,11 @@ def raw_audits(extract: Extract) -> list[AuditResult]:
                         "" if rows == extract.rows else f"files hold {rows} rows, the source wrote {extract.rows}")]
 
 
-def kept_raw_partition(source: Source, day: str, target: Path) -> tuple[Extract, Published] | None:
+def kept_raw_partition(source: Source, day: str, artifact: Artifact) -> tuple[Extract, Published] | None:
     """The published extract of ``day`` when the source's version of it has not changed since (a
     source that cannot tell for free, BigQuery, reports None: its published days are kept)."""
     try:
-        published = Artifact(target).current()
+        published = artifact.current()
     except FileNotFoundError:
         return None
     if published.record.get("source_version") != source.partition_version(day):
@@ -150,7 +150,7 @@ def publish_raw_partition(source: Source, day: str, target: Path, on_wait=None,
     ``reextract``. Returns (extract, published, whether it was extracted now)."""
     artifact = Artifact(target)
     with artifact.lock(on_wait=on_wait):  # decided under the lock: of two runs at once, one extracts
-        if not reextract and (kept := kept_raw_partition(source, day, target)):
+        if not reextract and (kept := kept_raw_partition(source, day, artifact)):
             return (*kept, False)
         version = source.partition_version(day)
         published = artifact.write_audit_publish_locked(

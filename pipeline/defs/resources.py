@@ -100,12 +100,9 @@ class BigQuerySourceResource(SourceResource):
         except ValueError:
             raise SourceConfigError(f"PIPELINE_BIGQUERY_MAX_BYTES_BILLED={self.maximum_bytes_billed!r} and "
                                     f"PIPELINE_BIGQUERY_TIMEOUT_S={self.timeout_s!r} must be numbers") from None
-        return BigQuerySettings(
-            project=self.project, dataset=self.dataset, location=self.location, clicks_table=self.clicks_table,
-            day_column=self.day_column, users_table=self.users_table, restaurants_table=self.restaurants_table,
-            test_table=self.test_table, requests_table=self.requests_table, credentials_file=self.credentials_file,
-            endpoint=self.endpoint, storage_endpoint=self.storage_endpoint, read_api=self.read_api,
-            clicks_read=self.clicks_read, maximum_bytes_billed=cap, timeout_s=timeout, page_rows=self.page_rows)
+        fields = {name: getattr(self, name) for name in _BIGQUERY_FIELDS}  # every setting that has a variable
+        return BigQuerySettings(**{**fields, "maximum_bytes_billed": cap, "timeout_s": timeout,
+                                   "page_rows": self.page_rows})
 
     def open(self) -> Source:
         return BigQuerySource(self.settings())
