@@ -1,27 +1,38 @@
 """Benchmark: full training epochs on a reference dataset, against the reference's naive loop.
 
-    python bench/training.py --data DIR --epochs N [--batch-size 8192] [--threads 2]
+    python bench/training.py --data DIR [--reference-constraints | --epochs N --batch-size 8192 --lr 2e-3]
+                             [--threads 0] [--compare-with GIT_REF [--compare-threads 2]] [--busy]
                              [--sweep 4096,8192,16384] [--baseline-rows 300000] [--out bench/out]
 
 Ours: the processed partitions (built first, with the pipeline's own processing, not timed as
-training), then a full retrain of the reference architecture with Adam for N epochs through the
-fused path, in its own process (its peak RSS is its own); then accuracy/AUC on the test files and
-a TorchScript export whose path is printed as ``model_path``. ``--sweep`` adds one timed epoch per
-batch size. Baseline: the reference's loop (pandas merge, then per batch ``torch.tensor`` of a
-DataFrame slice, autograd through the plain module) on ``--baseline-rows`` rows.
-Prints one JSON object as its last line.
+training), then a full retrain of the reference architecture with Adam through the fused path,
+in its own process; then accuracy/AUC on the test files and a TorchScript export whose path is
+printed as ``model_path``. ``peak_rss_mb`` is that whole process's high-water mark, evaluation
+included (``train_peak_rss_mb``: before evaluating). ``--reference-constraints``: the
+assignment's settings (lr 1e-8, 5 epochs, batch 1024; ``REFERENCE_CONSTRAINTS``).
+``--threads 0`` lets training choose 1 or 2 threads by measuring. ``--compare-with REF`` runs the
+same settings with the code of git commit REF (a worktree under --out) in the same invocation,
+reported under ``before``. ``--busy`` keeps one competing busy process running meanwhile.
+``--sweep`` adds one timed epoch per batch size. Baseline: the reference's loop (pandas merge,
+then per batch ``torch.tensor`` of a DataFrame slice, autograd through the plain module) on
+``--baseline-rows`` rows. Prints one JSON object as its last line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+if "--code" in sys.argv:  # another commit's code (--compare-with): its pipeline package comes first
+    sys.path.insert(0, sys.argv[sys.argv.index("--code") + 1])
 
 from bench._common import machine, run_role  # noqa: E402
 
@@ -38,7 +49,8 @@ def prepare(data: Path, warehouse: Path) -> dict:
     return {"prepare_seconds": round(time.perf_counter() - started, 2)}
 
 
-def ours(data: Path, warehouse: Path, epochs: int, batch_size: int, threads: int, out: Path) -> dict:
+def ours(data: Path, warehouse: Path, epochs: int, batch_size: int, lr: float, threads: int, out: Path) -> dict:
+    import pipeline
     from devtools.process_metrics import peak_rss_mb
     from pipeline.data.layout import ReferenceDataset, Warehouse
     from pipeline.model.batches import FeatureTables
@@ -47,7 +59,7 @@ def ours(data: Path, warehouse: Path, epochs: int, batch_size: int, threads: int
     from pipeline.model.train import TrainConfig, load_model, train
 
     layout = Warehouse(warehouse)
-    report = train(layout, TrainConfig(mode="full", epochs=epochs, batch_size=batch_size, threads=threads),
+    report = train(layout, TrainConfig(mode="full", epochs=epochs, batch_size=batch_size, lr=lr, threads=threads),
                    log=lambda m: print(m, file=sys.stderr)).report  # published as the warehouse's model of record
     train_peak = peak_rss_mb()
     model, _ = load_model(layout.checkpoint)
@@ -56,9 +68,11 @@ def ours(data: Path, warehouse: Path, epochs: int, batch_size: int, threads: int
     out.mkdir(parents=True, exist_ok=True)
     export_torchscript(model, model_path)
     rows_per_epoch = report.rows // epochs
-    return {"rows_per_epoch": rows_per_epoch, "epochs": epochs, "batch_size": batch_size, "threads": threads,
+    return {"code": str(Path(pipeline.__file__).parent.parent), "rows_per_epoch": rows_per_epoch, "epochs": epochs,
+            "batch_size": batch_size, "lr": lr, "threads": threads, **getattr(report, "threads", {}),
             "epoch_seconds": [round(s, 2) for s in report.epoch_seconds],
-            "rows_per_s": round(report.rows / sum(report.epoch_seconds)), "peak_rss_mb": round(train_peak, 1),
+            "rows_per_s": round(report.rows / sum(report.epoch_seconds)), "peak_rss_mb": round(peak_rss_mb(), 1),
+            "train_peak_rss_mb": round(train_peak, 1),
             "train_loss": round(report.mean_loss, 5), "test_accuracy": round(result["accuracy"], 5),
             "test_auc": round(result["auc"], 5), "test_log_loss": round(result["log_loss"], 5),
             "test_rows": result["rows"], "model_path": str(model_path.resolve())}
@@ -91,25 +105,58 @@ def baseline(data: Path, rows: int) -> dict:
             "baseline_epoch_seconds_at_50M": round(50_000_000 / (len(frame) / seconds), 1)}
 
 
+@contextlib.contextmanager
+def busy_process(enabled: bool):
+    """One competing busy process (a spinning interpreter) while the block runs."""
+    process = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if enabled else None
+    try:
+        yield
+    finally:
+        if process is not None:
+            process.kill()
+            process.wait()
+
+
+def worktree(ref: str, out: Path) -> Path:
+    """A checkout of commit ``ref`` under ``out`` (made once, reused)."""
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", ref], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    path = out / f"code-{sha}"
+    if not path.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), sha], check=True,
+                       capture_output=True)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--reference-constraints", action="store_true",
+                        help="the assignment's settings: lr 1e-8, 5 epochs, batch 1024 (overrides the three)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8192)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--threads", type=int, default=0, help="0: training chooses 1 or 2 by measuring")
+    parser.add_argument("--compare-with", metavar="GIT_REF", help="also run this commit's code, same settings")
+    parser.add_argument("--compare-threads", type=int, default=2, help="threads for --compare-with's code")
+    parser.add_argument("--busy", action="store_true", help="one competing busy process during training")
+    parser.add_argument("--code", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--sweep", default="", help="comma-separated batch sizes, one timed epoch each")
     parser.add_argument("--baseline-rows", type=int, default=300_000)
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
     parser.add_argument("--warehouse", type=Path, help="reuse (or keep) the prepared warehouse here")
     parser.add_argument("--role", choices=("prepare", "ours", "baseline"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reference_constraints:
+        from pipeline.model.train import REFERENCE_CONSTRAINTS
+        args.epochs, args.batch_size, args.lr = (REFERENCE_CONSTRAINTS[k] for k in ("epochs", "batch_size", "lr"))
     data, out = args.data.resolve(), args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     warehouse = (args.warehouse or out / "warehouse").resolve()
     if args.role == "prepare":
         print(json.dumps(prepare(data, warehouse)))
     elif args.role == "ours":
-        print(json.dumps(ours(data, warehouse, args.epochs, args.batch_size, args.threads, out)))
+        print(json.dumps(ours(data, warehouse, args.epochs, args.batch_size, args.lr, args.threads, out)))
     elif args.role == "baseline":
         print(json.dumps(baseline(data, args.baseline_rows)))
     else:
@@ -117,12 +164,20 @@ def main() -> None:
         result = {}
         if not (warehouse / "processed_clicks").exists():
             result |= run_role(__file__, *common, "--role", "prepare")
-        result |= run_role(__file__, *common, "--role", "ours", "--epochs", str(args.epochs),
-                           "--batch-size", str(args.batch_size), "--threads", str(args.threads))
+        settings = ["--role", "ours", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+                    "--lr", str(args.lr)]
+        with busy_process(args.busy):
+            if args.compare_with:
+                code = worktree(args.compare_with, out)
+                before = run_role(__file__, *common, *settings, "--threads", str(args.compare_threads), "--code",
+                                  str(code))
+                result["before"] = {"commit": args.compare_with, **before}
+            result |= run_role(__file__, *common, *settings, "--threads", str(args.threads))
+        result["busy_competitor"] = args.busy
         sweep = []
         for size in filter(None, args.sweep.split(",")):
             one = run_role(__file__, *common, "--role", "ours", "--epochs", "1", "--batch-size", size,
-                           "--threads", str(args.threads))
+                           "--lr", str(args.lr), "--threads", str(args.threads))
             sweep.append({k: one[k] for k in ("batch_size", "epoch_seconds", "rows_per_s", "peak_rss_mb",
                                                "test_accuracy")})
         if sweep:

@@ -33,8 +33,9 @@ def test_fused_step_gives_autograd_loss_gradients_and_update():
     ref_opt.step()
 
     trainer = FusedTrainer(fused, make_optimizer(fused, 1e-3))
-    fused_loss = trainer.step(x, clicks)
-    assert abs(fused_loss - float(loss.detach())) < 1e-6
+    trainer.step(x, clicks)
+    loss_sum, rows = trainer.take_loss()
+    assert rows == len(clicks) and abs(loss_sum / rows - float(loss.detach())) < 1e-6
     for name, p in fused.named_parameters():
         torch.testing.assert_close(p.grad, ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
     for (name, a), b in zip(reference.named_parameters(), fused.parameters(), strict=True):
@@ -45,6 +46,8 @@ def test_fused_training_matches_reference_training_over_many_steps():
     torch.manual_seed(3)
     reference, fused = ClickMLP(), ClickMLP()
     fused.load_state_dict(reference.state_dict())
+    probe = torch.cat(_batch(1000, seed=99)[:2], 1)
+    before = fused_logits(fused, probe)
     ref_opt, trainer = make_optimizer(reference, 1e-3), FusedTrainer(fused, make_optimizer(fused, 1e-3))
     for step in range(30):
         users, restaurants, clicks = _batch(256, seed=10 + step)
@@ -53,6 +56,8 @@ def test_fused_training_matches_reference_training_over_many_steps():
             reference(torch.cat([users, restaurants], 1)), clicks).backward()
         ref_opt.step()
         trainer.step(torch.cat([users, restaurants], 1), clicks)
-    users, restaurants, _ = _batch(1000, seed=99)
-    x = torch.cat([users, restaurants], 1)
-    torch.testing.assert_close(fused_logits(fused, x), reference(x).detach(), rtol=1e-3, atol=1e-3)
+    after, expected = fused_logits(fused, probe), reference(probe).detach()
+    # Adam turns rounding differences in near-zero gradients into ±lr steps: the two runs drift
+    # apart by a few thousandths while training moves the logits by far more
+    assert float((after - before).abs().mean()) > 0.1
+    torch.testing.assert_close(after, expected, rtol=1e-2, atol=5e-3)

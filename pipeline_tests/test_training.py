@@ -1,5 +1,6 @@
 """Training: incremental vs full bookkeeping, resuming, quality, evaluation, export."""
 
+import math
 import warnings
 
 import numpy as np
@@ -11,7 +12,7 @@ from pipeline.model.batches import FeatureTables
 from pipeline.model.checkpoint import TrainingState, load_published_state
 from pipeline.model.evaluate import accuracy_gate, evaluate_files
 from pipeline.model.export import export_torchscript, verify_torchscript
-from pipeline.model.train import NonFiniteTraining, TrainConfig, load_model, train
+from pipeline.model.train import NonFiniteTraining, TrainConfig, _plan, load_model, train
 from pipeline.publish import Artifact, AuditResult, Rejected
 from pipeline_tests.conftest import build_warehouse
 
@@ -56,13 +57,22 @@ def test_incremental_trains_each_new_day_once_and_scores_it_first(tiny_dataset, 
     assert state.versions["users_ids"] == read_manifest(warehouse.processed_clicks("2026-01-03"))["users_ids_version"]
 
 
-def test_full_retrain_uses_every_row_of_the_window_every_epoch(warehouse):
-    state, report = _train(warehouse, mode="full", epochs=3, window_start="2026-01-02")
-    assert report.days == ["2026-01-02", "2026-01-03"] * 3
+def test_full_retrain_visits_every_chunk_once_an_epoch_in_a_shuffled_order_of_its_own(warehouse):
+    settings = dict(mode="full", epochs=3, window_start="2026-01-02", shuffle_chunks=2)
+    chunks = {"2026-01-02": 3, "2026-01-03": 3}  # chunks of 1500, 1500 and 1000 rows
+    plan = _plan(TrainConfig(**FAST, **settings), sorted(chunks), chunks)
+    epochs = [[piece for e, pool in plan if e == epoch for piece in pool] for epoch in range(3)]
+    assert all(sorted(order) == [(d, c) for d in sorted(chunks) for c in range(3)] for order in epochs)
+    assert len({tuple(order) for order in epochs}) == 3  # not the days in order, not one order reused
+    assert any(len({d for d, _ in pool}) == 2 for _, pool in plan)  # pools (and so batches) mix days
+    assert plan == _plan(TrainConfig(**FAST, **settings), sorted(chunks), chunks)  # seeded
+
+    state, report = _train(warehouse, **settings)
     assert report.rows == 3 * 8_000 and len(report.epoch_seconds) == 3
     assert state.trained == {"2026-01-02": 4_000, "2026-01-03": 4_000}
-    # chunks of 1500, 1500, 1000 rows → 3 + 3 + 2 batches of 512, per day and epoch
-    assert state.rows_seen == 24_000 and state.steps == 3 * 2 * (3 + 3 + 2)
+    rows = [1500, 1500, 1000]
+    assert state.rows_seen == 24_000 and state.steps == sum(
+        math.ceil(sum(rows[c] for _, c in pool) / 512) for _, pool in plan)  # batches of 512 cut from each pool
     assert report.prequential == []  # a fresh model has no "new" day to score
 
 
@@ -90,7 +100,7 @@ def test_an_unfinished_run_resumes_only_with_the_same_settings(warehouse):
 
 def _unfinished_run(warehouse, **config):
     """Leave an unfinished run behind: train, stop before publishing, then move its cursor back
-    one day, as if it had been killed during the last day with that day's weights applied."""
+    one step, as if it had been killed during the last step with that step's weights applied."""
     def crash(model, tables):
         raise RuntimeError("killed before publishing")
 
@@ -200,3 +210,11 @@ def test_leftovers_of_a_save_cut_short_are_removed_by_the_next_run(warehouse):
     train(warehouse, TrainConfig(**FAST), log=messages.append)
     assert not stale.exists() and not staging.exists()
     assert "removed 2 leftovers of killed training writes" in messages
+
+
+def test_the_thread_count_and_its_switching_do_not_change_the_model(warehouse):
+    """Adaptive threads (0) switch between 1 and 2 mid-run; a resumed run may choose differently
+    than the run it resumes, so every choice must give the same bits."""
+    models = [_train(warehouse, mode="full", epochs=1, batch_size=64, threads=threads)[0].model
+              for threads in (1, 2, 0)]
+    assert all(torch.equal(models[0][k], other[k]) for other in models[1:] for k in models[0])

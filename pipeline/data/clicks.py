@@ -323,6 +323,18 @@ def iter_chunks(partition: Path, verify: bool = True) -> Iterator[tuple[np.ndarr
     directory = _version_dir(partition)
     record = json.loads((directory / RECORD).read_text())
     for chunk in json.loads((directory / MANIFEST).read_text())["chunks"]:
-        path = verify_file(directory, chunk["file"], record) if verify else directory / chunk["file"]
-        batch = read_first_batch(path)
-        yield tuple(batch.column(i).to_numpy() for i in range(3))
+        yield _read_chunk(directory, chunk["file"], record, verify)
+
+
+def read_chunk(partition: Path, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Chunk ``index`` of one version of ``partition``, as :func:`iter_chunks` yields it."""
+    directory = _version_dir(partition)
+    chunks = json.loads((directory / MANIFEST).read_text())["chunks"]
+    if not 0 <= index < len(chunks):
+        raise IndexError(f"{directory} has {len(chunks)} chunks, not a chunk {index}")
+    return _read_chunk(directory, chunks[index]["file"], json.loads((directory / RECORD).read_text()), True)
+
+
+def _read_chunk(directory: Path, file: str, record: dict, verify: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    batch = read_first_batch(verify_file(directory, file, record) if verify else directory / file)
+    return tuple(batch.column(i).to_numpy() for i in range(3))

@@ -1,16 +1,17 @@
 """Model-ready batches: processed rows (snapshot row numbers) gathered into float32 features.
 
-A chunk is shuffled as a whole (the rows it holds), then cut into batches; each batch's user and
-restaurant features are gathered with ``index_select`` into preallocated buffers (3–9× faster
-than fancy indexing and concatenation). The permutation of a chunk depends only on
-(seed, epoch, day, chunk), so a run resumed from a checkpoint sees exactly the batches an
-uninterrupted run would have seen.
+A pool of rows (one chunk, or in a full retrain several chunks of different days) is shuffled as a
+whole, then cut into batches; each batch's user and restaurant features are gathered with
+``index_select`` straight into a preallocated buffer (3–9× faster than fancy indexing and
+concatenation), the trainer's own input buffer when it has one. A pool's permutation depends only
+on the seed and where the pool stands in the run's plan, so a run resumed from a checkpoint sees
+exactly the batches an uninterrupted run would have seen.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,8 +46,9 @@ class FeatureTables:
                 "restaurants_ids": self.restaurant_snapshot.ids_version}
 
 
-def chunk_generator(seed: int, epoch: int, day: str, chunk: int) -> torch.Generator:
-    digest = hashlib.blake2b(f"{seed}/{epoch}/{day}/{chunk}".encode(), digest_size=8).digest()
+def seeded_generator(*key) -> torch.Generator:
+    """A generator seeded from ``key`` (e.g. seed, epoch, day, chunk) alone."""
+    digest = hashlib.blake2b("/".join(map(str, key)).encode(), digest_size=8).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
 
 
@@ -55,15 +57,13 @@ class BatchGatherer:
 
     def __init__(self, tables: FeatureTables, batch_size: int):
         self.tables, self.batch_size = tables, batch_size
-        self._users = torch.empty(batch_size, tables.users.shape[1])
-        self._restaurants = torch.empty(batch_size, tables.restaurants.shape[1])
         self._x = torch.empty(batch_size, inputs.WIDTH)
 
     def batches(self, user_row: np.ndarray, restaurant_row: np.ndarray, click: np.ndarray,
-                generator: torch.Generator | None = None
+                generator: torch.Generator | None = None, into: Callable[[int], torch.Tensor] | None = None
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (x [n, 40] float32, clicks float32) batches; x is a reused buffer, valid until
-        the next batch is requested."""
+        """Yield (x [n, 40] float32, clicks float32) batches, shuffled when a ``generator`` is
+        given; x is a reused buffer (``into(n)`` when given), valid until the next batch."""
         users_idx = torch.from_numpy(np.array(user_row, dtype=np.int32))  # chunks are read-only maps
         restaurants_idx = torch.from_numpy(np.array(restaurant_row, dtype=np.int32))
         clicks = torch.from_numpy(np.array(click, dtype=np.float32))
@@ -72,10 +72,8 @@ class BatchGatherer:
             users_idx, restaurants_idx, clicks = users_idx[order], restaurants_idx[order], clicks[order]
         for start in range(0, len(clicks), self.batch_size):
             end = min(start + self.batch_size, len(clicks))
-            n = end - start
-            u, r, x = self._users[:n], self._restaurants[:n], self._x[:n]
-            torch.index_select(self.tables.users, 0, users_idx[start:end], out=u)
-            torch.index_select(self.tables.restaurants, 0, restaurants_idx[start:end], out=r)
-            inputs.pairs(u, r, out=x)
+            x = into(end - start) if into is not None else self._x[:end - start]
+            inputs.gather(self.tables.users, self.tables.restaurants, users_idx[start:end],
+                          restaurants_idx[start:end], out=x)
             yield x, clicks[start:end]
 

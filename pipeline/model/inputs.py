@@ -28,6 +28,16 @@ def pairs(users: torch.Tensor, restaurants: torch.Tensor, out: torch.Tensor | No
     return torch.cat([users, restaurants], dim=1, out=out) if out is not None else torch.cat([users, restaurants], 1)
 
 
+def gather(users: torch.Tensor, restaurants: torch.Tensor, user_rows: torch.Tensor, restaurant_rows: torch.Tensor,
+           out: torch.Tensor) -> torch.Tensor:
+    """Write the model input of pairs (users[user_rows[i]], restaurants[restaurant_rows[i]]) into
+    ``out`` [n, 40] (a view of a wider buffer is fine), with no intermediate copy."""
+    _check(users.shape[1], restaurants.shape[1])
+    torch.index_select(users, 0, user_rows, out=out[:, :USER_WIDTH])
+    torch.index_select(restaurants, 0, restaurant_rows, out=out[:, USER_WIDTH:])
+    return out
+
+
 def one_user(user: np.ndarray, restaurants: np.ndarray) -> np.ndarray:
     """[n, 40] for one user [30] against n restaurants [n, 10] (a recommendation request)."""
     _check(len(user), restaurants.shape[1])

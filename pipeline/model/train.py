@@ -4,8 +4,12 @@
   every processed day it has not been trained on (a fresh model when none is published);
 - full: a fresh model trained on every day of a window for N epochs (every row every epoch).
 
-In incremental mode each new day is scored before it is trained on (prequential accuracy, AUC,
-log loss); a full retrain starts from scratch, so it has no "new" day to score.
+Incremental training walks the new days in order, chunk by chunk, and scores each day before it
+trains on it (prequential accuracy, AUC, log loss): that order is the point. A full retrain starts
+from scratch, so nothing needs an order: each epoch visits the window's (day, chunk) pieces in a
+seeded permutation of its own, ``shuffle_chunks`` of them pooled and shuffled together, so batches
+mix days and no epoch ends on the newest day. The plan, permutations included, is part of the
+unfinished run's cursor.
 
 One writer at a time (the checkpoint artifact's lock, held for the whole run). An unfinished run
 lives in its own file (``Warehouse.training_run``), saved atomically every few chunks and at the
@@ -30,15 +34,19 @@ import numpy as np
 import torch
 
 from pipeline.atomic import remove_stale_temporaries
-from pipeline.data.clicks import iter_chunks, live_partition, read_manifest
+from pipeline.data.clicks import iter_chunks, live_partition, read_chunk, read_manifest
 from pipeline.data.layout import Warehouse, parse_day
 from pipeline.model import metrics
-from pipeline.model.batches import BatchGatherer, FeatureTables, chunk_generator
+from pipeline.model.batches import BatchGatherer, FeatureTables, seeded_generator
 from pipeline.model.checkpoint import CHECKPOINT_FILE, Cursor, TrainingState, load_published_state
 from pipeline.model.network import ClickMLP, FusedTrainer, fused_logits, make_optimizer
+from pipeline.model.threads import ThreadTuner
 from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, Artifact, AuditResult, Published, Rejected
 
 MODES = ("incremental", "full")
+REFERENCE_CONSTRAINTS = {"mode": "full", "lr": 1e-8, "epochs": 5, "batch_size": 1024}
+"""The assignment's training settings (Adam, the reference architecture, every row every epoch):
+deploy/run_configs/reference_constraints.yaml and ``bench/training.py --reference-constraints``."""
 
 
 @dataclass(frozen=True)
@@ -51,15 +59,22 @@ class TrainConfig:
     window_start: str | None = None
     window_end: str | None = None
     seed: int = 0
-    threads: int = 2  # measured: usually faster than 1 for training here (docs/PERFORMANCE.md)
+    threads: int = 0  # 0: the faster of 1 and 2, measured as it trains (pipeline.model.threads)
     checkpoint_every_chunks: int = 4
     restart: bool = False
+    shuffle_chunks: int = 4
 
     def __post_init__(self):
+        if self.threads < 0:
+            raise ValueError(f"threads must be 0 (measure) or positive, got {self.threads}")
+        self._check()
+
+    def _check(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        sizes = {"lr": self.lr, "batch_size": self.batch_size, "epochs": self.epochs, "threads": self.threads,
-                 "checkpoint_every_chunks": self.checkpoint_every_chunks, "hidden": min(self.hidden)}
+        sizes = {"lr": self.lr, "batch_size": self.batch_size, "epochs": self.epochs,
+                 "checkpoint_every_chunks": self.checkpoint_every_chunks, "shuffle_chunks": self.shuffle_chunks,
+                 "hidden": min(self.hidden)}
         for name, value in sizes.items():
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -88,6 +103,7 @@ class TrainReport:
     mean_loss: float = float("nan")
     prequential: list[dict] = field(default_factory=list)
     discarded_unfinished: bool = False
+    threads: dict[str, float] = field(default_factory=dict)
 
     @property
     def rows_per_s(self) -> float:
@@ -112,15 +128,35 @@ class _Progress:
                      f"{rate:,.0f} rows/s, ETA {eta:.0f} s")
 
 
-def _fingerprint(config: TrainConfig, plan: list[tuple[int, str]], versions: dict[str, str]) -> str:
-    key = json.dumps([config.mode, config.architecture(), config.lr, config.batch_size, config.seed, plan,
-                      sorted(versions.items())])
+Plan = list[tuple[int, tuple[tuple[str, int], ...]]]
+"""(epoch, pieces) steps; a piece is (day, chunk). Incremental: one day's chunks per step, in
+order; full: ``shuffle_chunks`` pieces of a permuted epoch per step, pooled."""
+
+
+def _fingerprint(config: TrainConfig, plan: Plan, versions: dict[str, str]) -> str:
+    key = json.dumps([config.mode, config.architecture(), config.lr, config.batch_size, config.seed,
+                      config.shuffle_chunks, plan, sorted(versions.items())])
     return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
 
 
 def _window(days: list[str], config: TrainConfig) -> list[str]:
     return [d for d in days if (config.window_start is None or d >= config.window_start)
             and (config.window_end is None or d <= config.window_end)]
+
+
+def _plan(config: TrainConfig, days: list[str], chunks: dict[str, int]) -> Plan:
+    """Incremental: the days in order. Full: per epoch, a seeded permutation of every (day, chunk)
+    of the window, cut into pools of ``shuffle_chunks``."""
+    if config.mode == "incremental":
+        return [(0, tuple((day, c) for c in range(chunks[day]))) for day in days]
+    pieces = [(day, c) for day in days for c in range(chunks[day])]
+    plan = []
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(pieces), generator=seeded_generator(config.seed, "plan", epoch)).tolist()
+        shuffled = [pieces[i] for i in order]
+        plan += [(epoch, tuple(shuffled[i:i + config.shuffle_chunks]))
+                 for i in range(0, len(shuffled), config.shuffle_chunks)]
+    return plan
 
 
 def _fresh_state(config: TrainConfig) -> tuple[ClickMLP, torch.optim.Optimizer, TrainingState]:
@@ -198,7 +234,7 @@ def train(warehouse: Warehouse, config: TrainConfig, log: Callable[[str], None] 
     record stays). A second run waits for the first (the checkpoint's lock). ``on_day`` gets each
     (epoch, day) step's numbers as it finishes: day, epoch, rows, train_loss and, incrementally,
     the day's prequential scores."""
-    torch.set_num_threads(config.threads)
+    torch.set_num_threads(config.threads or 1)  # scoring and the gate; training paces its own (ThreadTuner)
     run_path = warehouse.training_run
     artifact = Artifact(warehouse.checkpoint)
     with artifact.lock(lock_timeout_s, on_wait=log):
@@ -240,7 +276,7 @@ def _run(warehouse: Warehouse, config: TrainConfig, run_path: Path, log: Callabl
         if config.mode == "incremental" and incumbent is not None:
             state = incumbent
             model, optimizer = _restore(state, config)
-            plan = [(0, d) for d in days if d not in state.trained]
+            window = [d for d in days if d not in state.trained]
         else:
             model, optimizer, state = _fresh_state(config)
             window = days if config.mode == "incremental" else _window(days, config)
@@ -249,7 +285,8 @@ def _run(warehouse: Warehouse, config: TrainConfig, run_path: Path, log: Callabl
                     f"full retrain over an empty window [{config.window_start or 'first day'}, "
                     f"{config.window_end or 'last day'}]: processed days are "
                     f"{f'{days[0]} to {days[-1]}' if days else 'none'}")
-            plan = [(epoch, d) for epoch in range(config.epochs if config.mode == "full" else 1) for d in window]
+        manifests = _check_ids_versions(warehouse, set(window), tables)
+        plan = _plan(config, window, {d: len(m["chunks"]) for d, m in manifests.items()})
         if not plan:
             return None, TrainReport(config.mode, False, discarded_unfinished=discarded), tables
         state.versions = tables.versions()
@@ -264,62 +301,73 @@ def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState,
                 report: TrainReport, log: Callable[[str], None],
                 on_day: Callable[[dict], None] | None = None) -> None:
     cursor = state.cursor
-    manifests = _check_ids_versions(warehouse, {d for _, d in cursor.plan}, tables)
-    remaining = sum(manifests[d]["rows"] for _, d in cursor.plan[cursor.position:])
+    manifests = _check_ids_versions(warehouse, {d for _, pieces in cursor.plan for d, _ in pieces}, tables)
+    pieces_rows = {d: [c["rows"] for c in m["chunks"]] for d, m in manifests.items()}
+    remaining = sum(pieces_rows[d][c] for _, pieces in cursor.plan[cursor.position:] for d, c in pieces)
     progress = _Progress(remaining, log)
-    trainer, gatherer = FusedTrainer(model, optimizer), BatchGatherer(tables, config.batch_size)
+    trainer, gatherer = FusedTrainer(model, optimizer, config.batch_size), BatchGatherer(tables, config.batch_size)
+    threads = ThreadTuner(config.threads)
     log(f"{'resuming' if report.resumed else 'starting'} {cursor.mode} training: "
-        f"{len(cursor.plan) - cursor.position} (epoch, day) steps, {remaining:,} rows")
+        f"{len(cursor.plan) - cursor.position} steps, {remaining:,} rows")
 
     def save() -> None:
         state.model, state.optimizer = model.state_dict(), optimizer.state_dict()
         state.save(run_path)
 
-    def stop(day: str, chunk: int, epoch: int, what: str) -> None:
-        run_path.unlink(missing_ok=True)
-        raise NonFiniteTraining(
-            f"{what} while training day {day}, chunk {chunk} (epoch {epoch}, step {state.steps}): training "
-            f"stopped without saving; the unfinished run was discarded and the published checkpoint is "
-            f"unchanged (check the feature snapshots and the learning rate)")
+    def train_pool(arrays, generator, where: str, epoch: int) -> tuple[float, int]:
+        for _ in threads.paced(gatherer.batches(*arrays, generator, into=trainer.input_buffer)):
+            trainer.step(*_)
+            state.steps += 1
+        loss_sum, rows = trainer.take_loss()
+        bad = non_finite_parameters(model.state_dict())
+        if not math.isfinite(loss_sum) or bad:
+            run_path.unlink(missing_ok=True)
+            what = f"non-finite weights {bad}" if bad else f"non-finite loss {loss_sum}"
+            raise NonFiniteTraining(
+                f"{what} while training {where} (epoch {epoch}, step {state.steps}): training stopped without "
+                f"saving; the unfinished run was discarded and the published checkpoint is unchanged (check the "
+                f"feature snapshots and the learning rate)")
+        state.rows_seen += rows
+        report.rows += rows
+        progress.add(rows)
+        return loss_sum, rows
 
     started = epoch_started = time.perf_counter()
-    losses = []
+    loss_total, loss_rows = 0.0, 0
     while cursor.position < len(cursor.plan):
-        day_losses_from, day_rows_from = len(losses), report.rows
-        epoch, day = cursor.plan[cursor.position]
-        partition = live_partition(warehouse.processed_clicks(day))  # one version for the whole day
-        if cursor.mode == "incremental" and cursor.chunk == 0:
-            cursor.pending = {"day": day, **{f"prequential_{k}": v for k, v in
-                                             score_partition(model, gatherer, partition).items()}}
-        chunks = read_manifest(partition)["chunks"]
-        for index, (user_row, restaurant_row, click) in enumerate(iter_chunks(partition)):
-            if index < cursor.chunk:
-                continue
-            generator = chunk_generator(config.seed, epoch, day, index)
-            for x, clicks in gatherer.batches(user_row, restaurant_row, click, generator):
-                loss = trainer.step(x, clicks)
-                if not math.isfinite(loss):
-                    stop(day, index, epoch, f"non-finite loss {loss}")
-                losses.append(loss)
-                state.steps += 1
-            if bad := non_finite_parameters(model.state_dict()):
-                stop(day, index, epoch, f"non-finite weights {bad}")
-            state.rows_seen += len(click)
-            report.rows += len(click)
-            progress.add(len(click))
-            cursor.chunk = index + 1
-            if cursor.chunk % config.checkpoint_every_chunks == 0 and cursor.chunk < len(chunks):
-                save()
-        if cursor.pending is not None:
+        epoch, pieces = cursor.plan[cursor.position]
+        days = sorted({d for d, _ in pieces})
+        step_loss, step_rows = 0.0, 0
+        if cursor.mode == "incremental":  # one day, chronological, scored before it is trained on
+            day = days[0]
+            partition = live_partition(warehouse.processed_clicks(day))  # one version for the whole day
+            if cursor.chunk == 0:
+                cursor.pending = {"day": day, **{f"prequential_{k}": v for k, v in
+                                                 score_partition(model, gatherer, partition).items()}}
+            for index, arrays in enumerate(iter_chunks(partition)):
+                if index < cursor.chunk:
+                    continue
+                loss, rows = train_pool(arrays, seeded_generator(config.seed, epoch, day, index),
+                                        f"day {day}, chunk {index}", epoch)
+                step_loss, step_rows = step_loss + loss, step_rows + rows
+                cursor.chunk = index + 1
+                if cursor.chunk % config.checkpoint_every_chunks == 0 and cursor.chunk < len(pieces):
+                    save()
             state.history.append(cursor.pending)
             report.prequential.append(cursor.pending)
-        if cursor.mode == "incremental":
             state.trained[day] = manifests[day]["rows"]
-        report.days.append(day)
+        else:  # a pool of pieces of several days, shuffled together
+            parts = [read_chunk(live_partition(warehouse.processed_clicks(d)), c) for d, c in pieces]
+            arrays = [np.concatenate([part[i] for part in parts]) for i in range(3)]
+            del parts
+            step_loss, step_rows = train_pool(arrays, seeded_generator(config.seed, epoch, "pool", cursor.position),
+                                              "chunks " + ", ".join(f"{d}/{c}" for d, c in pieces), epoch)
+            del arrays
+        loss_total, loss_rows = loss_total + step_loss, loss_rows + step_rows
+        report.days += days
         if on_day is not None:
-            day_losses = losses[day_losses_from:]
-            on_day({"day": day, "epoch": epoch, "rows": report.rows - day_rows_from,
-                    "train_loss": float(np.mean(day_losses)) if day_losses else float("nan"),
+            on_day({"day": ", ".join(days), "epoch": epoch, "rows": step_rows,
+                    "train_loss": step_loss / step_rows if step_rows else float("nan"),
                     **{k: v for k, v in (cursor.pending or {}).items() if k != "day"}})
         cursor.position, cursor.chunk, cursor.pending = cursor.position + 1, 0, None
         next_epoch = cursor.plan[cursor.position][0] if cursor.position < len(cursor.plan) else None
@@ -329,10 +377,11 @@ def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState,
             epoch_started = now
             log(f"epoch {epoch} done in {report.epoch_seconds[-1]:.1f} s")
         if cursor.position == len(cursor.plan) and cursor.mode == "full":
-            state.trained = {d: manifests[d]["rows"] for _, d in cursor.plan}
-        save()  # at the end of every day; at the end of the plan it marks the run complete, unpublished
+            state.trained = {d: manifests[d]["rows"] for _, pieces in cursor.plan for d, _ in pieces}
+        save()  # after every step; at the end of the plan it marks the run complete, unpublished
     report.seconds = time.perf_counter() - started
-    report.mean_loss = float(np.mean(losses)) if losses else float("nan")
+    report.mean_loss = loss_total / loss_rows if loss_rows else float("nan")
+    report.threads = threads.summary()
 
 
 FINITE_CHECK = "click_model_is_finite"
