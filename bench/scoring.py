@@ -39,7 +39,7 @@ from pipeline.model.export import export_torchscript  # noqa: E402
 from pipeline.model.network import ClickMLP  # noqa: E402
 from pipeline.serving.loadgen import closed_loop  # noqa: E402
 from pipeline.serving.recommender import Recommender, Request  # noqa: E402
-from pipeline.serving.scorer import TorchScriptScorer  # noqa: E402
+from pipeline.serving.scorer import ModelScorer  # noqa: E402
 from pipeline.store.base import FeatureTable  # noqa: E402
 from pipeline.store.redis_store import RedisStore  # noqa: E402
 from pipeline.store.sqlite import SQLiteStore  # noqa: E402
@@ -120,7 +120,7 @@ def main() -> None:
         model_path = args.model or Path(tmp) / "model.pt"
         if args.model is None:
             export_torchscript(eager, model_path)
-        scorer = TorchScriptScorer(model_path)
+        scorer = ModelScorer(model_path)
         stores = {"sqlite": SQLiteStore(Path(tmp) / "online.db"), "redis": RedisStore(redis_url)}
         for name, store in stores.items():
             started = time.perf_counter()

@@ -47,7 +47,7 @@ def reads(data: Path, store_kind: str, count: int) -> dict:
     from pipeline.model.export import export_torchscript
     from pipeline.model.network import ClickMLP
     from pipeline.serving.recommender import Recommender, Request
-    from pipeline.serving.scorer import TorchScriptScorer
+    from pipeline.serving.scorer import ModelScorer
     from pipeline.store.redis_store import RedisStore
     from pipeline.store.sqlite import SQLiteStore
 
@@ -71,7 +71,7 @@ def reads(data: Path, store_kind: str, count: int) -> dict:
             store.load("users", users.ids, users.values, users.version)
             store.load("restaurants", restaurants.ids, restaurants.values, restaurants.version)
         load_seconds = time.perf_counter() - started
-        recommender = Recommender(geo, store, TorchScriptScorer(Path(tmp) / "model.pt"))
+        recommender = Recommender(geo, store, ModelScorer(Path(tmp) / "model.pt"))
         for request in requests[:200]:
             recommender.recommend(request)
         times = []

@@ -49,7 +49,9 @@ def prepare(data: Path, warehouse: Path) -> dict:
     return {"prepare_seconds": round(time.perf_counter() - started, 2)}
 
 
-def ours(data: Path, warehouse: Path, epochs: int, batch_size: int, lr: float, threads: int, out: Path) -> dict:
+def ours(data: Path, warehouse: Path, settings: dict, out: Path) -> dict:
+    import dataclasses
+
     import pipeline
     from devtools.process_metrics import peak_rss_mb
     from pipeline.data.layout import ReferenceDataset, Warehouse
@@ -59,7 +61,9 @@ def ours(data: Path, warehouse: Path, epochs: int, batch_size: int, lr: float, t
     from pipeline.model.train import TrainConfig, load_model, train
 
     layout = Warehouse(warehouse)
-    report = train(layout, TrainConfig(mode="full", epochs=epochs, batch_size=batch_size, lr=lr, threads=threads),
+    known = {f.name for f in dataclasses.fields(TrainConfig)}  # older commits (--compare-with) know fewer
+    settings = {k: v for k, v in {"mode": "full", **settings}.items() if k in known}
+    report = train(layout, TrainConfig(**settings),
                    log=lambda m: print(m, file=sys.stderr)).report  # published as the warehouse's model of record
     train_peak = peak_rss_mb()
     model, _ = load_model(layout.checkpoint)
@@ -67,9 +71,9 @@ def ours(data: Path, warehouse: Path, epochs: int, batch_size: int, lr: float, t
     model_path = out / "model.pt"
     out.mkdir(parents=True, exist_ok=True)
     export_torchscript(model, model_path)
-    rows_per_epoch = report.rows // epochs
-    return {"code": str(Path(pipeline.__file__).parent.parent), "rows_per_epoch": rows_per_epoch, "epochs": epochs,
-            "batch_size": batch_size, "lr": lr, "threads": threads, **getattr(report, "threads", {}),
+    return {"code": str(Path(pipeline.__file__).parent.parent), "rows_per_epoch": report.rows // settings["epochs"],
+            **settings, **getattr(report, "threads", {}),
+            "validation": getattr(report, "validation", []), "selected_epoch": getattr(report, "selected_epoch", None),
             "epoch_seconds": [round(s, 2) for s in report.epoch_seconds],
             "rows_per_s": round(report.rows / sum(report.epoch_seconds)), "peak_rss_mb": round(peak_rss_mb(), 1),
             "train_peak_rss_mb": round(train_peak, 1),
@@ -137,6 +141,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8192)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=0, help="0: training chooses 1 or 2 by measuring")
+    parser.add_argument("--validation-days", type=int, help="newest days held out (default: TrainConfig's)")
     parser.add_argument("--compare-with", metavar="GIT_REF", help="also run this commit's code, same settings")
     parser.add_argument("--compare-threads", type=int, default=2, help="threads for --compare-with's code")
     parser.add_argument("--busy", action="store_true", help="one competing busy process during training")
@@ -149,14 +154,18 @@ def main() -> None:
     args = parser.parse_args()
     if args.reference_constraints:
         from pipeline.model.train import REFERENCE_CONSTRAINTS
-        args.epochs, args.batch_size, args.lr = (REFERENCE_CONSTRAINTS[k] for k in ("epochs", "batch_size", "lr"))
+        args.epochs, args.batch_size, args.lr, args.validation_days = (
+            REFERENCE_CONSTRAINTS[k] for k in ("epochs", "batch_size", "lr", "validation_days"))
     data, out = args.data.resolve(), args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     warehouse = (args.warehouse or out / "warehouse").resolve()
     if args.role == "prepare":
         print(json.dumps(prepare(data, warehouse)))
     elif args.role == "ours":
-        print(json.dumps(ours(data, warehouse, args.epochs, args.batch_size, args.lr, args.threads, out)))
+        settings = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "threads": args.threads}
+        if args.validation_days is not None:
+            settings["validation_days"] = args.validation_days
+        print(json.dumps(ours(data, warehouse, settings, out)))
     elif args.role == "baseline":
         print(json.dumps(baseline(data, args.baseline_rows)))
     else:
@@ -164,20 +173,21 @@ def main() -> None:
         result = {}
         if not (warehouse / "processed_clicks").exists():
             result |= run_role(__file__, *common, "--role", "prepare")
-        settings = ["--role", "ours", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-                    "--lr", str(args.lr)]
+        def settings(epochs: int, batch_size: int | str) -> list[str]:
+            given = ["--role", "ours", "--epochs", str(epochs), "--batch-size", str(batch_size), "--lr", str(args.lr)]
+            return given + (["--validation-days", str(args.validation_days)] if args.validation_days is not None else [])
+
         with busy_process(args.busy):
             if args.compare_with:
                 code = worktree(args.compare_with, out)
-                before = run_role(__file__, *common, *settings, "--threads", str(args.compare_threads), "--code",
-                                  str(code))
+                before = run_role(__file__, *common, *settings(args.epochs, args.batch_size), "--threads",
+                                  str(args.compare_threads), "--code", str(code))
                 result["before"] = {"commit": args.compare_with, **before}
-            result |= run_role(__file__, *common, *settings, "--threads", str(args.threads))
+            result |= run_role(__file__, *common, *settings(args.epochs, args.batch_size), "--threads", str(args.threads))
         result["busy_competitor"] = args.busy
         sweep = []
         for size in filter(None, args.sweep.split(",")):
-            one = run_role(__file__, *common, "--role", "ours", "--epochs", "1", "--batch-size", size,
-                           "--lr", str(args.lr), "--threads", str(args.threads))
+            one = run_role(__file__, *common, *settings(1, size), "--threads", str(args.threads))
             sweep.append({k: one[k] for k in ("batch_size", "epoch_seconds", "rows_per_s", "peak_rss_mb",
                                                "test_accuracy")})
         if sweep:

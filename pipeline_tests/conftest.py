@@ -100,7 +100,7 @@ def serving_artifacts(tiny_dataset, tmp_path_factory):
 
     from pipeline.geo.index import GeoIndex
     from pipeline.model.batches import FeatureTables
-    from pipeline.model.export import publish_torchscript
+    from pipeline.model.export import publish_export
     from pipeline.model.train import TrainConfig, load_model, train
 
     warehouse = build_warehouse(tiny_dataset, tmp_path_factory.mktemp("serving"), chunk_rows=4000)
@@ -108,7 +108,7 @@ def serving_artifacts(tiny_dataset, tmp_path_factory):
     model, state = load_model(warehouse.checkpoint)
     tables = FeatureTables.load(warehouse)
     sample = torch.cat([tables.users[:256], tables.restaurants[:256]], dim=1)
-    publish_torchscript(model, warehouse.export, sample, record={"feature_versions": state.versions})
+    publish_export(model, warehouse.export, sample, record={"feature_versions": state.versions})
     restaurants = tables.restaurant_snapshot
     geo = GeoIndex.build(restaurants.ids, restaurants.locations[:, 0], restaurants.locations[:, 1])
     geo.publish(warehouse.geo_index, restaurants.ids)

@@ -13,7 +13,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from pipeline.model.export import publish_torchscript
+from pipeline.model.export import publish_export
 from pipeline.model.network import ClickMLP
 from pipeline.publish import Artifact
 from pipeline.store.base import FeatureTable
@@ -125,7 +125,7 @@ def test_a_new_model_is_picked_up_without_restart_or_failed_requests(api):
     thread = threading.Thread(target=hammer)
     thread.start()
     torch.manual_seed(123)
-    publish_torchscript(ClickMLP(), warehouse.export, torch.randn(64, 40), record={})  # as the asset does
+    publish_export(ClickMLP(), warehouse.export, torch.randn(64, 40), record={})  # as the asset does
     deadline = time.monotonic() + 20
     while json.loads(get(base, "/health")[1])["model_version"] == before_version:
         assert time.monotonic() < deadline, "the new model was not picked up"

@@ -22,7 +22,7 @@ from devtools.redis_server import RedisServer, free_port
 from pipeline.api.app import create_app
 from pipeline.api.artifacts import Artifacts
 from pipeline.geo.index import CELLS_FILE, TABLE_FILE, GeoIndex
-from pipeline.model.export import MODEL_FILE, publish_torchscript
+from pipeline.model.export import MODEL_FILE, publish_export
 from pipeline.model.network import ClickMLP
 from pipeline.publish import RECORD, Artifact, write_audit_publish
 from pipeline.store.base import FeatureTable
@@ -185,7 +185,7 @@ def test_a_wrong_width_or_corrupt_model_is_rejected_once_and_the_old_one_keeps_s
     shutil.copytree(Artifact(warehouse.export).version_path(good), good_copy)
     torch.manual_seed(5)
     # an honest export of a model with 30 inputs
-    narrow = publish_torchscript(ClickMLP(input_dim=30), warehouse.export, torch.randn(32, 30), record={})
+    narrow = publish_export(ClickMLP(input_dim=30), warehouse.export, torch.randn(32, 30), record={})
     body = _wait_for(lambda: (h := health(api.base))["last_reload_failure"] and h, what="the rejection")
     assert body["last_reload_failure"]["version"] == narrow.version
     assert "input width 30" in body["last_reload_failure"]["reason"] and body["model_version"] == good
@@ -359,7 +359,7 @@ def test_two_workers_serve_and_each_picks_up_a_new_model(serving_artifacts, tmp_
         torch.manual_seed(11)
         model = ClickMLP()
         sample = torch.randn(64, 40)
-        new = publish_torchscript(model, warehouse.export, sample, record={})
+        new = publish_export(model, warehouse.export, sample, record={})
         _wait_for(lambda: (seen := versions_by_worker()) and len(seen) == 2 and set(seen.values()) == {new.version},
                   what="both workers on the new model")
         assert post(api.base, "/recommend/7", BODY)[0] == 200

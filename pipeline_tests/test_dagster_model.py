@@ -9,7 +9,7 @@ import torch
 from pipeline.defs.assets.features import user_features
 from pipeline.defs.assets.model import click_model, torchscript_model
 from pipeline.defs.resources import LocalParquetSourceResource, WarehouseResource
-from pipeline.model.export import publish_torchscript
+from pipeline.model.export import publish_export
 from pipeline.model.train import load_model
 from pipeline.publish import Artifact, Rejected
 from pipeline_tests.conftest import build_warehouse, step_failures
@@ -44,16 +44,22 @@ def test_train_evaluate_export_with_plotted_metadata(tiny_dataset, tmp_path):
         assert result.success
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert checks == {"click_model_is_finite": True, "accuracy_meets_reference_bar": True,
-                          "torchscript_matches_eager": True}
+                          "torchscript_matches_eager": True, "exported_program_matches_eager": True}
         model = _metadata(result, "click_model")
-        assert model["rows_trained"] == 4 * 12_000 and model["partitions_in_model"] == 3
+        # the newest of the 3 days is held out for model selection: 2 days trained, 4 epochs scored on it
+        assert model["rows_trained"] == 4 * 8_000 and model["partitions_in_model"] == 2
+        assert [v["epoch"] for v in model["validation_by_epoch"]] == [0, 1, 2, 3]
+        assert model["selected_epoch"] in range(4) and model["validation_rows"] == 4_000
+        assert model["validation_log_loss"] == min(v["validation_log_loss"] for v in model["validation_by_epoch"])
         assert model["epochs"] == 4 and model["rows_per_s"] > 0 and model["train_loss"] < 0.69
         assert model["version"] == Artifact(warehouse.checkpoint).live_version()
         evaluation = _metadata(result, "model_evaluation")
         assert evaluation["accuracy"] > 0.8 and evaluation["rows"] == 4_000
         assert "| probability |" in evaluation["calibration"]
         export = _metadata(result, "torchscript_model")
-        assert export["max_abs_diff"] <= 1e-5 and export["latency_p50_ms"] > 0
+        assert export["max_abs_diff"] <= 1e-5 and export["served_format"] in ("torchscript", "exported_program")
+        assert all(export[f"{fmt}_{q}_ms_{n}"] > 0 for fmt in ("torchscript", "exported_program")
+                   for q in ("p50", "p99") for n in (20, 70, 1000))
         assert export["checkpoint_version"] == model["version"]
         record = Artifact(warehouse.export).record()
         assert record["feature_versions"] == model["feature_versions"] and len(record["probe"]["x"]) == 16
@@ -93,7 +99,7 @@ def test_a_failed_parity_check_leaves_the_served_model_in_place(tiny_dataset, tm
     sample = torch.zeros(64, 40)
     sample[3, 5] = float("nan")  # a probe the export cannot match: the parity check fails
     with pytest.raises(Rejected, match="torchscript_matches_eager: max abs diff nan"):
-        publish_torchscript(model, warehouse.export, sample, record={})
+        publish_export(model, warehouse.export, sample, record={})
     assert Artifact(warehouse.export).live_version() == live and warehouse.torchscript.read_bytes() == served
     assert Artifact(warehouse.export).versions() == [live]
 

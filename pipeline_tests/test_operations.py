@@ -10,7 +10,7 @@ import torch
 
 from pipeline.data.features import RESTAURANTS, USERS, load_snapshot
 from pipeline.model.batches import FeatureTables
-from pipeline.model.export import publish_torchscript
+from pipeline.model.export import publish_export
 from pipeline.model.train import TrainConfig, load_model, train
 from pipeline.publish import Artifact
 from pipeline.store.base import FeatureTable
@@ -30,7 +30,7 @@ def _train_and_export(warehouse):
     model, state = load_model(warehouse.checkpoint)
     tables = FeatureTables.load(warehouse, state.versions)
     sample = torch.cat([tables.users[:64], tables.restaurants[:64]], dim=1)
-    return publish_torchscript(model, warehouse.export, sample, record={
+    return publish_export(model, warehouse.export, sample, record={
         "checkpoint_version": Artifact(warehouse.checkpoint).live_version(), "feature_versions": state.versions})
 
 

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.serving.recommender import Recommender, Request, RequestError, UnknownUser
-from pipeline.serving.scorer import TorchScriptScorer
+from pipeline.serving.scorer import ModelScorer
 from pipeline.store.base import FeatureTable
 from pipeline.store.redis_store import RedisStore
 from pipeline.store.sqlite import SQLiteStore
@@ -22,7 +22,7 @@ def recommender(request, serving_artifacts, tmp_path):
     else:
         store = RedisStore(request.getfixturevalue("redis_url"), namespace=f"r{uuid.uuid4().hex[:8]}:")
     store.publish(FeatureTable.of(tables.user_snapshot), FeatureTable.of(tables.restaurant_snapshot))
-    yield Recommender(geo, store, TorchScriptScorer(warehouse.torchscript))
+    yield Recommender(geo, store, ModelScorer(warehouse.torchscript))
     store.close()
 
 

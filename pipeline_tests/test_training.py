@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data.clicks import read_manifest
-from pipeline.model.batches import FeatureTables
+from pipeline.data.clicks import live_partition, read_manifest
+from pipeline.model.batches import BatchGatherer, FeatureTables
 from pipeline.model.checkpoint import TrainingState, load_published_state
 from pipeline.model.evaluate import accuracy_gate, evaluate_files
-from pipeline.model.export import export_torchscript, verify_torchscript
-from pipeline.model.train import NonFiniteTraining, TrainConfig, _plan, load_model, train
+from pipeline.model import export as export_module
+from pipeline.model.export import export_program, export_torchscript, fastest, publish_export, verify_export
+from pipeline.model.network import ClickMLP, fused_logits
+from pipeline.serving.scorer import ModelScorer, live_scorer
+from pipeline.model.train import NonFiniteTraining, TrainConfig, _plan, load_model, score_partitions, train
 from pipeline.publish import Artifact, AuditResult, Rejected
 from pipeline_tests.conftest import build_warehouse
 
@@ -58,7 +61,7 @@ def test_incremental_trains_each_new_day_once_and_scores_it_first(tiny_dataset, 
 
 
 def test_full_retrain_visits_every_chunk_once_an_epoch_in_a_shuffled_order_of_its_own(warehouse):
-    settings = dict(mode="full", epochs=3, window_start="2026-01-02", shuffle_chunks=2)
+    settings = dict(mode="full", epochs=3, window_start="2026-01-02", shuffle_chunks=2, validation_days=0)
     chunks = {"2026-01-02": 3, "2026-01-03": 3}  # chunks of 1500, 1500 and 1000 rows
     plan = _plan(TrainConfig(**FAST, **settings), sorted(chunks), chunks)
     epochs = [[piece for e, pool in plan if e == epoch for piece in pool] for epoch in range(3)]
@@ -139,7 +142,8 @@ def test_a_full_retrain_replaces_the_model_of_record_only_when_it_passes_the_gat
                       mode="full", epochs=2, lr=3e-3)
     published = Artifact(warehouse.checkpoint)
     assert published.live_version() != version and published.record()["previous"] == version
-    assert (published.live() / "evaluation.json").exists() and state.trained == incumbent.trained
+    assert (published.live() / "evaluation.json").exists()
+    assert state.trained == {d: n for d, n in incumbent.trained.items() if d != "2026-01-03"}  # held out
 
 
 def test_a_full_retrain_over_an_empty_window_is_an_error_naming_it(warehouse):
@@ -152,7 +156,7 @@ def test_a_full_retrain_over_an_empty_window_is_an_error_naming_it(warehouse):
 
 
 def test_a_non_finite_loss_stops_training_without_saving(warehouse):
-    incumbent, _ = _train(warehouse, mode="full", window_end="2026-01-02")
+    incumbent, _ = _train(warehouse, mode="full", window_end="2026-01-02", validation_days=0)
     version = Artifact(warehouse.checkpoint).live_version()
     with pytest.raises(NonFiniteTraining, match=r"non-finite .* while training day 2026-01-03, chunk \d+ "
                                                 r"\(epoch 0, step \d+\): training stopped without saving"):
@@ -184,18 +188,44 @@ def test_trained_model_beats_all_zeros_on_the_test_files(tiny_dataset, warehouse
     assert sum(row["rows"] for row in result["calibration"]) == 4_000
 
 
-def test_torchscript_export_matches_eager_in_a_fresh_process_without_warnings(warehouse, tmp_path):
+def test_both_exports_match_eager_in_a_fresh_process_without_warnings(warehouse, tmp_path):
     _train(warehouse)
     model, _ = load_model(warehouse.checkpoint)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)  # the narrow filter must cover TorchScript's
-        size = export_torchscript(model, tmp_path / "model.pt")
-    assert size > 100_000
+        assert export_torchscript(model, tmp_path / "model.pt") > 100_000
+        assert export_program(model, tmp_path / "model.pt2") > 100_000
     x = torch.from_numpy(np.random.default_rng(0).normal(0, 2, (2048, 40)).astype(np.float32))
-    verified = verify_torchscript(tmp_path / "model.pt", model, x, candidates=1000)
-    assert verified["shape_ok"] and not verified["imported_project"]
-    assert verified["max_abs_diff"] <= 1e-5
-    assert 0 < verified["latency_p50_ms"] < 100
+    verified = verify_export(tmp_path, model, x)
+    assert not verified["imported_project"]
+    for fmt in ("torchscript", "exported_program"):
+        one = verified["formats"][fmt]
+        assert one["shape_ok"] and one["max_abs_diff"] <= 1e-5, fmt
+        assert all(0 < one["latency"][str(n)]["p50_ms"] <= one["latency"][str(n)]["p99_ms"] < 100
+                   for n in (20, 70, 1000)), fmt
+
+
+def test_the_exported_program_takes_any_batch_size_and_a_broken_format_blocks_the_publish(warehouse, monkeypatch):
+    _train(warehouse)
+    model, _ = load_model(warehouse.checkpoint)
+    sample = torch.from_numpy(np.random.default_rng(1).normal(0, 2, (256, 40)).astype(np.float32))
+    published = publish_export(model, warehouse.export, sample, record={})
+    record = published.record
+    assert set(record["formats"]) == {"torchscript", "exported_program"} and record["serve"] in record["formats"]
+    assert record["serve"] == fastest(record["formats"])
+    program = ModelScorer(published.path / "model.pt2")
+    assert program.format == "exported_program"
+    for rows in (1, 7, 1000, 5000):  # dynamic batch: not the sizes it was traced with
+        x = np.random.default_rng(rows).normal(0, 2, (rows, 40)).astype(np.float32)
+        np.testing.assert_allclose(program.logits(x), fused_logits(model, torch.from_numpy(x)).numpy(), atol=1e-5)
+    assert live_scorer(warehouse.export).format == record["serve"]
+
+    # an ExportedProgram of another model: its check fails, nothing is published, the live version stays
+    real = export_module.export_program
+    monkeypatch.setattr(export_module, "export_program", lambda model, path: real(ClickMLP(), path))
+    with pytest.raises(Rejected, match="exported_program_matches_eager"):
+        publish_export(model, warehouse.export, sample, record={})
+    assert Artifact(warehouse.export).live_version() == published.version
 
 
 def test_leftovers_of_a_save_cut_short_are_removed_by_the_next_run(warehouse):
@@ -218,3 +248,28 @@ def test_the_thread_count_and_its_switching_do_not_change_the_model(warehouse):
     models = [_train(warehouse, mode="full", epochs=1, batch_size=64, threads=threads)[0].model
               for threads in (1, 2, 0)]
     assert all(torch.equal(models[0][k], other[k]) for other in models[1:] for k in models[0])
+
+
+def test_a_full_retrain_holds_out_its_newest_day_and_publishes_its_best_epoch(warehouse):
+    state, report = _train(warehouse, mode="full", epochs=4, lr=0.05, validation_days=1)
+    assert state.trained == {"2026-01-01": 4_000, "2026-01-02": 4_000}  # 2026-01-03 held out
+    assert report.rows == 4 * 8_000
+    assert [v["epoch"] for v in report.validation] == [0, 1, 2, 3]
+    assert all(v["validation_rows"] == 4_000 for v in report.validation)
+    best = min(report.validation, key=lambda v: v["validation_log_loss"])
+    assert report.selected_epoch == best["epoch"]
+    # the model of record is the selected epoch's: scored again on the held-out day, it gives that epoch's numbers
+    model, _ = load_model(warehouse.checkpoint)
+    again = score_partitions(model, BatchGatherer(FeatureTables.load(warehouse), 4096),
+                             [live_partition(warehouse.processed_clicks("2026-01-03"))])
+    assert again["log_loss"] == pytest.approx(best["validation_log_loss"], rel=1e-6)
+    record = Artifact(warehouse.checkpoint).record()
+    assert record["validation_days"] == ["2026-01-03"] and record["selected_epoch"] == best["epoch"]
+    # the held-out day is new to the model of record: the next incremental run scores it, then trains on it
+    _, report = _train(warehouse)
+    assert report.days == ["2026-01-03"] and report.prequential[0]["prequential_rows"] == 4_000
+
+
+def test_validation_leaves_something_to_train_on(warehouse):
+    with pytest.raises(ValueError, match="with 3 validation day.* leaves nothing to train on"):
+        _train(warehouse, mode="full", validation_days=3)

@@ -21,10 +21,9 @@ from pathlib import Path
 
 from pipeline.data.layout import Warehouse
 from pipeline.geo.index import GeoIndex
-from pipeline.model.export import MODEL_FILE
-from pipeline.publish import Artifact, verify_file
+from pipeline.publish import Artifact
 from pipeline.serving.recommender import Recommender
-from pipeline.serving.scorer import TorchScriptScorer, check_scorer
+from pipeline.serving.scorer import ModelScorer, check_scorer, served_scorer
 from pipeline.store.base import FeatureStore
 
 log = logging.getLogger("pipeline.api")
@@ -34,7 +33,7 @@ KINDS = ("model", "geo_index")
 @dataclass(frozen=True)
 class Loaded:
     version: str
-    value: object          # a TorchScriptScorer or a GeoIndex
+    value: object          # a ModelScorer or a GeoIndex
     record: dict
 
 
@@ -49,8 +48,8 @@ class ReloadFailure:
         return {"artifact": self.artifact, "version": self.version, "reason": self.reason, "at": self.at}
 
 
-def load_model(directory: Path, version: str, record: dict, input_width: int) -> TorchScriptScorer:
-    scorer = TorchScriptScorer(verify_file(directory, MODEL_FILE, record), version=version)
+def load_model(directory: Path, version: str, record: dict, input_width: int) -> ModelScorer:
+    scorer = served_scorer(directory, record, version)
     check_scorer(scorer, record, input_width)
     return scorer
 

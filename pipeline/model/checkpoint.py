@@ -28,15 +28,20 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 @dataclass
 class Cursor:
-    """Where an unfinished run stands: ``plan[position]`` is the current (epoch, day), of which
-    ``chunk`` chunks are done; ``pending`` holds that day's prequential scores until it is done."""
+    """Where an unfinished run stands: ``plan[position]`` is the current (epoch, pieces) step, of
+    which ``chunk`` chunks are done (incremental); ``pending`` holds that day's prequential scores
+    until it is done. A full retrain with held-out ``validation`` days keeps each epoch's scores on
+    them (``validations``) and the best epoch so far, weights included (``selection``)."""
 
     mode: str
-    plan: list[tuple[int, str]]
+    plan: list[tuple[int, tuple[tuple[str, int], ...]]]
     position: int = 0
     chunk: int = 0
     pending: dict | None = None
     fingerprint: str = ""
+    validation: list[str] = field(default_factory=list)
+    validations: list[dict] = field(default_factory=list)
+    selection: dict | None = None
 
 
 @dataclass

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.data.clicks import DROP_REASONS, iter_raw_batches, resolve_batch
 from pipeline.model import metrics
 from pipeline.model.batches import BatchGatherer, FeatureTables
@@ -18,24 +16,21 @@ ACCURACY_BAR = 0.7  # the reference's bar for test accuracy
 
 
 def evaluate_files(model: ClickMLP, files: Sequence[Path], tables: FeatureTables) -> dict:
-    """Accuracy (threshold 0.5), AUC, log loss and a calibration table on raw click files.
+    """Accuracy (threshold 0.5), AUC, log loss and a calibration table on raw click files, read
+    and scored batch by batch (:class:`~pipeline.model.metrics.MetricStream`).
 
     Rows the snapshots cannot resolve are dropped and counted, as in processing.
     """
     users, restaurants = tables.user_snapshot.index, tables.restaurant_snapshot.index
     dropped = dict.fromkeys(DROP_REASONS, 0)
     gatherer = BatchGatherer(tables, EVAL_BATCH)
-    logits, clicks = [], []
+    stream = metrics.MetricStream()
     for batch in iter_raw_batches(files):
         user_row, restaurant_row, click = resolve_batch(batch, users, restaurants, dropped)
         for x, y in gatherer.batches(user_row, restaurant_row, click):
-            logits.append(fused_logits(model, x).numpy().copy())
-            clicks.append(y.numpy().astype(np.int8))
-    logits = np.concatenate(logits) if logits else np.empty(0, np.float32)
-    clicks = np.concatenate(clicks) if clicks else np.empty(0, np.int8)
-    return {**metrics.summary(logits, clicks), "click_rate": float(clicks.mean()) if len(clicks) else float("nan"),
-            "all_zeros_accuracy": float(1 - clicks.mean()) if len(clicks) else float("nan"),
-            "dropped": dropped, "calibration": metrics.calibration(logits, clicks)}
+            stream.add(fused_logits(model, x).numpy(), y.numpy())
+    return {**stream.summary(), "click_rate": stream.click_rate(), "all_zeros_accuracy": 1 - stream.click_rate(),
+            "dropped": dropped, "calibration": stream.calibration()}
 
 
 def accuracy_gate(files: Sequence[Path], check_name: str, bar: float = ACCURACY_BAR):

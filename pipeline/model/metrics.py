@@ -1,25 +1,20 @@
-"""Binary classification metrics on logits, in numpy (no scikit-learn needed for four formulas)."""
+"""Binary classification metrics on logits, in numpy (no scikit-learn needed for four formulas).
+
+:class:`MetricStream` takes batches as they are scored: accuracy, log loss and the calibration
+table are running sums; AUC needs every score, so the stream keeps each row's float32 logit and
+click (5 bytes a row: 25 MB for the reference's 5M test rows) and nothing else.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 EPS = 1e-7
+CALIBRATION_BINS = 10
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
-
-
-def accuracy(logits: np.ndarray, clicks: np.ndarray) -> float:
-    """mean((sigmoid(logit) > 0.5) == click), the reference's definition."""
-    return float(np.mean((np.asarray(logits) > 0) == (np.asarray(clicks) > 0.5))) if len(clicks) else float("nan")
-
-
-def log_loss(logits: np.ndarray, clicks: np.ndarray) -> float:
-    p = np.clip(probabilities(logits), EPS, 1 - EPS)
-    y = np.asarray(clicks, dtype=np.float64)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if len(y) else float("nan")
 
 
 def roc_auc(logits: np.ndarray, clicks: np.ndarray) -> float:
@@ -29,30 +24,63 @@ def roc_auc(logits: np.ndarray, clicks: np.ndarray) -> float:
     if positives in (0, n):
         return float("nan")
     order = np.argsort(logits)  # ties get average ranks below, so stability is not needed
-    ranked = np.asarray(logits)[order]
-    ranks = np.empty(n, dtype=np.float64)
-    # average rank within each run of equal scores
-    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    ranked, y = np.asarray(logits)[order], y[order]
+    del order
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])  # runs of equal scores
     ends = np.r_[starts[1:], n]
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * (n - positives)))
+    positives_per_run = np.add.reduceat(y.astype(np.int64), starts)
+    rank_sum = float((positives_per_run * ((starts + ends + 1) / 2.0)).sum())
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * (n - positives))
 
 
-def calibration(logits: np.ndarray, clicks: np.ndarray, bins: int = 10) -> list[dict]:
-    """Per probability decile: rows, mean predicted probability, observed click rate."""
-    p = probabilities(logits)
-    y = np.asarray(clicks, dtype=np.float64)
-    which = np.minimum((p * bins).astype(int), bins - 1)
-    table = []
-    for b in range(bins):
-        mask = which == b
-        count = int(mask.sum())
-        table.append({"bin": f"{b / bins:.1f}-{(b + 1) / bins:.1f}", "rows": count,
-                      "mean_predicted": float(p[mask].mean()) if count else float("nan"),
-                      "observed_rate": float(y[mask].mean()) if count else float("nan")})
-    return table
+class MetricStream:
+    """Accuracy (sigmoid(logit) > 0.5, the reference's definition), AUC, log loss and a calibration
+    table, over batches added one at a time."""
+
+    def __init__(self, bins: int = CALIBRATION_BINS):
+        self.bins, self.rows, self.correct, self.positives, self.log_loss_sum = bins, 0, 0, 0, 0.0
+        self._bin_rows = np.zeros(bins, np.int64)
+        self._bin_predicted, self._bin_clicks = np.zeros(bins), np.zeros(bins)
+        self._logits: list[np.ndarray] = []
+        self._clicks: list[np.ndarray] = []
+
+    def add(self, logits: np.ndarray, clicks: np.ndarray) -> None:
+        logits, y = np.asarray(logits, np.float32), np.asarray(clicks) > 0.5
+        p = probabilities(logits)
+        clipped = np.clip(p, EPS, 1 - EPS)
+        self.rows += len(y)
+        self.positives += int(y.sum())
+        self.correct += int(((logits > 0) == y).sum())
+        self.log_loss_sum -= float(np.where(y, np.log(clipped), np.log1p(-clipped)).sum())
+        which = np.minimum((p * self.bins).astype(np.int64), self.bins - 1)
+        self._bin_rows += np.bincount(which, minlength=self.bins)
+        self._bin_predicted += np.bincount(which, weights=p, minlength=self.bins)
+        self._bin_clicks += np.bincount(which, weights=y, minlength=self.bins)
+        self._logits.append(logits.copy())
+        self._clicks.append(y.copy())
+
+    def summary(self) -> dict[str, float]:
+        if not self.rows:
+            return {"accuracy": float("nan"), "auc": float("nan"), "log_loss": float("nan"), "rows": 0}
+        return {"accuracy": self.correct / self.rows,
+                "auc": roc_auc(np.concatenate(self._logits), np.concatenate(self._clicks)),
+                "log_loss": self.log_loss_sum / self.rows, "rows": self.rows}
+
+    def click_rate(self) -> float:
+        return self.positives / self.rows if self.rows else float("nan")
+
+    def calibration(self) -> list[dict]:
+        """Per probability decile: rows, mean predicted probability, observed click rate."""
+        table = []
+        for b in range(self.bins):
+            count = int(self._bin_rows[b])
+            table.append({"bin": f"{b / self.bins:.1f}-{(b + 1) / self.bins:.1f}", "rows": count,
+                          "mean_predicted": float(self._bin_predicted[b] / count) if count else float("nan"),
+                          "observed_rate": float(self._bin_clicks[b] / count) if count else float("nan")})
+        return table
 
 
 def summary(logits: np.ndarray, clicks: np.ndarray) -> dict[str, float]:
-    return {"accuracy": accuracy(logits, clicks), "auc": roc_auc(logits, clicks),
-            "log_loss": log_loss(logits, clicks), "rows": int(len(clicks))}
+    stream = MetricStream()
+    stream.add(logits, clicks)
+    return stream.summary()

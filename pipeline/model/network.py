@@ -81,30 +81,41 @@ class FusedTrainer:
         self.flat, self.grad = torch.empty(size), torch.zeros(size)
         self.exp_avg, self.exp_avg_sq = torch.zeros(size), torch.zeros(size)
         self.step_count = torch.zeros(())  # one tensor shared by every parameter's state
-        steps, offset = set(), 0
-        for p in params:
-            view = slice(offset, offset + p.numel())
-            offset += p.numel()
-            self.flat[view].copy_(p.detach().reshape(-1))
+        (h1, self.width), h2 = model.fc1.weight.shape, model.fc2.weight.shape[0]
+        steps = set()
+        for p, view in zip(params, self._layout(params), strict=True):
+            view(self.flat).copy_(p.detach())
             if state := optimizer.state.get(p):
-                self.exp_avg[view].copy_(state["exp_avg"].reshape(-1))
-                self.exp_avg_sq[view].copy_(state["exp_avg_sq"].reshape(-1))
+                view(self.exp_avg).copy_(state["exp_avg"])
+                view(self.exp_avg_sq).copy_(state["exp_avg_sq"])
                 steps.add(float(state["step"]))
-            p.data, p.grad = self.flat[view].view_as(p), self.grad[view].view_as(p)
-            optimizer.state[p] = {"step": self.step_count, "exp_avg": self.exp_avg[view].view_as(p),
-                                  "exp_avg_sq": self.exp_avg_sq[view].view_as(p)}
+            p.data, p.grad = view(self.flat), view(self.grad)
+            optimizer.state[p] = {"step": self.step_count, "exp_avg": view(self.exp_avg),
+                                  "exp_avg_sq": view(self.exp_avg_sq)}
         if len(steps) > 1:
             raise ValueError(f"the optimizer's parameters have different step counts {sorted(steps)}")
         self.step_count.fill_(steps.pop() if steps else 0.0)
-        (h1, self.width), h2 = model.fc1.weight.shape, model.fc2.weight.shape[0]
-        self._w1b = torch.empty(h1, self.width + 1)    # [W1 | b1]
+        block = h1 * (self.width + 1)
+        self._w1b, self._g1 = self.flat[:block].view(h1, -1), self.grad[:block].view(h1, -1)  # [W1 | b1], its gradient
         self._wb_t = torch.empty(self.width + 1, h2)   # [W2 W1 | W2 b1 + b2]ᵀ: the fused layer
         self._g_t = torch.empty(self.width + 1, h2)    # dL/d[W | b]ᵀ of the fused layer
-        self._g1_t = torch.empty(self.width + 1, h1)   # dL/d[W1 | b1]ᵀ
         self._wg_t = torch.empty(self.width + 1, h2)
         self._logged_z, self._logged_y = torch.empty(LOSS_LOG_ROWS), torch.empty(LOSS_LOG_ROWS)
         self._logged, self._loss_sum, self._loss_rows = 0, 0.0, 0
         self._resize(batch_size)
+
+    def _layout(self, params: list[torch.Tensor]) -> list:
+        """Where each parameter lives in a flat buffer: fc1's weight and bias side by side as one
+        [h1, 41] block, [W1 | b1] (so the products use it as is), then the others in order."""
+        h1, width = params[0].shape
+        block = h1 * (width + 1)
+        views = [lambda flat: flat[:block].view(h1, width + 1)[:, :width],
+                 lambda flat: flat[:block].view(h1, width + 1)[:, width]]
+        offset = block
+        for p in params[2:]:
+            views.append(lambda flat, start=offset, shape=p.shape: flat[start:start + shape.numel()].view(shape))
+            offset += p.numel()
+        return views
 
     def _resize(self, rows: int) -> None:
         h2 = self._wb_t.shape[1]
@@ -133,11 +144,9 @@ class FusedTrainer:
         if x.data_ptr() != x40.data_ptr():
             x40.copy_(x)
         m, width = self.model, self.width
-        w1, b1, w2, b2, w3 = m.fc1.weight, m.fc1.bias, m.fc2.weight, m.fc2.bias, m.out.weight
-        w1b, wb_t, g_t, g1_t = self._w1b, self._wb_t, self._g_t, self._g1_t
+        w2, b2, w3 = m.fc2.weight, m.fc2.bias, m.out.weight
+        w1b, wb_t, g_t = self._w1b, self._wb_t, self._g_t
         # the orientations of each product are the ones MKL runs fastest at these shapes (measured)
-        w1b[:, :width].copy_(w1)
-        w1b[:, width].copy_(b1)
         torch.mm(w1b.t(), w2.t(), out=wb_t)
         wb_t[width].add_(b2)
         torch.mm(xb, wb_t, out=h).clamp_min_(0)                     # a = relu([x 1] [W b]ᵀ)
@@ -150,9 +159,7 @@ class FusedTrainer:
         # dL/dw3_j = Σ_i a_ij dz_i = [W b]_j · g_j, since a_ij = 1[a_ij > 0] [x_i 1]·[W b]_j
         torch.sum(torch.mul(wb_t, g_t, out=self._wg_t), 0, out=m.out.weight.grad[0])
         g_t.mul_(w3)                                                # dL/d[W b] = w3 ⊙ g
-        torch.mm(g_t, w2, out=g1_t)                                 # W = W2 W1, b = W2 b1 + b2
-        w1.grad.copy_(g1_t[:width].t())
-        b1.grad.copy_(g1_t[width])
+        torch.mm(w2.t(), g_t.t(), out=self._g1)                     # W = W2 W1, b = W2 b1 + b2
         torch.mm(g_t.t(), w1b.t(), out=w2.grad)
         b2.grad.copy_(g_t[width])
         group = self.group

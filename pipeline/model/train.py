@@ -44,9 +44,10 @@ from pipeline.model.threads import ThreadTuner
 from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, Artifact, AuditResult, Published, Rejected
 
 MODES = ("incremental", "full")
-REFERENCE_CONSTRAINTS = {"mode": "full", "lr": 1e-8, "epochs": 5, "batch_size": 1024}
-"""The assignment's training settings (Adam, the reference architecture, every row every epoch):
-deploy/run_configs/reference_constraints.yaml and ``bench/training.py --reference-constraints``."""
+REFERENCE_CONSTRAINTS = {"mode": "full", "lr": 1e-8, "epochs": 5, "batch_size": 1024, "validation_days": 0}
+"""The assignment's training settings (Adam, the reference architecture, every row of every day
+every epoch, so no day held out): deploy/run_configs/reference_constraints.yaml and
+``bench/training.py --reference-constraints``."""
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,9 @@ class TrainConfig:
     checkpoint_every_chunks: int = 4
     restart: bool = False
     shuffle_chunks: int = 4
+    validation_days: int = 1  # full mode: the window's newest days, held out for model selection
 
     def __post_init__(self):
-        if self.threads < 0:
-            raise ValueError(f"threads must be 0 (measure) or positive, got {self.threads}")
-        self._check()
-
-    def _check(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         sizes = {"lr": self.lr, "batch_size": self.batch_size, "epochs": self.epochs,
@@ -78,6 +75,9 @@ class TrainConfig:
         for name, value in sizes.items():
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("threads", "validation_days"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or positive, got {getattr(self, name)}")
         for name in ("window_start", "window_end"):
             if getattr(self, name) is not None:
                 parse_day(getattr(self, name))
@@ -104,6 +104,8 @@ class TrainReport:
     prequential: list[dict] = field(default_factory=list)
     discarded_unfinished: bool = False
     threads: dict[str, float] = field(default_factory=dict)
+    validation: list[dict] = field(default_factory=list)  # per epoch, full mode with validation days
+    selected_epoch: int | None = None
 
     @property
     def rows_per_s(self) -> float:
@@ -133,9 +135,9 @@ Plan = list[tuple[int, tuple[tuple[str, int], ...]]]
 order; full: ``shuffle_chunks`` pieces of a permuted epoch per step, pooled."""
 
 
-def _fingerprint(config: TrainConfig, plan: Plan, versions: dict[str, str]) -> str:
+def _fingerprint(config: TrainConfig, plan: Plan, versions: dict[str, str], validation: list[str]) -> str:
     key = json.dumps([config.mode, config.architecture(), config.lr, config.batch_size, config.seed,
-                      config.shuffle_chunks, plan, sorted(versions.items())])
+                      config.shuffle_chunks, plan, sorted(versions.items()), validation])
     return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
 
 
@@ -200,16 +202,14 @@ def non_finite_parameters(model_state: dict[str, torch.Tensor]) -> dict[str, int
     return {name: n for name, n in counts.items() if n}
 
 
-def score_partition(model: ClickMLP, gatherer: BatchGatherer, partition_dir: Path) -> dict:
-    """Accuracy, AUC and log loss of the model on one processed partition."""
-    logits, clicks = [], []
-    for user_row, restaurant_row, click in iter_chunks(partition_dir):
-        for x, y in gatherer.batches(user_row, restaurant_row, click):
-            logits.append(fused_logits(model, x).numpy().copy())
-            clicks.append(y.numpy().copy())
-    if not logits:
-        return metrics.summary(np.empty(0), np.empty(0))
-    return metrics.summary(np.concatenate(logits), np.concatenate(clicks))
+def score_partitions(model: ClickMLP, gatherer: BatchGatherer, partition_dirs: list[Path]) -> dict:
+    """Accuracy, AUC and log loss of the model on processed partitions, batch by batch."""
+    stream = metrics.MetricStream()
+    for partition_dir in partition_dirs:
+        for user_row, restaurant_row, click in iter_chunks(partition_dir):
+            for x, y in gatherer.batches(user_row, restaurant_row, click):
+                stream.add(fused_logits(model, x).numpy(), y.numpy())
+    return stream.summary()
 
 
 @dataclass
@@ -257,14 +257,14 @@ def _run(warehouse: Warehouse, config: TrainConfig, run_path: Path, log: Callabl
          on_day: Callable[[dict], None] | None = None) -> tuple[TrainingState | None, TrainReport, FeatureTables]:
     days = warehouse.processed_days()
     unfinished = TrainingState.load(run_path)
-    discarded = False
+    discarded, validation = False, []
     if unfinished is not None and config.restart:
         run_path.unlink()
         unfinished, discarded = None, True
         log("restart: discarded the unfinished run; starting from the published checkpoint")
     if unfinished is not None:
         state, cursor = unfinished, unfinished.cursor
-        if cursor.fingerprint != _fingerprint(config, cursor.plan, state.versions):
+        if cursor.fingerprint != _fingerprint(config, cursor.plan, state.versions, cursor.validation):
             raise ValueError(
                 f"{run_path} holds an unfinished {cursor.mode} run (step {cursor.position + 1} of "
                 f"{len(cursor.plan)}) with other settings: re-run with the same config, or set restart=true")
@@ -280,17 +280,22 @@ def _run(warehouse: Warehouse, config: TrainConfig, run_path: Path, log: Callabl
         else:
             model, optimizer, state = _fresh_state(config)
             window = days if config.mode == "incremental" else _window(days, config)
-            if config.mode == "full" and not window:
-                raise ValueError(
-                    f"full retrain over an empty window [{config.window_start or 'first day'}, "
-                    f"{config.window_end or 'last day'}]: processed days are "
+            span = (f"[{config.window_start or 'first day'}, {config.window_end or 'last day'}]: processed days are "
                     f"{f'{days[0]} to {days[-1]}' if days else 'none'}")
-        manifests = _check_ids_versions(warehouse, set(window), tables)
+            if config.mode == "full" and not window:
+                raise ValueError(f"full retrain over an empty window {span}")
+            if config.mode == "full" and len(window) <= config.validation_days:
+                raise ValueError(f"full retrain with {config.validation_days} validation day(s) leaves nothing to "
+                                 f"train on in the window {span}")
+            if config.mode == "full" and config.validation_days:
+                window, validation = window[:-config.validation_days], window[-config.validation_days:]
+        manifests = _check_ids_versions(warehouse, set(window) | set(validation), tables)
         plan = _plan(config, window, {d: len(m["chunks"]) for d, m in manifests.items()})
         if not plan:
             return None, TrainReport(config.mode, False, discarded_unfinished=discarded), tables
         state.versions = tables.versions()
-        state.cursor = Cursor(config.mode, plan, fingerprint=_fingerprint(config, plan, state.versions))
+        state.cursor = Cursor(config.mode, plan, validation=validation,
+                              fingerprint=_fingerprint(config, plan, state.versions, validation))
     report = TrainReport(state.cursor.mode, unfinished is not None, discarded_unfinished=discarded)
     _train_plan(warehouse, config, state, model, optimizer, tables, run_path, report, log, on_day)
     return state, report, tables
@@ -301,7 +306,8 @@ def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState,
                 report: TrainReport, log: Callable[[str], None],
                 on_day: Callable[[dict], None] | None = None) -> None:
     cursor = state.cursor
-    manifests = _check_ids_versions(warehouse, {d for _, pieces in cursor.plan for d, _ in pieces}, tables)
+    manifests = _check_ids_versions(warehouse, {d for _, pieces in cursor.plan for d, _ in pieces}
+                                    | set(cursor.validation), tables)
     pieces_rows = {d: [c["rows"] for c in m["chunks"]] for d, m in manifests.items()}
     remaining = sum(pieces_rows[d][c] for _, pieces in cursor.plan[cursor.position:] for d, c in pieces)
     progress = _Progress(remaining, log)
@@ -343,7 +349,7 @@ def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState,
             partition = live_partition(warehouse.processed_clicks(day))  # one version for the whole day
             if cursor.chunk == 0:
                 cursor.pending = {"day": day, **{f"prequential_{k}": v for k, v in
-                                                 score_partition(model, gatherer, partition).items()}}
+                                                 score_partitions(model, gatherer, [partition]).items()}}
             for index, arrays in enumerate(iter_chunks(partition)):
                 if index < cursor.chunk:
                     continue
@@ -374,14 +380,57 @@ def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState,
         if next_epoch != epoch:
             now = time.perf_counter()
             report.epoch_seconds.append(now - epoch_started)
-            epoch_started = now
             log(f"epoch {epoch} done in {report.epoch_seconds[-1]:.1f} s")
+            if cursor.validation:
+                _validate(warehouse, model, optimizer, gatherer, cursor, epoch, report, log)
+            epoch_started = time.perf_counter()
         if cursor.position == len(cursor.plan) and cursor.mode == "full":
             state.trained = {d: manifests[d]["rows"] for _, pieces in cursor.plan for d, _ in pieces}
+            if cursor.selection is not None:
+                _select(model, optimizer, cursor, report, log)
         save()  # after every step; at the end of the plan it marks the run complete, unpublished
     report.seconds = time.perf_counter() - started
     report.mean_loss = loss_total / loss_rows if loss_rows else float("nan")
     report.threads = threads.summary()
+    report.validation = list(cursor.validations)  # every epoch's, also those before a resume
+
+
+def _cloned(value):
+    """``value`` (a state dict, possibly nested) with every tensor copied."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _cloned(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cloned(v) for v in value)
+    return value
+
+
+def _validate(warehouse: Warehouse, model: ClickMLP, optimizer: torch.optim.Optimizer, gatherer: BatchGatherer,
+              cursor: Cursor, epoch: int, report: TrainReport, log: Callable[[str], None]) -> None:
+    """Score the held-out days after an epoch; keep the epoch's weights if its log loss is the best."""
+    scores = score_partitions(model, gatherer, [live_partition(warehouse.processed_clicks(d))
+                                                for d in cursor.validation])
+    entry = {"epoch": epoch, **{f"validation_{k}": v for k, v in scores.items()}}
+    cursor.validations.append(entry)
+    log(f"epoch {epoch}: validation accuracy {scores['accuracy']:.4f}, log loss {scores['log_loss']:.5f} "
+        f"on {scores['rows']:,} rows of {', '.join(cursor.validation)}")
+    best = cursor.selection
+    if best is None or scores["log_loss"] < best["validation_log_loss"]:
+        cursor.selection = {**entry, "model": _cloned(model.state_dict()), "optimizer": _cloned(optimizer.state_dict())}
+
+
+def _select(model: ClickMLP, optimizer: torch.optim.Optimizer, cursor: Cursor, report: TrainReport,
+            log: Callable[[str], None]) -> None:
+    """End of a full retrain: the candidate is the epoch with the lowest validation log loss."""
+    best = cursor.selection
+    report.selected_epoch = best["epoch"]
+    last = cursor.plan[-1][0]
+    if best["epoch"] != last:
+        model.load_state_dict(best["model"])
+        optimizer.load_state_dict(best["optimizer"])
+        log(f"selected epoch {best['epoch']} (validation log loss {best['validation_log_loss']:.5f}), "
+            f"not the last, epoch {last}")
 
 
 FINITE_CHECK = "click_model_is_finite"
@@ -391,6 +440,7 @@ def _publish(artifact: Artifact, state: TrainingState, tables: FeatureTables, ga
              report: TrainReport) -> Published:
     """The finished state as a candidate checkpoint: written, read back, audited (finite weights,
     then the gate on the model as written), published as the model of record."""
+    held_out = state.cursor.validation if state.cursor else []
     state.cursor = None
 
     def write(staging: Path) -> None:
@@ -411,6 +461,7 @@ def _publish(artifact: Artifact, state: TrainingState, tables: FeatureTables, ga
 
     return artifact.write_audit_publish_locked(write, audit, record={
         "mode": report.mode, "trained_days": sorted(state.trained), "rows_in_model": sum(state.trained.values()),
+        "validation_days": held_out, "validation": report.validation, "selected_epoch": report.selected_epoch,
         "steps": state.steps, "feature_versions": state.versions})
 
 

@@ -1,5 +1,5 @@
-"""Click probabilities from the exported TorchScript model, and the checks a server runs on a
-model before it serves it."""
+"""Click probabilities from the exported model (TorchScript or torch.export ExportedProgram), and
+the checks a server runs on a model before it serves it."""
 
 from __future__ import annotations
 
@@ -9,18 +9,29 @@ import numpy as np
 import torch
 
 from pipeline.atomic import file_version
-from pipeline.model.export import PARITY_TOLERANCE, torchscript_deprecation_silenced
+from pipeline.model.export import FORMAT_FILES, MODEL_FILE, PARITY_TOLERANCE, torchscript_deprecation_silenced
+from pipeline.publish import Artifact, verify_file
 
 
-class TorchScriptScorer:
-    """Loads the exported model once; ``probabilities`` scores [n, 40] float32 rows."""
+def _load(path: Path, fmt: str):
+    if fmt == "torchscript":
+        with torchscript_deprecation_silenced():
+            return torch.jit.load(str(path)).eval()
+    if fmt == "exported_program":
+        return torch.export.load(str(path)).module()
+    raise ValueError(f"unknown model format {fmt!r}; known: {sorted(FORMAT_FILES)}")
 
-    def __init__(self, path: str | Path, version: str = ""):
+
+class ModelScorer:
+    """Loads an exported model once; ``probabilities`` scores [n, 40] float32 rows. The format is
+    ``fmt``, or told by the file's suffix (``.pt2``: ExportedProgram, else TorchScript)."""
+
+    def __init__(self, path: str | Path, version: str = "", fmt: str | None = None):
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"exported model not found: {self.path} (materialize torchscript_model first)")
-        with torchscript_deprecation_silenced():
-            self.module = torch.jit.load(str(self.path)).eval()
+        self.format = fmt or ("exported_program" if self.path.suffix == ".pt2" else "torchscript")
+        self.module = _load(self.path, self.format)
         self.version = version or file_version(self.path)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
@@ -34,7 +45,24 @@ class TorchScriptScorer:
             return torch.sigmoid(self.module(torch.from_numpy(x))).numpy().astype(np.float64)
 
 
-def check_scorer(scorer: TorchScriptScorer, record: dict, input_width: int) -> dict:
+def served_scorer(directory: Path, record: dict, version: str = "") -> ModelScorer:
+    """The format an export version's record says to serve (the faster one measured at publish
+    time; TorchScript for versions from before there was a choice), its file verified first."""
+    fmt = record.get("serve", "torchscript")
+    file = record.get("formats", {}).get(fmt, {}).get("file", MODEL_FILE)
+    return ModelScorer(verify_file(directory, file, record), version=version, fmt=fmt)
+
+
+def live_scorer(export: Path) -> ModelScorer:
+    """The served format of the live export version at ``export`` (an artifact path)."""
+    artifact = Artifact(export)
+    version = artifact.live_version()
+    if version is None:
+        raise FileNotFoundError(f"no export published at {export} (materialize torchscript_model first)")
+    return served_scorer(artifact.version_path(version), artifact.record(version), version)
+
+
+def check_scorer(scorer: ModelScorer, record: dict, input_width: int) -> dict:
     """Refuse (``ValueError`` with the reason) a model that does not take ``input_width`` inputs,
     gives non-finite or misshaped outputs, or does not reproduce the probe logits the pipeline
     recorded when it published it. Returns what was checked."""

@@ -21,7 +21,7 @@ from pipeline.defs.resources import OnlineStoreResource, SourceResource, Warehou
 from pipeline.geo.index import GEO_CHECK, GeoIndex
 from pipeline.serving.loadgen import closed_loop, open_loop
 from pipeline.serving.recommender import Recommender, Request
-from pipeline.serving.scorer import TorchScriptScorer
+from pipeline.serving.scorer import live_scorer
 from pipeline.store.base import STORE_CHECK, FeatureTable
 
 LATENCY_CHECK = "p95_within_reference_bar"
@@ -115,7 +115,7 @@ def scoring_benchmark(config: ScoringBenchmarkConfig, source: SourceResource, wa
     layout = warehouse.layout()
     store = online_store.open()
     try:
-        recommender = Recommender(GeoIndex.load(layout.geo_index), store, TorchScriptScorer(layout.torchscript))
+        recommender = Recommender(GeoIndex.load(layout.geo_index), store, live_scorer(layout.export))
         with tempfile.TemporaryDirectory(prefix="requests-") as scratch:
             requests = _requests(source.open().requests_file(Path(scratch)))
         for request in requests[:20]:  # warm-up
