@@ -2,7 +2,8 @@
 
     python bench/training.py --data DIR [--reference-constraints | --epochs N --batch-size 8192 --lr 2e-3]
                              [--threads 0] [--compare-with GIT_REF [--compare-threads 2]] [--busy]
-                             [--sweep 4096,8192,16384] [--baseline-rows 300000] [--out bench/out]
+                             [--thread-sweep 1,2,0] [--sweep 4096,8192,16384] [--baseline-rows 300000]
+                             [--out bench/out]
 
 Ours: the processed partitions (built first, with the pipeline's own processing, not timed as
 training), then a full retrain of the reference architecture with Adam through the fused path,
@@ -13,6 +14,7 @@ assignment's settings (lr 1e-8, 5 epochs, batch 1024; ``REFERENCE_CONSTRAINTS``)
 ``--threads 0`` lets training choose 1 or 2 threads by measuring. ``--compare-with REF`` runs the
 same settings with the code of git commit REF (a worktree under --out) in the same invocation,
 reported under ``before``. ``--busy`` keeps one competing busy process running meanwhile.
+``--thread-sweep`` adds one timed epoch per thread setting (with ``--busy``, under contention).
 ``--sweep`` adds one timed epoch per batch size. Baseline: the reference's loop (pandas merge,
 then per batch ``torch.tensor`` of a DataFrame slice, autograd through the plain module) on
 ``--baseline-rows`` rows. Prints one JSON object as its last line.
@@ -147,6 +149,8 @@ def main() -> None:
     parser.add_argument("--busy", action="store_true", help="one competing busy process during training")
     parser.add_argument("--code", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--sweep", default="", help="comma-separated batch sizes, one timed epoch each")
+    parser.add_argument("--thread-sweep", default="", help="comma-separated thread settings (0: adaptive), one "
+                                                           "timed epoch each, under --busy too")
     parser.add_argument("--baseline-rows", type=int, default=300_000)
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
     parser.add_argument("--warehouse", type=Path, help="reuse (or keep) the prepared warehouse here")
@@ -178,6 +182,13 @@ def main() -> None:
             return given + (["--validation-days", str(args.validation_days)] if args.validation_days is not None else [])
 
         with busy_process(args.busy):
+            threads_sweep = []
+            for threads in filter(None, args.thread_sweep.split(",")):
+                one = run_role(__file__, *common, *settings(1, args.batch_size), "--threads", threads)
+                threads_sweep.append({k: one.get(k) for k in ("threads", "epoch_seconds", "rows_per_s",
+                                                               "steps_on_1_thread", "steps_on_2_threads")})
+            if threads_sweep:
+                result["thread_sweep"] = threads_sweep
             if args.compare_with:
                 code = worktree(args.compare_with, out)
                 before = run_role(__file__, *common, *settings(args.epochs, args.batch_size), "--threads",

@@ -2,6 +2,7 @@
 
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -273,3 +274,16 @@ def test_a_full_retrain_holds_out_its_newest_day_and_publishes_its_best_epoch(wa
 def test_validation_leaves_something_to_train_on(warehouse):
     with pytest.raises(ValueError, match="with 3 validation day.* leaves nothing to train on"):
         _train(warehouse, mode="full", validation_days=3)
+
+
+def test_the_reference_constraints_run_config_is_the_benchmark_s_and_a_valid_click_model_config():
+    import yaml
+
+    from pipeline.defs.assets.model import ClickModelConfig
+    from pipeline.model.train import REFERENCE_CONSTRAINTS
+
+    path = Path(__file__).parent.parent / "deploy" / "run_configs" / "reference_constraints.yaml"
+    config = yaml.safe_load(path.read_text())["ops"]["click_model"]["config"]
+    assert config == REFERENCE_CONSTRAINTS
+    train_config = ClickModelConfig(**config).to_train_config()
+    assert (train_config.lr, train_config.epochs, train_config.batch_size) == (1e-8, 5, 1024)

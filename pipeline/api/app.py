@@ -243,6 +243,7 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None) -> FastAPI
         return JSONResponse({
             "ready": not reasons, "reason": "; ".join(reasons), "pid": os.getpid(),
             "model_version": artifacts.model_version,
+            "model_format": artifacts.model_record.get("serve", "torchscript") if artifacts.model_version else None,
             "model_feature_versions": artifacts.model_record.get("feature_versions", {}),
             "geo_index_version": artifacts.geo_version, "store": store, "reloads": artifacts.reloads,
             "last_reload_failure": artifacts.last_failure.as_json() if artifacts.last_failure else None,
