@@ -46,6 +46,14 @@ class FeatureTables:
                 "restaurants_ids": self.restaurant_snapshot.ids_version}
 
 
+def _tensor(values: np.ndarray, dtype) -> torch.Tensor:
+    """``values`` as a tensor of ``dtype``, copied only when it must be (another dtype, or a
+    read-only memory map of a chunk file)."""
+    if values.dtype == dtype and values.flags.writeable:
+        return torch.from_numpy(values)
+    return torch.from_numpy(np.array(values, dtype=dtype))
+
+
 def seeded_generator(*key) -> torch.Generator:
     """A generator seeded from ``key`` (e.g. seed, epoch, day, chunk) alone."""
     digest = hashlib.blake2b("/".join(map(str, key)).encode(), digest_size=8).digest()
@@ -64,12 +72,12 @@ class BatchGatherer:
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (x [n, 40] float32, clicks float32) batches, shuffled when a ``generator`` is
         given; x is a reused buffer (``into(n)`` when given), valid until the next batch."""
-        users_idx = torch.from_numpy(np.array(user_row, dtype=np.int32))  # chunks are read-only maps
-        restaurants_idx = torch.from_numpy(np.array(restaurant_row, dtype=np.int32))
-        clicks = torch.from_numpy(np.array(click, dtype=np.float32))
-        if generator is not None:
+        users_idx, restaurants_idx = _tensor(user_row, np.int32), _tensor(restaurant_row, np.int32)
+        clicks = _tensor(click, np.float32)
+        if generator is not None:  # index_select: 3-4x faster than indexing with the permutation
             order = torch.randperm(len(clicks), generator=generator)
-            users_idx, restaurants_idx, clicks = users_idx[order], restaurants_idx[order], clicks[order]
+            users_idx, restaurants_idx, clicks = (torch.index_select(t, 0, order)
+                                                  for t in (users_idx, restaurants_idx, clicks))
         for start in range(0, len(clicks), self.batch_size):
             end = min(start + self.batch_size, len(clicks))
             x = into(end - start) if into is not None else self._x[:end - start]

@@ -364,7 +364,8 @@ def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState,
             state.trained[day] = manifests[day]["rows"]
         else:  # a pool of pieces of several days, shuffled together
             parts = [read_chunk(live_partition(warehouse.processed_clicks(d)), c) for d, c in pieces]
-            arrays = [np.concatenate([part[i] for part in parts]) for i in range(3)]
+            arrays = [np.concatenate([part[i] for part in parts], dtype=dtype)
+                      for i, dtype in enumerate((np.int32, np.int32, np.float32))]
             del parts
             step_loss, step_rows = train_pool(arrays, seeded_generator(config.seed, epoch, "pool", cursor.position),
                                               "chunks " + ", ".join(f"{d}/{c}" for d, c in pieces), epoch)
