@@ -179,7 +179,8 @@ def main() -> None:
             result |= run_role(__file__, *common, "--role", "prepare")
         def settings(epochs: int, batch_size: int | str) -> list[str]:
             given = ["--role", "ours", "--epochs", str(epochs), "--batch-size", str(batch_size), "--lr", str(args.lr)]
-            return given + (["--validation-days", str(args.validation_days)] if args.validation_days is not None else [])
+            held_out = [] if args.validation_days is None else ["--validation-days", str(args.validation_days)]
+            return given + held_out
 
         with busy_process(args.busy):
             threads_sweep = []
@@ -194,7 +195,8 @@ def main() -> None:
                 before = run_role(__file__, *common, *settings(args.epochs, args.batch_size), "--threads",
                                   str(args.compare_threads), "--code", str(code))
                 result["before"] = {"commit": args.compare_with, **before}
-            result |= run_role(__file__, *common, *settings(args.epochs, args.batch_size), "--threads", str(args.threads))
+            result |= run_role(__file__, *common, *settings(args.epochs, args.batch_size), "--threads",
+                               str(args.threads))
         result["busy_competitor"] = args.busy
         sweep = []
         for size in filter(None, args.sweep.split(",")):

@@ -64,6 +64,12 @@ def test_train_evaluate_export_with_plotted_metadata(tiny_dataset, tmp_path):
         record = Artifact(warehouse.export).record()
         assert record["feature_versions"] == model["feature_versions"] and len(record["probe"]["x"]) == 16
 
+        # the held-out day is new to the model of record: the next incremental run scores it, then trains on it
+        held_out = _run(tiny_dataset, warehouse, instance)
+        assert held_out.success and _metadata(held_out, "click_model")["days_trained"] == ["2026-01-03"]
+        model, export = _metadata(held_out, "click_model"), _metadata(held_out, "torchscript_model")
+        assert model["prequential_accuracy"] > 0.8
+
         # the next incremental run has nothing new: it trains nothing, publishes nothing, and
         # reports the live versions again (same data versions, their recorded checks)
         again = _run(tiny_dataset, warehouse, instance)
@@ -98,7 +104,7 @@ def test_a_failed_parity_check_leaves_the_served_model_in_place(tiny_dataset, tm
     model, _ = load_model(warehouse.checkpoint)
     sample = torch.zeros(64, 40)
     sample[3, 5] = float("nan")  # a probe the export cannot match: the parity check fails
-    with pytest.raises(Rejected, match="torchscript_matches_eager: max abs diff nan"):
+    with pytest.raises(Rejected, match="torchscript_matches_eager: torchscript: max abs diff nan"):
         publish_export(model, warehouse.export, sample, record={})
     assert Artifact(warehouse.export).live_version() == live and warehouse.torchscript.read_bytes() == served
     assert Artifact(warehouse.export).versions() == [live]

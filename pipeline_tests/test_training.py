@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from pipeline.data.clicks import live_partition, read_manifest
+from pipeline.model import export as export_module
 from pipeline.model.batches import BatchGatherer, FeatureTables
 from pipeline.model.checkpoint import TrainingState, load_published_state
 from pipeline.model.evaluate import accuracy_gate, evaluate_files
-from pipeline.model import export as export_module
 from pipeline.model.export import export_program, export_torchscript, fastest, publish_export, verify_export
 from pipeline.model.network import ClickMLP, fused_logits
-from pipeline.serving.scorer import ModelScorer, live_scorer
 from pipeline.model.train import NonFiniteTraining, TrainConfig, _plan, load_model, score_partitions, train
 from pipeline.publish import Artifact, AuditResult, Rejected
+from pipeline.serving.scorer import ModelScorer, live_scorer
 from pipeline_tests.conftest import build_warehouse
 
 FAST = dict(batch_size=512, threads=1)

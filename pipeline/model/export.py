@@ -138,7 +138,8 @@ warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", ca
 torch.set_num_threads(1)
 directory, sample_path, expected_path, sizes = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 x, expected = torch.load(sample_path), torch.load(expected_path)
-loaders = {"torchscript": lambda p: torch.jit.load(p).eval(), "exported_program": lambda p: torch.export.load(p).module()}
+loaders = {"torchscript": lambda p: torch.jit.load(p).eval(),
+           "exported_program": lambda p: torch.export.load(p).module()}
 files = json.loads(sys.argv[5])
 out = {"formats": {}}
 for fmt, file in files.items():

@@ -1,6 +1,6 @@
 """Train in its own process (so a test can kill -9 it); print the final bookkeeping as JSON.
 
-    python train.py WAREHOUSE MODE EPOCHS BATCH_SIZE
+    python train.py WAREHOUSE MODE EPOCHS BATCH_SIZE [VALIDATION_DAYS]
 """
 
 import json
@@ -12,10 +12,12 @@ from devtools.process_metrics import peak_rss_mb
 from pipeline.data.layout import Warehouse
 from pipeline.model.train import TrainConfig, train
 
-root, mode, epochs, batch = sys.argv[1:]
+root, mode, epochs, batch = sys.argv[1:5]
+validation_days = int(sys.argv[5]) if len(sys.argv) > 5 else 1
 started = time.time()
 result = train(Warehouse(Path(root)), TrainConfig(mode=mode, epochs=int(epochs), batch_size=int(batch), threads=1,
-                                                  checkpoint_every_chunks=1), log=lambda message: None)
+                                                  checkpoint_every_chunks=1, validation_days=validation_days),
+               log=lambda message: None)
 state = result.state
 print(json.dumps({"trained": state.trained, "steps": state.steps, "rows_seen": state.rows_seen,
                   "resumed": result.report.resumed, "history_days": [h["day"] for h in state.history],

@@ -136,7 +136,7 @@ def _evaluation_metadata(evaluation: dict) -> dict:
 
 
 @dg.multi_asset(
-    specs=[dg.AssetSpec("click_model", group_name="model", kinds={"pytorch"}, owners=[OWNER], code_version="1",
+    specs=[dg.AssetSpec("click_model", group_name="model", kinds={"pytorch"}, owners=[OWNER], code_version="2",
                         automation_condition=TRAINS_ON_NEW_DAYS, freshness_policy=MODEL_FRESHNESS,
                         deps=[processed_clicks, "user_features", "restaurant_features"],
                         description="The click model of record (40→256→128→1, Adam): trained incrementally on "
