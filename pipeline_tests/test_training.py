@@ -252,13 +252,14 @@ def test_the_thread_count_and_its_switching_do_not_change_the_model(warehouse):
 
 
 def test_a_full_retrain_holds_out_its_newest_day_and_publishes_its_best_epoch(warehouse):
-    state, report = _train(warehouse, mode="full", epochs=4, lr=0.05, validation_days=1)
+    # lr 1.0 overshoots: a middle epoch scores best on the held-out day, so the selection must restore it
+    state, report = _train(warehouse, mode="full", epochs=4, lr=1.0, validation_days=1)
     assert state.trained == {"2026-01-01": 4_000, "2026-01-02": 4_000}  # 2026-01-03 held out
     assert report.rows == 4 * 8_000
     assert [v["epoch"] for v in report.validation] == [0, 1, 2, 3]
     assert all(v["validation_rows"] == 4_000 for v in report.validation)
     best = min(report.validation, key=lambda v: v["validation_log_loss"])
-    assert report.selected_epoch == best["epoch"]
+    assert report.selected_epoch == best["epoch"] != 3
     # the model of record is the selected epoch's: scored again on the held-out day, it gives that epoch's numbers
     model, _ = load_model(warehouse.checkpoint)
     again = score_partitions(model, BatchGatherer(FeatureTables.load(warehouse), 4096),
@@ -287,3 +288,15 @@ def test_the_reference_constraints_run_config_is_the_benchmark_s_and_a_valid_cli
     assert config == REFERENCE_CONSTRAINTS
     train_config = ClickModelConfig(**config).to_train_config()
     assert (train_config.lr, train_config.epochs, train_config.batch_size) == (1e-8, 5, 1024)
+
+
+def test_a_retrain_killed_before_publishing_keeps_its_validation_and_selection(warehouse):
+    def crash(model, tables):
+        raise RuntimeError("killed before publishing")
+
+    with pytest.raises(RuntimeError, match="killed before publishing"):
+        _train(warehouse, gate=crash, mode="full", epochs=3, lr=0.05)
+    state, report = _train(warehouse, mode="full", epochs=3, lr=0.05)  # nothing left to train: publishes
+    assert report.resumed and report.rows == 0 and [v["epoch"] for v in report.validation] == [0, 1, 2]
+    assert report.selected_epoch == min(report.validation, key=lambda v: v["validation_log_loss"])["epoch"]
+    assert Artifact(warehouse.checkpoint).record()["selected_epoch"] == report.selected_epoch

@@ -14,7 +14,8 @@ CALIBRATION_BINS = 10
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    """sigmoid(logits) in float64, without overflow for logits of any size."""
+    return np.exp(-np.logaddexp(0.0, -np.asarray(logits, dtype=np.float64)))
 
 
 def roc_auc(logits: np.ndarray, clicks: np.ndarray) -> float:

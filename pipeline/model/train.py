@@ -232,8 +232,8 @@ def train(warehouse: Warehouse, config: TrainConfig, log: Callable[[str], None] 
     """Run (or resume) training as ``config`` says and publish the result as the model of
     record if it passes its audits; :class:`~pipeline.publish.Rejected` otherwise (the model of
     record stays). A second run waits for the first (the checkpoint's lock). ``on_day`` gets each
-    (epoch, day) step's numbers as it finishes: day, epoch, rows, train_loss and, incrementally,
-    the day's prequential scores."""
+    step's numbers as it finishes: day (a full retrain's pool: its days), epoch, rows, train_loss
+    and, incrementally, the day's prequential scores."""
     torch.set_num_threads(config.threads or 1)  # scoring and the gate; training paces its own (ThreadTuner)
     run_path = warehouse.training_run
     artifact = Artifact(warehouse.checkpoint)
@@ -321,8 +321,8 @@ def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState,
         state.save(run_path)
 
     def train_pool(arrays, generator, where: str, epoch: int) -> tuple[float, int]:
-        for _ in threads.paced(gatherer.batches(*arrays, generator, into=trainer.input_buffer)):
-            trainer.step(*_)
+        for x, clicks in threads.paced(gatherer.batches(*arrays, generator, into=trainer.input_buffer)):
+            trainer.step(x, clicks)
             state.steps += 1
         loss_sum, rows = trainer.take_loss()
         bad = non_finite_parameters(model.state_dict())
@@ -388,12 +388,13 @@ def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState,
         if cursor.position == len(cursor.plan) and cursor.mode == "full":
             state.trained = {d: manifests[d]["rows"] for _, pieces in cursor.plan for d, _ in pieces}
             if cursor.selection is not None:
-                _select(model, optimizer, cursor, report, log)
+                _select(model, optimizer, cursor, log)
         save()  # after every step; at the end of the plan it marks the run complete, unpublished
     report.seconds = time.perf_counter() - started
     report.mean_loss = loss_total / loss_rows if loss_rows else float("nan")
     report.threads = threads.summary()
     report.validation = list(cursor.validations)  # every epoch's, also those before a resume
+    report.selected_epoch = cursor.selection["epoch"] if cursor.selection else None
 
 
 def _cloned(value):
@@ -421,12 +422,9 @@ def _validate(warehouse: Warehouse, model: ClickMLP, optimizer: torch.optim.Opti
         cursor.selection = {**entry, "model": _cloned(model.state_dict()), "optimizer": _cloned(optimizer.state_dict())}
 
 
-def _select(model: ClickMLP, optimizer: torch.optim.Optimizer, cursor: Cursor, report: TrainReport,
-            log: Callable[[str], None]) -> None:
+def _select(model: ClickMLP, optimizer: torch.optim.Optimizer, cursor: Cursor, log: Callable[[str], None]) -> None:
     """End of a full retrain: the candidate is the epoch with the lowest validation log loss."""
-    best = cursor.selection
-    report.selected_epoch = best["epoch"]
-    last = cursor.plan[-1][0]
+    best, last = cursor.selection, cursor.plan[-1][0]
     if best["epoch"] != last:
         model.load_state_dict(best["model"])
         optimizer.load_state_dict(best["optimizer"])
