@@ -9,9 +9,9 @@ import torch
 from pipeline.defs.assets.features import user_features
 from pipeline.defs.assets.model import click_model, torchscript_model
 from pipeline.defs.resources import LocalParquetSourceResource, WarehouseResource
-from pipeline.model.export import publish_export
+from pipeline.model.export import MODEL_FILE, export_torchscript, publish_export
 from pipeline.model.train import load_model
-from pipeline.publish import Artifact, Rejected
+from pipeline.publish import Artifact, AuditResult, Rejected, write_audit_publish
 from pipeline_tests.conftest import build_warehouse, step_failures
 
 MODEL_ASSETS = [click_model, torchscript_model]
@@ -108,6 +108,25 @@ def test_a_failed_parity_check_leaves_the_served_model_in_place(tiny_dataset, tm
         publish_export(model, warehouse.export, sample, record={})
     assert Artifact(warehouse.export).live_version() == live and warehouse.torchscript.read_bytes() == served
     assert Artifact(warehouse.export).versions() == [live]
+
+
+def test_an_export_made_before_there_were_two_formats_is_redone_for_the_same_checkpoint(tiny_dataset, tmp_path):
+    warehouse = build_warehouse(tiny_dataset, tmp_path / "wh", chunk_rows=1500)
+    with dg.instance_for_test() as instance:
+        assert _run(tiny_dataset, warehouse, instance, mode="full", epochs=2, lr=0.003).success
+        checkpoint = Artifact(warehouse.checkpoint).live_version()
+        model, _ = load_model(warehouse.checkpoint)
+        # the live export as the previous code published it: TorchScript only, its one check, this checkpoint
+        write_audit_publish(warehouse.export, lambda staging: export_torchscript(model, staging / MODEL_FILE),
+                            lambda staging, _: [AuditResult("torchscript_matches_eager", True)],
+                            record={"checkpoint_version": checkpoint, "format": "torchscript"})
+        result = _run(tiny_dataset, warehouse, instance, assets=[torchscript_model])
+        assert result.success, _failure(result)
+        assert {e.check_name for e in result.get_asset_check_evaluations()} == {
+            "torchscript_matches_eager", "exported_program_matches_eager"}
+        record = Artifact(warehouse.export).record()
+        assert set(record["formats"]) == {"torchscript", "exported_program"}
+        assert record["checkpoint_version"] == checkpoint
 
 
 def test_export_uses_the_features_the_model_was_trained_on_or_fails(dataset_copy, tmp_path):

@@ -25,7 +25,7 @@ from pipeline.defs.resources import SourceResource, WarehouseResource
 from pipeline.model import inputs
 from pipeline.model.batches import FeatureTables
 from pipeline.model.evaluate import ACCURACY_BAR, accuracy_gate
-from pipeline.model.export import LATENCY_ROWS, PARITY_CHECKS, PARITY_TOLERANCE, publish_export
+from pipeline.model.export import FORMAT_FILES, LATENCY_ROWS, PARITY_CHECKS, PARITY_TOLERANCE, publish_export
 from pipeline.model.train import EVALUATION_FILE, FINITE_CHECK, TrainConfig, TrainResult, load_model, train
 from pipeline.publish import Artifact
 
@@ -202,7 +202,9 @@ def torchscript_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     checkpoint_version = Artifact(layout.checkpoint).live_version()
     model, state = load_model(layout.checkpoint, checkpoint_version)
     export = Artifact(layout.export)
-    if export.live_version() and export.record().get("checkpoint_version") == checkpoint_version:
+    live_record = export.record() if export.live_version() else {}
+    if (live_record.get("checkpoint_version") == checkpoint_version
+            and set(live_record.get("formats", {})) == set(FORMAT_FILES)):
         context.log.info(f"the live export already holds checkpoint {checkpoint_version}: nothing to do")
         published = export.current()
         yield dg.MaterializeResult(metadata={**published_metadata(published), "bytes": published.bytes,
