@@ -75,7 +75,7 @@ def export_program(model: ClickMLP, path: Path) -> int:
     return Path(path).stat().st_size
 
 
-def parity_audit(verified: dict, fmt: str = "torchscript", rows: int = 0) -> AuditResult:
+def parity_audit(verified: dict, fmt: str, rows: int) -> AuditResult:
     """A format's check: loaded in a fresh process that did not import the project, it gives the
     eager model's logits (within the tolerance) in the right shape."""
     one = verified["formats"][fmt]
@@ -99,7 +99,7 @@ def _served_record(record: dict, module, sample: torch.Tensor, formats: dict[str
     with torch.inference_mode():
         probe_logits = module.eval()(probe)
     formats = formats or {"torchscript": {}}
-    return {**record, "format": "torchscript", "serve": fastest(formats) if len(formats) > 1 else next(iter(formats)),
+    return {**record, "serve": fastest(formats) if len(formats) > 1 else next(iter(formats)),
             "formats": {f: {"file": FORMAT_FILES[f], **numbers} for f, numbers in formats.items()},
             "input_width": int(sample.shape[1]), "probe": {"x": probe.tolist(), "logits": probe_logits.tolist()}}
 

@@ -62,9 +62,11 @@ class FusedTrainer:
     - the model's parameters, their gradients and Adam's moments each live in one flat buffer (the
       module and the optimizer keep views of them, so their ``state_dict`` is unchanged) and Adam
       is one kernel over the buffers;
-    - the input carries a ones column, so each layer's bias rides in its weight's matrix product;
-    - every intermediate is a preallocated buffer, and the loss is computed for many batches at
-      once (:meth:`take_loss`) rather than per step.
+    - fc1's weight and bias sit side by side as one [h1, 41] block and the input carries a ones
+      column, so each bias rides in its weight's matrix product and no parameter is copied;
+    - every intermediate is a preallocated buffer, each product takes its operands in the
+      orientation MKL runs fastest, and the loss is computed for many batches at once
+      (:meth:`take_loss`) rather than per step.
     """
 
     def __init__(self, model: ClickMLP, optimizer: torch.optim.Adam, batch_size: int = 8192):
@@ -125,12 +127,14 @@ class FusedTrainer:
         self._h, self._z, self._dz = torch.empty(rows, h2), torch.empty(rows), torch.empty(rows)
 
     def _batch_views(self, n: int) -> tuple:
+        """The buffers cut to ``n`` rows; kept for the full batch only (a pool's last batch is shorter)."""
         if n > self._rows:
             self._resize(n)
-        if n not in self._views:
-            self._views[n] = (self._x[:n], self._x[:n, :self.width], self._xd[:n], self._h[:n],
-                              self._z[:n], self._dz[:n], self._dz[:n].unsqueeze(1))
-        return self._views[n]
+        views = self._views.get(n) or (self._x[:n], self._x[:n, :self.width], self._xd[:n], self._h[:n],
+                                       self._z[:n], self._dz[:n], self._dz[:n].unsqueeze(1))
+        if n == self._rows:
+            self._views[n] = views
+        return views
 
     def input_buffer(self, rows: int) -> torch.Tensor:
         """A [rows, 40] view to gather the next batch into (saves a copy in :meth:`step`)."""
