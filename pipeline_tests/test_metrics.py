@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from pipeline.model.metrics import MetricStream, roc_auc, summary
+from pipeline.model.metrics import MetricStream, roc_auc
 
 
 def _auc_brute(scores, y):
@@ -28,7 +28,9 @@ def test_accuracy_log_loss_and_calibration():
     clicks = np.array([1, 1, 0, 0])
     p = 1 / (1 + np.exp(-logits))
     expected = -np.mean(clicks * np.log(p) + (1 - clicks) * np.log(1 - p))
-    numbers = summary(logits, clicks)
+    stream = MetricStream()
+    stream.add(logits, clicks)
+    numbers = stream.summary()
     assert numbers["accuracy"] == 0.5 and numbers["rows"] == 4
     assert numbers["log_loss"] == pytest.approx(expected)
     stream = MetricStream(bins=2)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.data.clicks import DROP_REASONS, iter_raw_batches, resolve_batch
 from pipeline.model import metrics
 from pipeline.model.batches import BatchGatherer, FeatureTables
@@ -13,6 +15,13 @@ from pipeline.publish import AuditResult
 
 EVAL_BATCH = 65_536
 ACCURACY_BAR = 0.7  # the reference's bar for test accuracy
+
+
+def score_into(stream: metrics.MetricStream, model: ClickMLP, gatherer: BatchGatherer, user_row: np.ndarray,
+               restaurant_row: np.ndarray, click: np.ndarray) -> None:
+    """Score rows (snapshot row numbers and clicks) batch by batch into ``stream``."""
+    for x, y in gatherer.batches(user_row, restaurant_row, click):
+        stream.add(fused_logits(model, x).numpy(), y.numpy())
 
 
 def evaluate_files(model: ClickMLP, files: Sequence[Path], tables: FeatureTables) -> dict:
@@ -26,9 +35,7 @@ def evaluate_files(model: ClickMLP, files: Sequence[Path], tables: FeatureTables
     gatherer = BatchGatherer(tables, EVAL_BATCH)
     stream = metrics.MetricStream()
     for batch in iter_raw_batches(files):
-        user_row, restaurant_row, click = resolve_batch(batch, users, restaurants, dropped)
-        for x, y in gatherer.batches(user_row, restaurant_row, click):
-            stream.add(fused_logits(model, x).numpy(), y.numpy())
+        score_into(stream, model, gatherer, *resolve_batch(batch, users, restaurants, dropped))
     return {**stream.summary(), "click_rate": stream.click_rate(), "all_zeros_accuracy": 1 - stream.click_rate(),
             "dropped": dropped, "calibration": stream.calibration()}
 

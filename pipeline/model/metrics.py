@@ -79,9 +79,3 @@ class MetricStream:
                           "mean_predicted": float(self._bin_predicted[b] / count) if count else float("nan"),
                           "observed_rate": float(self._bin_clicks[b] / count) if count else float("nan")})
         return table
-
-
-def summary(logits: np.ndarray, clicks: np.ndarray) -> dict[str, float]:
-    stream = MetricStream()
-    stream.add(logits, clicks)
-    return stream.summary()

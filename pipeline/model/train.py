@@ -39,7 +39,8 @@ from pipeline.data.layout import Warehouse, parse_day
 from pipeline.model import metrics
 from pipeline.model.batches import BatchGatherer, FeatureTables, seeded_generator
 from pipeline.model.checkpoint import CHECKPOINT_FILE, Cursor, TrainingState, load_published_state
-from pipeline.model.network import ClickMLP, FusedTrainer, fused_logits, make_optimizer
+from pipeline.model.evaluate import score_into
+from pipeline.model.network import ClickMLP, FusedTrainer, make_optimizer
 from pipeline.model.threads import ThreadTuner
 from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, Artifact, AuditResult, Published, Rejected
 
@@ -206,9 +207,8 @@ def score_partitions(model: ClickMLP, gatherer: BatchGatherer, partition_dirs: l
     """Accuracy, AUC and log loss of the model on processed partitions, batch by batch."""
     stream = metrics.MetricStream()
     for partition_dir in partition_dirs:
-        for user_row, restaurant_row, click in iter_chunks(partition_dir):
-            for x, y in gatherer.batches(user_row, restaurant_row, click):
-                stream.add(fused_logits(model, x).numpy(), y.numpy())
+        for chunk in iter_chunks(partition_dir):
+            score_into(stream, model, gatherer, *chunk)
     return stream.summary()
 
 
@@ -270,6 +270,8 @@ def _run(warehouse: Warehouse, config: TrainConfig, run_path: Path, log: Callabl
                 f"{len(cursor.plan)}) with other settings: re-run with the same config, or set restart=true")
         tables = FeatureTables.load(warehouse, state.versions)  # the snapshots the run started on
         model, optimizer = _restore(state, config)
+        manifests = _check_ids_versions(warehouse, {d for _, pieces in cursor.plan for d, _ in pieces}
+                                        | set(cursor.validation), tables)
     else:
         tables = FeatureTables.load(warehouse)
         incumbent = load_published_state(warehouse.checkpoint)
@@ -297,17 +299,17 @@ def _run(warehouse: Warehouse, config: TrainConfig, run_path: Path, log: Callabl
         state.cursor = Cursor(config.mode, plan, validation=validation,
                               fingerprint=_fingerprint(config, plan, state.versions, validation))
     report = TrainReport(state.cursor.mode, unfinished is not None, discarded_unfinished=discarded)
-    _train_plan(warehouse, config, state, model, optimizer, tables, run_path, report, log, on_day)
+    _train_plan(warehouse, config, state, model, optimizer, tables, manifests, run_path, report, log, on_day)
     return state, report, tables
 
 
 def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState, model: ClickMLP,
-                optimizer: torch.optim.Optimizer, tables: FeatureTables, run_path: Path,
+                optimizer: torch.optim.Optimizer, tables: FeatureTables, manifests: dict[str, dict], run_path: Path,
                 report: TrainReport, log: Callable[[str], None],
                 on_day: Callable[[dict], None] | None = None) -> None:
+    """Train ``state.cursor``'s plan from where it stands; ``manifests``: every planned and
+    held-out day's, checked against ``tables``."""
     cursor = state.cursor
-    manifests = _check_ids_versions(warehouse, {d for _, pieces in cursor.plan for d, _ in pieces}
-                                    | set(cursor.validation), tables)
     pieces_rows = {d: [c["rows"] for c in m["chunks"]] for d, m in manifests.items()}
     remaining = sum(pieces_rows[d][c] for _, pieces in cursor.plan[cursor.position:] for d, c in pieces)
     progress = _Progress(remaining, log)
@@ -350,10 +352,8 @@ def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState,
             if cursor.chunk == 0:
                 cursor.pending = {"day": day, **{f"prequential_{k}": v for k, v in
                                                  score_partitions(model, gatherer, [partition]).items()}}
-            for index, arrays in enumerate(iter_chunks(partition)):
-                if index < cursor.chunk:
-                    continue
-                loss, rows = train_pool(arrays, seeded_generator(config.seed, epoch, day, index),
+            for index in range(cursor.chunk, len(pieces)):  # a resumed day reads only the chunks left
+                loss, rows = train_pool(read_chunk(partition, index), seeded_generator(config.seed, epoch, day, index),
                                         f"day {day}, chunk {index}", epoch)
                 step_loss, step_rows = step_loss + loss, step_rows + rows
                 cursor.chunk = index + 1
