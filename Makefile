@@ -1,4 +1,4 @@
-# make demo | make test | make test-fast | make dev | make serve | make loadtest   (each sets up .venv first)
+# make demo | make test | make test-fast | make dev | make serve | make loadtest | make worker   (each sets up .venv first)
 # make lock: re-resolve requirements.lock after changing dependencies in pyproject.toml
 PYTHON ?= python3
 VENV := .venv
@@ -23,7 +23,7 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 LAUNCH := $(BIN)/dg launch
 
-.PHONY: install lock bigquery-emulator demo test test-fast dev serve loadtest clean
+.PHONY: install lock bigquery-emulator demo test test-fast dev serve loadtest worker clean
 
 # Exactly the locked versions, every file checked against its hash (torch: the local 2.13.0+cpu wheel),
 # then the project itself without resolving anything again.
@@ -56,11 +56,11 @@ $(BQ_ENV)/.installed: devtools/bigquery-emulator.lock
 
 bigquery-emulator: $(BQ_ENV)/.installed
 
-# Re-resolve requirements.lock from pyproject.toml (runtime + dev + bigquery); commit the result.
+# Re-resolve requirements.lock from pyproject.toml (runtime + dev + bigquery + celery + k8s); commit the result.
 lock:
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet pip-tools
-	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --extra dev --extra bigquery --strip-extras \
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --extra dev --extra bigquery --extra celery --extra k8s --strip-extras \
 		-o requirements.lock pyproject.toml
 
 $(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
@@ -97,6 +97,13 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 
 serve: install
 	$(BIN)/pipeline serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+
+# A Celery worker for runs with PIPELINE_EXECUTOR=celery (docs/OPERATIONS.md, "Running on more machines"): one per
+# machine, all on the same broker (PIPELINE_CELERY_BROKER_URL), warehouse, data and Dagster storage. It checks
+# them before it takes a step. Here the warehouse and online-store directories are created if missing.
+worker: install $(DAGSTER_HOME)/dagster.yaml
+	mkdir -p $(PIPELINE_WAREHOUSE_DIR) $(dir $(PIPELINE_SQLITE_PATH))
+	$(BIN)/pipeline worker
 
 loadtest: install
 	$(BIN)/pipeline loadtest --url http://$(HOST):$(PORT) --requests $(DATA)/requests.parquet --rate 30 --duration 60

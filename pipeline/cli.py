@@ -6,6 +6,7 @@
     pipeline status                       # what is live, and what it pairs with
     pipeline rollback {model,features}    # the previous published version becomes live again
     pipeline loadtest --url URL --requests FILE --rate R --duration S [--ramp]
+    pipeline worker [--name N] [--concurrency C]   # a Celery worker (PIPELINE_EXECUTOR=celery)
 """
 
 from __future__ import annotations
@@ -116,6 +117,12 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from pipeline.worker import start
+
+    return start(args.name, args.concurrency, args.loglevel)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--ramp", action="store_true", help="find the highest rate with p95 <= 100 ms and no errors")
     load.add_argument("--ramp-rates", default="", help="comma-separated rates for --ramp")
     load.set_defaults(func=_loadtest)
+    work = commands.add_parser("worker", help=(
+        "a Celery worker taking the steps of runs that use PIPELINE_EXECUTOR=celery (checks the shared "
+        "warehouse, data, store, Dagster storage and broker first)"))
+    work.add_argument("--name", default=None, help="node name (default: pipeline-<random>); unique per machine")
+    work.add_argument("--concurrency", type=int, default=None,
+                      help="steps at once (default: $PIPELINE_WORKER_CONCURRENCY or 1)")
+    work.add_argument("--loglevel", default="INFO")
+    work.set_defaults(func=_worker)
     return parser
 
 

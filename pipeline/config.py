@@ -33,6 +33,14 @@ DEFAULTS = {
     "PIPELINE_BIGQUERY_TIMEOUT_S": "60",
     "PIPELINE_EXECUTOR": "multiprocess",
     "PIPELINE_MAX_CONCURRENT": "2",
+    # PIPELINE_EXECUTOR=celery (docs/OPERATIONS.md): the broker the runs and `pipeline worker` share, the result
+    # backend (empty: the broker's URL), the timeout of every broker call, steps at once per worker, and the
+    # resident size after which a worker's step process is replaced (MiB)
+    "PIPELINE_CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+    "PIPELINE_CELERY_BACKEND_URL": "",
+    "PIPELINE_CELERY_TIMEOUT_S": "10",
+    "PIPELINE_WORKER_CONCURRENCY": "1",
+    "PIPELINE_WORKER_MAX_MEMORY_MIB": "3072",
     "PIPELINE_SQLITE_PATH": "data/online/features.db",
     "PIPELINE_ONLINE_STORE": "",  # sqlite or redis; empty: redis when REDIS_URL is set, else sqlite
     "REDIS_URL": "",

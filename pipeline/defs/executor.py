@@ -1,9 +1,11 @@
 """The executor, chosen by configuration so the same definitions scale out without code changes.
 
 ``PIPELINE_EXECUTOR``: ``multiprocess`` (default; steps in parallel processes, at most
-``PIPELINE_MAX_CONCURRENT`` at once), ``in_process``, ``celery`` (needs ``dagster-celery``) or
-``k8s`` (needs ``dagster-k8s``; each step a Kubernetes job). Run-level parallelism (how many
-partition runs go at once) is the run queue's setting in ``dagster.yaml``.
+``PIPELINE_MAX_CONCURRENT`` at once), ``in_process``, ``celery`` (the ``celery`` extra: each step a
+task on the ``PIPELINE_CELERY_BROKER_URL`` broker, run by ``pipeline worker`` processes; see
+``pipeline/worker.py``) or ``k8s`` (the ``k8s`` extra: each step a Kubernetes job, see
+``k8s_config``). Run-level parallelism (how many partition runs go at once) is the run queue's
+setting in ``dagster.yaml``. docs/OPERATIONS.md, "Running on more machines".
 """
 
 import dagster as dg
@@ -11,13 +13,23 @@ import dagster as dg
 from pipeline.defs.settings import setting
 
 
-def _import_optional(module: str, name: str, package: str):
+def _import_optional(module: str, name: str, extra: str):
     try:
         return getattr(__import__(module, fromlist=[name]), name)
     except ImportError as exc:
         raise ImportError(
-            f"PIPELINE_EXECUTOR={setting('PIPELINE_EXECUTOR')} needs the '{package}' package: "
-            f"pip install {package}") from exc
+            f"PIPELINE_EXECUTOR={setting('PIPELINE_EXECUTOR')} needs the project's '{extra}' extra "
+            f"(pip install -e '.[{extra}]'; make install has it): {exc}") from exc
+
+
+def k8s_config() -> dict:
+    """The ``k8s_job_executor``'s configuration. Image, environment, volumes (the warehouse's claim) and
+    resources come from the run launcher's configuration in the Helm values (deploy/helm/values.yaml),
+    which step jobs inherit; here: steps at once per run, and step jobs deleted with their run's pod
+    and an hour after they finish."""
+    return {"max_concurrent": int(setting("PIPELINE_MAX_CONCURRENT")),
+            "enable_owner_references": True,
+            "step_k8s_config": {"job_spec_config": {"ttl_seconds_after_finished": 3600}}}
 
 
 def executor_from_settings() -> dg.ExecutorDefinition:
@@ -28,9 +40,11 @@ def executor_from_settings() -> dg.ExecutorDefinition:
     if kind == "in_process":
         return dg.in_process_executor
     if kind == "celery":
-        return _import_optional("dagster_celery", "celery_executor", "dagster-celery")
+        from pipeline.worker import executor_config
+
+        return _import_optional("dagster_celery", "celery_executor", "celery").configured(executor_config())
     if kind == "k8s":
-        return _import_optional("dagster_k8s", "k8s_job_executor", "dagster-k8s")
+        return _import_optional("dagster_k8s", "k8s_job_executor", "k8s").configured(k8s_config())
     raise ValueError(
         f"PIPELINE_EXECUTOR={kind!r} is not one of multiprocess, in_process, celery, k8s")
 

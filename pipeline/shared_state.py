@@ -1,0 +1,87 @@
+"""What every machine that runs steps must share, checked before a worker takes any step.
+
+A step runs wherever a worker picks it up, so each worker must see what the run that submitted it
+sees: the warehouse (every artifact is read and published there), the raw data (the dataset
+directory, or the BigQuery tables), the online store, and the broker the steps arrive through.
+Dagster's own storage is the other shared part (``pipeline.worker`` checks it: it needs Dagster).
+
+Paths must be absolute: a relative path resolves against each worker's working directory, so two
+workers would write two different warehouses and neither would fail. Dagster-free.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import redis
+
+from pipeline.config import DEFAULTS
+from pipeline.store.factory import resolve_backend
+
+SHARED_STORAGE = "a directory on storage every worker and the run host mount at the same path"
+
+
+def _value(env: Mapping[str, str], name: str) -> str:
+    return env.get(name) or DEFAULTS[name]
+
+
+def _writable_directory(name: str, path: str) -> str | None:
+    """None, or why ``path`` (the value of variable ``name``) cannot be the shared directory."""
+    if not Path(path).is_absolute():
+        return f"{name}={path!r} is relative: set it to {SHARED_STORAGE}"
+    if not Path(path).is_dir():
+        return f"{name}={path} does not exist on this machine: it must be {SHARED_STORAGE}"
+    probe = Path(path) / f".worker-probe-{uuid.uuid4().hex}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return f"{name}={path} is not writable by this worker: {exc.strerror}"
+    return None
+
+
+def redis_problem(what: str, url: str, timeout_s: float) -> str | None:
+    """None when the Redis server at ``url`` answers a PING within ``timeout_s``."""
+    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        return f"{what} {url} does not answer: {exc}"
+    finally:
+        client.close()
+    return None
+
+
+def problems(env: Mapping[str, str] = os.environ) -> list[str]:
+    """Everything that keeps this machine from sharing the runs' state; empty when it can take steps."""
+    timeout = float(_value(env, "PIPELINE_CELERY_TIMEOUT_S"))
+    found = [_writable_directory("PIPELINE_WAREHOUSE_DIR", _value(env, "PIPELINE_WAREHOUSE_DIR"))]
+    source = _value(env, "PIPELINE_SOURCE")
+    if source == "local":
+        dataset = _value(env, "PIPELINE_DATASET_DIR")
+        if not Path(dataset).is_absolute():
+            found.append(f"PIPELINE_DATASET_DIR={dataset!r} is relative: set it to {SHARED_STORAGE}")
+        elif not (Path(dataset) / "train").is_dir():
+            found.append(f"PIPELINE_DATASET_DIR={dataset} has no train/ directory on this machine: "
+                         f"it must be {SHARED_STORAGE}")
+    elif source == "bigquery":
+        found += [f"{name} is not set: the workers read BigQuery with the runs' settings"
+                  for name in ("PIPELINE_BIGQUERY_PROJECT", "PIPELINE_BIGQUERY_DATASET") if not env.get(name)]
+    try:
+        backend = resolve_backend(_value(env, "PIPELINE_ONLINE_STORE"), _value(env, "REDIS_URL"))
+    except ValueError as exc:
+        found.append(f"online store: {exc}")
+    else:
+        if backend == "redis":
+            found.append(redis_problem("the online store (REDIS_URL)", _value(env, "REDIS_URL"), timeout))
+        else:
+            sqlite = _value(env, "PIPELINE_SQLITE_PATH")
+            found.append(_writable_directory("PIPELINE_SQLITE_PATH's directory", str(Path(sqlite).parent))
+                         if Path(sqlite).is_absolute() else
+                         f"PIPELINE_SQLITE_PATH={sqlite!r} is relative: the SQLite online store is a file every "
+                         f"worker must reach at the same absolute path (or set REDIS_URL)")
+    return [problem for problem in found if problem]
+

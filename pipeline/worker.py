@@ -1,0 +1,120 @@
+"""Celery workers for ``PIPELINE_EXECUTOR=celery``: the configuration the runs and the workers share,
+and ``pipeline worker`` (``make worker``), which checks the shared state before it takes any step.
+
+A run's orchestrating process submits each step to the broker; a worker process on any machine picks
+it up and executes it against the Dagster instance the run uses (the run sends a reference to it), so
+every worker needs the same broker, warehouse, raw data, online store and Dagster storage
+(``pipeline.shared_state``; docs/OPERATIONS.md, "Running on more machines"). Needs the ``celery`` extra.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from typing import Any
+
+from pipeline import shared_state
+from pipeline.config import setting
+
+QUEUE = "dagster"  # dagster-celery's queue: a step tagged dagster-celery/queue goes elsewhere
+
+
+def config_source(timeout_s: float) -> dict[str, Any]:
+    """Celery settings of both sides: every broker and result-backend call is bounded by ``timeout_s``."""
+    return {
+        "worker_prefetch_multiplier": 1,  # a step is long: a worker must not hold steps another could run
+        "task_default_queue": QUEUE,
+        "task_default_priority": 5,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": timeout_s,
+        "broker_transport_options": {"max_retries": 3, "interval_start": 0, "interval_step": 0.2,
+                                     "interval_max": 0.5, "socket_timeout": timeout_s,
+                                     "socket_connect_timeout": timeout_s},
+        "redis_socket_timeout": timeout_s,
+        "redis_socket_connect_timeout": timeout_s,
+        "result_expires": 24 * 3600,  # step results are read within seconds; the backend keeps nothing longer
+        "worker_redirect_stdouts_level": "INFO",  # a step's log lines are not warnings
+    }
+
+
+def _url(name: str) -> str | dict:
+    """From the environment as a Dagster ``env`` source when set (a password in the URL stays out of the
+    run's stored configuration), else the embedded default."""
+    return {"env": name} if os.environ.get(name) else setting(name)
+
+
+def executor_config() -> dict[str, Any]:
+    """The ``celery_executor``'s configuration from the settings (``PIPELINE_CELERY_*``)."""
+    backend = "PIPELINE_CELERY_BACKEND_URL" if os.environ.get("PIPELINE_CELERY_BACKEND_URL") else None
+    return {"broker": _url("PIPELINE_CELERY_BROKER_URL"),
+            "backend": _url(backend) if backend else _url("PIPELINE_CELERY_BROKER_URL"),
+            "config_source": config_source(float(setting("PIPELINE_CELERY_TIMEOUT_S")))}
+
+
+def celery_app():
+    """The Celery app a worker runs: dagster-celery's, with its step task, on the settings' broker."""
+    from dagster_celery.executor import CeleryExecutor
+    from dagster_celery.make_app import make_app
+    from dagster_celery.tasks import create_task
+
+    broker = setting("PIPELINE_CELERY_BROKER_URL")
+    app = make_app(CeleryExecutor.for_cli(
+        broker=broker, backend=setting("PIPELINE_CELERY_BACKEND_URL") or broker,
+        config_source=config_source(float(setting("PIPELINE_CELERY_TIMEOUT_S")))).app_args())
+    create_task(app)
+    return app
+
+
+def instance_problems() -> tuple[list[str], str]:
+    """Problems with the Dagster instance this worker would use, and a description of its storage."""
+    home = os.environ.get("DAGSTER_HOME", "")
+    if not home or not os.path.isabs(home):
+        return [f"DAGSTER_HOME={home!r} must be the absolute path of the Dagster instance the runs use "
+                f"(its dagster.yaml names the shared storage)"], ""
+    import dagster as dg
+
+    try:
+        with dg.DagsterInstance.get() as instance:
+            instance.get_runs(limit=1)
+            storage = type(instance.run_storage).__name__
+    except Exception as exc:  # any failure to open or query the storage is the message the operator needs
+        return [f"the Dagster instance at DAGSTER_HOME={home} cannot be used: {exc}"], ""
+    if "Sqlite" in storage:
+        return [], (f"Dagster storage: SQLite under {home}: shared only by processes on this machine "
+                    f"(use Postgres when workers run elsewhere)")
+    return [], f"Dagster storage: {storage}"
+
+
+def broker_problem(app) -> str | None:
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=float(setting("PIPELINE_CELERY_TIMEOUT_S")))
+    except Exception as exc:  # kombu raises the transport's own errors
+        return f"the broker PIPELINE_CELERY_BROKER_URL={setting('PIPELINE_CELERY_BROKER_URL')} does not answer: {exc}"
+    return None
+
+
+def start(name: str | None = None, concurrency: int | None = None, loglevel: str = "INFO") -> int:
+    """Check the shared state, then run a worker until it is stopped (SIGTERM: finish the steps in hand)."""
+    try:
+        app = celery_app()
+    except ImportError as exc:
+        print(f"pipeline worker: needs the celery extra (pip install -e '.[celery]'): {exc}", file=sys.stderr)
+        return 2
+    found, storage = instance_problems()
+    found += shared_state.problems()
+    found.append(broker_problem(app))
+    found = [problem for problem in found if problem]
+    if found:
+        print("pipeline worker: this machine cannot take steps:\n  - " + "\n  - ".join(found), file=sys.stderr)
+        return 2
+    print(f"pipeline worker: warehouse {setting('PIPELINE_WAREHOUSE_DIR')}; {storage}; "
+          f"broker {setting('PIPELINE_CELERY_BROKER_URL')}", flush=True)
+    concurrency = concurrency or int(setting("PIPELINE_WORKER_CONCURRENCY"))
+    max_memory_kib = int(setting("PIPELINE_WORKER_MAX_MEMORY_MIB")) * 1024
+    app.worker_main(["worker", f"--hostname={name or 'pipeline-' + uuid.uuid4().hex[:6]}@%h",
+                     f"--concurrency={concurrency}", f"--queues={QUEUE}", f"--loglevel={loglevel}",
+                     "--prefetch-multiplier=1", f"--max-memory-per-child={max_memory_kib}",
+                     "--without-gossip", "--without-mingle"])
+    return 0

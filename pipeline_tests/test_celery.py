@@ -1,0 +1,171 @@
+"""PIPELINE_EXECUTOR=celery on a real redis-server broker with two real `pipeline worker` processes: a
+4-day ingest_clicks backfill and a training run give what the multiprocess executor gives, every step
+runs in a worker's process, and a worker without the shared state refuses to start, saying why."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import torch
+
+from devtools.redis_server import RedisServer, free_port
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).parents[1]
+DAYS = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"]
+
+
+def _environment(tmp_path: Path, name: str, dataset: Path, **extra) -> dict:
+    home, warehouse = tmp_path / name / "home", tmp_path / name / "warehouse"
+    (tmp_path / name / "online").mkdir(parents=True)
+    home.mkdir()
+    warehouse.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "deploy/dagster.yaml").read_text())
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PIPELINE_DATASET_DIR": str(dataset),
+           "PIPELINE_WAREHOUSE_DIR": str(warehouse), "PIPELINE_SQLITE_PATH": str(tmp_path / name / "online/f.db"),
+           "PIPELINE_START_DATE": DAYS[0], "VIRTUAL_ENV": str(BIN.parent), "PATH": f"{BIN}:{os.environ['PATH']}",
+           **extra}
+    for name in ("PIPELINE_END_DATE", "REDIS_URL", "PIPELINE_ONLINE_STORE"):
+        env.pop(name, None)
+    return env
+
+
+def _launch(env: dict, *args: str) -> None:
+    done = subprocess.run([str(BIN / "dg"), "launch", *args], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Warning" not in done.stderr, done.stderr[-3000:]
+
+
+def _pipeline(env: dict) -> None:
+    """The documented sequence: feature snapshots, a 4-day backfill in one ranged run, training."""
+    _launch(env, "--job", "feature_snapshots")
+    _launch(env, "--job", "ingest_clicks", "--partition-range", f"{DAYS[0]}...{DAYS[-1]}")
+    _launch(env, "--job", "train_model")
+
+
+def _published(env: dict) -> dict:
+    """What the runs published, independent of when and where: chunk contents, manifests without their
+    timings and paths, the model's tensors and its evaluation."""
+    warehouse = Path(env["PIPELINE_WAREHOUSE_DIR"])
+    out = {}
+    for day in DAYS:
+        partition = warehouse / f"processed_clicks/date={day}"
+        manifest = json.loads((partition / "_manifest.json").read_text())
+        out[day] = ({k: v for k, v in manifest.items() if k not in ("seconds", "sources")},
+                    [hashlib.sha256((partition / c["file"]).read_bytes()).hexdigest() for c in manifest["chunks"]])
+    checkpoint = warehouse / "models/click_model/checkpoint"
+    out["model"] = torch.load(checkpoint / "checkpoint.pt", weights_only=False)["model"]
+    out["evaluation"] = json.loads((checkpoint / "evaluation.json").read_text())
+    return out
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _start_worker(env: dict, name: str, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "pipeline"), "worker", "--name", name], env=env, cwd=ROOT,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_ready(workers: dict[str, tuple[subprocess.Popen, Path]], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    for name, (process, log) in workers.items():
+        while f"{name}@" not in log.read_text() or " ready." not in log.read_text():
+            assert process.poll() is None, f"worker {name} exited:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"worker {name} not ready:\n{log.read_text()[-3000:]}"
+            time.sleep(0.2)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)  # warm shutdown: the worker and its step process
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.mark.slow
+def test_two_celery_workers_run_the_backfill_and_training_as_the_multiprocess_executor_does(tmp_path):
+    dataset = tmp_path / "dataset"
+    subprocess.run([str(BIN / "pipeline"), "generate", "--out", str(dataset), "--preset", "tiny",
+                    "--train-files", "4", "--quiet"], check=True, capture_output=True)
+    baseline = _environment(tmp_path, "multiprocess", dataset, PIPELINE_EXECUTOR="multiprocess")
+    _pipeline(baseline)
+
+    broker = RedisServer(str(tmp_path)).start()
+    celery = _environment(tmp_path, "celery", dataset, PIPELINE_EXECUTOR="celery",
+                          PIPELINE_CELERY_BROKER_URL=broker.url)
+    workers = {name: (_start_worker(celery, name, tmp_path / f"{name}.log"), tmp_path / f"{name}.log")
+               for name in ("worker-a", "worker-b")}
+    try:
+        _wait_ready(workers)
+        _pipeline(celery)
+        worker_pids = {process.pid for process, _ in workers.values()}
+        with dg.DagsterInstance.from_config(celery["DAGSTER_HOME"]) as instance:
+            runs = instance.get_runs()
+            assert len(runs) == 3 and all(run.is_success for run in runs)
+            starts = [record.event_log_entry.dagster_event
+                      for run in runs for record in instance.get_records_for_run(
+                          run.run_id, of_type=dg.DagsterEventType.STEP_START).records]
+            delegated = [record.event_log_entry for run in runs for record in instance.get_records_for_run(
+                run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records
+                if "in celery worker" in record.event_log_entry.message]
+        # every step started in a step process of one of the two workers (Celery's prefork pool: a child
+        # of the worker's main process), none in the runs' own processes
+        assert {event.step_key for event in starts} >= {"user_features", "restaurant_features", "raw_clicks",
+                                                        "processed_clicks", "click_model", "torchscript_model"}
+        assert {_parent(event.pid) for event in starts} <= worker_pids, (starts, worker_pids)
+        assert len(delegated) == len(starts)
+        assert {entry.dagster_event.event_specific_data.metadata["Celery worker"].value.split("@")[0]
+                for entry in delegated} <= set(workers)
+    finally:
+        for process, _ in workers.values():
+            _stop(process)
+        broker.stop()
+    expected, got = _published(baseline), _published(celery)
+    assert got.keys() == expected.keys()
+    for day in DAYS:
+        assert got[day] == expected[day], day
+    assert got["evaluation"] == expected["evaluation"]
+    assert got["model"].keys() == expected["model"].keys()
+    assert all(torch.equal(got["model"][k], expected["model"][k]) for k in expected["model"])
+
+
+def test_a_worker_without_the_shared_state_refuses_to_start_and_says_what_is_missing(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "PIPELINE_WAREHOUSE_DIR": "data/warehouse",
+           "PIPELINE_DATASET_DIR": str(tmp_path / "no-dataset"), "PIPELINE_SQLITE_PATH": str(tmp_path / "f.db"),
+           "PIPELINE_CELERY_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0", "PIPELINE_CELERY_TIMEOUT_S": "1"}
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    for name in ("REDIS_URL", "PIPELINE_ONLINE_STORE", "PIPELINE_SOURCE"):
+        env.pop(name, None)
+    done = subprocess.run([str(BIN / "pipeline"), "worker"], env=env, capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60)
+    assert done.returncode == 2
+    assert "PIPELINE_WAREHOUSE_DIR='data/warehouse' is relative" in done.stderr
+    assert f"PIPELINE_DATASET_DIR={tmp_path / 'no-dataset'} has no train/ directory" in done.stderr
+    assert "the broker PIPELINE_CELERY_BROKER_URL=redis://127.0.0.1:" in done.stderr
+    assert "ready." not in done.stdout
+
+
+def test_the_celery_executor_is_configured_from_the_settings_without_baking_in_the_broker_url(monkeypatch):
+    from pipeline.defs.executor import executor_from_settings
+    from pipeline.worker import executor_config
+
+    monkeypatch.setenv("PIPELINE_EXECUTOR", "celery")
+    monkeypatch.setenv("PIPELINE_CELERY_BROKER_URL", "redis://:secret@broker:6379/0")
+    monkeypatch.delenv("PIPELINE_CELERY_BACKEND_URL", raising=False)
+    assert executor_from_settings().name == "celery"
+    config = executor_config()
+    assert "secret" not in json.dumps(config)  # the run's stored configuration names the variable
+    assert config["broker"] == config["backend"] == {"env": "PIPELINE_CELERY_BROKER_URL"}
+    assert config["config_source"]["broker_transport_options"]["socket_timeout"] == 10.0
