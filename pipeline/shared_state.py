@@ -15,6 +15,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
@@ -43,13 +44,21 @@ def _writable_directory(name: str, path: str) -> str | None:
     return None
 
 
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``**`` (messages and logs name servers, never secrets)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":**@", 1)))
+
+
 def redis_problem(what: str, url: str, timeout_s: float) -> str | None:
     """None when the Redis server at ``url`` answers a PING within ``timeout_s``."""
     client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:
-        return f"{what} {url} does not answer: {exc}"
+        return f"{what} {redact(url)} does not answer: {exc}"
     finally:
         client.close()
     return None

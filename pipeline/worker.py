@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from pipeline import shared_state
 from pipeline.config import setting
@@ -66,12 +69,31 @@ def celery_app():
     return app
 
 
+def _missing_sqlite_storage(home: str) -> str | None:
+    """A worker uses the storage of the runs' instance and never creates one: two processes creating a
+    fresh SQLite storage at once corrupt it, and a fresh one means DAGSTER_HOME is not the runs'."""
+    config = yaml.safe_load((Path(home) / "dagster.yaml").read_text()) if (Path(home) / "dagster.yaml").exists() \
+        else None
+    storage = (config or {}).get("storage")
+    if (config or {}).get("run_storage") or (storage and "sqlite" not in storage):
+        return None  # Postgres (or a legacy per-storage layout): opening it below tells whether it is there
+    base = ((storage or {}).get("sqlite") or {}).get("base_dir", home)
+    if isinstance(base, str) and not (Path(base) / "history" / "runs.db").exists():
+        return (f"DAGSTER_HOME={home} has no Dagster storage yet ({base}/history/runs.db): a worker uses the "
+                f"instance the runs use and does not create one; point DAGSTER_HOME at it, or create it on the "
+                f"run host first (dagster instance migrate)")
+    return None
+
+
 def instance_problems() -> tuple[list[str], str]:
     """Problems with the Dagster instance this worker would use, and a description of its storage."""
     home = os.environ.get("DAGSTER_HOME", "")
     if not home or not os.path.isabs(home):
         return [f"DAGSTER_HOME={home!r} must be the absolute path of the Dagster instance the runs use "
                 f"(its dagster.yaml names the shared storage)"], ""
+    missing = _missing_sqlite_storage(home)
+    if missing:
+        return [missing], ""
     import dagster as dg
 
     try:
@@ -91,7 +113,8 @@ def broker_problem(app) -> str | None:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=float(setting("PIPELINE_CELERY_TIMEOUT_S")))
     except Exception as exc:  # kombu raises the transport's own errors
-        return f"the broker PIPELINE_CELERY_BROKER_URL={setting('PIPELINE_CELERY_BROKER_URL')} does not answer: {exc}"
+        url = shared_state.redact(setting("PIPELINE_CELERY_BROKER_URL"))
+        return f"the broker PIPELINE_CELERY_BROKER_URL={url} does not answer: {exc}"
     return None
 
 
@@ -110,7 +133,7 @@ def start(name: str | None = None, concurrency: int | None = None, loglevel: str
         print("pipeline worker: this machine cannot take steps:\n  - " + "\n  - ".join(found), file=sys.stderr)
         return 2
     print(f"pipeline worker: warehouse {setting('PIPELINE_WAREHOUSE_DIR')}; {storage}; "
-          f"broker {setting('PIPELINE_CELERY_BROKER_URL')}", flush=True)
+          f"broker {shared_state.redact(setting('PIPELINE_CELERY_BROKER_URL'))}", flush=True)
     concurrency = concurrency or int(setting("PIPELINE_WORKER_CONCURRENCY"))
     max_memory_kib = int(setting("PIPELINE_WORKER_MAX_MEMORY_MIB")) * 1024
     app.worker_main(["worker", f"--hostname={name or 'pipeline-' + uuid.uuid4().hex[:6]}@%h",

@@ -105,6 +105,8 @@ def test_two_celery_workers_run_the_backfill_and_training_as_the_multiprocess_ex
     broker = RedisServer(str(tmp_path)).start()
     celery = _environment(tmp_path, "celery", dataset, PIPELINE_EXECUTOR="celery",
                           PIPELINE_CELERY_BROKER_URL=broker.url)
+    with dg.DagsterInstance.from_config(celery["DAGSTER_HOME"]):
+        pass  # the run host's instance exists before workers start (they refuse a fresh one)
     workers = {name: (_start_worker(celery, name, tmp_path / f"{name}.log"), tmp_path / f"{name}.log")
                for name in ("worker-a", "worker-b")}
     try:
@@ -144,7 +146,8 @@ def test_two_celery_workers_run_the_backfill_and_training_as_the_multiprocess_ex
 def test_a_worker_without_the_shared_state_refuses_to_start_and_says_what_is_missing(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "PIPELINE_WAREHOUSE_DIR": "data/warehouse",
            "PIPELINE_DATASET_DIR": str(tmp_path / "no-dataset"), "PIPELINE_SQLITE_PATH": str(tmp_path / "f.db"),
-           "PIPELINE_CELERY_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0", "PIPELINE_CELERY_TIMEOUT_S": "1"}
+           "PIPELINE_CELERY_BROKER_URL": f"redis://:hunter2@127.0.0.1:{free_port()}/0",
+           "PIPELINE_CELERY_TIMEOUT_S": "1"}
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     for name in ("REDIS_URL", "PIPELINE_ONLINE_STORE", "PIPELINE_SOURCE"):
         env.pop(name, None)
@@ -153,7 +156,10 @@ def test_a_worker_without_the_shared_state_refuses_to_start_and_says_what_is_mis
     assert done.returncode == 2
     assert "PIPELINE_WAREHOUSE_DIR='data/warehouse' is relative" in done.stderr
     assert f"PIPELINE_DATASET_DIR={tmp_path / 'no-dataset'} has no train/ directory" in done.stderr
-    assert "the broker PIPELINE_CELERY_BROKER_URL=redis://127.0.0.1:" in done.stderr
+    assert f"DAGSTER_HOME={tmp_path} has no Dagster storage yet" in done.stderr  # not the runs' instance
+    assert not (tmp_path / "history").exists()  # and the worker did not create one
+    assert "the broker PIPELINE_CELERY_BROKER_URL=redis://:**@127.0.0.1:" in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout  # the password is never printed
     assert "ready." not in done.stdout
 
 
