@@ -10,7 +10,8 @@
 ``--executor celery`` runs the steps on ``--workers`` real ``pipeline worker`` processes over a
 throwaway redis-server broker (started before the clock, ready before it starts); the default is the
 multiprocess executor. Each mode gets a fresh warehouse and DAGSTER_HOME with the feature snapshots
-already published (not timed). Prints one JSON line: seconds, runs, days, rows and rows/s.
+already published (not timed). Prints one JSON line: seconds, runs, days, rows, rows/s and the
+peak resident size of the largest process (a run, a step process or a worker).
 
     python bench/backfill.py --data DIR --mode single|multi [--days N] [--per-run 8] [--concurrent 2]
                              [--executor multiprocess|celery] [--workers 2]
@@ -23,6 +24,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -113,6 +115,8 @@ def main() -> None:
                       "runs": len(groups), "per_run": len(groups[0]),
                       "concurrent": 1 if args.mode == "single" else args.concurrent,
                       "seconds": round(seconds, 2), "rows": rows, "rows_per_s": round(rows / seconds),
+                      # the largest single process among the runs, their step processes and the workers
+                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
                       "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine()}))
 
 

@@ -33,6 +33,8 @@ DEFAULTS = {
     "PIPELINE_BIGQUERY_TIMEOUT_S": "60",
     "PIPELINE_EXECUTOR": "multiprocess",
     "PIPELINE_MAX_CONCURRENT": "2",
+    # days per run of a click backfill: 0 = one run however long (fastest on one machine); N = runs of N days
+    "PIPELINE_BACKFILL_DAYS_PER_RUN": "0",
     # PIPELINE_EXECUTOR=celery (docs/OPERATIONS.md): the broker the runs and `pipeline worker` share, the result
     # backend (empty: the broker's URL), the timeout of every broker call, steps at once per worker, and the
     # resident size after which a worker's step process is replaced (MiB)

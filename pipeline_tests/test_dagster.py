@@ -214,9 +214,23 @@ def test_executor_is_chosen_by_configuration(monkeypatch):
     monkeypatch.setenv("PIPELINE_EXECUTOR", "multiprocess")
     monkeypatch.setenv("PIPELINE_MAX_CONCURRENT", "3")
     assert executor_from_settings().name == "multiprocess"
-    monkeypatch.setenv("PIPELINE_EXECUTOR", "celery")
-    with pytest.raises(ImportError, match="pip install dagster-celery"):
-        executor_from_settings()
+    for kind in ("celery", "k8s"):  # the extras are in the lock (test_celery.py, test_deploy.py run them)
+        monkeypatch.setenv("PIPELINE_EXECUTOR", kind)
+        assert executor_from_settings().name == kind
+    from pipeline.defs.executor import _import_optional
+
+    with pytest.raises(ImportError, match=r"needs the project's 'celery' extra \(pip install -e '\.\[celery\]'"):
+        _import_optional("dagster_celery_missing", "celery_executor", "celery")
     monkeypatch.setenv("PIPELINE_EXECUTOR", "threads")
     with pytest.raises(ValueError, match="'threads' is not one of"):
         executor_from_settings()
+
+
+def test_backfill_days_per_run_setting_chooses_one_run_or_runs_of_n_days():
+    from pipeline.defs.assets.clicks import backfill_policy
+
+    assert backfill_policy("0").max_partitions_per_run is None  # one run, however long
+    assert backfill_policy("8").max_partitions_per_run == 8
+    for bad in ("-1", "eight", ""):
+        with pytest.raises(ValueError, match="PIPELINE_BACKFILL_DAYS_PER_RUN"):
+            backfill_policy(bad)

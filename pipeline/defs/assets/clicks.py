@@ -2,7 +2,8 @@
 
 Both assets accept a single partition or a range in one run: a backfill of any length is one run
 that processes its days one after another (``BackfillPolicy.single_run()``; measured against runs
-of 8 days side by side in docs/PERFORMANCE.md), and ``dg launch --partition-range`` works. Every day is its
+of 8 days side by side in docs/PERFORMANCE.md), and ``dg launch --partition-range`` works. With
+workers on several machines, ``PIPELINE_BACKFILL_DAYS_PER_RUN=N`` makes a backfill runs of N days. Every day is its
 own artifact, written as a candidate, audited and published on its own: a rejected day stops the
 run with the days before it published and the rejected day's previous version still live. Two
 runs writing the same day take turns (a lock per partition in the pure core); a Dagster pool per
@@ -30,9 +31,22 @@ from pipeline.defs.policies import FOLLOWS_RAW, OWNER, PROCESSED_FRESHNESS
 from pipeline.defs.publishing import check_results, check_specs, published_metadata, rejection
 from pipeline.defs.resources import SourceResource, WarehouseResource
 from pipeline.defs.retries import SOURCE_RETRY, only_transient_retried
+from pipeline.defs.settings import setting
 from pipeline.publish import AuditResult, Rejected
 
-BACKFILL = dg.BackfillPolicy.single_run()
+
+
+def backfill_policy(days_per_run: str) -> dg.BackfillPolicy:
+    """``PIPELINE_BACKFILL_DAYS_PER_RUN``: 0 (default) one run per backfill, the fastest on one machine;
+    N runs of N days, which the run queue spreads over workers or pods (docs/PERFORMANCE.md, issue 14)."""
+    days = int(days_per_run) if days_per_run.isdigit() else -1
+    if days < 0:
+        raise ValueError(f"PIPELINE_BACKFILL_DAYS_PER_RUN={days_per_run!r} must be 0 (one run per backfill) "
+                         f"or a number of days per run")
+    return dg.BackfillPolicy.single_run() if days == 0 else dg.BackfillPolicy.multi_run(days)
+
+
+BACKFILL = backfill_policy(setting("PIPELINE_BACKFILL_DAYS_PER_RUN"))
 RAW_CHECKS = {RAW_CHECK: "every extracted file is readable click parquet holding the rows the source wrote"}
 PROCESSED_CHECKS = {RECONCILE_CHECK: "raw rows = kept rows + dropped rows",
                     CHUNKS_CHECK: "every chunk file holds the rows the manifest says"}
