@@ -93,4 +93,3 @@ def problems(env: Mapping[str, str] = os.environ) -> list[str]:
                          f"PIPELINE_SQLITE_PATH={sqlite!r} is relative: the SQLite online store is a file every "
                          f"worker must reach at the same absolute path (or set REDIS_URL)")
     return [problem for problem in found if problem]
-

@@ -49,9 +49,9 @@ def _url(name: str) -> str | dict:
 
 def executor_config() -> dict[str, Any]:
     """The ``celery_executor``'s configuration from the settings (``PIPELINE_CELERY_*``)."""
-    backend = "PIPELINE_CELERY_BACKEND_URL" if os.environ.get("PIPELINE_CELERY_BACKEND_URL") else None
-    return {"broker": _url("PIPELINE_CELERY_BROKER_URL"),
-            "backend": _url(backend) if backend else _url("PIPELINE_CELERY_BROKER_URL"),
+    backend = "PIPELINE_CELERY_BACKEND_URL" if os.environ.get("PIPELINE_CELERY_BACKEND_URL") \
+        else "PIPELINE_CELERY_BROKER_URL"
+    return {"broker": _url("PIPELINE_CELERY_BROKER_URL"), "backend": _url(backend),
             "config_source": config_source(float(setting("PIPELINE_CELERY_TIMEOUT_S")))}
 
 

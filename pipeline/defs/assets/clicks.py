@@ -3,11 +3,12 @@
 Both assets accept a single partition or a range in one run: a backfill of any length is one run
 that processes its days one after another (``BackfillPolicy.single_run()``; measured against runs
 of 8 days side by side in docs/PERFORMANCE.md), and ``dg launch --partition-range`` works. With
-workers on several machines, ``PIPELINE_BACKFILL_DAYS_PER_RUN=N`` makes a backfill runs of N days. Every day is its
-own artifact, written as a candidate, audited and published on its own: a rejected day stops the
-run with the days before it published and the rejected day's previous version still live. Two
-runs writing the same day take turns (a lock per partition in the pure core); a Dagster pool per
-asset would also serialize different days, so the partitioned assets have none.
+workers on several machines, ``PIPELINE_BACKFILL_DAYS_PER_RUN=N`` makes a backfill runs of N days.
+Every day is its own artifact, written as a candidate, audited and published on its own: a
+rejected day stops the run with the days before it published and the rejected day's previous
+version still live. Two runs writing the same day take turns (a lock per partition in the pure
+core); a Dagster pool per asset would also serialize different days, so the partitioned assets
+have none.
 """
 
 import time
@@ -35,10 +36,9 @@ from pipeline.defs.settings import setting
 from pipeline.publish import AuditResult, Rejected
 
 
-
 def backfill_policy(days_per_run: str) -> dg.BackfillPolicy:
     """``PIPELINE_BACKFILL_DAYS_PER_RUN``: 0 (default) one run per backfill, the fastest on one machine;
-    N runs of N days, which the run queue spreads over workers or pods (docs/PERFORMANCE.md, issue 14)."""
+    N runs of N days, which the run queue spreads over workers or pods (docs/PERFORMANCE.md, "Celery workers")."""
     days = int(days_per_run) if days_per_run.isdigit() else -1
     if days < 0:
         raise ValueError(f"PIPELINE_BACKFILL_DAYS_PER_RUN={days_per_run!r} must be 0 (one run per backfill) "
