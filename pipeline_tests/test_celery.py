@@ -1,6 +1,7 @@
 """PIPELINE_EXECUTOR=celery on a real redis-server broker with two real `pipeline worker` processes: a
 4-day ingest_clicks backfill and a training run give what the multiprocess executor gives, every step
-runs in a worker's process, and a worker without the shared state refuses to start, saying why."""
+runs in a worker's process, a step process killed mid-step fails its run and leaves the model live, and
+a worker without the shared state refuses to start, saying why."""
 
 import hashlib
 import json
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from devtools.redis_server import RedisServer, free_port
+from pipeline.publish import Artifact
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).parents[1]
@@ -84,6 +86,43 @@ def _wait_ready(workers: dict[str, tuple[subprocess.Popen, Path]], timeout_s: fl
             time.sleep(0.2)
 
 
+def _step_process(home: str, job: str, step_key: str, known_runs: set[str], timeout_s: float = 120) -> int:
+    """The pid of ``step_key``'s process in a new run of ``job`` (not one of ``known_runs``), from its
+    STEP_START event."""
+    deadline = time.monotonic() + timeout_s
+    with dg.DagsterInstance.from_config(home) as instance:
+        while time.monotonic() < deadline:
+            for run in instance.get_runs(filters=dg.RunsFilter(job_name=job)):
+                if run.run_id in known_runs:
+                    continue
+                for record in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_START).records:
+                    if record.event_log_entry.dagster_event.step_key == step_key:
+                        return record.event_log_entry.dagster_event.pid
+            time.sleep(0.2)
+    raise AssertionError(f"{step_key} of a new {job} run did not start within {timeout_s} s")
+
+
+def _killed_mid_step_fails_the_run_and_keeps_the_model(env: dict, tmp_path: Path) -> None:
+    """SIGKILL of a worker's step process mid-training: the run fails promptly (it does not wait on a
+    result that never comes), the published model stays live, and the worker takes the next step."""
+    checkpoint = Artifact(Path(env["PIPELINE_WAREHOUSE_DIR"]) / "models/click_model/checkpoint")
+    live = checkpoint.live_version()
+    config = tmp_path / "long_training.yaml"
+    config.write_text("ops: {click_model: {config: {mode: full, epochs: 200}}}\n")
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        known_runs = {run.run_id for run in instance.get_runs()}
+    run = subprocess.Popen([str(BIN / "dg"), "launch", "--job", "train_model", "-c", str(config)], env=env,
+                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pid = _step_process(env["DAGSTER_HOME"], "train_model", "click_model", known_runs)
+    time.sleep(1.0)  # inside the training loop
+    os.kill(pid, signal.SIGKILL)
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode != 0
+    assert "WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL)" in output
+    assert checkpoint.live_version() == live
+    _launch(env, "--job", "feature_snapshots")  # the worker replaced its step process
+
+
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)  # warm shutdown: the worker and its step process
@@ -130,6 +169,7 @@ def test_two_celery_workers_run_the_backfill_and_training_as_the_multiprocess_ex
         assert len(delegated) == len(starts)
         assert {entry.dagster_event.event_specific_data.metadata["Celery worker"].value.split("@")[0]
                 for entry in delegated} <= set(workers)
+        _killed_mid_step_fails_the_run_and_keeps_the_model(celery, tmp_path)
     finally:
         for process, _ in workers.values():
             _stop(process)
