@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import dagster as dg  # noqa: E402
 
 from bench._common import machine  # noqa: E402
+from devtools.celery_workers import celery_workers  # noqa: E402
 from devtools.redis_server import RedisServer  # noqa: E402
 from pipeline.data.clicks import read_manifest  # noqa: E402
 from pipeline.data.layout import ReferenceDataset, parse_day  # noqa: E402
@@ -60,21 +61,10 @@ def _celery_workers(env: dict, workers: int, scratch: Path):
     """A redis-server broker and ``workers`` worker processes, ready; stopped afterwards."""
     broker = RedisServer(str(scratch)).start()
     env["PIPELINE_CELERY_BROKER_URL"] = broker.url
-    logs = [scratch / f"worker-{i}.log" for i in range(workers)]
-    processes = [subprocess.Popen([str(BIN / "pipeline"), "worker", "--name", f"bench-{i}"], cwd=ROOT, env=env,
-                                  stdout=log.open("w"), stderr=subprocess.STDOUT) for i, log in enumerate(logs)]
     try:
-        deadline = time.monotonic() + 120
-        while not all(" ready." in log.read_text() for log in logs):
-            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
-                raise RuntimeError("workers did not start:\n" + "\n".join(log.read_text()[-2000:] for log in logs))
-            time.sleep(0.2)
-        yield
+        with celery_workers(env, [f"bench-{i}" for i in range(workers)], scratch):
+            yield
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
         broker.stop()
 
 

@@ -11,22 +11,16 @@ workers would write two different warehouses and neither would fail. Dagster-fre
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from pipeline.config import DEFAULTS
+from pipeline.config import setting
 from pipeline.store.factory import resolve_backend
 
 SHARED_STORAGE = "a directory on storage every worker and the run host mount at the same path"
-
-
-def _value(env: Mapping[str, str], name: str) -> str:
-    return env.get(name) or DEFAULTS[name]
 
 
 def _writable_directory(name: str, path: str) -> str | None:
@@ -64,13 +58,13 @@ def redis_problem(what: str, url: str, timeout_s: float) -> str | None:
     return None
 
 
-def problems(env: Mapping[str, str] = os.environ) -> list[str]:
+def problems() -> list[str]:
     """Everything that keeps this machine from sharing the runs' state; empty when it can take steps."""
-    timeout = float(_value(env, "PIPELINE_CELERY_TIMEOUT_S"))
-    found = [_writable_directory("PIPELINE_WAREHOUSE_DIR", _value(env, "PIPELINE_WAREHOUSE_DIR"))]
-    source = _value(env, "PIPELINE_SOURCE")
+    timeout = float(setting("PIPELINE_CELERY_TIMEOUT_S"))
+    found = [_writable_directory("PIPELINE_WAREHOUSE_DIR", setting("PIPELINE_WAREHOUSE_DIR"))]
+    source = setting("PIPELINE_SOURCE")
     if source == "local":
-        dataset = _value(env, "PIPELINE_DATASET_DIR")
+        dataset = setting("PIPELINE_DATASET_DIR")
         if not Path(dataset).is_absolute():
             found.append(f"PIPELINE_DATASET_DIR={dataset!r} is relative: set it to {SHARED_STORAGE}")
         elif not (Path(dataset) / "train").is_dir():
@@ -78,16 +72,16 @@ def problems(env: Mapping[str, str] = os.environ) -> list[str]:
                          f"it must be {SHARED_STORAGE}")
     elif source == "bigquery":
         found += [f"{name} is not set: the workers read BigQuery with the runs' settings"
-                  for name in ("PIPELINE_BIGQUERY_PROJECT", "PIPELINE_BIGQUERY_DATASET") if not env.get(name)]
+                  for name in ("PIPELINE_BIGQUERY_PROJECT", "PIPELINE_BIGQUERY_DATASET") if not setting(name)]
     try:
-        backend = resolve_backend(_value(env, "PIPELINE_ONLINE_STORE"), _value(env, "REDIS_URL"))
+        backend = resolve_backend(setting("PIPELINE_ONLINE_STORE"), setting("REDIS_URL"))
     except ValueError as exc:
         found.append(f"online store: {exc}")
     else:
         if backend == "redis":
-            found.append(redis_problem("the online store (REDIS_URL)", _value(env, "REDIS_URL"), timeout))
+            found.append(redis_problem("the online store (REDIS_URL)", setting("REDIS_URL"), timeout))
         else:
-            sqlite = _value(env, "PIPELINE_SQLITE_PATH")
+            sqlite = setting("PIPELINE_SQLITE_PATH")
             found.append(_writable_directory("PIPELINE_SQLITE_PATH's directory", str(Path(sqlite).parent))
                          if Path(sqlite).is_absolute() else
                          f"PIPELINE_SQLITE_PATH={sqlite!r} is relative: the SQLite online store is a file every "

@@ -41,6 +41,16 @@ def config_source(timeout_s: float) -> dict[str, Any]:
     }
 
 
+def _timeout_s() -> float:
+    return float(setting("PIPELINE_CELERY_TIMEOUT_S"))
+
+
+def _backend_variable() -> str:
+    """The variable holding the result backend's URL: its own when set, else the broker's."""
+    return "PIPELINE_CELERY_BACKEND_URL" if os.environ.get("PIPELINE_CELERY_BACKEND_URL") \
+        else "PIPELINE_CELERY_BROKER_URL"
+
+
 def _url(name: str) -> str | dict:
     """From the environment as a Dagster ``env`` source when set (a password in the URL stays out of the
     run's stored configuration), else the embedded default."""
@@ -49,10 +59,8 @@ def _url(name: str) -> str | dict:
 
 def executor_config() -> dict[str, Any]:
     """The ``celery_executor``'s configuration from the settings (``PIPELINE_CELERY_*``)."""
-    backend = "PIPELINE_CELERY_BACKEND_URL" if os.environ.get("PIPELINE_CELERY_BACKEND_URL") \
-        else "PIPELINE_CELERY_BROKER_URL"
-    return {"broker": _url("PIPELINE_CELERY_BROKER_URL"), "backend": _url(backend),
-            "config_source": config_source(float(setting("PIPELINE_CELERY_TIMEOUT_S")))}
+    return {"broker": _url("PIPELINE_CELERY_BROKER_URL"), "backend": _url(_backend_variable()),
+            "config_source": config_source(_timeout_s())}
 
 
 def celery_app():
@@ -61,10 +69,9 @@ def celery_app():
     from dagster_celery.make_app import make_app
     from dagster_celery.tasks import create_task
 
-    broker = setting("PIPELINE_CELERY_BROKER_URL")
     app = make_app(CeleryExecutor.for_cli(
-        broker=broker, backend=setting("PIPELINE_CELERY_BACKEND_URL") or broker,
-        config_source=config_source(float(setting("PIPELINE_CELERY_TIMEOUT_S")))).app_args())
+        broker=setting("PIPELINE_CELERY_BROKER_URL"), backend=setting(_backend_variable()),
+        config_source=config_source(_timeout_s())).app_args())
     create_task(app)
     return app
 
@@ -111,7 +118,7 @@ def instance_problems() -> tuple[list[str], str]:
 def broker_problem(app) -> str | None:
     try:
         with app.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, timeout=float(setting("PIPELINE_CELERY_TIMEOUT_S")))
+            connection.ensure_connection(max_retries=1, timeout=_timeout_s())
     except Exception as exc:  # kombu raises the transport's own errors
         url = shared_state.redact(setting("PIPELINE_CELERY_BROKER_URL"))
         return f"the broker PIPELINE_CELERY_BROKER_URL={url} does not answer: {exc}"

@@ -16,6 +16,7 @@ import dagster as dg
 import pytest
 import torch
 
+from devtools.celery_workers import celery_workers
 from devtools.redis_server import RedisServer, free_port
 from pipeline.publish import Artifact
 
@@ -72,20 +73,6 @@ def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-def _start_worker(env: dict, name: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / "pipeline"), "worker", "--name", name], env=env, cwd=ROOT,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _wait_ready(workers: dict[str, tuple[subprocess.Popen, Path]], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    for name, (process, log) in workers.items():
-        while f"{name}@" not in log.read_text() or " ready." not in log.read_text():
-            assert process.poll() is None, f"worker {name} exited:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"worker {name} not ready:\n{log.read_text()[-3000:]}"
-            time.sleep(0.2)
-
-
 def _step_process(home: str, job: str, step_key: str, known_runs: set[str], timeout_s: float = 120) -> int:
     """The pid of ``step_key``'s process in a new run of ``job`` (not one of ``known_runs``), from its
     STEP_START event."""
@@ -123,16 +110,6 @@ def _killed_mid_step_fails_the_run_and_keeps_the_model(env: dict, tmp_path: Path
     _launch(env, "--job", "feature_snapshots")  # the worker replaced its step process
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)  # warm shutdown: the worker and its step process
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 @pytest.mark.slow
 def test_two_celery_workers_run_the_backfill_and_training_as_the_multiprocess_executor_does(tmp_path):
     dataset = tmp_path / "dataset"
@@ -146,33 +123,29 @@ def test_two_celery_workers_run_the_backfill_and_training_as_the_multiprocess_ex
                           PIPELINE_CELERY_BROKER_URL=broker.url)
     with dg.DagsterInstance.from_config(celery["DAGSTER_HOME"]):
         pass  # the run host's instance exists before workers start (they refuse a fresh one)
-    workers = {name: (_start_worker(celery, name, tmp_path / f"{name}.log"), tmp_path / f"{name}.log")
-               for name in ("worker-a", "worker-b")}
     try:
-        _wait_ready(workers)
-        _pipeline(celery)
-        worker_pids = {process.pid for process, _ in workers.values()}
-        with dg.DagsterInstance.from_config(celery["DAGSTER_HOME"]) as instance:
-            runs = instance.get_runs()
-            assert len(runs) == 3 and all(run.is_success for run in runs)
-            starts = [record.event_log_entry.dagster_event
-                      for run in runs for record in instance.get_records_for_run(
-                          run.run_id, of_type=dg.DagsterEventType.STEP_START).records]
-            delegated = [record.event_log_entry for run in runs for record in instance.get_records_for_run(
-                run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records
-                if "in celery worker" in record.event_log_entry.message]
-        # every step started in a step process of one of the two workers (Celery's prefork pool: a child
-        # of the worker's main process), none in the runs' own processes
-        assert {event.step_key for event in starts} >= {"user_features", "restaurant_features", "raw_clicks",
-                                                        "processed_clicks", "click_model", "torchscript_model"}
-        assert {_parent(event.pid) for event in starts} <= worker_pids, (starts, worker_pids)
-        assert len(delegated) == len(starts)
-        assert {entry.dagster_event.event_specific_data.metadata["Celery worker"].value.split("@")[0]
-                for entry in delegated} <= set(workers)
-        _killed_mid_step_fails_the_run_and_keeps_the_model(celery, tmp_path)
+        with celery_workers(celery, ["worker-a", "worker-b"], tmp_path) as workers:
+            _pipeline(celery)
+            worker_pids = {process.pid for process in workers.values()}
+            with dg.DagsterInstance.from_config(celery["DAGSTER_HOME"]) as instance:
+                runs = instance.get_runs()
+                assert len(runs) == 3 and all(run.is_success for run in runs)
+                starts = [record.event_log_entry.dagster_event
+                          for run in runs for record in instance.get_records_for_run(
+                              run.run_id, of_type=dg.DagsterEventType.STEP_START).records]
+                delegated = [record.event_log_entry for run in runs for record in instance.get_records_for_run(
+                    run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records
+                    if "in celery worker" in record.event_log_entry.message]
+            # every step started in a step process of one of the two workers (Celery's prefork pool: a
+            # child of the worker's main process), none in the runs' own processes
+            assert {event.step_key for event in starts} >= {"user_features", "restaurant_features", "raw_clicks",
+                                                            "processed_clicks", "click_model", "torchscript_model"}
+            assert {_parent(event.pid) for event in starts} <= worker_pids, (starts, worker_pids)
+            assert len(delegated) == len(starts)
+            assert {entry.dagster_event.event_specific_data.metadata["Celery worker"].value.split("@")[0]
+                    for entry in delegated} <= set(workers)
+            _killed_mid_step_fails_the_run_and_keeps_the_model(celery, tmp_path)
     finally:
-        for process, _ in workers.values():
-            _stop(process)
         broker.stop()
     expected, got = _published(baseline), _published(celery)
     assert got.keys() == expected.keys()
