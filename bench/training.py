@@ -74,7 +74,7 @@ def ours(data: Path, warehouse: Path, settings: dict, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     export_torchscript(model, model_path)
     return {"code": str(Path(pipeline.__file__).parent.parent), "rows_per_epoch": report.rows // settings["epochs"],
-            **settings, **getattr(report, "threads", {}),
+            **settings, **getattr(report, "threads", {}), "kernel": getattr(report, "kernel", "torch"),
             "validation": getattr(report, "validation", []), "selected_epoch": getattr(report, "selected_epoch", None),
             "epoch_seconds": [round(s, 2) for s in report.epoch_seconds],
             "rows_per_s": round(report.rows / sum(report.epoch_seconds)), "peak_rss_mb": round(peak_rss_mb(), 1),

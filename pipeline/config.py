@@ -43,6 +43,10 @@ DEFAULTS = {
     "PIPELINE_CELERY_TIMEOUT_S": "10",
     "PIPELINE_WORKER_CONCURRENCY": "1",
     "PIPELINE_WORKER_MAX_MEMORY_MIB": "3072",
+    # training's native kernels (pipeline/model/native): auto (build with $CC, else the torch path), required, off;
+    # where they are built (empty: ~/.cache/restaurant-pipeline/native)
+    "PIPELINE_NATIVE_KERNELS": "auto",
+    "PIPELINE_NATIVE_CACHE_DIR": "",
     "PIPELINE_SQLITE_PATH": "data/online/features.db",
     "PIPELINE_ONLINE_STORE": "",  # sqlite or redis; empty: redis when REDIS_URL is set, else sqlite
     "REDIS_URL": "",

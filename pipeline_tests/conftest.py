@@ -18,6 +18,8 @@ from pipeline.data.layout import ReferenceDataset
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")]))
 # Tests use days of January 2026 whatever dataset (if any) data/dataset holds: partitions to yesterday.
 os.environ.setdefault("PIPELINE_END_DATE", "open")
+# Training's native kernels must build here (gcc is part of the machine): no test silently takes the torch path.
+os.environ.setdefault("PIPELINE_NATIVE_KERNELS", "required")
 
 START = dt.date(2026, 1, 1)
 TINY = dataclasses.replace(PRESETS["tiny"], train_files=3, test_files=1, rows_per_file=4_000,

@@ -1,5 +1,6 @@
 """The fused fast path gives the reference module's results and gradients."""
 
+import pytest
 import torch
 
 from pipeline.model.network import ClickMLP, FusedTrainer, fused_logits, make_optimizer
@@ -19,7 +20,8 @@ def test_fused_logits_equal_the_reference_forward():
     torch.testing.assert_close(fused_logits(model, x), model(x).detach(), rtol=1e-5, atol=1e-5)
 
 
-def test_fused_step_gives_autograd_loss_gradients_and_update():
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "torch"])
+def test_fused_step_gives_autograd_loss_gradients_and_update(use_native):
     torch.manual_seed(1)
     reference, fused = ClickMLP(hidden=(64, 32)), ClickMLP(hidden=(64, 32))
     fused.load_state_dict(reference.state_dict())
@@ -32,7 +34,7 @@ def test_fused_step_gives_autograd_loss_gradients_and_update():
     ref_grads = {k: p.grad.clone() for k, p in reference.named_parameters()}
     ref_opt.step()
 
-    trainer = FusedTrainer(fused, make_optimizer(fused, 1e-3))
+    trainer = FusedTrainer(fused, make_optimizer(fused, 1e-3), use_native=use_native)
     trainer.step(x, clicks)
     loss_sum, rows = trainer.take_loss()
     assert rows == len(clicks) and abs(loss_sum / rows - float(loss.detach())) < 1e-6
@@ -42,13 +44,15 @@ def test_fused_step_gives_autograd_loss_gradients_and_update():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_fused_training_matches_reference_training_over_many_steps():
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "torch"])
+def test_fused_training_matches_reference_training_over_many_steps(use_native):
     torch.manual_seed(3)
     reference, fused = ClickMLP(), ClickMLP()
     fused.load_state_dict(reference.state_dict())
     probe = torch.cat(_batch(1000, seed=99)[:2], 1)
     before = fused_logits(fused, probe)
-    ref_opt, trainer = make_optimizer(reference, 1e-3), FusedTrainer(fused, make_optimizer(fused, 1e-3))
+    ref_opt = make_optimizer(reference, 1e-3)
+    trainer = FusedTrainer(fused, make_optimizer(fused, 1e-3), use_native=use_native)
     for step in range(30):
         users, restaurants, clicks = _batch(256, seed=10 + step)
         ref_opt.zero_grad()

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from pipeline.data.schema import MODEL_INPUT_WIDTH
+from pipeline.model import native
 
 
 class ClickMLP(nn.Module):
@@ -66,10 +67,13 @@ class FusedTrainer:
       column, so each bias rides in its weight's matrix product and no parameter is copied;
     - every intermediate is a preallocated buffer, each product takes its operands in the
       orientation MKL runs fastest, and the loss is computed for many batches at once
-      (:meth:`take_loss`) rather than per step.
+      (:meth:`take_loss`) rather than per step;
+    - with ``use_native`` (and :mod:`pipeline.model.native` available) the whole step is one call
+      of the native kernel on these same buffers; ``kernel`` says which path runs.
     """
 
-    def __init__(self, model: ClickMLP, optimizer: torch.optim.Adam, batch_size: int = 8192):
+    def __init__(self, model: ClickMLP, optimizer: torch.optim.Adam, batch_size: int = 8192,
+                 use_native: bool = True):
         group = optimizer.param_groups[0]
         if (len(optimizer.param_groups) != 1 or group["weight_decay"] or group["amsgrad"]
                 or group["maximize"]):
@@ -104,6 +108,9 @@ class FusedTrainer:
         self._wg_t = torch.empty(self.width + 1, h2)
         self._logged_z, self._logged_y = torch.empty(LOSS_LOG_ROWS), torch.empty(LOSS_LOG_ROWS)
         self._logged, self._loss_sum, self._loss_rows = 0, 0.0, 0
+        self.kernels = native.kernels() if use_native else None
+        why_not = native.unavailable_reason() if use_native else "use_native=False"
+        self.kernel = "native" if self.kernels else f"torch ({why_not})"
         self._resize(batch_size)
 
     def _layout(self, params: list[torch.Tensor]) -> list:
@@ -125,6 +132,12 @@ class FusedTrainer:
         self._x = torch.ones(rows, self.width + 1)  # the last column stays 1
         self._xd = torch.empty(rows, self.width + 1)
         self._h, self._z, self._dz = torch.empty(rows, h2), torch.empty(rows), torch.empty(rows)
+        if self.kernels:
+            (h1, _), group = self._w1b.shape, self.group
+            self._native = native.Trainer(
+                h1, h2, self.width + 1, *(t.data_ptr() for t in (
+                    self.flat, self.grad, self.exp_avg, self.exp_avg_sq, self.step_count, self._x, self._h, self._dz,
+                    self._wb_t, self._g_t)), group["lr"], *group["betas"], group["eps"])
 
     def _batch_views(self, n: int) -> tuple:
         """The buffers cut to ``n`` rows; kept for the full batch only (a pool's last batch is shorter)."""
@@ -147,6 +160,9 @@ class FusedTrainer:
         xb, x40, xd, h, z, dz, dz_col = self._batch_views(n)
         if x.data_ptr() != x40.data_ptr():
             x40.copy_(x)
+        if self.kernels:
+            self._native_step(clicks)
+            return
         m, width = self.model, self.width
         w2, b2, w3 = m.fc2.weight, m.fc2.bias, m.out.weight
         w1b, wb_t, g_t = self._w1b, self._wb_t, self._g_t
@@ -172,6 +188,15 @@ class FusedTrainer:
         torch._fused_adam_([self.flat], [self.grad], [self.exp_avg], [self.exp_avg_sq], [], [self.step_count],
                            lr=group["lr"], beta1=group["betas"][0], beta2=group["betas"][1], weight_decay=0.0,
                            eps=group["eps"], amsgrad=False, maximize=False)
+
+    def _native_step(self, clicks: torch.Tensor) -> None:
+        n, group, state = len(clicks), self.group, self._native
+        if self._logged + n > len(self._logged_z):
+            self._flush_loss()
+        state.lr, (state.beta1, state.beta2), state.eps = group["lr"], group["betas"], group["eps"]
+        self.kernels.train_step(state, clicks.float().contiguous(), self._logged_z[self._logged:],
+                                self._logged_y[self._logged:])
+        self._logged += n
 
     def _log_logits(self, z: torch.Tensor, clicks: torch.Tensor) -> None:
         n = len(z)

@@ -105,6 +105,7 @@ class TrainReport:
     prequential: list[dict] = field(default_factory=list)
     discarded_unfinished: bool = False
     threads: dict[str, float] = field(default_factory=dict)
+    kernel: str = ""  # FusedTrainer.kernel: "native", or "torch (why)"
     validation: list[dict] = field(default_factory=list)  # per epoch, full mode with validation days
     selected_epoch: int | None = None
 
@@ -315,8 +316,9 @@ def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState,
     progress = _Progress(remaining, log)
     trainer, gatherer = FusedTrainer(model, optimizer, config.batch_size), BatchGatherer(tables, config.batch_size)
     threads = ThreadTuner(config.threads)
+    report.kernel = trainer.kernel
     log(f"{'resuming' if report.resumed else 'starting'} {cursor.mode} training: "
-        f"{len(cursor.plan) - cursor.position} steps, {remaining:,} rows")
+        f"{len(cursor.plan) - cursor.position} steps, {remaining:,} rows; {trainer.kernel} training step")
 
     def save() -> None:
         state.model, state.optimizer = model.state_dict(), optimizer.state_dict()

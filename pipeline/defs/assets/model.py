@@ -113,7 +113,7 @@ def _training_metadata(result: TrainResult) -> dict:
         "prequential_accuracy": _mean(report.prequential, "prequential_accuracy"),
         "prequential_auc": _mean(report.prequential, "prequential_auc"),
         "prequential_log_loss": _mean(report.prequential, "prequential_log_loss"),
-        **report.threads, **_selection_metadata(report), "mode": report.mode,
+        **report.threads, **_selection_metadata(report), "mode": report.mode, "training_kernel": report.kernel,
         "days_trained": dg.MetadataValue.json(sorted(set(report.days))),
         "prequential_by_day": dg.MetadataValue.json(report.prequential),
         "feature_versions": dg.MetadataValue.json(state.versions if state else {}),

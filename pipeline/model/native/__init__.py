@@ -1,0 +1,196 @@
+"""The training step and the feature gather as native code (kernels.c), built on first use.
+
+A 1,024-row training step through torch operators from Python costs ~600–700 µs here, of which the
+matrix products are ~260–430; the rest is ~25 operator calls and their passes over memory. One C
+call for the whole step, calling the BLAS torch itself uses (MKL's ``sgemm_`` in libtorch_cpu),
+takes it to ~350–450 µs (docs/PERFORMANCE.md). The torch path (:class:`FusedTrainer` without
+kernels) stays: it is what the kernels are tested against and what runs where they cannot be built.
+
+``PIPELINE_NATIVE_KERNELS``: ``auto`` (the default) builds them with the C compiler (``$CC``, else
+``cc``) and falls back to the torch path, saying why, when it cannot; ``required`` raises instead;
+``off`` always takes the torch path. The library is built once per source, compiler, torch and CPU
+into ``PIPELINE_NATIVE_CACHE_DIR`` (default ``~/.cache/restaurant-pipeline/native``): compiled to a
+temporary file, loaded and checked, then renamed into place, so concurrent first uses never load a
+partial file; older builds there are removed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline.atomic import staged_file
+from pipeline.config import setting
+
+SOURCE = Path(__file__).with_name("kernels.c")
+MODES = ("auto", "required", "off")
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC", "-Wl,--no-undefined")
+COMPILE_TIMEOUT_S = 120
+STALE_TEMPORARY_S = 3600
+_ptr, _i64 = ctypes.c_void_p, ctypes.c_int64
+
+
+class Trainer(ctypes.Structure):
+    """kernels.c's ``Trainer``: where FusedTrainer's buffers are, and Adam's hyperparameters."""
+
+    _fields_ = ([("h1", _i64), ("h2", _i64), ("width", _i64)]
+                + [(name, _ptr) for name in ("flat", "grad", "exp_avg", "exp_avg_sq", "step",
+                                             "x", "h", "dz", "wb_t", "g_t")]
+                + [(name, ctypes.c_double) for name in ("lr", "beta1", "beta2", "eps")])
+
+
+class NativeKernelsUnavailable(RuntimeError):
+    """The kernels could not be built or loaded (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """The loaded library: ``gather`` and ``train_step`` of kernels.c."""
+
+    path: Path
+    library: ctypes.CDLL
+
+    def gather(self, users: torch.Tensor, restaurants: torch.Tensor, user_rows: torch.Tensor,
+               restaurant_rows: torch.Tensor, out: torch.Tensor) -> bool:
+        """Write the model input of the pairs into ``out`` as :func:`pipeline.model.inputs.gather`
+        does, when the operands are what the kernel takes (contiguous float32 tables, int32 rows,
+        rows of ``out`` contiguous); False (nothing written) otherwise."""
+        if not (users.dtype == restaurants.dtype == out.dtype == torch.float32
+                and user_rows.dtype == restaurant_rows.dtype == torch.int32
+                and users.is_contiguous() and restaurants.is_contiguous() and user_rows.is_contiguous()
+                and restaurant_rows.is_contiguous() and out.stride(1) == 1 and len(out) == len(user_rows)
+                == len(restaurant_rows)):
+            return False
+        bad = self.library.gather(users.data_ptr(), len(users), users.shape[1], restaurants.data_ptr(),
+                                  len(restaurants), restaurants.shape[1], user_rows.data_ptr(),
+                                  restaurant_rows.data_ptr(), len(out), out.data_ptr(), out.stride(0))
+        if bad >= 0:
+            user, restaurant = int(user_rows[bad]), int(restaurant_rows[bad])
+            table, row, rows = (("user", user, len(users)) if not 0 <= user < len(users)
+                                else ("restaurant", restaurant, len(restaurants)))
+            raise IndexError(f"{table} row {row} (pair {bad} of {len(out)}) is outside the {rows}-row {table} table")
+        return True
+
+    def train_step(self, trainer: Trainer, clicks: torch.Tensor, logged_z: torch.Tensor,
+                   logged_y: torch.Tensor) -> None:
+        self.library.train_step(ctypes.byref(trainer), clicks.data_ptr(), len(clicks), logged_z.data_ptr(),
+                                logged_y.data_ptr())
+
+
+def mode() -> str:
+    value = setting("PIPELINE_NATIVE_KERNELS")
+    if value not in MODES:
+        raise ValueError(f"PIPELINE_NATIVE_KERNELS must be one of {MODES}, got {value!r}")
+    return value
+
+
+def cache_dir() -> Path:
+    configured = setting("PIPELINE_NATIVE_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "restaurant-pipeline" / "native"
+
+
+def compiler() -> str:
+    name = os.environ.get("CC") or "cc"
+    found = shutil.which(name)
+    if found is None:
+        raise NativeKernelsUnavailable(f"no C compiler: {name!r} is not on PATH (install gcc, or set CC)")
+    return found
+
+
+def _torch_lib() -> Path:
+    return Path(torch.__file__).parent / "lib"
+
+
+def _cpu_signature() -> str:
+    """What -march=native compiles for: the architecture and the CPU's feature flags."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = ""
+    flags = next((line for line in cpuinfo.splitlines() if line.startswith(("flags", "Features"))), "")
+    return f"{platform.machine()} {flags}"
+
+
+def build(directory: Path, cc: str) -> Path:
+    """The library for this source, compiler, torch and CPU in ``directory``: reused when built
+    before, else compiled, loaded and checked, then published by rename (older builds removed)."""
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S).stdout
+    key = hashlib.blake2b("\0".join([SOURCE.read_text(), " ".join(FLAGS), version, torch.__version__,
+                                     str(_torch_lib()), _cpu_signature()]).encode(), digest_size=8).hexdigest()
+    path = directory / f"kernels-{key}.so"
+    if path.exists():
+        return path
+    lib = _torch_lib()
+    with staged_file(path) as tmp:
+        command = [cc, *FLAGS, str(SOURCE), "-o", str(tmp), f"-L{lib}", "-ltorch_cpu", "-lm", f"-Wl,-rpath,{lib}"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+        if done.returncode != 0:
+            raise NativeKernelsUnavailable(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}")
+        _check(_load(tmp))
+    for old in directory.glob("kernels-*.so"):
+        if old != path:
+            old.unlink(missing_ok=True)  # a process that has it loaded keeps its mapping
+    for stale in directory.glob(".kernels-*.tmp-*"):  # left by a killed build; a live one takes seconds
+        if time.time() - stale.stat().st_mtime > STALE_TEMPORARY_S:
+            stale.unlink(missing_ok=True)
+    return path
+
+
+def _load(path: Path) -> Kernels:
+    library = ctypes.CDLL(str(path))
+    library.gather.restype = ctypes.c_int64
+    library.gather.argtypes = [_ptr, _i64, _i64, _ptr, _i64, _i64, _ptr, _ptr, _i64, _ptr, _i64]
+    library.train_step.restype = None
+    library.train_step.argtypes = [ctypes.POINTER(Trainer), _ptr, _i64, _ptr, _ptr]
+    return Kernels(path, library)
+
+
+def _check(kernels: Kernels) -> None:
+    """A small gather against index_select: the build links and computes before it is published."""
+    users, restaurants = torch.arange(12.0).view(4, 3), torch.arange(10.0, 16.0).view(3, 2)
+    user_rows, restaurant_rows = torch.tensor([3, 0, 2], dtype=torch.int32), torch.tensor([1, 2, 0], dtype=torch.int32)
+    out = torch.zeros(3, 6)
+    kernels.gather(users, restaurants, user_rows, restaurant_rows, out[:, :5])
+    expected = torch.cat([users[user_rows.long()], restaurants[restaurant_rows.long()], torch.zeros(3, 1)], 1)
+    if not torch.equal(out, expected):
+        raise NativeKernelsUnavailable(f"the built kernels gave a wrong gather: {out.tolist()}")
+
+
+@functools.cache
+def _loaded() -> Kernels | str:
+    """The kernels, or why there are none (once per process)."""
+    if mode() == "off":
+        return "PIPELINE_NATIVE_KERNELS=off"
+    try:
+        directory = cache_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        return _load(build(directory, compiler()))
+    except (NativeKernelsUnavailable, OSError, subprocess.SubprocessError) as error:
+        if mode() == "required":
+            raise NativeKernelsUnavailable(f"PIPELINE_NATIVE_KERNELS=required, but the kernels are unavailable: "
+                                           f"{error}") from error
+        return str(error)
+
+
+def kernels() -> Kernels | None:
+    """The native kernels, or None when ``PIPELINE_NATIVE_KERNELS`` is ``off`` or (``auto``) they
+    cannot be built; :func:`unavailable_reason` says why."""
+    loaded = _loaded()
+    return loaded if isinstance(loaded, Kernels) else None
+
+
+def unavailable_reason() -> str | None:
+    loaded = _loaded()
+    return None if isinstance(loaded, Kernels) else loaded

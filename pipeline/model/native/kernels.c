@@ -1,0 +1,124 @@
+/* The training step and the feature gather in one call each (pipeline/model/native/__init__.py).
+ *
+ * The arithmetic is FusedTrainer's (pipeline/model/network.py): the same five matrix products
+ * through the BLAS torch itself calls (MKL's sgemm_, exported by libtorch_cpu), with the same
+ * operand orientations, so their results do not depend on the thread count; everything between
+ * the products runs here on one thread in a fixed order, and Adam is torch.optim.Adam(fused=True)'s
+ * update written out (float arithmetic, no contraction: built with -ffp-contract=off). A step of
+ * 1,024 rows made ~25 torch calls from Python at ~5 µs each plus their passes over memory; here
+ * it is one call.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+void sgemm_(const char *transa, const char *transb, const int *m, const int *n, const int *k, const float *alpha,
+            const float *a, const int *lda, const float *b, const int *ldb, const float *beta, float *c,
+            const int *ldc);
+
+/* Row-major C[m×n] = op(A) op(B): a_t means A is stored k×m (op(A) = Aᵀ), b_t that B is stored n×k.
+ * BLAS is column-major, so it computes Cᵀ = op(B)ᵀ op(A)ᵀ. */
+static void gemm(int a_t, int b_t, int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
+                 int ldc) {
+    const float one = 1.0f, zero = 0.0f;
+    sgemm_(b_t ? "T" : "N", a_t ? "T" : "N", &n, &m, &k, &one, b, &ldb, a, &lda, &zero, c, &ldc);
+}
+
+/* Mirrored by pipeline.model.native.Trainer. */
+typedef struct {
+    int64_t h1, h2, width;                              /* width: the model inputs and a ones column */
+    float *flat, *grad, *exp_avg, *exp_avg_sq, *step;   /* step: the optimizer's step count (one float) */
+    float *x, *h, *dz, *wb_t, *g_t;                     /* x: rows × width, h: rows × h2, wb_t, g_t: width × h2 */
+    double lr, beta1, beta2, eps;
+} Trainer;
+
+/* out[i, :uw] = users[user_rows[i]], out[i, uw:uw + rw] = restaurants[restaurant_rows[i]], rows
+ * `out_stride` floats apart. Returns -1, or the first position whose row is out of range (the
+ * rows before it are written). Prefetching rows ahead hides most of the user table's cache misses. */
+int64_t gather(const float *users, int64_t n_users, int64_t uw, const float *restaurants, int64_t n_restaurants,
+               int64_t rw, const int32_t *user_rows, const int32_t *restaurant_rows, int64_t n, float *out,
+               int64_t out_stride) {
+    enum { AHEAD = 12 };
+    for (int64_t i = 0; i < n; i++) {
+        if (i + AHEAD < n) {
+            int64_t u = user_rows[i + AHEAD], r = restaurant_rows[i + AHEAD];
+            if (u >= 0 && u < n_users) {
+                __builtin_prefetch(users + u * uw);
+                __builtin_prefetch(users + u * uw + uw - 1);
+            }
+            if (r >= 0 && r < n_restaurants) __builtin_prefetch(restaurants + r * rw);
+        }
+        int64_t u = user_rows[i], r = restaurant_rows[i];
+        if (u < 0 || u >= n_users || r < 0 || r >= n_restaurants) return i;
+        float *row = out + i * out_stride;
+        memcpy(row, users + u * uw, sizeof(float) * uw);
+        memcpy(row + uw, restaurants + r * rw, sizeof(float) * rw);
+    }
+    return -1;
+}
+
+/* One Adam step on t->x[:n] (its last column 1) with labels `clicks`; writes the n logits to
+ * logged_z and the labels to logged_y (the trainer computes the loss from them later). */
+void train_step(const Trainer *t, const float *clicks, int64_t n, float *logged_z, float *logged_y) {
+    const int h1 = (int)t->h1, h2 = (int)t->h2, w = (int)t->width, rows = (int)n;
+    float *w1b = t->flat, *w2 = w1b + h1 * w, *b2 = w2 + h2 * h1, *w3 = b2 + h2, *b3 = w3 + h2;
+    float *g1b = t->grad, *gw2 = g1b + h1 * w, *gb2 = gw2 + h2 * h1, *gw3 = gb2 + h2, *gb3 = gw3 + h2;
+    float *wb_t = t->wb_t, *g_t = t->g_t, *h = t->h, *dz = t->dz, *z = logged_z;
+
+    gemm(1, 1, w, h2, h1, w1b, w, w2, h1, wb_t, h2);  /* [W1 b1]ᵀ W2ᵀ = [W2 W1 | W2 b1]ᵀ */
+    for (int j = 0; j < h2; j++) wb_t[(w - 1) * h2 + j] += b2[j];
+    gemm(0, 0, rows, h2, w, t->x, w, wb_t, h2, h, h2); /* [x 1] [W b]ᵀ, before the ReLU */
+
+    /* z = relu(h) w3 + b3, row by row; LANES partial sums in a fixed order (they vectorize) */
+    enum { LANES = 16 };
+    for (int i = 0; i < rows; i++) {
+        const float *a = h + (int64_t)i * h2;
+        float acc[LANES] = {0};
+        int j = 0;
+        for (; j + LANES <= h2; j += LANES)
+            for (int l = 0; l < LANES; l++) acc[l] += (a[j + l] > 0.0f ? a[j + l] : 0.0f) * w3[j + l];
+        for (int half = LANES / 2; half > 0; half /= 2)
+            for (int l = 0; l < half; l++) acc[l] += acc[l + half];
+        float s = acc[0];
+        for (; j < h2; j++) s += (a[j] > 0.0f ? a[j] : 0.0f) * w3[j];
+        z[i] = s + *b3;
+    }
+    double dz_sum = 0.0;
+    for (int i = 0; i < rows; i++) {  /* dL/dz of the mean BCE-with-logits loss */
+        float e = expf(-fabsf(z[i])), p = z[i] >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+        dz[i] = (p - clicks[i]) / (float)rows;
+        dz_sum += dz[i];
+        logged_y[i] = clicks[i];
+    }
+    *gb3 = (float)dz_sum;
+    for (int i = 0; i < rows; i++) {  /* h becomes dz_i 1[a_i > 0] */
+        float *a = h + (int64_t)i * h2, d = dz[i];
+        for (int j = 0; j < h2; j++) a[j] = a[j] > 0.0f ? d : 0.0f;
+    }
+    gemm(1, 0, w, h2, rows, t->x, w, h, h2, g_t, h2); /* g = Σ_i [x_i 1]ᵀ dz_i 1[a_i > 0] */
+    /* dL/dw3_j = Σ_i a_ij dz_i = [W b]_j · g_j, since a_ij = 1[a_ij > 0] [x_i 1]·[W b]_j */
+    for (int j = 0; j < h2; j++) gw3[j] = 0.0f;
+    for (int k = 0; k < w; k++)
+        for (int j = 0; j < h2; j++) gw3[j] += wb_t[k * h2 + j] * g_t[k * h2 + j];
+    for (int k = 0; k < w; k++)  /* dL/d[W b] = w3 ⊙ g */
+        for (int j = 0; j < h2; j++) g_t[k * h2 + j] *= w3[j];
+    memcpy(gb2, g_t + (int64_t)(w - 1) * h2, sizeof(float) * h2);
+    gemm(1, 1, h1, w, h2, w2, h1, g_t, h2, g1b, w);   /* dL/d[W1 b1] = W2ᵀ dL/d[W b] */
+    gemm(1, 1, h2, h1, w, g_t, h2, w1b, w, gw2, h1);  /* dL/dW2 = dL/d[W b] [W1 b1]ᵀ */
+
+    /* Adam, as torch's fused CPU kernel computes it (bias corrections in double, the update in float) */
+    const float step = *t->step + 1.0f;
+    *t->step = step;
+    const double bc1 = 1.0 - pow(t->beta1, step), bc2 = 1.0 - pow(t->beta2, step);
+    const float beta1 = (float)t->beta1, beta2 = (float)t->beta2, c1 = (float)(1.0 - t->beta1),
+                c2 = (float)(1.0 - t->beta2), step_size = (float)(t->lr / bc1), bc2_sqrt = (float)sqrt(bc2),
+                eps = (float)t->eps;
+    const int64_t size = (int64_t)h1 * w + (int64_t)h2 * h1 + 2 * (int64_t)h2 + 1;
+    float *p = t->flat, *g = t->grad, *m = t->exp_avg, *v = t->exp_avg_sq;
+    for (int64_t d = 0; d < size; d++) {
+        const float md = m[d] * beta1 + g[d] * c1, vd = v[d] * beta2 + g[d] * g[d] * c2;
+        m[d] = md;
+        v[d] = vd;
+        p[d] = p[d] - step_size * md / (sqrtf(vd) / bc2_sqrt + eps);
+    }
+}

@@ -1,0 +1,143 @@
+"""The native training step and gather (pipeline/model/native): the torch path's results, the same
+bits at any thread count, clear errors, and a build that is reused, published whole, or declined."""
+
+import pytest
+import torch
+
+from pipeline.model import inputs, native
+from pipeline.model.network import ClickMLP, FusedTrainer, make_optimizer
+
+
+def _batches(steps: int, rows: int = 1024, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        yield torch.randn(rows, 40, generator=g) * 2, (torch.rand(rows, generator=g) < 0.46).float()
+
+
+def _trainer(use_native: bool, lr: float = 1e-3, batch_size: int = 1024) -> FusedTrainer:
+    torch.manual_seed(5)
+    model = ClickMLP()
+    return FusedTrainer(model, make_optimizer(model, lr), batch_size, use_native=use_native)
+
+
+def test_the_tests_run_the_native_kernels():
+    # conftest requires them (PIPELINE_NATIVE_KERNELS=required): the fast path is what every training test runs
+    assert native.kernels() is not None and _trainer(True).kernel == "native"
+
+
+def test_native_steps_follow_the_torch_path():
+    fast, reference = _trainer(True), _trainer(False)
+    assert fast.kernel == "native" and reference.kernel == "torch (use_native=False)"
+    before = fast.flat.clone()
+    for x, clicks in _batches(20):
+        fast.step(x, clicks)
+        reference.step(x, clicks)
+    (fast_loss, fast_rows), (ref_loss, ref_rows) = fast.take_loss(), reference.take_loss()
+    assert fast_rows == ref_rows == 20 * 1024 and abs(fast_loss - ref_loss) / ref_rows < 1e-6
+    assert float(fast.step_count) == float(reference.step_count) == 20.0
+    assert float((fast.flat - before).abs().max()) > 1e-3  # training moved the weights
+    torch.testing.assert_close(fast.flat, reference.flat, rtol=1e-4, atol=2e-6)
+    torch.testing.assert_close(fast.exp_avg_sq, reference.exp_avg_sq, rtol=1e-3, atol=1e-12)
+    # the module and the optimizer see the kernel's updates (views of the same buffers)
+    assert torch.equal(fast.model.fc2.weight.detach().flatten(), fast.flat[256 * 41:256 * 41 + 128 * 256])
+
+
+def test_a_short_last_batch_and_a_larger_one_than_the_buffers():
+    fast, reference = _trainer(True, batch_size=256), _trainer(False, batch_size=256)
+    for rows in (256, 100, 700, 256):  # 700 > 256: the buffers grow, the kernel's pointers follow
+        x, clicks = next(_batches(1, rows, seed=rows))
+        fast.step(x, clicks)
+        reference.step(x, clicks)
+    torch.testing.assert_close(fast.flat, reference.flat, rtol=1e-4, atol=2e-6)
+
+
+def test_native_steps_give_the_same_bits_on_one_and_two_threads():
+    """The ThreadTuner switches counts mid-run and a resumed run may choose differently."""
+    results, threads_before = [], torch.get_num_threads()
+    for threads in (1, 2, 1):
+        torch.set_num_threads(threads)
+        trainer = _trainer(True, lr=1e-8)
+        for x, clicks in _batches(8):
+            trainer.step(x, clicks)
+        results.append((trainer.flat.clone(), trainer.exp_avg.clone(), trainer.exp_avg_sq.clone()))
+    torch.set_num_threads(threads_before)
+    assert all(torch.equal(a, b) for other in results[1:] for a, b in zip(results[0], other, strict=True))
+
+
+def _tables(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(5_000, 30, generator=g), torch.randn(300, 10, generator=g)
+
+
+def test_native_gather_equals_index_select_into_a_wider_buffer():
+    users, restaurants = _tables()
+    g = torch.Generator().manual_seed(1)
+    user_rows = torch.randint(0, 5_000, (777,), generator=g, dtype=torch.int32)
+    restaurant_rows = torch.randint(0, 300, (777,), generator=g, dtype=torch.int32)
+    buffer = torch.ones(777, 41)
+    assert native.kernels().gather(users, restaurants, user_rows, restaurant_rows, buffer[:, :40])
+    assert torch.equal(buffer[:, :30], users[user_rows.long()])
+    assert torch.equal(buffer[:, 30:40], restaurants[restaurant_rows.long()])
+    assert torch.equal(buffer[:, 40], torch.ones(777))  # the ones column is left alone
+
+
+def test_gather_names_an_out_of_range_row_and_other_dtypes_take_index_select():
+    users, restaurants = _tables()
+    rows = torch.tensor([0, 4_999, 5_000, 1], dtype=torch.int32)
+    with pytest.raises(IndexError, match=r"user row 5000 \(pair 2 of 4\) is outside the 5000-row user table"):
+        inputs.gather(users, restaurants, rows, torch.zeros(4, dtype=torch.int32), torch.empty(4, 40))
+    with pytest.raises(IndexError, match=r"restaurant row -1 \(pair 0 of 1\) is outside the 300-row"):
+        inputs.gather(users, restaurants, torch.zeros(1, dtype=torch.int32), torch.tensor([-1], dtype=torch.int32),
+                      torch.empty(1, 40))
+    long_rows = torch.tensor([3, 2])
+    assert not native.kernels().gather(users, restaurants, long_rows, long_rows, torch.empty(2, 40))
+    out = inputs.gather(users, restaurants, long_rows, long_rows, torch.empty(2, 40))
+    assert torch.equal(out, torch.cat([users[long_rows], restaurants[long_rows]], 1))
+
+
+def test_the_build_is_reused_and_replaces_older_builds(tmp_path):
+    old = tmp_path / "kernels-0123456789abcdef.so"
+    old.write_bytes(b"an older build")
+    path = native.build(tmp_path, native.compiler())
+    built = path.stat().st_mtime_ns
+    assert path.parent == tmp_path and not old.exists()
+    assert native.build(tmp_path, native.compiler()) == path and path.stat().st_mtime_ns == built  # not rebuilt
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporaries left
+
+
+@pytest.fixture
+def fresh_kernels(monkeypatch, tmp_path):
+    """native.kernels() decided again under the test's settings, and once more afterwards."""
+    monkeypatch.setenv("PIPELINE_NATIVE_CACHE_DIR", str(tmp_path / "cache"))
+    native._loaded.cache_clear()
+    yield monkeypatch
+    monkeypatch.undo()
+    native._loaded.cache_clear()
+
+
+def test_without_a_compiler_training_takes_the_torch_path_and_says_why(fresh_kernels):
+    fresh_kernels.setenv("PIPELINE_NATIVE_KERNELS", "auto")
+    fresh_kernels.setenv("CC", "no-such-cc")
+    assert native.kernels() is None
+    assert _trainer(True).kernel == "torch (no C compiler: 'no-such-cc' is not on PATH (install gcc, or set CC))"
+    users, restaurants = _tables()
+    rows = torch.tensor([2, 1], dtype=torch.int32)
+    assert torch.equal(inputs.gather(users, restaurants, rows, rows, torch.empty(2, 40)),
+                       torch.cat([users[rows.long()], restaurants[rows.long()]], 1))
+
+
+def test_a_failing_compiler_is_named_and_required_kernels_raise(fresh_kernels):
+    fresh_kernels.setenv("PIPELINE_NATIVE_KERNELS", "required")
+    fresh_kernels.setenv("CC", "false")  # runs, and fails
+    with pytest.raises(native.NativeKernelsUnavailable, match=r"required, but the kernels are unavailable: .*false"):
+        native.kernels()
+    assert list(native.cache_dir().iterdir()) == []  # nothing half-built left
+
+
+def test_off_takes_the_torch_path(fresh_kernels):
+    fresh_kernels.setenv("PIPELINE_NATIVE_KERNELS", "off")
+    assert _trainer(True).kernel == "torch (PIPELINE_NATIVE_KERNELS=off)"
+    fresh_kernels.setenv("PIPELINE_NATIVE_KERNELS", "fast")
+    native._loaded.cache_clear()
+    with pytest.raises(ValueError, match="PIPELINE_NATIVE_KERNELS must be one of"):
+        native.kernels()
