@@ -51,15 +51,13 @@ def measure(warehouse: Path, days: int, rounds: int, block_steps: int, batch_siz
     times = {s: [] for s in SETTINGS}
 
     def block(setting: int) -> float:
+        """µs a step over ``block_steps`` steps, as training runs them (the pool's shuffle not timed)."""
         trainer, tuner, cursor = runners[setting]
-        batches = gatherer.batches(*arrays, seeded_generator(setting, cursor[0]), into=trainer.input_buffer)
+        pool = gatherer.pool(*arrays, seeded_generator(setting, cursor[0]))
         cursor[0] += 1
-        started, steps = time.perf_counter(), 0
-        for x, y in tuner.paced(batches):
-            trainer.step(x, y)
-            steps += 1
-            if steps == block_steps:
-                break
+        starts = range(0, min(block_steps * batch_size, len(pool[2])), batch_size)
+        started = time.perf_counter()
+        steps = trainer.train_pairs(tables.users, tables.restaurants, *pool, tuner.paced(starts))
         return (time.perf_counter() - started) / steps
 
     for setting in SETTINGS:  # warm-up

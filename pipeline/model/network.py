@@ -10,11 +10,14 @@ model stay exactly the reference's. Gradients are chained back to W1, b1, W2, b2
 
 from __future__ import annotations
 
+import ctypes
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
 from pipeline.data.schema import MODEL_INPUT_WIDTH
-from pipeline.model import native
+from pipeline.model import inputs, native
 
 
 class ClickMLP(nn.Module):
@@ -69,7 +72,8 @@ class FusedTrainer:
       orientation MKL runs fastest, and the loss is computed for many batches at once
       (:meth:`take_loss`) rather than per step;
     - with ``use_native`` (and :mod:`pipeline.model.native` available) the whole step is one call
-      of the native kernel on these same buffers; ``kernel`` says which path runs.
+      of the native kernel on these same buffers, and :meth:`train_pairs` gathers and steps a batch
+      in one call; ``kernel`` says which path runs.
     """
 
     def __init__(self, model: ClickMLP, optimizer: torch.optim.Adam, batch_size: int = 8192,
@@ -111,6 +115,7 @@ class FusedTrainer:
         self.kernels = native.kernels() if use_native else None
         why_not = native.unavailable_reason() if use_native else "use_native=False"
         self.kernel = "native" if self.kernels else f"torch ({why_not})"
+        self.batch_size = batch_size
         self._resize(batch_size)
 
     def _layout(self, params: list[torch.Tensor]) -> list:
@@ -189,13 +194,54 @@ class FusedTrainer:
                            lr=group["lr"], beta1=group["betas"][0], beta2=group["betas"][1], weight_decay=0.0,
                            eps=group["eps"], amsgrad=False, maximize=False)
 
+    def train_pairs(self, users: torch.Tensor, restaurants: torch.Tensor, user_rows: torch.Tensor,
+                    restaurant_rows: torch.Tensor, clicks: torch.Tensor, starts: Iterable[int]) -> int:
+        """Adam steps on the pairs (users[user_rows[i]], restaurants[restaurant_rows[i]]) labelled
+        ``clicks`` (a shuffled pool): one batch of ``batch_size`` rows (the last may be shorter)
+        from each position in ``starts``, gathered into the input buffer and stepped; with the
+        native kernels, one call a batch. Returns the number of steps."""
+        size, total, steps = self.batch_size, len(clicks), 0
+        if not (self.kernels and self.kernels.takes(users, restaurants, user_rows, restaurant_rows)):
+            for start in starts:
+                end = min(start + size, total)
+                x = self.input_buffer(end - start)
+                self.step(inputs.gather(users, restaurants, user_rows[start:end], restaurant_rows[start:end], x),
+                          clicks[start:end])
+                steps += 1
+            return steps
+        clicks = clicks.float().contiguous()
+        state = self._native_state()
+        state.users, (state.n_users, state.user_width) = users.data_ptr(), users.shape
+        state.restaurants, (state.n_restaurants, state.restaurant_width) = restaurants.data_ptr(), restaurants.shape
+        run, state_ref, item = self.kernels.library.train_batch, ctypes.byref(state), 4  # int32 rows, float32 clicks
+        rows_at, restaurants_at, clicks_at = user_rows.data_ptr(), restaurant_rows.data_ptr(), clicks.data_ptr()
+        logged_z, logged_y = self._logged_z.data_ptr(), self._logged_y.data_ptr()
+        for start in starts:
+            n = min(size, total - start)
+            if self._logged + n > len(self._logged_z):
+                self._flush_loss()
+            at, logged = start * item, self._logged * item
+            bad = run(state_ref, rows_at + at, restaurants_at + at, clicks_at + at, n, logged_z + logged,
+                      logged_y + logged)
+            native.check_rows(bad, users, restaurants, user_rows[start:start + n], restaurant_rows[start:start + n])
+            self._logged += n
+            steps += 1
+        return steps
+
+    def _native_state(self) -> native.Trainer:
+        """The kernel's view of this trainer, with Adam's hyperparameters as the optimizer's group
+        has them now."""
+        state, group = self._native, self.group
+        state.lr, (state.beta1, state.beta2), state.eps = group["lr"], group["betas"], group["eps"]
+        return state
+
     def _native_step(self, clicks: torch.Tensor) -> None:
-        n, group, state = len(clicks), self.group, self._native
+        n, state = len(clicks), self._native_state()
         if self._logged + n > len(self._logged_z):
             self._flush_loss()
-        state.lr, (state.beta1, state.beta2), state.eps = group["lr"], group["betas"], group["eps"]
-        self.kernels.train_step(state, clicks.float().contiguous(), self._logged_z[self._logged:],
-                                self._logged_y[self._logged:])
+        self.kernels.library.train_step(ctypes.byref(state), clicks.float().contiguous().data_ptr(), n,
+                                        self._logged_z[self._logged:].data_ptr(),
+                                        self._logged_y[self._logged:].data_ptr())
         self._logged += n
 
     def _log_logits(self, z: torch.Tensor, clicks: torch.Tensor) -> None:

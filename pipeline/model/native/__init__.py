@@ -46,7 +46,9 @@ class Trainer(ctypes.Structure):
     _fields_ = ([("h1", _i64), ("h2", _i64), ("width", _i64)]
                 + [(name, _ptr) for name in ("flat", "grad", "exp_avg", "exp_avg_sq", "step",
                                              "x", "h", "dz", "wb_t", "g_t")]
-                + [(name, ctypes.c_double) for name in ("lr", "beta1", "beta2", "eps")])
+                + [(name, ctypes.c_double) for name in ("lr", "beta1", "beta2", "eps")]
+                + [("users", _ptr), ("restaurants", _ptr)]
+                + [(name, _i64) for name in ("n_users", "user_width", "n_restaurants", "restaurant_width")])
 
 
 class NativeKernelsUnavailable(RuntimeError):
@@ -55,36 +57,43 @@ class NativeKernelsUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Kernels:
-    """The loaded library: ``gather`` and ``train_step`` of kernels.c."""
+    """The loaded library: ``gather``, ``train_step`` and ``train_batch`` (the two in one call) of kernels.c."""
 
     path: Path
     library: ctypes.CDLL
 
+    @staticmethod
+    def takes(users: torch.Tensor, restaurants: torch.Tensor, user_rows: torch.Tensor,
+              restaurant_rows: torch.Tensor) -> bool:
+        """Whether the kernels gather these operands: contiguous float32 tables, contiguous int32 rows."""
+        return (users.dtype == restaurants.dtype == torch.float32 and user_rows.dtype == restaurant_rows.dtype
+                == torch.int32 and users.is_contiguous() and restaurants.is_contiguous()
+                and user_rows.is_contiguous() and restaurant_rows.is_contiguous())
+
     def gather(self, users: torch.Tensor, restaurants: torch.Tensor, user_rows: torch.Tensor,
                restaurant_rows: torch.Tensor, out: torch.Tensor) -> bool:
         """Write the model input of the pairs into ``out`` as :func:`pipeline.model.inputs.gather`
-        does, when the operands are what the kernel takes (contiguous float32 tables, int32 rows,
-        rows of ``out`` contiguous); False (nothing written) otherwise."""
-        if not (users.dtype == restaurants.dtype == out.dtype == torch.float32
-                and user_rows.dtype == restaurant_rows.dtype == torch.int32
-                and users.is_contiguous() and restaurants.is_contiguous() and user_rows.is_contiguous()
-                and restaurant_rows.is_contiguous() and out.stride(1) == 1 and len(out) == len(user_rows)
-                == len(restaurant_rows)):
+        does, when the kernel :meth:`takes` the operands and ``out``'s rows are contiguous float32;
+        False (nothing written) otherwise."""
+        if not (self.takes(users, restaurants, user_rows, restaurant_rows) and out.dtype == torch.float32
+                and out.stride(1) == 1 and len(out) == len(user_rows) == len(restaurant_rows)):
             return False
         bad = self.library.gather(users.data_ptr(), len(users), users.shape[1], restaurants.data_ptr(),
                                   len(restaurants), restaurants.shape[1], user_rows.data_ptr(),
                                   restaurant_rows.data_ptr(), len(out), out.data_ptr(), out.stride(0))
-        if bad >= 0:
-            user, restaurant = int(user_rows[bad]), int(restaurant_rows[bad])
-            table, row, rows = (("user", user, len(users)) if not 0 <= user < len(users)
-                                else ("restaurant", restaurant, len(restaurants)))
-            raise IndexError(f"{table} row {row} (pair {bad} of {len(out)}) is outside the {rows}-row {table} table")
+        check_rows(bad, users, restaurants, user_rows, restaurant_rows)
         return True
 
-    def train_step(self, trainer: Trainer, clicks: torch.Tensor, logged_z: torch.Tensor,
-                   logged_y: torch.Tensor) -> None:
-        self.library.train_step(ctypes.byref(trainer), clicks.data_ptr(), len(clicks), logged_z.data_ptr(),
-                                logged_y.data_ptr())
+
+def check_rows(bad: int, users: torch.Tensor, restaurants: torch.Tensor, user_rows: torch.Tensor,
+               restaurant_rows: torch.Tensor) -> None:
+    """IndexError naming the pair a kernel's gather stopped at (``bad``; -1: none)."""
+    if bad < 0:
+        return
+    user, restaurant = int(user_rows[bad]), int(restaurant_rows[bad])
+    table, row, rows = (("user", user, len(users)) if not 0 <= user < len(users)
+                        else ("restaurant", restaurant, len(restaurants)))
+    raise IndexError(f"{table} row {row} (pair {bad} of {len(user_rows)}) is outside the {rows}-row {table} table")
 
 
 def mode() -> str:
@@ -154,6 +163,8 @@ def _load(path: Path) -> Kernels:
     library.gather.argtypes = [_ptr, _i64, _i64, _ptr, _i64, _i64, _ptr, _ptr, _i64, _ptr, _i64]
     library.train_step.restype = None
     library.train_step.argtypes = [ctypes.POINTER(Trainer), _ptr, _i64, _ptr, _ptr]
+    library.train_batch.restype = ctypes.c_int64
+    library.train_batch.argtypes = [ctypes.POINTER(Trainer), _ptr, _ptr, _ptr, _i64, _ptr, _ptr]
     return Kernels(path, library)
 
 

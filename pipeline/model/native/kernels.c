@@ -30,6 +30,8 @@ typedef struct {
     float *flat, *grad, *exp_avg, *exp_avg_sq, *step;   /* step: the optimizer's step count (one float) */
     float *x, *h, *dz, *wb_t, *g_t;                     /* x: rows × width, h: rows × h2, wb_t, g_t: width × h2 */
     double lr, beta1, beta2, eps;
+    const float *users, *restaurants;                   /* the feature tables train_batch gathers from */
+    int64_t n_users, user_width, n_restaurants, restaurant_width;
 } Trainer;
 
 /* out[i, :uw] = users[user_rows[i]], out[i, uw:uw + rw] = restaurants[restaurant_rows[i]], rows
@@ -121,4 +123,14 @@ void train_step(const Trainer *t, const float *clicks, int64_t n, float *logged_
         v[d] = vd;
         p[d] = p[d] - step_size * md / (sqrtf(vd) / bc2_sqrt + eps);
     }
+}
+
+/* gather, then train_step, for one batch of a shuffled pool; returns gather's -1 or bad position
+ * (nothing trained then). */
+int64_t train_batch(const Trainer *t, const int32_t *user_rows, const int32_t *restaurant_rows, const float *clicks,
+                    int64_t n, float *logged_z, float *logged_y) {
+    int64_t bad = gather(t->users, t->n_users, t->user_width, t->restaurants, t->n_restaurants, t->restaurant_width,
+                         user_rows, restaurant_rows, n, t->x, t->width);
+    if (bad < 0) train_step(t, clicks, n, logged_z, logged_y);
+    return bad;
 }
