@@ -55,9 +55,9 @@ def measure(warehouse: Path, days: int, rounds: int, block_steps: int, batch_siz
         trainer, tuner, cursor = runners[setting]
         pool = gatherer.pool(*arrays, seeded_generator(setting, cursor[0]))
         cursor[0] += 1
-        starts = range(0, min(block_steps * batch_size, len(pool[2])), batch_size)
+        starts = range(0, min(block_steps * batch_size, len(pool)), batch_size)
         started = time.perf_counter()
-        steps = trainer.train_pairs(tables.users, tables.restaurants, *pool, tuner.paced(starts))
+        steps = trainer.train_pairs(tables.users, tables.restaurants, pool, tuner.paced(starts))
         return (time.perf_counter() - started) / steps
 
     for setting in SETTINGS:  # warm-up

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from pipeline.model import inputs, native
+from pipeline.model.batches import Pool
 from pipeline.model.network import ClickMLP, FusedTrainer, make_optimizer
 
 
@@ -51,36 +52,44 @@ def test_a_short_last_batch_and_a_larger_one_than_the_buffers():
     torch.testing.assert_close(fast.flat, reference.flat, rtol=1e-4, atol=2e-6)
 
 
-def test_training_on_a_pool_gathers_and_steps_as_the_torch_path_does():
+@pytest.mark.parametrize("shuffled", [False, True], ids=["in-order", "shuffled"])
+def test_training_on_a_pool_gathers_and_steps_as_the_torch_path_does(shuffled):
     users, restaurants = _tables()
     g = torch.Generator().manual_seed(4)
-    user_rows = torch.randint(0, 5_000, (2_500,), generator=g, dtype=torch.int32)
-    restaurant_rows = torch.randint(0, 300, (2_500,), generator=g, dtype=torch.int32)
-    clicks = (torch.rand(2_500, generator=g) < 0.46).float()
+    rows = (torch.randint(0, 5_000, (2_500,), generator=g, dtype=torch.int32),
+            torch.randint(0, 300, (2_500,), generator=g, dtype=torch.int32),
+            (torch.rand(2_500, generator=g) < 0.46).float())
+    pool = Pool(*rows, torch.randperm(2_500, generator=g) if shuffled else None)
     fast, reference = _trainer(True, batch_size=1024), _trainer(False, batch_size=1024)
     for trainer in (fast, reference):  # batches of 1,024, 1,024 and 452 rows
-        assert trainer.train_pairs(users, restaurants, user_rows, restaurant_rows, clicks, range(0, 2_500, 1024)) == 3
+        assert trainer.train_pairs(users, restaurants, pool, range(0, 2_500, 1024)) == 3
     (fast_loss, fast_rows), (ref_loss, ref_rows) = fast.take_loss(), reference.take_loss()
     assert fast_rows == ref_rows == 2_500 and abs(fast_loss - ref_loss) / ref_rows < 1e-6
     torch.testing.assert_close(fast.flat, reference.flat, rtol=1e-4, atol=2e-6)
-    # the same steps one by one, through the gatherer's buffer and step(): the same bits
+    # the same batches one by one, copied out of the pool in its order, through step(): the same bits
     one_by_one = _trainer(True, batch_size=1024)
     for start in range(0, 2_500, 1024):
-        end = min(start + 1024, 2_500)
-        x = inputs.gather(users, restaurants, user_rows[start:end], restaurant_rows[start:end],
-                          one_by_one.input_buffer(end - start))
-        one_by_one.step(x, clicks[start:end])
+        user_rows, restaurant_rows, clicks = pool.batch(start, min(start + 1024, 2_500))
+        one_by_one.step(inputs.gather(users, restaurants, user_rows, restaurant_rows,
+                                      one_by_one.input_buffer(len(clicks))), clicks)
     assert torch.equal(one_by_one.flat, fast.flat) and torch.equal(one_by_one.exp_avg_sq, fast.exp_avg_sq)
+    assert one_by_one.take_loss() == (fast_loss, fast_rows)
+    if shuffled:  # the order was followed, not the pool's own: training in-order gives other weights
+        in_order = _trainer(True, batch_size=1024)
+        in_order.train_pairs(users, restaurants, Pool(*rows), range(0, 2_500, 1024))
+        assert not torch.equal(in_order.flat, fast.flat)
 
 
-def test_a_pool_row_outside_the_tables_stops_training_at_its_batch():
+@pytest.mark.parametrize("shuffled", [False, True], ids=["in-order", "shuffled"])
+def test_a_pool_row_outside_the_tables_stops_training_at_its_batch(shuffled):
     users, restaurants = _tables()
     user_rows = torch.zeros(2_048, dtype=torch.int32)
     user_rows[1_500] = 7_000
+    order = torch.arange(2_048) if shuffled else None  # the identity, through the order
     trainer = _trainer(True, batch_size=1024)
     with pytest.raises(IndexError, match=r"user row 7000 \(pair 476 of 1024\) is outside the 5000-row user table"):
-        trainer.train_pairs(users, restaurants, user_rows, torch.zeros(2_048, dtype=torch.int32), torch.ones(2_048),
-                            range(0, 2_048, 1024))
+        trainer.train_pairs(users, restaurants, Pool(user_rows, torch.zeros(2_048, dtype=torch.int32),
+                                                     torch.ones(2_048), order), range(0, 2_048, 1024))
     assert float(trainer.step_count) == 1.0  # the first batch trained, the second not
 
 

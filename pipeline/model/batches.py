@@ -60,6 +60,28 @@ def seeded_generator(*key) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
 
 
+@dataclass(frozen=True)
+class Pool:
+    """Pairs to train on: user rows and restaurant rows (int32) and clicks (float32) of processed
+    chunks, and ``order``, the seeded permutation to visit them in (None: as they are). Batches
+    follow the permutation without copying the pool into its order."""
+
+    user_rows: torch.Tensor
+    restaurant_rows: torch.Tensor
+    clicks: torch.Tensor
+    order: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.clicks)
+
+    def batch(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(user rows, restaurant rows, clicks) of positions [start, end) of the visiting order."""
+        if self.order is None:
+            return self.user_rows[start:end], self.restaurant_rows[start:end], self.clicks[start:end]
+        picked = self.order[start:end]
+        return tuple(torch.index_select(t, 0, picked) for t in (self.user_rows, self.restaurant_rows, self.clicks))
+
+
 class BatchGatherer:
     """Cuts (user_row, restaurant_row, click) arrays into gathered feature batches."""
 
@@ -69,27 +91,21 @@ class BatchGatherer:
 
     @staticmethod
     def pool(user_row: np.ndarray, restaurant_row: np.ndarray, click: np.ndarray,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(user rows int32, restaurant rows int32, clicks float32) as tensors, shuffled together
-        when a ``generator`` is given."""
-        users_idx, restaurants_idx = _tensor(user_row, np.int32), _tensor(restaurant_row, np.int32)
+             generator: torch.Generator | None = None) -> Pool:
+        """The arrays as a :class:`Pool`, visited in a permutation drawn from ``generator`` when given."""
         clicks = _tensor(click, np.float32)
-        if generator is not None:  # index_select: 3-4x faster than indexing with the permutation
-            order = torch.randperm(len(clicks), generator=generator)
-            users_idx, restaurants_idx, clicks = (torch.index_select(t, 0, order)
-                                                  for t in (users_idx, restaurants_idx, clicks))
-        return users_idx, restaurants_idx, clicks
+        order = torch.randperm(len(clicks), generator=generator) if generator is not None else None
+        return Pool(_tensor(user_row, np.int32), _tensor(restaurant_row, np.int32), clicks, order)
 
     def batches(self, user_row: np.ndarray, restaurant_row: np.ndarray, click: np.ndarray,
                 generator: torch.Generator | None = None, into: Callable[[int], torch.Tensor] | None = None
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (x [n, 40] float32, clicks float32) batches, shuffled when a ``generator`` is
         given; x is a reused buffer (``into(n)`` when given), valid until the next batch."""
-        users_idx, restaurants_idx, clicks = self.pool(user_row, restaurant_row, click, generator)
-        for start in range(0, len(clicks), self.batch_size):
-            end = min(start + self.batch_size, len(clicks))
+        pool = self.pool(user_row, restaurant_row, click, generator)
+        for start in range(0, len(pool), self.batch_size):
+            end = min(start + self.batch_size, len(pool))
             x = into(end - start) if into is not None else self._x[:end - start]
-            inputs.gather(self.tables.users, self.tables.restaurants, users_idx[start:end],
-                          restaurants_idx[start:end], out=x)
-            yield x, clicks[start:end]
-
+            user_rows, restaurant_rows, clicks = pool.batch(start, end)
+            inputs.gather(self.tables.users, self.tables.restaurants, user_rows, restaurant_rows, out=x)
+            yield x, clicks

@@ -16,7 +16,8 @@ RESTAURANT_WIDTH = N_RESTAURANT_FEATURES
 WIDTH = MODEL_INPUT_WIDTH
 
 
-def _check(users_width: int, restaurants_width: int) -> None:
+def check_widths(users_width: int, restaurants_width: int) -> None:
+    """ValueError unless the feature tables have the model input's widths (30 and 10)."""
     if (users_width, restaurants_width) != (USER_WIDTH, RESTAURANT_WIDTH):
         raise ValueError(f"model input needs {USER_WIDTH} user and {RESTAURANT_WIDTH} restaurant features, "
                          f"got {users_width} and {restaurants_width}")
@@ -25,7 +26,7 @@ def _check(users_width: int, restaurants_width: int) -> None:
 def pairs(users: torch.Tensor, restaurants: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """[n, 40] from user rows [n, 30] and restaurant rows [n, 10] (row i pairs users[i] with
     restaurants[i]); written into ``out`` when given (training reuses one buffer)."""
-    _check(users.shape[1], restaurants.shape[1])
+    check_widths(users.shape[1], restaurants.shape[1])
     return torch.cat([users, restaurants], dim=1, out=out) if out is not None else torch.cat([users, restaurants], 1)
 
 
@@ -34,7 +35,7 @@ def gather(users: torch.Tensor, restaurants: torch.Tensor, user_rows: torch.Tens
     """Write the model input of pairs (users[user_rows[i]], restaurants[restaurant_rows[i]]) into
     ``out`` [n, 40] (a view of a wider buffer is fine), with no intermediate copy: by the native
     kernel when there is one (~2.5× faster: it prefetches the rows ahead), else ``index_select``."""
-    _check(users.shape[1], restaurants.shape[1])
+    check_widths(users.shape[1], restaurants.shape[1])
     kernels = native.kernels()
     if kernels is not None and kernels.gather(users, restaurants, user_rows, restaurant_rows, out):
         return out
@@ -45,7 +46,7 @@ def gather(users: torch.Tensor, restaurants: torch.Tensor, user_rows: torch.Tens
 
 def one_user(user: np.ndarray, restaurants: np.ndarray) -> np.ndarray:
     """[n, 40] for one user [30] against n restaurants [n, 10] (a recommendation request)."""
-    _check(len(user), restaurants.shape[1])
+    check_widths(len(user), restaurants.shape[1])
     x = np.empty((len(restaurants), WIDTH), np.float32)
     x[:, :USER_WIDTH] = user
     x[:, USER_WIDTH:] = restaurants

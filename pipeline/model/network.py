@@ -18,6 +18,7 @@ from torch import nn
 
 from pipeline.data.schema import MODEL_INPUT_WIDTH
 from pipeline.model import inputs, native
+from pipeline.model.batches import Pool
 
 
 class ClickMLP(nn.Module):
@@ -194,36 +195,42 @@ class FusedTrainer:
                            lr=group["lr"], beta1=group["betas"][0], beta2=group["betas"][1], weight_decay=0.0,
                            eps=group["eps"], amsgrad=False, maximize=False)
 
-    def train_pairs(self, users: torch.Tensor, restaurants: torch.Tensor, user_rows: torch.Tensor,
-                    restaurant_rows: torch.Tensor, clicks: torch.Tensor, starts: Iterable[int]) -> int:
-        """Adam steps on the pairs (users[user_rows[i]], restaurants[restaurant_rows[i]]) labelled
-        ``clicks`` (a shuffled pool): one batch of ``batch_size`` rows (the last may be shorter)
-        from each position in ``starts``, gathered into the input buffer and stepped; with the
-        native kernels, one call a batch. Returns the number of steps."""
-        size, total, steps = self.batch_size, len(clicks), 0
-        if not (self.kernels and self.kernels.takes(users, restaurants, user_rows, restaurant_rows)):
+    def train_pairs(self, users: torch.Tensor, restaurants: torch.Tensor, pool: Pool, starts: Iterable[int]) -> int:
+        """Adam steps on a pool's pairs (users[user_rows[i]], restaurants[restaurant_rows[i]])
+        labelled ``clicks``: one batch of ``batch_size`` rows of its visiting order (the last may
+        be shorter) from each position in ``starts``, gathered into the input buffer and stepped;
+        with the native kernels, one call a batch. Returns the number of steps."""
+        size, total, steps = self.batch_size, len(pool), 0
+        if not (self.kernels and self.kernels.takes(users, restaurants, pool.user_rows, pool.restaurant_rows)):
             for start in starts:
-                end = min(start + size, total)
-                x = self.input_buffer(end - start)
-                self.step(inputs.gather(users, restaurants, user_rows[start:end], restaurant_rows[start:end], x),
-                          clicks[start:end])
+                user_rows, restaurant_rows, clicks = pool.batch(start, min(start + size, total))
+                self.step(inputs.gather(users, restaurants, user_rows, restaurant_rows,
+                                        self.input_buffer(len(clicks))), clicks)
                 steps += 1
             return steps
-        clicks = clicks.float().contiguous()
+        inputs.check_widths(users.shape[1], restaurants.shape[1])  # the kernel writes rows of the input width
+        clicks, order = pool.clicks.float().contiguous(), pool.order
+        order = order.long().contiguous() if order is not None else None
         state = self._native_state()
         state.users, (state.n_users, state.user_width) = users.data_ptr(), users.shape
         state.restaurants, (state.n_restaurants, state.restaurant_width) = restaurants.data_ptr(), restaurants.shape
-        run, state_ref, item = self.kernels.library.train_batch, ctypes.byref(state), 4  # int32 rows, float32 clicks
-        rows_at, restaurants_at, clicks_at = user_rows.data_ptr(), restaurant_rows.data_ptr(), clicks.data_ptr()
+        run, state_ref = self.kernels.library.train_batch, ctypes.byref(state)
+        rows_at, restaurants_at = pool.user_rows.data_ptr(), pool.restaurant_rows.data_ptr()
+        clicks_at, order_at = clicks.data_ptr(), (order.data_ptr() if order is not None else None)
         logged_z, logged_y = self._logged_z.data_ptr(), self._logged_y.data_ptr()
         for start in starts:
             n = min(size, total - start)
             if self._logged + n > len(self._logged_z):
                 self._flush_loss()
-            at, logged = start * item, self._logged * item
-            bad = run(state_ref, rows_at + at, restaurants_at + at, clicks_at + at, n, logged_z + logged,
-                      logged_y + logged)
-            native.check_rows(bad, users, restaurants, user_rows[start:start + n], restaurant_rows[start:start + n])
+            logged = 4 * self._logged  # float32
+            if order_at is None:  # the batch's own rows: int32 and float32, 4 bytes each
+                bad = run(state_ref, rows_at + 4 * start, restaurants_at + 4 * start, clicks_at + 4 * start, None, n,
+                          logged_z + logged, logged_y + logged)
+            else:  # the pool's rows, through the batch's stretch of the order (int64)
+                bad = run(state_ref, rows_at, restaurants_at, clicks_at, order_at + 8 * start, n, logged_z + logged,
+                          logged_y + logged)
+            if bad >= 0:
+                native.check_rows(bad, users, restaurants, *pool.batch(start, start + n)[:2])
             self._logged += n
             steps += 1
         return steps

@@ -326,8 +326,8 @@ def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState,
 
     def train_pool(arrays, generator, where: str, epoch: int) -> tuple[float, int]:
         pool = gatherer.pool(*arrays, generator)
-        starts = threads.paced(range(0, len(pool[2]), config.batch_size))
-        state.steps += trainer.train_pairs(tables.users, tables.restaurants, *pool, starts)
+        starts = threads.paced(range(0, len(pool), config.batch_size))
+        state.steps += trainer.train_pairs(tables.users, tables.restaurants, pool, starts)
         loss_sum, rows = trainer.take_loss()
         bad = non_finite_parameters(model.state_dict())
         if not math.isfinite(loss_sum) or bad:

@@ -76,7 +76,8 @@ class Kernels:
         does, when the kernel :meth:`takes` the operands and ``out``'s rows are contiguous float32;
         False (nothing written) otherwise."""
         if not (self.takes(users, restaurants, user_rows, restaurant_rows) and out.dtype == torch.float32
-                and out.stride(1) == 1 and len(out) == len(user_rows) == len(restaurant_rows)):
+                and out.stride(1) == 1 and out.shape[1] == users.shape[1] + restaurants.shape[1]
+                and len(out) == len(user_rows) == len(restaurant_rows)):
             return False
         bad = self.library.gather(users.data_ptr(), len(users), users.shape[1], restaurants.data_ptr(),
                                   len(restaurants), restaurants.shape[1], user_rows.data_ptr(),
@@ -164,7 +165,7 @@ def _load(path: Path) -> Kernels:
     library.train_step.restype = None
     library.train_step.argtypes = [ctypes.POINTER(Trainer), _ptr, _i64, _ptr, _ptr]
     library.train_batch.restype = ctypes.c_int64
-    library.train_batch.argtypes = [ctypes.POINTER(Trainer), _ptr, _ptr, _ptr, _i64, _ptr, _ptr]
+    library.train_batch.argtypes = [ctypes.POINTER(Trainer), _ptr, _ptr, _ptr, _ptr, _i64, _ptr, _ptr]
     return Kernels(path, library)
 
 
