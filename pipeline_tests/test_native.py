@@ -1,6 +1,9 @@
 """The native training step and gather (pipeline/model/native): the torch path's results, the same
 bits at any thread count, clear errors, and a build that is reused, published whole, or declined."""
 
+import os
+import time
+
 import pytest
 import torch
 
@@ -137,14 +140,20 @@ def test_gather_names_an_out_of_range_row_and_other_dtypes_take_index_select():
     assert torch.equal(out, torch.cat([users[long_rows], restaurants[long_rows]], 1))
 
 
-def test_the_build_is_reused_and_replaces_older_builds(tmp_path):
-    old = tmp_path / "kernels-0123456789abcdef.so"
-    old.write_bytes(b"an older build")
+def test_the_build_is_reused_and_unused_builds_are_removed(tmp_path):
+    unused, recent = tmp_path / "kernels-0123456789abcdef.so", tmp_path / "kernels-fedcba9876543210.so"
+    killed = tmp_path / ".kernels-0123456789abcdef.so.tmp-0123456789ab"
+    for path in (unused, recent, killed):
+        path.write_bytes(b"another build")
+    month_ago = time.time() - 31 * 86400
+    os.utime(unused, (month_ago, month_ago))
+    os.utime(killed, (month_ago, month_ago))
     path = native.build(tmp_path, native.compiler())
     built = path.stat().st_mtime_ns
-    assert path.parent == tmp_path and not old.exists()
+    assert path.parent == tmp_path and not unused.exists() and not killed.exists()
+    assert recent.exists()  # another checkout's torch, say, may be using it
     assert native.build(tmp_path, native.compiler()) == path and path.stat().st_mtime_ns == built  # not rebuilt
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporaries left
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, recent.name])  # no temporaries left
 
 
 @pytest.fixture

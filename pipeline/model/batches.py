@@ -1,11 +1,12 @@
 """Model-ready batches: processed rows (snapshot row numbers) gathered into float32 features.
 
-A pool of rows (one chunk, or in a full retrain several chunks of different days) is shuffled as a
-whole, then cut into batches; each batch's user and restaurant features are gathered
-(:func:`pipeline.model.inputs.gather`) straight into a preallocated buffer, the trainer's own input
-buffer when it has one (training hands the shuffled pool to ``FusedTrainer.train_pairs``). A
-pool's permutation depends only on the seed and where the pool stands in the run's plan, so a run
-resumed from a checkpoint sees exactly the batches an uninterrupted run would have seen.
+A pool of rows (one chunk, or in a full retrain several chunks of different days) is visited in a
+seeded permutation of the whole pool (:class:`Pool`), cut into batches; each batch's user and
+restaurant features are gathered (:func:`pipeline.model.inputs.gather`) straight into a
+preallocated buffer, the trainer's own input buffer when it has one (training hands the pool to
+``FusedTrainer.train_pairs``, which gathers through the permutation). A pool's permutation depends
+only on the seed and where the pool stands in the run's plan, so a run resumed from a checkpoint
+sees exactly the batches an uninterrupted run would have seen.
 """
 
 from __future__ import annotations

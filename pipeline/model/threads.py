@@ -1,13 +1,13 @@
 """torch's intra-op thread count for training: fixed, or chosen by measuring as it trains.
 
-Measured here (docs/PERFORMANCE.md): on a quiet machine a 1024-row step is ~20% faster on 2
-threads than on 1; with one competing busy process 2 threads are 3–5× slower than 1 (a thread
-waits on its preempted partner). No fixed count is right in both, so by default training
-measures: a short probe of each candidate count, then the fastest for a stretch of steps, then
-probe again, since conditions change during a run. The probe steps are real training steps, not
-extra work. The matrix products split their work along rows, not along the summed dimension, so
-the result does not depend on the count (tested): a resumed run is bit-identical whatever was
-chosen before and after the kill.
+Measured here (docs/PERFORMANCE.md): which count steps faster changes with the load (with one
+competing busy process, a thread waits on its preempted partner) and with the step itself (the
+native step's single-threaded parts lose to the BLAS thread spinning beside them). No fixed count
+is right in every condition, so by default training measures: a short probe of each candidate
+count, then the fastest for a stretch of steps, then probe again, since conditions change during
+a run. The probe steps are real training steps, not extra work. The matrix products split their
+work along rows, not along the summed dimension, so the result does not depend on the count
+(tested): a resumed run is bit-identical whatever was chosen before and after the kill.
 """
 
 from __future__ import annotations

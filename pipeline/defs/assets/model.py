@@ -52,8 +52,8 @@ class ClickModelConfig(dg.Config):
         "Last day (YYYY-MM-DD) of a full retrain's window; empty: the last processed day."))
     seed: int = Field(default=_DEFAULT.seed, description="Seed of the initialization and the shuffling.")
     threads: int = Field(default=_DEFAULT.threads, ge=0, description=(
-        "torch threads for training; 0: the faster of 1 and 2, re-measured as it trains (2 are faster on a "
-        "quiet machine, 1 when another process is busy)."))
+        "torch threads for training; 0: the faster of 1 and 2, re-measured as it trains (which is faster "
+        "changes with the machine's load)."))
     validation_days: int = Field(default=_DEFAULT.validation_days, ge=0, description=(
         "Full retrain: the window's newest days held out of training and scored after every epoch; the "
         "candidate is the epoch with the lowest validation log loss (the test files stay the release gate). "

@@ -11,11 +11,12 @@ kernels) stays: it is what the kernels are tested against and what runs where th
 ``off`` always takes the torch path. The library is built once per source, compiler, torch and CPU
 into ``PIPELINE_NATIVE_CACHE_DIR`` (default ``~/.cache/restaurant-pipeline/native``): compiled to a
 temporary file, loaded and checked, then renamed into place, so concurrent first uses never load a
-partial file; older builds there are removed.
+partial file; builds unused for 30 days are removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -36,7 +37,8 @@ SOURCE = Path(__file__).with_name("kernels.c")
 MODES = ("auto", "required", "off")
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC", "-Wl,--no-undefined")
 COMPILE_TIMEOUT_S = 120
-STALE_TEMPORARY_S = 3600
+STALE_TEMPORARY_S = 3600  # a build takes seconds
+STALE_BUILD_S = 30 * 86400
 _ptr, _i64 = ctypes.c_void_p, ctypes.c_int64
 
 
@@ -149,13 +151,19 @@ def build(directory: Path, cc: str) -> Path:
         if done.returncode != 0:
             raise NativeKernelsUnavailable(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}")
         _check(_load(tmp))
-    for old in directory.glob("kernels-*.so"):
-        if old != path:
-            old.unlink(missing_ok=True)  # a process that has it loaded keeps its mapping
-    for stale in directory.glob(".kernels-*.tmp-*"):  # left by a killed build; a live one takes seconds
-        if time.time() - stale.stat().st_mtime > STALE_TEMPORARY_S:
-            stale.unlink(missing_ok=True)
+    _remove_unused(directory)
     return path
+
+
+def _remove_unused(directory: Path) -> None:
+    """Builds no process has loaded for STALE_BUILD_S (another checkout's torch, an older source)
+    and temporaries of killed builds; a build in use is touched at every load."""
+    now = time.time()
+    for old, limit in [(p, STALE_BUILD_S) for p in directory.glob("kernels-*.so")] + [
+            (p, STALE_TEMPORARY_S) for p in directory.glob(".kernels-*.tmp-*")]:
+        with contextlib.suppress(FileNotFoundError):
+            if now - old.stat().st_mtime > limit:
+                old.unlink()  # a process that has it loaded keeps its mapping
 
 
 def _load(path: Path) -> Kernels:
@@ -188,7 +196,9 @@ def _loaded() -> Kernels | str:
     try:
         directory = cache_dir()
         directory.mkdir(parents=True, exist_ok=True)
-        return _load(build(directory, compiler()))
+        path = build(directory, compiler())
+        os.utime(path)  # in use: not removed as unused
+        return _load(path)
     except (NativeKernelsUnavailable, OSError, subprocess.SubprocessError) as error:
         if mode() == "required":
             raise NativeKernelsUnavailable(f"PIPELINE_NATIVE_KERNELS=required, but the kernels are unavailable: "
