@@ -137,7 +137,8 @@ def _cpu_signature() -> str:
 
 def build(directory: Path, cc: str) -> Path:
     """The library for this source, compiler, torch and CPU in ``directory``: reused when built
-    before, else compiled, loaded and checked, then published by rename (older builds removed)."""
+    before, else compiled, loaded and checked, then published by rename (builds unused for 30 days
+    removed)."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S).stdout
     key = hashlib.blake2b("\0".join([SOURCE.read_text(), " ".join(FLAGS), version, torch.__version__,
                                      str(_torch_lib()), _cpu_signature()]).encode(), digest_size=8).hexdigest()
