@@ -138,12 +138,10 @@ class FusedTrainer:
         self._x = torch.ones(rows, self.width + 1)  # the last column stays 1
         self._xd = torch.empty(rows, self.width + 1)
         self._h, self._z, self._dz = torch.empty(rows, h2), torch.empty(rows), torch.empty(rows)
-        if self.kernels:
-            (h1, _), group = self._w1b.shape, self.group
-            self._native = native.Trainer(
-                h1, h2, self.width + 1, *(t.data_ptr() for t in (
-                    self.flat, self.grad, self.exp_avg, self.exp_avg_sq, self.step_count, self._x, self._h, self._dz,
-                    self._wb_t, self._g_t)), group["lr"], *group["betas"], group["eps"])
+        if self.kernels:  # Adam's hyperparameters: set from the optimizer's group at each call (_native_state)
+            self._native = native.Trainer(self._w1b.shape[0], h2, self.width + 1, *(t.data_ptr() for t in (
+                self.flat, self.grad, self.exp_avg, self.exp_avg_sq, self.step_count, self._x, self._h, self._dz,
+                self._wb_t, self._g_t)))
 
     def _batch_views(self, n: int) -> tuple:
         """The buffers cut to ``n`` rows; kept for the full batch only (a pool's last batch is shorter)."""
@@ -220,18 +218,15 @@ class FusedTrainer:
         logged_z, logged_y = self._logged_z.data_ptr(), self._logged_y.data_ptr()
         for start in starts:
             n = min(size, total - start)
-            if self._logged + n > len(self._logged_z):
-                self._flush_loss()
-            logged = 4 * self._logged  # float32
-            if order_at is None:  # the batch's own rows: int32 and float32, 4 bytes each
-                bad = run(state_ref, rows_at + 4 * start, restaurants_at + 4 * start, clicks_at + 4 * start, None, n,
-                          logged_z + logged, logged_y + logged)
-            else:  # the pool's rows, through the batch's stretch of the order (int64)
-                bad = run(state_ref, rows_at, restaurants_at, clicks_at, order_at + 8 * start, n, logged_z + logged,
-                          logged_y + logged)
-            if bad >= 0:
+            logged = 4 * self._log_slot(n)  # float32
+            # without an order the batch's own rows (int32, float32: 4 bytes each); with one the pool's
+            # rows, through the batch's stretch of the order (int64)
+            rows, at = (4 * start, None) if order_at is None else (0, order_at + 8 * start)
+            bad = run(state_ref, rows_at + rows, restaurants_at + rows, clicks_at + rows, at, n, logged_z + logged,
+                      logged_y + logged)
+            if bad >= 0:  # nothing trained or logged: give the slot back, name the row
+                self._logged -= n
                 native.check_rows(bad, users, restaurants, *pool.batch(start, start + n)[:2])
-            self._logged += n
             steps += 1
         return steps
 
@@ -244,20 +239,21 @@ class FusedTrainer:
 
     def _native_step(self, clicks: torch.Tensor) -> None:
         n, state = len(clicks), self._native_state()
+        logged = 4 * self._log_slot(n)  # float32
+        self.kernels.library.train_step(ctypes.byref(state), clicks.float().contiguous().data_ptr(), n,
+                                        self._logged_z.data_ptr() + logged, self._logged_y.data_ptr() + logged)
+
+    def _log_slot(self, n: int) -> int:
+        """Where the next ``n`` logits and labels go in the loss log (flushed first when full)."""
         if self._logged + n > len(self._logged_z):
             self._flush_loss()
-        self.kernels.library.train_step(ctypes.byref(state), clicks.float().contiguous().data_ptr(), n,
-                                        self._logged_z[self._logged:].data_ptr(),
-                                        self._logged_y[self._logged:].data_ptr())
-        self._logged += n
+        start, self._logged = self._logged, self._logged + n
+        return start
 
     def _log_logits(self, z: torch.Tensor, clicks: torch.Tensor) -> None:
-        n = len(z)
-        if self._logged + n > len(self._logged_z):
-            self._flush_loss()
-        self._logged_z[self._logged:self._logged + n].copy_(z)
-        self._logged_y[self._logged:self._logged + n].copy_(clicks)
-        self._logged += n
+        start = self._log_slot(len(z))
+        self._logged_z[start:start + len(z)].copy_(z)
+        self._logged_y[start:start + len(z)].copy_(clicks)
 
     def _flush_loss(self) -> None:
         if self._logged:
