@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
 from pipeline.config import setting
+from pipeline.redaction import redact
 from pipeline.store.factory import resolve_backend
 
 SHARED_STORAGE = "a directory on storage every worker and the run host mount at the same path"
@@ -36,14 +36,6 @@ def _writable_directory(name: str, path: str) -> str | None:
     except OSError as exc:
         return f"{name}={path} is not writable by this worker: {exc.strerror}"
     return None
-
-
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``**`` (messages and logs name servers, never secrets)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":**@", 1)))
 
 
 def redis_problem(what: str, url: str, timeout_s: float) -> str | None:

@@ -19,6 +19,7 @@ import yaml
 
 from pipeline import shared_state
 from pipeline.config import setting
+from pipeline.redaction import redact
 
 QUEUE = "dagster"  # dagster-celery's queue: a step tagged dagster-celery/queue goes elsewhere
 
@@ -120,7 +121,7 @@ def broker_problem(app) -> str | None:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=_timeout_s())
     except Exception as exc:  # kombu raises the transport's own errors
-        url = shared_state.redact(setting("PIPELINE_CELERY_BROKER_URL"))
+        url = redact(setting("PIPELINE_CELERY_BROKER_URL"))
         return f"the broker PIPELINE_CELERY_BROKER_URL={url} does not answer: {exc}"
     return None
 
@@ -140,7 +141,7 @@ def start(name: str | None = None, concurrency: int | None = None, loglevel: str
         print("pipeline worker: this machine cannot take steps:\n  - " + "\n  - ".join(found), file=sys.stderr)
         return 2
     print(f"pipeline worker: warehouse {setting('PIPELINE_WAREHOUSE_DIR')}; {storage}; "
-          f"broker {shared_state.redact(setting('PIPELINE_CELERY_BROKER_URL'))}", flush=True)
+          f"broker {redact(setting('PIPELINE_CELERY_BROKER_URL'))}", flush=True)
     concurrency = concurrency or int(setting("PIPELINE_WORKER_CONCURRENCY"))
     max_memory_kib = int(setting("PIPELINE_WORKER_MAX_MEMORY_MIB")) * 1024
     app.worker_main(["worker", f"--hostname={name or 'pipeline-' + uuid.uuid4().hex[:6]}@%h",
