@@ -26,17 +26,18 @@ class RedisServer:
     """One redis-server process (no persistence) that a test can pause, kill and restart empty
     on the same port."""
 
-    def __init__(self, workdir: str, port: int | None = None):
+    def __init__(self, workdir: str, port: int | None = None, password: str | None = None):
         binary = shutil.which("redis-server")
         if binary is None:
             raise FileNotFoundError("redis-server is not installed (apt-get install -y redis-server)")
-        self.binary, self.workdir, self.port = binary, workdir, port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.binary, self.workdir, self.port, self.password = binary, workdir, port or free_port(), password
+        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 20.0) -> RedisServer:
         self.process = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                         "--appendonly", "no", "--dir", self.workdir],
+                                         "--appendonly", "no", "--dir", self.workdir,
+                                         *(["--requirepass", self.password] if self.password else [])],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url, socket_timeout=1)
         try:
@@ -75,10 +76,10 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[RedisServer]:
-    """A started :class:`RedisServer`, stopped afterwards."""
+def redis_server(password: str | None = None) -> Iterator[RedisServer]:
+    """A started :class:`RedisServer` (requiring ``password`` when given), stopped afterwards."""
     with tempfile.TemporaryDirectory(prefix="redis-") as workdir:
-        server = RedisServer(workdir)
+        server = RedisServer(workdir, password=password)
         try:
             yield server.start()
         finally:
