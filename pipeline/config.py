@@ -47,6 +47,9 @@ DEFAULTS = {
     # where they are built (empty: ~/.cache/restaurant-pipeline/native)
     "PIPELINE_NATIVE_KERNELS": "auto",
     "PIPELINE_NATIVE_CACHE_DIR": "",
+    # the largest fall (a fraction of the live version's rows or ids) a feature snapshot or an online store load may
+    # make without the run's allow_shrink; a table with 0 rows is never published (pipeline/data/shrink.py)
+    "PIPELINE_MAX_SHRINK_FRACTION": "0.05",
     "PIPELINE_SQLITE_PATH": "data/online/features.db",
     "PIPELINE_ONLINE_STORE": "",  # sqlite or redis; empty: redis when REDIS_URL is set, else sqlite
     "REDIS_URL": "",

@@ -36,12 +36,15 @@ def tiny_dataset(tmp_path_factory) -> ReferenceDataset:
 
 @pytest.fixture
 def dataset_copy(tiny_dataset, tmp_path) -> ReferenceDataset:
-    """A writable copy of the tiny dataset (hard links: tests replace files, never edit them)."""
+    """A writable copy of the tiny dataset: its own files (not hard links), so a test may rewrite
+    them in place without touching the session's dataset."""
+    import shutil
+
     root = tmp_path / "dataset"
     for src in tiny_dataset.root.rglob("*.parquet"):
         dst = root / src.relative_to(tiny_dataset.root)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.hardlink_to(src)
+        shutil.copyfile(src, dst)
     return ReferenceDataset(root, START)
 
 

@@ -227,7 +227,8 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None) -> FastAPI
     @app.get("/health")
     async def health() -> JSONResponse:
         """Ready (200) when the model, the geo index and the online store's features are loaded
-        and the store answers; otherwise 503 with the reason. Always answers within the deadline."""
+        (a live version holding users and restaurants) and the store answers; otherwise 503 with
+        the reason. Always answers within the deadline."""
         live, store = None, {}
         if not breaker.allow():
             store = {"error": f"unavailable: {breaker.last_error}"}
@@ -235,8 +236,12 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None) -> FastAPI
             try:
                 live = await from_store(asyncio.to_thread(artifacts.store.live))
                 store = ({"version": live.number, "users_version": live.users_version,
-                          "restaurants_version": live.restaurants_version, "loaded_at": live.created_at}
+                          "restaurants_version": live.restaurants_version, "loaded_at": live.created_at,
+                          "users_rows": live.users_rows, "restaurants_rows": live.restaurants_rows}
                          if live else {"error": "features not loaded: the store has no live version"})
+                if live and not (live.users_rows and live.restaurants_rows):
+                    store["error"] = (f"the live store version {live.number} holds {live.users_rows} users and "
+                                      f"{live.restaurants_rows} restaurants: no request can be answered")
             except StoreUnavailable as unavailable:
                 store = {"error": f"unavailable: {unavailable}"}
         reasons = [r for r in (artifacts.not_ready_reason(), store.get("error", "")) if r]

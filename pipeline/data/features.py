@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from pipeline.arrow_ipc import read_ipc, write_ipc
 from pipeline.data.schema import RESTAURANT_FEATURES, USER_FEATURES, TableSpec
+from pipeline.data.shrink import ShrinkGuard, dropped_ids
 from pipeline.publish import Artifact, AuditResult, Published, verify_file, write_audit_publish
 
 LOCATION_COLUMNS = ("latitude", "longitude")
@@ -184,15 +185,35 @@ def _snapshot_table(snapshot: FeatureSnapshot, kind: FeatureKind) -> pa.Table:
         {"kind": snapshot.kind, "version": snapshot.version, "ids_version": snapshot.ids_version})
 
 
-def publish_snapshot(snapshot: FeatureSnapshot, path: str | Path, kind: FeatureKind) -> Published:
-    """Write ``snapshot`` as a candidate, audit the candidate as written (read back from disk),
-    and publish it as the version named by its content digest; :class:`Rejected` if it fails."""
+def shrink_audit(candidate: FeatureSnapshot, path: str | Path, kind: FeatureKind,
+                 guard: ShrinkGuard) -> AuditResult:
+    """The candidate against the snapshot live at ``path`` (call with the artifact's lock held):
+    refused when empty, or when it has fewer rows or lacks more ids than ``guard`` allows."""
+    try:
+        live = Artifact(path).live()
+    except FileNotFoundError:
+        live = None
+    live_rows = dropped = None
+    if live is not None:
+        live_ids = read_ipc(live / SNAPSHOT_FILE).column(kind.id_column).to_numpy()
+        live_rows, dropped = len(live_ids), dropped_ids(live_ids, candidate.ids)
+    return guard.audit(f"{kind.check_prefix}_not_shrunk", [(kind.name, len(candidate.ids), live_rows, dropped)])
+
+
+def publish_snapshot(snapshot: FeatureSnapshot, path: str | Path, kind: FeatureKind,
+                     guard: ShrinkGuard | None = None) -> Published:
+    """Write ``snapshot`` as a candidate, audit the candidate as written (read back from disk)
+    and against the live snapshot (``guard``: the shrink rule, default: the configured fraction,
+    no shrink allowed), and publish it as the version named by its content digest;
+    :class:`Rejected` if it fails."""
+    guard = guard or ShrinkGuard.configured()
 
     def write(staging: Path) -> None:
         write_ipc(_snapshot_table(snapshot, kind), staging / SNAPSHOT_FILE)
 
     def audit(staging: Path, _) -> list[AuditResult]:
-        return snapshot_audits(_read_snapshot_file(staging / SNAPSHOT_FILE, kind), kind)
+        written = _read_snapshot_file(staging / SNAPSHOT_FILE, kind)
+        return [*snapshot_audits(written, kind), shrink_audit(written, path, kind, guard)]
 
     return write_audit_publish(
         path, write, audit, version=snapshot.version,

@@ -18,12 +18,14 @@ from typing import Protocol
 
 import numpy as np
 
+from pipeline.data.shrink import ShrinkGuard
 from pipeline.publish import AuditResult, Rejected
 
 KINDS = ("users", "restaurants")
 LOAD_BATCH = 10_000
 AUDIT_SAMPLE = 256
 STORE_CHECK = "online_features_complete"
+SHRINK_CHECK = "online_features_not_shrunk"
 
 
 # How long a read may take before the store counts as unavailable: the API's reads use this, a
@@ -121,6 +123,18 @@ def audit_loaded(read_back: Callable[[str, np.ndarray], tuple[int, list[bytes | 
     return [AuditResult(STORE_CHECK, not problems, metadata, "; ".join(problems))]
 
 
+def refuse_shrink(store_name: str, guard: ShrinkGuard, live: StoreVersion | None, users: FeatureTable,
+                  restaurants: FeatureTable) -> AuditResult:
+    """The shrink rule's audit of a load against the live version (rows of each kind); raises
+    :class:`Rejected` naming ``store_name`` and the counts when the load may not go ahead."""
+    audit = guard.audit(SHRINK_CHECK, [
+        ("users", len(users.ids), live.users_rows if live else None, None),
+        ("restaurants", len(restaurants.ids), live.restaurants_rows if live else None, None)])
+    if not audit.passed:
+        raise Rejected(store_name, [audit])
+    return audit
+
+
 class FeatureStore(Protocol):
     user_width: int
     restaurant_width: int
@@ -134,9 +148,10 @@ class FeatureStore(Protocol):
         """``fetch`` for an asyncio caller, never blocking its event loop."""
 
     def publish(self, users: FeatureTable, restaurants: FeatureTable,
-                on_wait: Callable[[str], None] | None = None) -> StoreVersion:
+                on_wait: Callable[[str], None] | None = None, guard: ShrinkGuard | None = None) -> StoreVersion:
         """Load a new version, audit it, make it live, remove superseded ones; :class:`Rejected`
-        if the audit fails (the previous version stays live)."""
+        if the audit fails or, before loading, if ``guard`` (default: the configured shrink rule,
+        no shrink allowed) refuses it against the live version (the previous version stays live)."""
 
     def live(self) -> StoreVersion | None:
         """The live version, None when nothing is loaded."""

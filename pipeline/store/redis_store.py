@@ -23,7 +23,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from pipeline.data.schema import N_RESTAURANT_FEATURES, N_USER_FEATURES
+from pipeline.data.shrink import ShrinkGuard
 from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, LockTimeout, Rejected
+from pipeline.redaction import redact
 from pipeline.store.base import (
     DEFAULT_WRITE_TIMEOUT_S,
     LOAD_BATCH,
@@ -35,6 +37,7 @@ from pipeline.store.base import (
     audit_loaded,
     decode,
     encode,
+    refuse_shrink,
     validate_tables,
 )
 
@@ -150,14 +153,16 @@ class RedisStore:
 
     def publish(self, users: FeatureTable, restaurants: FeatureTable,
                 on_wait: Callable[[str], None] | None = None,
-                lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> StoreVersion:
+                lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S, guard: ShrinkGuard | None = None) -> StoreVersion:
         validate_tables(self, users, restaurants)
+        guard = guard or ShrinkGuard.configured()
         lock = self._lock(lock_timeout_s, on_wait)
         try:
             for leftover in self.versions():
                 if leftover.state == "loading":  # a killed loader's partial version
                     self._drop_version(leftover.number)
             live = self.live()
+            not_shrunk = refuse_shrink(redact(self.url), guard, live, users, restaurants)
             number = int(self.client.incr(self._key("next_version")))
             self.client.hset(self._key("v", number, ":meta"), mapping={
                 "users_version": users.version, "restaurants_version": restaurants.version,
@@ -172,7 +177,8 @@ class RedisStore:
                         self.client.hset(key, mapping=dict(zip(table.ids[start:end].tolist(),
                                                                encode(table.values[start:end]), strict=True)))
                         lock.extend(_LEASE_S, replace_ttl=True)
-                audits = audit_loaded(lambda kind, ids: self._read_back(number, kind, ids), users, restaurants)
+                audits = [*audit_loaded(lambda kind, ids: self._read_back(number, kind, ids), users, restaurants),
+                          not_shrunk]
                 if not all(a.passed for a in audits):
                     raise Rejected(self.url, audits)
             except BaseException:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.schema import N_RESTAURANT_FEATURES, N_USER_FEATURES
+from pipeline.data.shrink import ShrinkGuard
 from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, Rejected, file_lock
 from pipeline.store.base import (
     DEFAULT_WRITE_TIMEOUT_S,
@@ -37,6 +38,7 @@ from pipeline.store.base import (
     audit_loaded,
     decode,
     encode,
+    refuse_shrink,
     validate_tables,
 )
 
@@ -166,14 +168,16 @@ class SQLiteStore:
 
     def publish(self, users: FeatureTable, restaurants: FeatureTable,
                 on_wait: Callable[[str], None] | None = None,
-                lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> StoreVersion:
+                lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S, guard: ShrinkGuard | None = None) -> StoreVersion:
         validate_tables(self, users, restaurants)
+        guard = guard or ShrinkGuard.configured()
         with self._lock(lock_timeout_s, on_wait):
             connection = self._connection(create=True)
             connection.executescript(_DROP_UNVERSIONED)
             for leftover in self._versions("WHERE state = 'loading'"):  # a killed loader's partial version
                 self._drop_version(connection, leftover.number)
             live = self.live()
+            not_shrunk = refuse_shrink(str(self.path), guard, live, users, restaurants)
             number = (max((v.number for v in self._versions()), default=0)) + 1
             connection.execute(
                 f"INSERT INTO feature_versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, 'loading', ?, ?)",
@@ -189,7 +193,8 @@ class SQLiteStore:
                         connection.executemany(insert, zip([number] * len(ids), ids,
                                                            encode(table.values[start:end]), strict=True))
                         connection.execute("COMMIT")
-                audits = audit_loaded(lambda kind, ids: self._read_back(number, kind, ids), users, restaurants)
+                audits = [*audit_loaded(lambda kind, ids: self._read_back(number, kind, ids), users, restaurants),
+                          not_shrunk]
                 if not all(a.passed for a in audits):
                     raise Rejected(self.path, audits)
             except BaseException:

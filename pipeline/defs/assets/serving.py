@@ -11,6 +11,8 @@ import torch
 from pydantic import Field
 
 from pipeline.data.features import RESTAURANTS, USERS, load_snapshot
+from pipeline.data.shrink import ShrinkGuard
+from pipeline.defs.assets.features import NOT_SHRUNK, FeatureRefreshConfig
 from pipeline.defs.assets.model import torchscript_model
 from pipeline.defs.charts import histogram_svg, picture
 from pipeline.defs.columns import GEO_INDEX, column_schema
@@ -22,7 +24,7 @@ from pipeline.geo.index import GEO_CHECK, GeoIndex
 from pipeline.serving.loadgen import closed_loop, open_loop
 from pipeline.serving.recommender import Recommender, Request
 from pipeline.serving.scorer import live_scorer
-from pipeline.store.base import STORE_CHECK, FeatureTable
+from pipeline.store.base import SHRINK_CHECK, STORE_CHECK, FeatureTable
 
 LATENCY_CHECK = "p95_within_reference_bar"
 REFERENCE_P95_MS = 100.0
@@ -56,12 +58,14 @@ def restaurant_geo_index(warehouse: WarehouseResource):
           pool="online_store", owners=[OWNER], code_version="1", automation_condition=FOLLOWS_PARENTS,
           freshness_policy=ONLINE_FEATURES_FRESHNESS, check_specs=check_specs("online_features", {STORE_CHECK: (
               "the new version holds every row of both snapshots and sampled rows read back byte for byte; "
-              "checked before it is made live")}))
-def online_features(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+              "checked before it is made live"),
+              SHRINK_CHECK: f"the load's users and restaurants, against the live store version: {NOT_SHRUNK}"}))
+def online_features(context: dg.AssetExecutionContext, config: FeatureRefreshConfig, warehouse: WarehouseResource,
                     online_store: OnlineStoreResource):
     """User and restaurant features in the online store (float32 bytes per entity), loaded as a new
     version beside the live one and made live by one switch once complete and checked; requests
-    always read one version."""
+    always read one version. A load with no users or restaurants, or fewer than the live version
+    beyond PIPELINE_MAX_SHRINK_FRACTION (unless the run sets allow_shrink), is refused."""
     layout = warehouse.layout()
     started = time.perf_counter()
     users = load_snapshot(layout.user_features, USERS)
@@ -69,7 +73,8 @@ def online_features(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     store = online_store.open()
     try:
         version = yield from published_or_failed(
-            lambda: store.publish(FeatureTable.of(users), FeatureTable.of(restaurants), on_wait=context.log.info))
+            lambda: store.publish(FeatureTable.of(users), FeatureTable.of(restaurants), on_wait=context.log.info,
+                                  guard=ShrinkGuard.configured(config.allow_shrink)))
     finally:
         store.close()
     rows = len(users.ids) + len(restaurants.ids)
