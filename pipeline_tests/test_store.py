@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.data.shrink import ShrinkGuard
 from pipeline.store.base import FeaturesNotLoaded, FeatureTable, StoreUnavailable, audit_loaded, encode
 from pipeline.store.redis_store import RedisStore
 from pipeline.store.sqlite import _FETCH, SQLiteStore
@@ -65,7 +66,7 @@ def test_a_new_version_replaces_values_removes_stale_entities_and_prunes(store):
     users, restaurants = _tables()
     store.publish(users, restaurants)
     fewer = FeatureTable(restaurants.ids[:100], restaurants.values[:100] + 1, "r2")
-    store.publish(users, fewer)
+    store.publish(users, fewer, guard=ShrinkGuard(allow=True))  # a deliberate shrink
     got = store.fetch(0, [10, 200])
     assert got.found.tolist() == [True, False] and got.version == 2
     np.testing.assert_array_equal(got.restaurants[0], restaurants.values[0] + 1)
