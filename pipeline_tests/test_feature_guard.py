@@ -120,10 +120,11 @@ def test_the_store_refuses_an_empty_load_even_when_allowed_and_keeps_the_live_ve
     users, restaurants = _tables()
     live = store.publish(users, restaurants)
     empty = FeatureTable(users.ids[:0], users.values[:0], "empty")
-    for guard in (None, ShrinkGuard(allow=True)):
-        with pytest.raises(Rejected, match=r"online_features_not_shrunk: users: the candidate has 0 rows "
-                                           r"\(the live version has 500\)"):
-            store.publish(empty, restaurants, guard=guard)
+    refused = r"online_features_not_shrunk: users: the candidate has 0 rows \(the live version has 500\)"
+    with pytest.raises(Rejected, match=refused):
+        store.publish(empty, restaurants)
+    with pytest.raises(Rejected, match=refused):
+        store.publish(empty, restaurants, guard=ShrinkGuard(allow=True))
     with pytest.raises(Rejected, match="restaurants: the candidate has 0 rows"):
         store.publish(users, FeatureTable(restaurants.ids[:0], restaurants.values[:0], "empty"))
     assert store.live().number == live.number and [v.number for v in store.versions()] == [live.number]
