@@ -77,7 +77,8 @@ def test_one_day_end_to_end_with_metadata(tiny_dataset, tmp_path):
         assert result.success
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert checks == {"user_features_are_finite": True, "restaurant_features_are_finite": True,
-                          "restaurant_features_locations_valid": True, "raw_files_readable": True,
+                          "restaurant_features_locations_valid": True, "user_features_not_shrunk": True,
+                          "restaurant_features_not_shrunk": True, "raw_files_readable": True,
                           "raw_rows_reconcile": True, "chunks_match_manifest": True}
         meta = _metadata(instance, "processed_clicks", "2026-01-02")
         assert meta["rows"] == meta["raw_rows"] == 4_000 and meta["dropped_rows"] == 0
