@@ -21,14 +21,13 @@ MAX_SHRINK_SETTING = "PIPELINE_MAX_SHRINK_FRACTION"
 
 
 def dropped_ids(live_ids: np.ndarray, candidate_ids: np.ndarray) -> int:
-    """How many of ``live_ids`` are not in ``candidate_ids``; both unique and sorted ascending
-    (as snapshots store them): one binary search per live id, no hashing, no sort."""
+    """How many of ``live_ids`` are not in ``candidate_ids`` (both unique, as snapshots store them).
+    Identical id sets cost one comparison; otherwise ``np.isin``, which counts through a lookup
+    table when the ids span a bounded range (dense ids) and merges sorted arrays when they do not."""
     live_ids, candidate_ids = np.asarray(live_ids, np.int64), np.asarray(candidate_ids, np.int64)
-    if not len(candidate_ids):
-        return len(live_ids)
-    pos = np.searchsorted(candidate_ids, live_ids)
-    np.minimum(pos, len(candidate_ids) - 1, out=pos)
-    return int(np.count_nonzero(candidate_ids[pos] != live_ids))
+    if np.array_equal(live_ids, candidate_ids):
+        return 0
+    return len(live_ids) - int(np.count_nonzero(np.isin(live_ids, candidate_ids, assume_unique=True)))
 
 
 @dataclass(frozen=True)
