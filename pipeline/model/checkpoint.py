@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from pipeline.atomic import staged_file
+from pipeline.disk_space import torch_bytes, write_bytes
 from pipeline.publish import Artifact, verify_file
 
 FORMAT_VERSION = 1
@@ -59,8 +60,9 @@ class TrainingState:
     def save(self, path: Path) -> None:
         payload = dataclasses.asdict(self)
         payload["format_version"] = FORMAT_VERSION
+        data = torch_bytes(lambda buffer: torch.save(payload, buffer))
         with staged_file(path) as tmp:
-            torch.save(payload, tmp)
+            write_bytes(tmp, data, shown_as=path)
 
     @classmethod
     def load(cls, path: Path) -> TrainingState | None:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.disk_space import torch_bytes, write_bytes
 from pipeline.model.network import ClickMLP
 from pipeline.publish import AuditResult, Published, write_audit_publish
 
@@ -61,8 +62,7 @@ def export_torchscript(model: ClickMLP, path: Path) -> int:
     return its size."""
     with torchscript_deprecation_silenced():
         scripted = torch.jit.script(model.eval())
-        torch.jit.save(scripted, str(path))
-    return Path(path).stat().st_size
+        return write_bytes(path, torch_bytes(lambda buffer: torch.jit.save(scripted, buffer)))
 
 
 def export_program(model: ClickMLP, path: Path) -> int:
@@ -71,8 +71,7 @@ def export_program(model: ClickMLP, path: Path) -> int:
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     program = torch.export.export(model.eval(), (torch.zeros(2, model.fc1.in_features),),
                                   dynamic_shapes={"x": {0: batch}})
-    torch.export.save(program, str(path))
-    return Path(path).stat().st_size
+    return write_bytes(path, torch_bytes(lambda buffer: torch.export.save(program, buffer)))
 
 
 def parity_audit(verified: dict, fmt: str, rows: int) -> AuditResult:
