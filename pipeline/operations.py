@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from pipeline.data.layout import Warehouse
-from pipeline.model.checkpoint import TrainingState
+from pipeline.model.checkpoint import load_unfinished_run
 from pipeline.publish import Artifact
 from pipeline.store.base import FeatureStore
 
@@ -39,9 +39,12 @@ def status(warehouse: Warehouse, store: FeatureStore | None) -> dict:
         if evaluation.exists():
             result["checkpoint"]["accuracy"] = json.loads(evaluation.read_text())["accuracy"]
         result["checkpoint"]["trained_days"] = len(result["checkpoint"]["trained_days"] or [])
-    unfinished = TrainingState.load(warehouse.training_run) if warehouse.training_run.exists() else None
-    result["unfinished_training_run"] = None if unfinished is None else {
-        "mode": unfinished.cursor.mode, "step": unfinished.cursor.position, "steps": len(unfinished.cursor.plan)}
+    try:
+        unfinished = load_unfinished_run(warehouse.training_run)
+        result["unfinished_training_run"] = None if unfinished is None else {
+            "mode": unfinished.cursor.mode, "step": unfinished.cursor.position, "steps": len(unfinished.cursor.plan)}
+    except ValueError as unreadable:
+        result["unfinished_training_run"] = {"error": str(unreadable)}
     if store is not None:
         live = store.live()
         result["online_store"] = {"live": dataclasses.asdict(live) if live else None,
