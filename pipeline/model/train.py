@@ -36,6 +36,7 @@ import torch
 from pipeline.atomic import remove_stale_temporaries
 from pipeline.data.clicks import iter_chunks, live_partition, read_chunk, read_manifest
 from pipeline.data.layout import Warehouse, parse_day
+from pipeline.disk_space import ensure_room
 from pipeline.model import metrics
 from pipeline.model.batches import BatchGatherer, FeatureTables, seeded_generator
 from pipeline.model.checkpoint import (
@@ -265,6 +266,8 @@ def train(warehouse: Warehouse, config: TrainConfig, log: Callable[[str], None] 
         leftovers = artifact.remove_leftovers() + remove_stale_temporaries(run_path)
         if leftovers:
             log(f"removed {leftovers} leftovers of killed training writes")
+        # before any work: the run's saves and the candidate are each about as large as the model of record
+        ensure_room(run_path, 2 * artifact.live_bytes(), "the unfinished run and the candidate checkpoint")
         state, report, tables = _run(warehouse, config, run_path, log, on_day)
         if state is None:
             return TrainResult(load_published_state(warehouse.checkpoint), report)
