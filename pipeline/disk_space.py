@@ -45,6 +45,9 @@ class DiskFull(OSError):
     def __str__(self) -> str:
         return self.strerror  # names the path already
 
+    def __reduce__(self):  # pickled across processes (a multiprocess or Celery step's error)
+        return DiskFull, (self.path, self.strerror)
+
 
 def free_bytes(path: str | os.PathLike) -> int:
     """Bytes free (to this user) on the file system that holds ``path`` (or its nearest existing parent)."""
@@ -136,11 +139,3 @@ def torch_bytes(save: Callable[[BinaryIO], None]) -> memoryview:
     buffer = io.BytesIO()
     save(buffer)
     return buffer.getbuffer()
-
-
-def tree_bytes(path: str | os.PathLike) -> int:
-    """The size of the files under ``path`` (0 when it does not exist)."""
-    path = Path(path)
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
