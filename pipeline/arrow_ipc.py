@@ -6,10 +6,16 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from pipeline.disk_space import ensure_room, naming_disk_full
+
 
 def write_ipc(data: pa.Table | pa.RecordBatch, path: str | Path) -> int:
-    """Write ``data`` to ``path`` (callers write into a candidate directory); return the file's size."""
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, data.schema) as writer:
+    """Write ``data`` to ``path`` (callers write into a candidate directory); return the file's size.
+    The free-space reserve is checked first, and a full disk raises
+    :class:`~pipeline.disk_space.DiskFull` naming ``path``."""
+    ensure_room(path, data.nbytes)
+    with naming_disk_full(path, data.nbytes), pa.OSFile(str(path), "wb") as sink, \
+            pa.ipc.new_file(sink, data.schema) as writer:
         if isinstance(data, pa.RecordBatch):
             writer.write_batch(data)
         else:

@@ -1,6 +1,9 @@
 """Write-then-rename for single private files (the generator's output, the training run's state),
-so a killed process never leaves a partial file visible. Anything a later run or the API reads
-is published through :mod:`pipeline.publish` instead (versions, audits, a pointer).
+so a killed process never leaves a partial file visible, and a power cut never leaves an empty
+one: the file is fsynced before the rename and its directory after. A full disk raises
+:class:`pipeline.disk_space.DiskFull` naming the file; nothing of the write is left behind.
+Anything a later run or the API reads is published through :mod:`pipeline.publish` instead
+(versions, audits, a pointer).
 
 Temporary names start with a dot and sit beside their target (same filesystem, so ``rename`` is
 atomic); readers that list ``name=*`` or ``*.parquet`` never see them.
@@ -15,6 +18,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.disk_space import naming_disk_full
+
 
 def _temp_sibling(path: Path, kind: str) -> Path:
     return path.with_name(f".{path.name}.{kind}-{uuid.uuid4().hex[:12]}")
@@ -22,15 +27,34 @@ def _temp_sibling(path: Path, kind: str) -> Path:
 
 @contextlib.contextmanager
 def staged_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path; on success rename it over ``path``, on error delete it."""
+    """Yield a temporary path; on success fsync it, rename it over ``path`` and fsync the
+    directory; on error delete it (a full disk: :class:`~pipeline.disk_space.DiskFull` naming ``path``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_sibling(path, "tmp")
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with naming_disk_full(path):
+            yield tmp
+            fsync_file(tmp)
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush ``path``'s data to the device."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def fsync_dir(directory: Path) -> None:
+    """Flush ``directory``'s entries (a rename, a new file) to the device."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def remove_stale_temporaries(path: Path) -> None:

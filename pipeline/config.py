@@ -50,6 +50,14 @@ DEFAULTS = {
     # the largest fall (a fraction of the live version's rows or ids) a feature snapshot or an online store load may
     # make without the run's allow_shrink; a table with 0 rows is never published (pipeline/data/shrink.py)
     "PIPELINE_MAX_SHRINK_FRACTION": "0.05",
+    # free space every large warehouse write (a checkpoint, a processed day, a snapshot, an export) must leave,
+    # MiB; checked before the write (pipeline/disk_space.py). 256: above the largest single write at full size
+    # (the user snapshot, ~120 MB) so an estimate short by a version's growth still cannot fill the disk, and
+    # room for what shares it (SQLite, Dagster's storage and logs); 0 turns the check off
+    "PIPELINE_MIN_FREE_MB": "256",
+    # the export's check in a fresh interpreter (load both formats, compare, time them; ~10-20 s here): longer
+    # means it hung (pipeline/model/export.py)
+    "PIPELINE_EXPORT_VERIFY_TIMEOUT_S": "300",
     "PIPELINE_SQLITE_PATH": "data/online/features.db",
     "PIPELINE_ONLINE_STORE": "",  # sqlite or redis; empty: redis when REDIS_URL is set, else sqlite
     "REDIS_URL": "",

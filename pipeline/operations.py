@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from pipeline.data.layout import Warehouse
-from pipeline.model.checkpoint import TrainingState
+from pipeline.model.checkpoint import load_unfinished_run
 from pipeline.publish import Artifact
 from pipeline.store.base import FeatureStore
 
@@ -39,9 +39,12 @@ def status(warehouse: Warehouse, store: FeatureStore | None) -> dict:
         if evaluation.exists():
             result["checkpoint"]["accuracy"] = json.loads(evaluation.read_text())["accuracy"]
         result["checkpoint"]["trained_days"] = len(result["checkpoint"]["trained_days"] or [])
-    unfinished = TrainingState.load(warehouse.training_run) if warehouse.training_run.exists() else None
-    result["unfinished_training_run"] = None if unfinished is None else {
-        "mode": unfinished.cursor.mode, "step": unfinished.cursor.position, "steps": len(unfinished.cursor.plan)}
+    try:
+        unfinished = load_unfinished_run(warehouse.training_run)
+        result["unfinished_training_run"] = None if unfinished is None else {
+            "mode": unfinished.cursor.mode, "step": unfinished.cursor.position, "steps": len(unfinished.cursor.plan)}
+    except ValueError as unreadable:
+        result["unfinished_training_run"] = {"error": str(unreadable)}
     if store is not None:
         live = store.live()
         result["online_store"] = {"live": dataclasses.asdict(live) if live else None,
@@ -51,13 +54,46 @@ def status(warehouse: Warehouse, store: FeatureStore | None) -> dict:
 
 def rollback_model(warehouse: Warehouse) -> dict:
     """The served export goes back to its previous version, and the model of record to the
-    checkpoint that export was made from (so the next incremental run continues from it)."""
-    export_from, export_to = Artifact(warehouse.export).rollback()
-    checkpoint = Artifact(warehouse.export).record(export_to).get("checkpoint_version")
+    checkpoint that export was made from (so the next incremental run continues from it).
+
+    Both targets are checked before anything switches (FileNotFoundError naming what is missing:
+    nothing was rolled back). The checkpoint, the model of record, switches first, then the export;
+    if the export cannot follow, the checkpoint is put back, and if even that fails the error says
+    which pair is live and what to run."""
+    export, checkpoint = Artifact(warehouse.export), Artifact(warehouse.checkpoint)
+    export_from = export.live_version()
+    if export_from is None:
+        raise FileNotFoundError(f"nothing published at {export.path}: nothing was rolled back")
+    export_to = export.record(export_from).get("previous")
+    if not export_to or export_to not in export.versions():
+        raise FileNotFoundError(f"{export.path}: no previous version is kept to roll back to (kept: "
+                                f"{', '.join(export.versions())}): nothing was rolled back")
+    wanted = export.record(export_to).get("checkpoint_version")
+    checkpoint_from = checkpoint.live_version()
+    switch_checkpoint = bool(wanted) and wanted != checkpoint_from
+    if switch_checkpoint and wanted not in checkpoint.versions():
+        raise FileNotFoundError(f"{checkpoint.path}: version {wanted}, which the previous export {export_to} was "
+                                f"made from, is not kept (kept: {', '.join(checkpoint.versions()) or 'none'}): "
+                                f"nothing was rolled back")
     result = {"export": {"from": export_from, "to": export_to}}
-    if checkpoint and checkpoint != Artifact(warehouse.checkpoint).live_version():
-        checkpoint_from, checkpoint_to = Artifact(warehouse.checkpoint).rollback(to=checkpoint)
-        result["checkpoint"] = {"from": checkpoint_from, "to": checkpoint_to}
+    if switch_checkpoint:
+        checkpoint.rollback(to=wanted)
+        result["checkpoint"] = {"from": checkpoint_from, "to": wanted}
+    try:
+        export.rollback(to=export_to)
+    except Exception as error:
+        if not switch_checkpoint:
+            raise
+        try:
+            checkpoint.rollback(to=checkpoint_from)
+        except Exception as undo:
+            raise RuntimeError(
+                f"the checkpoint was rolled back to {wanted} but the export could not follow ({error}) and the "
+                f"checkpoint could not be put back ({undo}): the live checkpoint {wanted} and export {export_from} "
+                f"do not pair; run `pipeline rollback model` again once that is fixed (it rolls the export back "
+                f"to {export_to}, made from {wanted})") from error
+        raise RuntimeError(f"the export could not be rolled back to {export_to} ({error}); the checkpoint was put "
+                           f"back to {checkpoint_from}: nothing was rolled back") from error
     return result
 
 

@@ -16,6 +16,12 @@ killed writer leaves a staging directory that the next writer removes. After a s
 versions other than the live one and the one before it are removed, so a reader that resolved
 the previous pointer an instant ago still finds its files, and :func:`rollback` has somewhere to go.
 
+Before a candidate is written, the free space is checked against the reserve
+(``PIPELINE_MIN_FREE_MB``, :func:`pipeline.disk_space.ensure_room`) with the live version's size as
+the estimate of what the candidate needs; a write that runs out of space anyway raises
+:class:`~pipeline.disk_space.DiskFull` naming the file or staging directory, the bytes free and
+(when known) needed. Either way the candidate is deleted and the previous version stays live.
+
 Readers resolve the pointer once (:meth:`Artifact.live`) and read every file of a version from
 that directory, so two files of one artifact never come from two versions. Every file's size and
 crc32 are recorded in ``_published.json``; :func:`verify_file` checks them on read.
@@ -38,6 +44,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pipeline.atomic import fsync_dir, fsync_file
+from pipeline.disk_space import ensure_room, naming_disk_full
 
 RECORD = "_published.json"
 DEFAULT_LOCK_TIMEOUT_S = 6 * 3600.0
@@ -238,14 +247,17 @@ class Artifact:
         published = {"version": version, "previous": previous if previous != version else None,
                      "published_at": dt.datetime.now(dt.UTC).isoformat(), "files": files,
                      "audits": [asdict(r) for r in audits], **(record or {})}
-        (staging / RECORD).write_text(json.dumps(published, indent=2, default=str))
+        with naming_disk_full(staging / RECORD):
+            (staging / RECORD).write_text(json.dumps(published, indent=2, default=str))
         final = self.versions_dir / version
         if final.exists():  # the same content again (content-addressed versions): keep the one there
             published = json.loads((final / RECORD).read_text())
         else:
-            _fsync_dir_files(staging)
+            with naming_disk_full(staging):
+                _fsync_dir_files(staging)
             os.rename(staging, final)
-        self._point_to(version)
+        with naming_disk_full(self.path):
+            self._point_to(version)
         self._prune()
         return Published(self.path, version, final, previous, list(audits),
                          sum(f["bytes"] for f in published["files"].values()), published)
@@ -256,7 +268,7 @@ class Artifact:
         link = self.path.with_name(f".{self.path.name}.link-{uuid.uuid4().hex[:12]}")
         os.symlink(os.path.join(self.versions_dir.name, version), link)
         os.replace(link, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def _adopt_unversioned(self) -> None:
         """A plain file or directory from before versioning: moved aside, not deleted."""
@@ -277,15 +289,27 @@ class Artifact:
             if not path.name.startswith(".") and path.name not in keep:
                 shutil.rmtree(path, ignore_errors=True)
 
+    def live_bytes(self) -> int:
+        """The size of the live version's files as recorded (0 when nothing is published)."""
+        try:
+            return sum(f["bytes"] for f in self.record()["files"].values())
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return 0
+
     def write_audit_publish_locked(self, write: Callable[[Path], Any],
                                    audit: Callable[[Path, Any], Sequence[AuditResult]],
                                    version: str | Callable[[Any], str] | None = None,
                                    record: dict | Callable[[Any], dict] | None = None) -> Published:
-        """Remove leftovers, ``write(candidate_dir)``, ``audit(candidate_dir, written)``, publish
-        (call with the lock held). Raises :class:`Rejected` (nothing published) on a failed audit."""
+        """Remove leftovers, check the free space (the live version's size as the estimate),
+        ``write(candidate_dir)``, ``audit(candidate_dir, written)``, publish (call with the lock
+        held). Raises :class:`Rejected` (nothing published) on a failed audit and
+        :class:`~pipeline.disk_space.DiskFull` when the space is short."""
         self.remove_leftovers()
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        ensure_room(self.path, self.live_bytes(), "a new version, as large as the live one")
         with self.candidate() as staging:
-            written = write(staging)
+            with naming_disk_full(staging):
+                written = write(staging)
             results = list(audit(staging, written))
             chosen = version(written) if callable(version) else version
             extra = record(written) if callable(record) else record
@@ -341,14 +365,5 @@ def verify_file(version_dir: Path, name: str, record: dict | None = None) -> Pat
 def _fsync_dir_files(directory: Path) -> None:
     for path in directory.iterdir():
         if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            fsync_file(path)
+    fsync_dir(directory)

@@ -1,6 +1,7 @@
 """The native training step and gather (pipeline/model/native): the torch path's results, the same
 bits at any thread count, clear errors, and a build that is reused, published whole, or declined."""
 
+import hashlib
 import os
 import time
 
@@ -153,7 +154,7 @@ def test_the_build_is_reused_and_unused_builds_are_removed(tmp_path):
     assert path.parent == tmp_path and not unused.exists() and not killed.exists()
     assert recent.exists()  # another checkout's torch, say, may be using it
     assert native.build(tmp_path, native.compiler()) == path and path.stat().st_mtime_ns == built  # not rebuilt
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, recent.name])  # no temporaries left
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, path.name + ".sha256", recent.name])
 
 
 @pytest.fixture
@@ -192,3 +193,25 @@ def test_off_takes_the_torch_path(fresh_kernels):
     native._loaded.cache_clear()
     with pytest.raises(ValueError, match="PIPELINE_NATIVE_KERNELS must be one of"):
         native.kernels()
+
+
+@pytest.mark.parametrize("tamper", ["truncated", "appended to", "unrecorded"])
+def test_a_cached_build_that_is_not_what_was_built_is_rebuilt_not_loaded(tamper, fresh_kernels):
+    fresh_kernels.setenv("PIPELINE_NATIVE_KERNELS", "required")
+    path = native.kernels().path
+    built = path.read_bytes()
+    record = path.with_name(path.name + ".sha256")
+    replacement = path.with_name("replacement")  # replaced, not written in place: this process has it mapped
+    if tamper == "truncated":
+        replacement.write_bytes(built[:len(built) // 2])  # fails to load: the entry must not block the kernels
+    elif tamper == "appended to":
+        replacement.write_bytes(built + b"\x90" * 64)  # still loads, by name alone
+    else:
+        replacement.write_bytes(built)
+        record.unlink(missing_ok=True)  # a file nobody recorded, under the build's name
+    os.replace(replacement, path)
+    native._loaded.cache_clear()
+    kernels = native.kernels()
+    assert kernels.path == path and path.read_bytes() == built  # rebuilt, then loaded
+    assert record.read_text().split()[0] == hashlib.sha256(built).hexdigest()  # recorded with the build
+    assert _trainer(True).kernel == "native"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,20 @@ def test_status_then_roll_back_the_model_and_the_online_features(tiny_dataset, t
     code, _, err = _pipeline("rollback", "features", env=env)
     assert code == 1 and "no previous version is kept" in err
     store.close()
+
+
+def test_a_model_rollback_that_cannot_complete_switches_nothing(tiny_dataset, tmp_path):
+    warehouse = build_warehouse(tiny_dataset, tmp_path / "wh", chunk_rows=1500, days=2)
+    first = _train_and_export(warehouse)
+    build_warehouse(tiny_dataset, warehouse.root, chunk_rows=1500)  # day 3 arrives
+    second = _train_and_export(warehouse)
+    checkpoint = Artifact(warehouse.checkpoint)
+    gone = first.record["checkpoint_version"]
+    shutil.rmtree(checkpoint.versions_dir / gone)  # the checkpoint the previous export was made from is lost
+    env = {**os.environ, "PIPELINE_WAREHOUSE_DIR": str(warehouse.root)}
+
+    code, out, err = _pipeline("rollback", "model", env=env)
+    # the served export and the model of record still pair
+    assert Artifact(warehouse.export).live_version() == second.version
+    assert checkpoint.live_version() == second.record["checkpoint_version"]
+    assert code == 1 and out == "" and gone in err and "nothing was rolled back" in err, err

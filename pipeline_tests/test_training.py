@@ -1,14 +1,17 @@
 """Training: incremental vs full bookkeeping, resuming, quality, evaluation, export."""
 
 import math
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.data.clicks import live_partition, read_manifest
+from pipeline.data.clicks import live_partition, publish_partition, read_manifest
+from pipeline.data.features import RESTAURANTS, USERS, load_snapshot
 from pipeline.model import export as export_module
 from pipeline.model.batches import BatchGatherer, FeatureTables
 from pipeline.model.checkpoint import TrainingState, load_published_state
@@ -16,6 +19,7 @@ from pipeline.model.evaluate import accuracy_gate, evaluate_files
 from pipeline.model.export import export_program, export_torchscript, fastest, publish_export, verify_export
 from pipeline.model.network import ClickMLP, fused_logits
 from pipeline.model.train import NonFiniteTraining, TrainConfig, _plan, load_model, score_partitions, train
+from pipeline.operations import status
 from pipeline.publish import Artifact, AuditResult, Rejected
 from pipeline.serving.scorer import ModelScorer, live_scorer
 from pipeline_tests.conftest import build_warehouse
@@ -300,3 +304,65 @@ def test_a_retrain_killed_before_publishing_keeps_its_validation_and_selection(w
     assert report.resumed and report.rows == 0 and [v["epoch"] for v in report.validation] == [0, 1, 2]
     assert report.selected_epoch == min(report.validation, key=lambda v: v["validation_log_loss"])["epoch"]
     assert Artifact(warehouse.checkpoint).record()["selected_epoch"] == report.selected_epoch
+
+
+def _corrupt_unfinished_run(warehouse):
+    _unfinished_run(warehouse, mode="full", epochs=1, checkpoint_every_chunks=1)
+    run_file = warehouse.training_run
+    run_file.write_bytes(run_file.read_bytes()[:1000])  # what a save cut short by a power cut can leave
+    return run_file
+
+
+def test_restart_discards_an_unreadable_unfinished_run(warehouse):
+    run_file = _corrupt_unfinished_run(warehouse)
+    state, report = _train(warehouse, mode="full", epochs=1, restart=True)
+    assert report.discarded_unfinished and not report.resumed and state.cursor is None
+    assert not run_file.exists() and Artifact(warehouse.checkpoint).live_version() is not None
+
+
+def test_an_unreadable_unfinished_run_is_named_with_what_to_do(warehouse):
+    run_file = _corrupt_unfinished_run(warehouse)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(run_file))} .*unreadable.*restart: true"):
+        _train(warehouse, mode="full", epochs=1)
+    unfinished = status(warehouse, None)["unfinished_training_run"]
+    assert "unreadable" in unfinished["error"] and str(run_file) in unfinished["error"]
+    assert run_file.exists() and Artifact(warehouse.checkpoint).live_version() is None  # nothing decided for you
+
+
+def _republish_smaller(warehouse, dataset, day, rows, tmp_path):
+    """Publish a new version of a processed day made of its shard's first ``rows`` rows."""
+    users, restaurants = (load_snapshot(warehouse.user_features, USERS),
+                          load_snapshot(warehouse.restaurant_features, RESTAURANTS))
+    shard = tmp_path / f"{day}-head.parquet"
+    pq.write_table(pq.read_table(dataset.shard_for_day(day)).slice(0, rows), shard)
+    publish_partition([shard], users.index, restaurants.index, warehouse.processed_clicks(day), chunk_rows=1500,
+                      day=day, users_ids_version=users.ids_version, restaurants_ids_version=restaurants.ids_version)
+
+
+def test_a_day_republished_mid_run_is_read_as_it_was_validated(tiny_dataset, tmp_path):
+    warehouse = build_warehouse(tiny_dataset, tmp_path / "wh", chunk_rows=1500, days=2)
+    control = build_warehouse(tiny_dataset, tmp_path / "control", chunk_rows=1500, days=2)
+    first, second = tiny_dataset.days()[:2]
+    planned = read_manifest(warehouse.processed_clicks(second))
+
+    def republish_the_next_day(step):
+        if step["day"] == first:
+            _republish_smaller(warehouse, tiny_dataset, second, 1000, tmp_path)
+
+    result = train(warehouse, TrainConfig(**FAST), log=_quiet, on_day=republish_the_next_day)
+    assert read_manifest(warehouse.processed_clicks(second))["rows"] < planned["rows"]  # the republish happened
+    assert result.state.trained[second] == planned["rows"] == result.report.prequential[1]["prequential_rows"]
+    uninterrupted = train(control, TrainConfig(**FAST), log=_quiet).state
+    assert all(torch.equal(uninterrupted.model[k], v) for k, v in result.state.model.items())
+
+
+def test_a_hung_export_verification_fails_the_export_and_the_previous_one_stays(warehouse, monkeypatch):
+    model = ClickMLP()
+    sample = torch.randn(64, 40)
+    live = publish_export(model, warehouse.export, sample, record={}).version
+    monkeypatch.setenv("PIPELINE_EXPORT_VERIFY_TIMEOUT_S", "0.3")  # the real verifier cannot even import torch
+    with pytest.raises(TimeoutError, match=r"PIPELINE_EXPORT_VERIFY_TIMEOUT_S=0.3.*previous export stays live"):
+        publish_export(model, warehouse.export, sample, record={})
+    export = Artifact(warehouse.export)
+    assert export.live_version() == live and export.versions() == [live]
+    assert not list(export.versions_dir.glob(".staging-*"))

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from pipeline.atomic import staged_file
+from pipeline.disk_space import torch_bytes, write_bytes
 from pipeline.publish import Artifact, verify_file
 
 FORMAT_VERSION = 1
@@ -31,7 +32,8 @@ class Cursor:
     """Where an unfinished run stands: ``plan[position]`` is the current (epoch, pieces) step, of
     which ``chunk`` chunks are done (incremental); ``pending`` holds that day's prequential scores
     until it is done. A full retrain with held-out ``validation`` days keeps each epoch's scores on
-    them (``validations``) and the best epoch so far, weights included (``selection``)."""
+    them (``validations``) and the best epoch so far, weights included (``selection``). ``partitions``
+    pins each day's processed partition version, the one checked when the run was planned."""
 
     mode: str
     plan: list[tuple[int, tuple[tuple[str, int], ...]]]
@@ -42,6 +44,7 @@ class Cursor:
     validation: list[str] = field(default_factory=list)
     validations: list[dict] = field(default_factory=list)
     selection: dict | None = None
+    partitions: dict[str, str] = field(default_factory=dict)  # day → the processed version validated
 
 
 @dataclass
@@ -59,14 +62,22 @@ class TrainingState:
     def save(self, path: Path) -> None:
         payload = dataclasses.asdict(self)
         payload["format_version"] = FORMAT_VERSION
+        data = torch_bytes(lambda buffer: torch.save(payload, buffer))
         with staged_file(path) as tmp:
-            torch.save(payload, tmp)
+            write_bytes(tmp, data, shown_as=path)
 
     @classmethod
     def load(cls, path: Path) -> TrainingState | None:
+        """The state saved at ``path``; None when there is no file; ValueError naming the file when
+        it cannot be read as a training state."""
         if not Path(path).exists():
             return None
-        payload = torch.load(path, weights_only=True)
+        try:
+            payload = torch.load(path, weights_only=True)
+        except FileNotFoundError:
+            return None
+        except Exception as error:  # torch reports a truncated or foreign file in several ways
+            raise ValueError(f"{path}: unreadable ({type(error).__name__}: {str(error)[:300]})") from error
         if payload.pop("format_version", None) != FORMAT_VERSION:
             raise ValueError(f"{path}: unsupported checkpoint format")
         cursor = payload.pop("cursor")
@@ -74,6 +85,16 @@ class TrainingState:
             cursor["plan"] = [tuple(step) for step in cursor["plan"]]
             cursor = Cursor(**cursor)
         return cls(cursor=cursor, **payload)
+
+
+def load_unfinished_run(path: Path) -> TrainingState | None:
+    """The unfinished training run saved at ``path`` (None when there is none); a file that cannot
+    be read raises ValueError naming it and saying how to discard it."""
+    try:
+        return TrainingState.load(path)
+    except ValueError as error:
+        raise ValueError(f"{path} holds an unreadable unfinished training run ({error}): start the training run "
+                         f"with restart: true to discard it and train from the published checkpoint") from error
 
 
 def load_published_state(artifact: Path, version: str | None = None) -> TrainingState | None:

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from pipeline.config import setting
+from pipeline.disk_space import torch_bytes, write_bytes
 from pipeline.model.network import ClickMLP
 from pipeline.publish import AuditResult, Published, write_audit_publish
 
@@ -61,8 +63,7 @@ def export_torchscript(model: ClickMLP, path: Path) -> int:
     return its size."""
     with torchscript_deprecation_silenced():
         scripted = torch.jit.script(model.eval())
-        torch.jit.save(scripted, str(path))
-    return Path(path).stat().st_size
+        return write_bytes(path, torch_bytes(lambda buffer: torch.jit.save(scripted, buffer)))
 
 
 def export_program(model: ClickMLP, path: Path) -> int:
@@ -71,8 +72,7 @@ def export_program(model: ClickMLP, path: Path) -> int:
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     program = torch.export.export(model.eval(), (torch.zeros(2, model.fc1.in_features),),
                                   dynamic_shapes={"x": {0: batch}})
-    torch.export.save(program, str(path))
-    return Path(path).stat().st_size
+    return write_bytes(path, torch_bytes(lambda buffer: torch.export.save(program, buffer)))
 
 
 def parity_audit(verified: dict, fmt: str, rows: int) -> AuditResult:
@@ -104,16 +104,22 @@ def _served_record(record: dict, module, sample: torch.Tensor, formats: dict[str
             "input_width": int(sample.shape[1]), "probe": {"x": probe.tolist(), "logits": probe_logits.tolist()}}
 
 
-def publish_export(model: ClickMLP, path: Path, sample: torch.Tensor, record: dict) -> Published:
+def publish_export(model: ClickMLP, path: Path, sample: torch.Tensor, record: dict,
+                   verify_timeout_s: float | None = None) -> Published:
     """Export ``model`` in both formats as a candidate, load each in a fresh process and compare
     it with the eager model on ``sample`` [n, 40]; publish only if both match. The version's
     record keeps ``record`` (the checkpoint and feature versions it pairs with), each format's
     measured latency, the format to serve, and a probe batch with the logits the export must
-    give, so a server can check what it loads."""
+    give, so a server can check what it loads. A verification that outlasts ``verify_timeout_s``
+    (default ``PIPELINE_EXPORT_VERIFY_TIMEOUT_S``) is killed: :class:`VerificationTimeout`, nothing
+    published."""
     def write(staging: Path) -> dict:
         export_torchscript(model, staging / MODEL_FILE)
         export_program(model, staging / PROGRAM_FILE)
-        return verify_export(staging, model, sample)
+        try:
+            return verify_export(staging, model, sample, timeout_s=verify_timeout_s)
+        except VerificationTimeout as hung:
+            raise VerificationTimeout(f"{hung}; nothing was published, the previous export stays live") from None
 
     def audit(staging: Path, verified: dict) -> list[AuditResult]:
         return [parity_audit(verified, fmt, len(sample)) for fmt in FORMAT_FILES]
@@ -166,10 +172,30 @@ print(json.dumps(out))
 """
 
 
+class VerificationTimeout(TimeoutError):
+    """The fresh process checking an export did not finish in time (it was killed)."""
+
+
+def verify_timeout_s() -> float:
+    """``PIPELINE_EXPORT_VERIFY_TIMEOUT_S``: how long the verifying process may take."""
+    value = setting("PIPELINE_EXPORT_VERIFY_TIMEOUT_S")
+    try:
+        timeout = float(value)
+    except ValueError:
+        timeout = float("nan")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"PIPELINE_EXPORT_VERIFY_TIMEOUT_S must be a positive number of seconds, got {value!r}")
+    return timeout
+
+
 def verify_export(directory: Path, model: ClickMLP, sample: torch.Tensor,
-                  formats: tuple[str, ...] = tuple(FORMAT_FILES), sizes: tuple[int, ...] = LATENCY_ROWS) -> dict:
+                  formats: tuple[str, ...] = tuple(FORMAT_FILES), sizes: tuple[int, ...] = LATENCY_ROWS,
+                  timeout_s: float | None = None) -> dict:
     """Load each format's file in ``directory`` in a fresh interpreter, compare its logits with the
-    eager model's on ``sample`` [n, 40], and time single requests of ``sizes`` rows (p50/p99)."""
+    eager model's on ``sample`` [n, 40], and time single requests of ``sizes`` rows (p50/p99). The
+    interpreter is killed after ``timeout_s`` (default :func:`verify_timeout_s`):
+    :class:`VerificationTimeout`."""
+    timeout_s = verify_timeout_s() if timeout_s is None else timeout_s
     with torch.inference_mode():
         expected = model.eval()(sample)
     with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
@@ -177,9 +203,16 @@ def verify_export(directory: Path, model: ClickMLP, sample: torch.Tensor,
         torch.save(sample.contiguous(), sample_path)
         torch.save(expected, expected_path)
         files = {f: FORMAT_FILES[f] for f in formats}
-        done = subprocess.run([sys.executable, "-I", "-c", _VERIFY, str(Path(directory).resolve()), str(sample_path),
-                               str(expected_path), json.dumps([n for n in sizes if n <= len(sample)]),
-                               json.dumps(files)], capture_output=True, text=True, cwd=tmp)
+        try:
+            done = subprocess.run([sys.executable, "-I", "-c", _VERIFY, str(Path(directory).resolve()),
+                                   str(sample_path), str(expected_path),
+                                   json.dumps([n for n in sizes if n <= len(sample)]), json.dumps(files)],
+                                  capture_output=True, text=True, cwd=tmp, timeout=timeout_s)
+        except subprocess.TimeoutExpired:  # run() has killed it
+            raise VerificationTimeout(
+                f"verifying {', '.join(files.values())} from {directory} in a fresh process took longer than "
+                f"PIPELINE_EXPORT_VERIFY_TIMEOUT_S={timeout_s:g} s (a hung load, or a machine far slower than this "
+                f"setting allows): the verifier was killed") from None
     if done.returncode != 0:
         raise RuntimeError(f"loading {', '.join(files.values())} from {directory} in a fresh process failed:\n"
                            f"{done.stderr[-3000:]}")

@@ -36,9 +36,16 @@ import torch
 from pipeline.atomic import remove_stale_temporaries
 from pipeline.data.clicks import iter_chunks, live_partition, read_chunk, read_manifest
 from pipeline.data.layout import Warehouse, parse_day
+from pipeline.disk_space import ensure_room
 from pipeline.model import metrics
 from pipeline.model.batches import BatchGatherer, FeatureTables, seeded_generator
-from pipeline.model.checkpoint import CHECKPOINT_FILE, Cursor, TrainingState, load_published_state
+from pipeline.model.checkpoint import (
+    CHECKPOINT_FILE,
+    Cursor,
+    TrainingState,
+    load_published_state,
+    load_unfinished_run,
+)
 from pipeline.model.evaluate import score_into
 from pipeline.model.network import ClickMLP, FusedTrainer, make_optimizer
 from pipeline.model.threads import ThreadTuner
@@ -184,11 +191,28 @@ def _restore(state: TrainingState, config: TrainConfig) -> tuple[ClickMLP, torch
     return model, optimizer
 
 
-def _check_ids_versions(warehouse: Warehouse, days: set[str], tables: FeatureTables) -> dict[str, dict]:
+def _resolve_partitions(warehouse: Warehouse, days: set[str], pinned: dict[str, str]) -> dict[str, Path]:
+    """Each day's processed partition version directory, resolved once for the whole run: the
+    version ``pinned`` (the one a resumed run validated), else the live one."""
+    dirs = {}
+    for day in sorted(days):
+        if day not in pinned:
+            dirs[day] = live_partition(warehouse.processed_clicks(day))
+            continue
+        try:
+            dirs[day] = Artifact(warehouse.processed_clicks(day)).version_path(pinned[day])
+        except FileNotFoundError as gone:
+            raise FileNotFoundError(f"{gone}: the unfinished training run validated that version of {day}, which "
+                                    f"was republished since; set restart: true to train on what is live now") from None
+    return dirs
+
+
+def _check_ids_versions(dirs: dict[str, Path], tables: FeatureTables) -> dict[str, dict]:
+    """Each partition version's manifest, after checking it was resolved against ``tables``' ids."""
     manifests, stale = {}, []
     versions = tables.versions()
-    for day in sorted(days):
-        manifest = manifests[day] = read_manifest(warehouse.processed_clicks(day))
+    for day, directory in sorted(dirs.items()):
+        manifest = manifests[day] = read_manifest(directory)
         if (manifest.get("users_ids_version"), manifest.get("restaurants_ids_version")) != (
                 versions["users_ids"], versions["restaurants_ids"]):
             stale.append(day)
@@ -242,6 +266,8 @@ def train(warehouse: Warehouse, config: TrainConfig, log: Callable[[str], None] 
         leftovers = artifact.remove_leftovers() + remove_stale_temporaries(run_path)
         if leftovers:
             log(f"removed {leftovers} leftovers of killed training writes")
+        # before any work: the run's saves and the candidate are each about as large as the model of record
+        ensure_room(run_path, 2 * artifact.live_bytes(), "the unfinished run and the candidate checkpoint")
         state, report, tables = _run(warehouse, config, run_path, log, on_day)
         if state is None:
             return TrainResult(load_published_state(warehouse.checkpoint), report)
@@ -257,12 +283,12 @@ def train(warehouse: Warehouse, config: TrainConfig, log: Callable[[str], None] 
 def _run(warehouse: Warehouse, config: TrainConfig, run_path: Path, log: Callable[[str], None],
          on_day: Callable[[dict], None] | None = None) -> tuple[TrainingState | None, TrainReport, FeatureTables]:
     days = warehouse.processed_days()
-    unfinished = TrainingState.load(run_path)
     discarded, validation = False, []
-    if unfinished is not None and config.restart:
+    if config.restart and run_path.exists():  # before reading it: an unreadable run is discarded too
         run_path.unlink()
-        unfinished, discarded = None, True
+        discarded = True
         log("restart: discarded the unfinished run; starting from the published checkpoint")
+    unfinished = load_unfinished_run(run_path)
     if unfinished is not None:
         state, cursor = unfinished, unfinished.cursor
         if cursor.fingerprint != _fingerprint(config, cursor.plan, state.versions, cursor.validation):
@@ -271,8 +297,9 @@ def _run(warehouse: Warehouse, config: TrainConfig, run_path: Path, log: Callabl
                 f"{len(cursor.plan)}) with other settings: re-run with the same config, or set restart=true")
         tables = FeatureTables.load(warehouse, state.versions)  # the snapshots the run started on
         model, optimizer = _restore(state, config)
-        manifests = _check_ids_versions(warehouse, {d for _, pieces in cursor.plan for d, _ in pieces}
-                                        | set(cursor.validation), tables)
+        dirs = _resolve_partitions(warehouse, {d for _, pieces in cursor.plan for d, _ in pieces}
+                                   | set(cursor.validation), cursor.partitions)
+        manifests = _check_ids_versions(dirs, tables)
     else:
         tables = FeatureTables.load(warehouse)
         incumbent = load_published_state(warehouse.checkpoint)
@@ -292,24 +319,27 @@ def _run(warehouse: Warehouse, config: TrainConfig, run_path: Path, log: Callabl
                                  f"train on in the window {span}")
             if config.mode == "full" and config.validation_days:
                 window, validation = window[:-config.validation_days], window[-config.validation_days:]
-        manifests = _check_ids_versions(warehouse, set(window) | set(validation), tables)
+        dirs = _resolve_partitions(warehouse, set(window) | set(validation), {})
+        manifests = _check_ids_versions(dirs, tables)
         plan = _plan(config, window, {d: len(m["chunks"]) for d, m in manifests.items()})
         if not plan:
             return None, TrainReport(config.mode, False, discarded_unfinished=discarded), tables
         state.versions = tables.versions()
         state.cursor = Cursor(config.mode, plan, validation=validation,
-                              fingerprint=_fingerprint(config, plan, state.versions, validation))
+                              fingerprint=_fingerprint(config, plan, state.versions, validation),
+                              partitions={day: directory.name for day, directory in dirs.items()})
     report = TrainReport(state.cursor.mode, unfinished is not None, discarded_unfinished=discarded)
-    _train_plan(warehouse, config, state, model, optimizer, tables, manifests, run_path, report, log, on_day)
+    _train_plan(config, state, model, optimizer, tables, dirs, manifests, run_path, report, log, on_day)
     return state, report, tables
 
 
-def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState, model: ClickMLP,
-                optimizer: torch.optim.Optimizer, tables: FeatureTables, manifests: dict[str, dict], run_path: Path,
+def _train_plan(config: TrainConfig, state: TrainingState, model: ClickMLP, optimizer: torch.optim.Optimizer,
+                tables: FeatureTables, dirs: dict[str, Path], manifests: dict[str, dict], run_path: Path,
                 report: TrainReport, log: Callable[[str], None],
                 on_day: Callable[[dict], None] | None = None) -> None:
-    """Train ``state.cursor``'s plan from where it stands; ``manifests``: every planned and
-    held-out day's, checked against ``tables``."""
+    """Train ``state.cursor``'s plan from where it stands; ``dirs``: every planned and held-out
+    day's partition version (the one validated: a day republished meanwhile is not read),
+    ``manifests``: theirs, checked against ``tables``."""
     cursor = state.cursor
     pieces_rows = {d: [c["rows"] for c in m["chunks"]] for d, m in manifests.items()}
     remaining = sum(pieces_rows[d][c] for _, pieces in cursor.plan[cursor.position:] for d, c in pieces)
@@ -350,7 +380,7 @@ def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState,
         step_loss, step_rows = 0.0, 0
         if cursor.mode == "incremental":  # one day, chronological, scored before it is trained on
             day = days[0]
-            partition = live_partition(warehouse.processed_clicks(day))  # one version for the whole day
+            partition = dirs[day]  # the version validated, for the whole day
             if cursor.chunk == 0:
                 cursor.pending = {"day": day, **{f"prequential_{k}": v for k, v in
                                                  score_partitions(model, gatherer, [partition]).items()}}
@@ -365,7 +395,7 @@ def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState,
             report.prequential.append(cursor.pending)
             state.trained[day] = manifests[day]["rows"]
         else:  # a pool of pieces of several days, shuffled together
-            parts = [read_chunk(live_partition(warehouse.processed_clicks(d)), c) for d, c in pieces]
+            parts = [read_chunk(dirs[d], c) for d, c in pieces]
             arrays = [np.concatenate([part[i] for part in parts], dtype=dtype)
                       for i, dtype in enumerate((np.int32, np.int32, np.float32))]
             del parts
@@ -385,7 +415,7 @@ def _train_plan(warehouse: Warehouse, config: TrainConfig, state: TrainingState,
             report.epoch_seconds.append(now - epoch_started)
             log(f"epoch {epoch} done in {report.epoch_seconds[-1]:.1f} s")
             if cursor.validation:
-                _validate(warehouse, model, optimizer, gatherer, cursor, epoch, report, log)
+                _validate(dirs, model, optimizer, gatherer, cursor, epoch, report, log)
             epoch_started = time.perf_counter()
         if cursor.position == len(cursor.plan) and cursor.mode == "full":
             state.trained = {d: manifests[d]["rows"] for _, pieces in cursor.plan for d, _ in pieces}
@@ -410,11 +440,10 @@ def _cloned(value):
     return value
 
 
-def _validate(warehouse: Warehouse, model: ClickMLP, optimizer: torch.optim.Optimizer, gatherer: BatchGatherer,
+def _validate(dirs: dict[str, Path], model: ClickMLP, optimizer: torch.optim.Optimizer, gatherer: BatchGatherer,
               cursor: Cursor, epoch: int, report: TrainReport, log: Callable[[str], None]) -> None:
     """Score the held-out days after an epoch; keep the epoch's weights if its log loss is the best."""
-    scores = score_partitions(model, gatherer, [live_partition(warehouse.processed_clicks(d))
-                                                for d in cursor.validation])
+    scores = score_partitions(model, gatherer, [dirs[d] for d in cursor.validation])
     entry = {"epoch": epoch, **{f"validation_{k}": v for k, v in scores.items()}}
     cursor.validations.append(entry)
     log(f"epoch {epoch}: validation accuracy {scores['accuracy']:.4f}, log loss {scores['log_loss']:.5f} "

@@ -10,8 +10,10 @@ kernels) stays: it is what the kernels are tested against and what runs where th
 ``cc``) and falls back to the torch path, saying why, when it cannot; ``required`` raises instead;
 ``off`` always takes the torch path. The library is built once per source, compiler, torch and CPU
 into ``PIPELINE_NATIVE_CACHE_DIR`` (default ``~/.cache/restaurant-pipeline/native``): compiled to a
-temporary file, loaded and checked, then renamed into place, so concurrent first uses never load a
-partial file; builds unused for 30 days are removed.
+temporary file, loaded and checked, its sha256 recorded beside it (``kernels-KEY.so.sha256``, written
+atomically), then renamed into place, so concurrent first uses never load a partial file; builds
+unused for 30 days are removed. A cached library is loaded only if its content has the sha256
+recorded when it was built: one truncated, replaced or without a record is rebuilt.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ def build(directory: Path, cc: str) -> Path:
     key = hashlib.blake2b("\0".join([SOURCE.read_text(), " ".join(FLAGS), version, torch.__version__,
                                      str(_torch_lib()), _cpu_signature()]).encode(), digest_size=8).hexdigest()
     path = directory / f"kernels-{key}.so"
-    if path.exists():
+    if path.exists() and unrecorded(path) is None:
         return path
     lib = _torch_lib()
     with staged_file(path) as tmp:
@@ -152,8 +154,32 @@ def build(directory: Path, cc: str) -> Path:
         if done.returncode != 0:
             raise NativeKernelsUnavailable(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}")
         _check(_load(tmp))
+        with staged_file(_record_of(path)) as record:  # before the library is renamed into place
+            record.write_text(f"{_sha256(tmp)}  {path.name}\n")
     _remove_unused(directory)
     return path
+
+
+def _record_of(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def unrecorded(path: Path) -> str | None:
+    """Why the library at ``path`` is not the one its build recorded (no record, another
+    sha256), or None when it is."""
+    try:
+        recorded = _record_of(path).read_text().split()[0]
+    except (FileNotFoundError, IndexError):
+        return f"{path} has no recorded sha256 ({_record_of(path).name})"
+    actual = _sha256(path)
+    if actual != recorded:
+        return f"{path} has sha256 {actual}, its build recorded {recorded} (truncated or replaced)"
+    return None
 
 
 def _remove_unused(directory: Path) -> None:
@@ -165,6 +191,8 @@ def _remove_unused(directory: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             if now - old.stat().st_mtime > limit:
                 old.unlink()  # a process that has it loaded keeps its mapping
+                if old.suffix == ".so":
+                    _record_of(old).unlink(missing_ok=True)
 
 
 def _load(path: Path) -> Kernels:
@@ -199,6 +227,9 @@ def _loaded() -> Kernels | str:
         directory.mkdir(parents=True, exist_ok=True)
         path = build(directory, compiler())
         os.utime(path)  # in use: not removed as unused
+        changed = unrecorded(path)  # checked again just before loading: build() may have returned a reused one
+        if changed:
+            raise NativeKernelsUnavailable(f"refusing to load {path}: {changed}")
         return _load(path)
     except (NativeKernelsUnavailable, OSError, subprocess.SubprocessError) as error:
         if mode() == "required":
