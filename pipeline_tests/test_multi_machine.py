@@ -4,47 +4,92 @@ environment), two real Celery workers, the broker and the online store on a redi
 password. A backfill, a training run and the online store's load succeed, and neither password appears in
 any output, log, file, the broker's keys or the whole Postgres database."""
 
+import base64
+import contextlib
+import json
+import os
 import secrets
+import shutil
 import subprocess
+import zlib
 
 import dagster as dg
+import psycopg2
 import pytest
 import redis
 import yaml
 
 from devtools.celery_workers import celery_workers
 from devtools.dagster_runs import BIN, ROOT, launch, run_environment
-from devtools.postgres_server import postgres_server
+from devtools.postgres_server import postgres_bin_dir, postgres_server
 from devtools.redis_server import redis_server
 
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
 
 
-def test_the_postgres_instance_settings_are_deploy_dagster_yaml_with_storage_from_the_environment():
+def test_the_postgres_instance_settings_are_deploy_dagster_yaml_with_storage_from_the_environment_and_psycopg2():
     postgres = yaml.safe_load((ROOT / "deploy/dagster-postgres.yaml").read_text())
     local = yaml.safe_load((ROOT / "deploy/dagster.yaml").read_text())
     storage = postgres.pop("storage")
     assert postgres == local
     connection = storage["postgres"]["postgres_db"]
     assert connection.pop("scheme") == "postgresql+psycopg2"  # the locked driver, not SQLAlchemy's default
+    helm = yaml.safe_load((ROOT / "deploy/helm/values.yaml").read_text())
+    assert helm["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"  # the chart's instance, the same
     assert all(isinstance(value, dict) and set(value) == {"env"} for value in connection.values())
 
 
+def _require_servers() -> None:
+    """Skip without the Debian packages postgresql and redis-server (fail in CI: .ci/run installs them)."""
+    try:
+        postgres_bin_dir()
+        if shutil.which("redis-server") is None:
+            raise FileNotFoundError("redis-server is not installed (apt-get install -y redis-server)")
+    except FileNotFoundError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+def _readable(value: bytes) -> str:
+    """``value`` as text, with a kombu message's base64 body (what the Redis transport stores) decoded."""
+    text = value.decode(errors="replace")
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        message = json.loads(text)
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            text += "\n" + base64.b64decode(message["body"]).decode(errors="replace")
+    return text
+
+
 def _redis_contents(url: str) -> str:
-    """Every key and value of the Redis database at ``url``, as text."""
+    """Every key and value of the Redis database at ``url``, as text (messages decoded)."""
     client = redis.Redis.from_url(url)
-    read = {"string": client.get, "list": lambda key: client.lrange(key, 0, -1), "hash": client.hgetall,
+    read = {"string": lambda key: [client.get(key)], "list": lambda key: client.lrange(key, 0, -1),
+            "hash": lambda key: [v for pair in client.hgetall(key).items() for v in pair],
             "set": client.smembers, "zset": lambda key: client.zrange(key, 0, -1)}
     try:
-        return "\n".join(f"{key!r} {read.get(client.type(key).decode(), lambda _: b'')(key)!r}"
-                         for key in client.scan_iter())
+        return "\n".join(f"{key!r} " + " ".join(_readable(value) for value in read.get(
+            client.type(key).decode(), lambda _: [])(key) if value is not None) for key in client.scan_iter())
     finally:
         client.close()
+
+
+def _snapshots(postgres) -> str:
+    """Dagster's job and execution-plan snapshots (resource and config defaults among them), which it
+    stores zlib-compressed: a text dump of the database does not show their contents."""
+    with contextlib.closing(psycopg2.connect(host=postgres.host, port=postgres.port, user=postgres.user,
+                                             password=postgres.password, dbname=postgres.database)) as db:
+        with db.cursor() as cursor:
+            cursor.execute("SELECT snapshot_body FROM snapshots")
+            bodies = [zlib.decompress(bytes(body)).decode() for (body,) in cursor.fetchall()]
+    assert bodies
+    return "\n".join(bodies)
 
 
 @pytest.mark.slow
 def test_postgres_storage_two_workers_and_a_redis_password_run_the_pipeline_without_leaking_a_password(
         tmp_path, monkeypatch):
+    _require_servers()
     redis_password, postgres_password = f"redis-{secrets.token_hex(8)}", f"pg-{secrets.token_hex(8)}"
     dataset, logs = tmp_path / "dataset", tmp_path / "logs"
     logs.mkdir()
@@ -85,7 +130,11 @@ def test_postgres_storage_two_workers_and_a_redis_password_run_the_pipeline_with
         client.close()
 
         # everything the test can read that the runs, workers and servers wrote
-        texts = {"postgres database (pg_dump)": postgres.dump(), "postgres server log": postgres.log.read_text(),
+        dump = postgres.dump()
+        assert all(run.run_id in dump for run in runs)  # the runs and their events
+        assert all(f"{worker}@" in dump for worker in workers_used)
+        texts = {"postgres database (pg_dump)": dump, "dagster snapshots": _snapshots(postgres),
+                 "postgres server log": postgres.log.read_text(),
                  "broker and result backend": _redis_contents(broker.url),
                  "process outputs": "\n".join(output if isinstance(output, str) else output.stdout + output.stderr
                                               for output in outputs)}
