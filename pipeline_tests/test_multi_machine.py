@@ -101,6 +101,11 @@ def test_postgres_storage_two_workers_and_a_redis_password_run_the_pipeline_with
                       "DAGSTER_PG_USERNAME": postgres.user, "DAGSTER_PG_PASSWORD": postgres.password,
                       "DAGSTER_PG_DB": postgres.database}
         online_store = broker.url.removesuffix("/0") + "/1"
+        with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+            psycopg2.connect(host=postgres.host, port=postgres.port, user=postgres.user, password="wrong",
+                             dbname=postgres.database)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=broker.port).ping()  # both servers require their password
         env = run_environment(tmp_path / "host", dataset, ROOT / "deploy/dagster-postgres.yaml", DAYS[0],
                               PIPELINE_EXECUTOR="celery", PIPELINE_CELERY_BROKER_URL=broker.url,
                               REDIS_URL=online_store, **connection)
