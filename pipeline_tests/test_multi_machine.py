@@ -1,8 +1,8 @@
 """The documented multi-machine setup (docs/OPERATIONS.md, "Running on more machines") run for real on one
 machine: Dagster's storage in a real PostgreSQL (deploy/dagster-postgres.yaml, the connection from the
 environment), two real Celery workers, the broker and the online store on a redis-server that requires a
-password. A backfill, a training run and the online store's load succeed, and neither password appears in
-any output, log, file, the broker's keys or the whole Postgres database."""
+password. The feature snapshots with the online store's load, a backfill and a training run succeed, and
+neither password appears in any output, log, file, the broker's keys or the whole Dagster database."""
 
 import base64
 import contextlib
@@ -114,17 +114,17 @@ def test_postgres_storage_two_workers_and_a_redis_password_run_the_pipeline_with
                                                   capture_output=True, text=True))
         assert migrated.returncode == 0, migrated.stdout[-3000:] + migrated.stderr[-3000:]
         with celery_workers(env, ["worker-a", "worker-b"], logs) as workers:
-            outputs.append(launch(env, "--job", "feature_snapshots"))
+            # the feature snapshots and the online store's load through its password, in one run
+            outputs.append(launch(env, "--assets", "user_features,restaurant_features,online_features"))
             outputs.append(launch(env, "--job", "ingest_clicks", "--partition-range", f"{DAYS[0]}...{DAYS[-1]}"))
             outputs.append(launch(env, "--job", "train_model"))
-            outputs.append(launch(env, "--assets", "online_features"))
             assert all(process.poll() is None for process in workers.values())
         for name, value in connection.items():
             monkeypatch.setenv(name, value)
         with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             runs = instance.get_runs()
-            assert len(runs) == 4 and all(run.is_success for run in runs), [run.status for run in runs]
+            assert len(runs) == 3 and all(run.is_success for run in runs), [run.status for run in runs]
             workers_used = {record.event_log_entry.dagster_event.event_specific_data.metadata["Celery worker"]
                             .value.split("@")[0] for run in runs for record in instance.get_records_for_run(
                                 run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records
