@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from devtools.celery_workers import celery_workers
+from devtools.dagster_runs import launch, run_environment
 from devtools.redis_server import RedisServer, free_port
 from pipeline.publish import Artifact
 
@@ -26,31 +27,14 @@ DAYS = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"]
 
 
 def _environment(tmp_path: Path, name: str, dataset: Path, **extra) -> dict:
-    home, warehouse = tmp_path / name / "home", tmp_path / name / "warehouse"
-    (tmp_path / name / "online").mkdir(parents=True)
-    home.mkdir()
-    warehouse.mkdir()
-    (home / "dagster.yaml").write_text((ROOT / "deploy/dagster.yaml").read_text())
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PIPELINE_DATASET_DIR": str(dataset),
-           "PIPELINE_WAREHOUSE_DIR": str(warehouse), "PIPELINE_SQLITE_PATH": str(tmp_path / name / "online/f.db"),
-           "PIPELINE_START_DATE": DAYS[0], "VIRTUAL_ENV": str(BIN.parent), "PATH": f"{BIN}:{os.environ['PATH']}",
-           **extra}
-    for name in ("PIPELINE_END_DATE", "REDIS_URL", "PIPELINE_ONLINE_STORE"):
-        env.pop(name, None)
-    return env
-
-
-def _launch(env: dict, *args: str) -> None:
-    done = subprocess.run([str(BIN / "dg"), "launch", *args], env=env, capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "Warning" not in done.stderr, done.stderr[-3000:]
+    return run_environment(tmp_path / name, dataset, ROOT / "deploy/dagster.yaml", DAYS[0], **extra)
 
 
 def _pipeline(env: dict) -> None:
     """The documented sequence: feature snapshots, a 4-day backfill in one ranged run, training."""
-    _launch(env, "--job", "feature_snapshots")
-    _launch(env, "--job", "ingest_clicks", "--partition-range", f"{DAYS[0]}...{DAYS[-1]}")
-    _launch(env, "--job", "train_model")
+    launch(env, "--job", "feature_snapshots")
+    launch(env, "--job", "ingest_clicks", "--partition-range", f"{DAYS[0]}...{DAYS[-1]}")
+    launch(env, "--job", "train_model")
 
 
 def _published(env: dict) -> dict:
@@ -107,7 +91,7 @@ def _killed_mid_step_fails_the_run_and_keeps_the_model(env: dict, tmp_path: Path
     assert run.returncode != 0
     assert "WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL)" in output
     assert checkpoint.live_version() == live
-    _launch(env, "--job", "feature_snapshots")  # the worker replaced its step process
+    launch(env, "--job", "feature_snapshots")  # the worker replaced its step process
 
 
 @pytest.mark.slow
