@@ -24,7 +24,7 @@ import time
 from typing import Annotated
 
 import orjson
-from fastapi import Depends, FastAPI, Path, Request, Response
+from fastapi import FastAPI, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi_offline import FastAPIOffline
@@ -230,8 +230,8 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None, api_token:
             return error(422, str(invalid_field), invalid_field.field)
         return Response(orjson.dumps(answer.as_json()), media_type="application/json")
 
-    @app.get("/health")
-    async def health(details: Annotated[bool, Depends(token.presented())]) -> JSONResponse:
+    @app.get("/health", dependencies=token.declared())
+    async def health(request: Request) -> JSONResponse:
         """Ready (200) when the model, the geo index and the online store's features are loaded
         and the store answers; otherwise 503 with the reason. Always answers within the deadline.
         With an API token set, a request without it gets only ``{"ready": ...}``."""
@@ -248,7 +248,7 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None, api_token:
                 store = {"error": f"unavailable: {unavailable}"}
         reasons = [r for r in (artifacts.not_ready_reason(), store.get("error", "")) if r]
         headers = {"Retry-After": "1"} if reasons else None
-        if not details:
+        if not token.sent_by(request.headers.get("authorization")):
             return JSONResponse({"ready": not reasons}, status_code=503 if reasons else 200, headers=headers)
         return JSONResponse(public_value({
             "ready": not reasons, "reason": "; ".join(reasons), "pid": os.getpid(),

@@ -7,8 +7,7 @@ sends it. The token is registered with :func:`pipeline.redaction.register_secret
 ever reaches a message.
 """
 
-from __future__ import annotations
-
+# no "from __future__ import annotations": FastAPI reads the dependencies' annotations, which name closures
 import hmac
 from typing import Annotated
 
@@ -51,17 +50,17 @@ class ApiToken:
 
         def require(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(self.scheme)]) -> None:
             if not self.accepts(credentials):
-                raise HTTPException(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
+                raise HTTPException(401, "a valid API token is required (header Authorization: Bearer <token>)",
                                     headers={"WWW-Authenticate": "Bearer"})
 
         return [Depends(require)]
 
-    def presented(self):
-        """A dependency: whether the request may see details (the token is off, or it was sent)."""
-        if not self.enabled:
-            return lambda: True
+    def declared(self) -> list:
+        """Route dependencies that only declare the scheme (the route checks :meth:`sent_by` itself)."""
+        return [Depends(self.scheme)] if self.enabled else []
 
-        def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(self.scheme)]) -> bool:
-            return self.accepts(credentials)
-
-        return check
+    def sent_by(self, authorization: str | None) -> bool:
+        """Whether an ``Authorization`` header value carries the token (always, when no token is set)."""
+        scheme, _, credentials = (authorization or "").partition(" ")
+        return self.accepts(HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials.strip())
+                            if authorization else None)

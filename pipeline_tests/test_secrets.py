@@ -1,0 +1,146 @@
+"""The Redis password never leaves the process: a real ``pipeline serve`` and the real ``pipeline``
+command against a real redis-server started with a password, every output searched for it while the
+server is up, paused (stalled) and killed. HTTP bodies name no absolute server path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from devtools.redis_server import RedisServer
+from pipeline.publish import RECORD, Artifact
+from pipeline.store.base import FeatureTable, StoreUnavailable
+from pipeline.store.redis_store import RedisStore
+from pipeline.store.sqlite import SQLiteStore
+from pipeline_tests.api_process import ApiProcess, copy_warehouse, get, health, post
+
+BIN = Path(sys.executable).parent
+PASSWORD = "Pw-leak-check-7f3a@9"  # '@' so the URL holds it percent-encoded
+BODY = {"candidate_restaurant_ids": list(range(0, 200, 7)), "latitude": 13.8, "longitude": 100.6, "max_dist": 20000}
+
+
+def _leaks(text: str) -> list[str]:
+    """The forms of the password found in ``text``."""
+    return [form for form in (PASSWORD, urllib.parse.quote(PASSWORD, safe=""), PASSWORD.split("@")[0]) if form in text]
+
+
+def _load(store, tables) -> None:
+    store.publish(FeatureTable.of(tables.user_snapshot), FeatureTable.of(tables.restaurant_snapshot))
+
+
+def _pipeline(env: dict, *args: str) -> tuple[int, str]:
+    done = subprocess.run([str(BIN / "pipeline"), *args], env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=120)
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.fixture
+def password_redis(tmp_path):
+    server = RedisServer(str(tmp_path), password=PASSWORD).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_the_redis_password_appears_in_no_http_body_cli_output_or_log(serving_artifacts, password_redis, tmp_path):
+    source, tables, _, _ = serving_artifacts
+    warehouse = copy_warehouse(source, tmp_path / "warehouse")
+    env = {"PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "REDIS_URL": password_redis.url,
+           "PIPELINE_ONLINE_STORE": "redis"}
+    store = RedisStore(password_redis.url)
+    _load(store, tables)
+    outputs: dict[str, str] = {}
+    # nothing to roll back to yet: the failure names the store
+    code, outputs["rollback features, nothing kept"] = _pipeline(env, "rollback", "features")
+    assert code == 1 and "no previous version" in outputs["rollback features, nothing kept"]
+    _load(store, tables)
+    store.close()
+    code, outputs["status, up"] = _pipeline(env, "status")
+    assert code == 0 and '"online_store"' in outputs["status, up"]
+    code, outputs["rollback features"] = _pipeline(env, "rollback", "features")
+    assert code == 0 and '"from": 2, "to": 1' in outputs["rollback features"]
+
+    api = ApiProcess(tmp_path, env)
+    try:
+        api.wait_until(ready=True)
+        outputs["health, up"] = get(api.base, "/health")[1]
+        assert post(api.base, "/recommend/7", BODY)[0] == 200
+        password_redis.pause()  # stalled: reads time out
+        try:
+            status, body, _ = post(api.base, "/recommend/7", BODY)
+            assert status == 503 and "online store unavailable" in body["error"], body
+            outputs["503, paused"] = str(body)
+            outputs["503, paused, breaker open"] = str(post(api.base, "/recommend/7", BODY)[1])
+            status, outputs["health, paused"] = get(api.base, "/health")
+            assert status == 503 and "unavailable" in outputs["health, paused"]
+        finally:
+            password_redis.resume()
+        password_redis.kill()  # stopped: connections refused
+        code, outputs["status, down"] = _pipeline(env, "status")
+        assert code == 1 and "redis redis://:***@127.0.0.1" in outputs["status, down"], outputs["status, down"]
+        code, outputs["rollback features, down"] = _pipeline(env, "rollback", "features")
+        assert code == 1 and "redis://:***@" in outputs["rollback features, down"]
+        status, body, _ = post(api.base, "/recommend/7", BODY)
+        assert status == 503 and "redis://:***@127.0.0.1" in body["error"], body
+        outputs["503, killed"] = str(body)
+        status, outputs["health, killed"] = get(api.base, "/health")
+        assert status == 503 and "redis://:***@127.0.0.1" in outputs["health, killed"]
+    finally:
+        outputs["server log"] = api.stop()
+    leaks = {where: _leaks(text) for where, text in outputs.items() if _leaks(text)}
+    assert not leaks, {where: outputs[where][-2000:] for where in leaks}
+
+
+def test_a_wrong_password_is_a_clear_error_that_names_the_masked_url(password_redis):
+    url = password_redis.url.replace(urllib.parse.quote(PASSWORD, safe=""), "not-the-password")
+    store = RedisStore(url, timeout_s=2)
+    try:
+        with pytest.raises(StoreUnavailable) as refused:
+            store.live()
+    finally:
+        store.close()
+    message = str(refused.value)
+    assert f"redis redis://:***@127.0.0.1:{password_redis.port}/0: AuthenticationError" in message, message
+    assert "not-the-password" not in message and not _leaks(message)
+
+
+@pytest.mark.slow
+def test_http_bodies_name_no_absolute_server_path(serving_artifacts, tmp_path):
+    """A rejected model version (a file of it vanished) and a deleted SQLite file, as /health and a 503 tell them."""
+    source, tables, _, _ = serving_artifacts
+    warehouse = copy_warehouse(source, tmp_path / "warehouse")
+    path = tmp_path / "online" / "features.db"
+    store = SQLiteStore(path)
+    _load(store, tables)
+    store.close()
+    api = ApiProcess(tmp_path, {"PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "PIPELINE_ONLINE_STORE": "sqlite",
+                                "PIPELINE_SQLITE_PATH": str(path)})
+    try:
+        good = api.wait_until(ready=True)["model_version"]
+        export = Artifact(warehouse.export)
+        broken = export.versions_dir / "broken-copy"
+        shutil.copytree(export.version_path(good), broken)
+        (broken / RECORD).unlink()
+        os.symlink(broken, f"{warehouse.export}.tmp-link")
+        os.replace(f"{warehouse.export}.tmp-link", warehouse.export)
+        deadline = time.monotonic() + 20
+        while not health(api.base)["last_reload_failure"]:
+            assert time.monotonic() < deadline, "the broken version was not rejected"
+            time.sleep(0.1)
+        status, health_text = get(api.base, "/health")
+        assert status == 200 and "'models/click_model/.export.versions/broken-copy/" in health_text, health_text
+        path.unlink()
+        status, recommend_body, _ = post(api.base, "/recommend/7", BODY)
+        assert status == 503 and "features.db does not exist" in recommend_body["error"], recommend_body
+    finally:
+        log = api.stop()
+    for text in (health_text, str(recommend_body)):
+        assert str(tmp_path) not in text and "/tmp/" not in text, text
+    assert str(warehouse.root) in log  # the operator's log keeps the full path
