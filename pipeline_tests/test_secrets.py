@@ -48,54 +48,64 @@ def password_redis(tmp_path):
     server.stop()
 
 
+def _checked(where: str, text: str) -> str:
+    """``text``, after failing the test if it holds the password."""
+    assert not _leaks(text), f"the password is in {where}: {text[-3000:]}"
+    return text
+
+
 @pytest.mark.slow
 def test_the_redis_password_appears_in_no_http_body_cli_output_or_log(serving_artifacts, password_redis, tmp_path):
     source, tables, _, _ = serving_artifacts
     warehouse = copy_warehouse(source, tmp_path / "warehouse")
     env = {"PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "REDIS_URL": password_redis.url,
            "PIPELINE_ONLINE_STORE": "redis"}
+
+    def pipeline(where: str, *args: str) -> tuple[int, str]:
+        code, output = _pipeline(env, *args)
+        return code, _checked(where, output)
+
     store = RedisStore(password_redis.url)
     _load(store, tables)
-    outputs: dict[str, str] = {}
-    # nothing to roll back to yet: the failure names the store
-    code, outputs["rollback features, nothing kept"] = _pipeline(env, "rollback", "features")
-    assert code == 1 and "no previous version" in outputs["rollback features, nothing kept"]
+    code, output = pipeline("rollback features with nothing kept", "rollback", "features")
+    assert code == 1 and "no previous version" in output, output
     _load(store, tables)
     store.close()
-    code, outputs["status, up"] = _pipeline(env, "status")
-    assert code == 0 and '"online_store"' in outputs["status, up"]
-    code, outputs["rollback features"] = _pipeline(env, "rollback", "features")
-    assert code == 0 and '"from": 2, "to": 1' in outputs["rollback features"]
+    code, output = pipeline("status, server up", "status")
+    assert code == 0 and '"online_store"' in output, output
+    code, output = pipeline("rollback features", "rollback", "features")
+    assert code == 0 and '"from": 2, "to": 1' in output, output
 
     api = ApiProcess(tmp_path, env)
     try:
         api.wait_until(ready=True)
-        outputs["health, up"] = get(api.base, "/health")[1]
+        _checked("/health, server up", get(api.base, "/health")[1])
         assert post(api.base, "/recommend/7", BODY)[0] == 200
         password_redis.pause()  # stalled: reads time out
         try:
             status, body, _ = post(api.base, "/recommend/7", BODY)
+            _checked("the 503 body, server paused", str(body))
             assert status == 503 and "online store unavailable" in body["error"], body
-            outputs["503, paused"] = str(body)
-            outputs["503, paused, breaker open"] = str(post(api.base, "/recommend/7", BODY)[1])
-            status, outputs["health, paused"] = get(api.base, "/health")
-            assert status == 503 and "unavailable" in outputs["health, paused"]
+            _checked("the 503 body, breaker open", str(post(api.base, "/recommend/7", BODY)[1]))
+            status, text = get(api.base, "/health")
+            _checked("/health, server paused", text)
+            assert status == 503 and "unavailable" in text
         finally:
             password_redis.resume()
         password_redis.kill()  # stopped: connections refused
-        code, outputs["status, down"] = _pipeline(env, "status")
-        assert code == 1 and "redis redis://:***@127.0.0.1" in outputs["status, down"], outputs["status, down"]
-        code, outputs["rollback features, down"] = _pipeline(env, "rollback", "features")
-        assert code == 1 and "redis://:***@" in outputs["rollback features, down"]
+        code, output = pipeline("status, server down", "status")
+        assert code == 1 and "redis redis://:***@127.0.0.1" in output, output
+        code, output = pipeline("rollback features, server down", "rollback", "features")
+        assert code == 1 and "redis://:***@" in output, output
         status, body, _ = post(api.base, "/recommend/7", BODY)
+        _checked("the 503 body, server killed", str(body))
         assert status == 503 and "redis://:***@127.0.0.1" in body["error"], body
-        outputs["503, killed"] = str(body)
-        status, outputs["health, killed"] = get(api.base, "/health")
-        assert status == 503 and "redis://:***@127.0.0.1" in outputs["health, killed"]
+        status, text = get(api.base, "/health")
+        _checked("/health, server killed", text)
+        assert status == 503 and "redis://:***@127.0.0.1" in text
     finally:
-        outputs["server log"] = api.stop()
-    leaks = {where: _leaks(text) for where, text in outputs.items() if _leaks(text)}
-    assert not leaks, {where: outputs[where][-2000:] for where in leaks}
+        log = api.stop()
+    _checked("the server log", log)
 
 
 def test_a_wrong_password_is_a_clear_error_that_names_the_masked_url(password_redis):
