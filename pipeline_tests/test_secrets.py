@@ -12,10 +12,11 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from devtools.redis_server import RedisServer
-from pipeline.publish import RECORD, Artifact
+from devtools.redis_server import RedisServer, free_port
+from pipeline.publish import RECORD, Artifact, LockTimeout
 from pipeline.store.base import FeatureTable, StoreUnavailable
 from pipeline.store.redis_store import RedisStore
 from pipeline.store.sqlite import SQLiteStore
@@ -154,3 +155,34 @@ def test_http_bodies_name_no_absolute_server_path(serving_artifacts, tmp_path):
     for text in (health_text, str(recommend_body)):
         assert str(tmp_path) not in text and "/tmp/" not in text, text
     assert str(warehouse.root) in log  # the operator's log keeps the full path
+
+
+def test_a_loaders_wait_and_lock_timeout_name_the_masked_url(password_redis):
+    """What a Dagster step logs while it waits for another loader, and its failure when it gives up."""
+    holder, waiter = RedisStore(password_redis.url), RedisStore(password_redis.url)
+    said: list[str] = []
+    try:
+        lock = holder._lock(5, None)
+        users = FeatureTable(np.arange(3, dtype=np.int64), np.zeros((3, 30), np.float32), "u")
+        restaurants = FeatureTable(np.arange(3, dtype=np.int64), np.zeros((3, 10), np.float32), "r")
+        with pytest.raises(LockTimeout) as gave_up:
+            waiter.publish(users, restaurants, on_wait=said.append, lock_timeout_s=0.3)
+        lock.release()
+    finally:
+        holder.close()
+        waiter.close()
+    assert said and "redis://:***@127.0.0.1" in said[0] and "redis://:***@127.0.0.1" in str(gave_up.value)
+    for text in (*said, str(gave_up.value)):
+        _checked("a loader's message", text)
+
+
+def test_pipeline_worker_output_never_names_the_passwords(tmp_path):
+    closed = f"127.0.0.1:{free_port()}"
+    env = {"DAGSTER_HOME": str(tmp_path), "PIPELINE_WAREHOUSE_DIR": str(tmp_path),
+           "PIPELINE_CELERY_BROKER_URL": f"redis://:{urllib.parse.quote(PASSWORD, safe='')}@{closed}/0",
+           "REDIS_URL": f"redis://pipeline:{urllib.parse.quote(PASSWORD, safe='')}@{closed}/1",
+           "PIPELINE_ONLINE_STORE": "redis", "PIPELINE_CELERY_TIMEOUT_S": "1"}
+    code, output = _pipeline(env, "worker")
+    assert code == 2 and "the online store (REDIS_URL) redis://pipeline:***@" in output, output
+    assert "PIPELINE_CELERY_BROKER_URL=redis://:***@" in output, output
+    _checked("pipeline worker's output", output)
