@@ -72,9 +72,9 @@ def _loadtest(args: argparse.Namespace) -> int:
 
     if args.ramp:
         rates = tuple(float(r) for r in args.ramp_rates.split(",")) if args.ramp_rates else DEFAULT_RAMP
-        result = ramp(args.url, Path(args.requests), rates, args.duration)
+        result = ramp(args.url, Path(args.requests), rates, args.duration, token=setting("PIPELINE_API_TOKEN"))
     else:
-        result = run(args.url, Path(args.requests), args.rate, args.duration)
+        result = run(args.url, Path(args.requests), args.rate, args.duration, token=setting("PIPELINE_API_TOKEN"))
         print(f"{result['requests']} requests at {result['achieved_rps']:.1f} rps: p50 {result['p50_ms']:.2f} ms, "
               f"p95 {result['p95_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, max {result['max_ms']:.2f} ms, "
               f"errors {result['errors']}")
@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="model: the served export and the model of record it came from; "
                            "features: the online store's feature version")
     back.set_defaults(func=_rollback)
-    load = commands.add_parser("loadtest", help="open-loop load test replaying requests.parquet")
+    load = commands.add_parser("loadtest", help="open-loop load test replaying requests.parquet "
+                                                "(sends $PIPELINE_API_TOKEN when set)")
     load.add_argument("--url", required=True, help="e.g. http://127.0.0.1:8000")
     load.add_argument("--requests", required=True, help="a requests.parquet")
     load.add_argument("--rate", type=float, default=30.0, help="requests per second")
