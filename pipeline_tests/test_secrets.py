@@ -186,3 +186,31 @@ def test_pipeline_worker_output_never_names_the_passwords(tmp_path):
     assert code == 2 and "the online store (REDIS_URL) redis://pipeline:***@" in output, output
     assert "PIPELINE_CELERY_BROKER_URL=redis://:***@" in output, output
     _checked("pipeline worker's output", output)
+
+
+def test_pipeline_serve_masks_credentials_in_every_log_line(monkeypatch, tmp_path, caplog):
+    """The app factory of ``pipeline serve`` puts the redacting filter on the handlers of the root and
+    uvicorn loggers: a message or a traceback naming the URL is logged masked."""
+    import logging
+
+    from pipeline.api.server import build_app
+    from pipeline.redaction import RedactingFilter
+
+    monkeypatch.setenv("PIPELINE_WAREHOUSE_DIR", str(tmp_path / "warehouse"))
+    monkeypatch.setenv("PIPELINE_ONLINE_STORE", "sqlite")
+    monkeypatch.setenv("PIPELINE_SQLITE_PATH", str(tmp_path / "online" / "features.db"))
+    level = logging.getLogger().level
+    try:
+        build_app()
+        url = f"redis://:{urllib.parse.quote(PASSWORD, safe='')}@10.0.0.5:6379/0"
+        with caplog.at_level(logging.INFO):
+            logging.getLogger("uvicorn.error").error("cannot reach %s", url)
+            try:
+                raise ConnectionError(f"lost {url}")
+            except ConnectionError:
+                logging.getLogger("pipeline.api").exception("store failed")
+    finally:
+        logging.getLogger().setLevel(level)
+    assert all(any(isinstance(f, RedactingFilter) for f in h.filters) for h in logging.getLogger().handlers)
+    assert "cannot reach redis://:***@10.0.0.5:6379/0" in caplog.text and "lost redis://:***@" in caplog.text
+    _checked("the server's log lines", caplog.text)

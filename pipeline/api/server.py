@@ -29,7 +29,8 @@ def build_app():
     """The app of one server process, from the settings (uvicorn calls it in each worker)."""
     # One request at a time per thread, ~1 ms of CPU each: one torch thread is fastest here.
     torch.set_num_threads(1)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)
+    logging.basicConfig(format=LOG_FORMAT)
+    logging.getLogger().setLevel(logging.INFO)
     for logger in (None, "uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn's loggers have their own handlers
         install_log_redaction(logging.getLogger(logger))
     limits = ApiLimits.from_settings()
