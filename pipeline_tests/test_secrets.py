@@ -214,3 +214,25 @@ def test_pipeline_serve_masks_credentials_in_every_log_line(monkeypatch, tmp_pat
     assert all(any(isinstance(f, RedactingFilter) for f in h.filters) for h in logging.getLogger().handlers)
     assert "cannot reach redis://:***@10.0.0.5:6379/0" in caplog.text and "lost redis://:***@" in caplog.text
     _checked("the server's log lines", caplog.text)
+
+
+@pytest.mark.slow
+def test_a_running_pipeline_worker_logs_no_password(password_redis, tmp_path):
+    """A worker on a broker and online store that need the password: its banner and log lines."""
+    from devtools.celery_workers import celery_workers
+
+    home, warehouse, dataset = tmp_path / "home", tmp_path / "warehouse", tmp_path / "dataset"
+    for directory in (home, warehouse, dataset / "train"):
+        directory.mkdir(parents=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PIPELINE_WAREHOUSE_DIR": str(warehouse),
+           "PIPELINE_DATASET_DIR": str(dataset), "PIPELINE_CELERY_BROKER_URL": password_redis.url,
+           "REDIS_URL": password_redis.url, "PIPELINE_ONLINE_STORE": "redis", "PIPELINE_SOURCE": "local"}
+    done = subprocess.run([str(BIN / "dagster"), "instance", "migrate"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with celery_workers(env, ["secrets"], tmp_path):
+        pass
+    log = (tmp_path / "secrets.log").read_text()
+    assert "redis://:**" in log and " ready." in log, log[-3000:]  # Celery names its broker, masked
+    _checked("the worker's log", log)
