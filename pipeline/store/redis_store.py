@@ -60,10 +60,10 @@ class RedisStore:
     """Feature store in a Redis server (``redis://[[user]:password@]host:port/db``, or ``rediss://`` for
     TLS verified against ``ca_file``; :mod:`pipeline.store.redis_connection`).
 
-    Messages name the URL with its password masked (``name``). Every command is bounded by
-    ``timeout_s`` (connect and read). A command that meets a broken
-    connection (a pooled connection to a server that restarted) is retried once on a new one;
-    a timeout is not retried, so a stalled server costs one timeout, not a backoff series.
+    Messages name the URL with its password masked (``name``); the URL itself is kept private. Every
+    command is bounded by ``timeout_s`` (connect and read). A command that meets a broken connection
+    (a pooled connection to a server that restarted) is retried once on a new one; a timeout is not
+    retried, so a stalled server costs one timeout, not a backoff series.
     """
 
     def __init__(self, url: str, namespace: str = "features:", user_width: int = N_USER_FEATURES,
@@ -73,7 +73,7 @@ class RedisStore:
         self.client = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)), **self._options)
-        self.url, self.namespace, self.timeout_s = url, namespace, timeout_s
+        self._url, self.namespace, self.timeout_s = url, namespace, timeout_s
         self.name = display_url(url)
         self._async_client: redis.asyncio.Redis | None = None  # made in the event loop that uses it
         self.user_width, self.restaurant_width = user_width, restaurant_width
@@ -98,7 +98,7 @@ class RedisStore:
         never blocked, and no thread is woken per request."""
         if self._async_client is None:
             self._async_client = redis.asyncio.Redis.from_url(
-                self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
+                self._url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
                 retry=redis.asyncio.retry.Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
                 **self._options)
             self._async_fetch = self._async_client.register_script(_FETCH)
