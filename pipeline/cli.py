@@ -14,13 +14,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from pipeline.config import setting
 from pipeline.data.generate import PRESETS, generate
 from pipeline.data.layout import ReferenceDataset, parse_day
+from pipeline.redaction import install_log_redaction, redact, redact_value
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -69,9 +72,9 @@ def _loadtest(args: argparse.Namespace) -> int:
 
     if args.ramp:
         rates = tuple(float(r) for r in args.ramp_rates.split(",")) if args.ramp_rates else DEFAULT_RAMP
-        result = ramp(args.url, Path(args.requests), rates, args.duration)
+        result = ramp(args.url, Path(args.requests), rates, args.duration, token=setting("PIPELINE_API_TOKEN"))
     else:
-        result = run(args.url, Path(args.requests), args.rate, args.duration)
+        result = run(args.url, Path(args.requests), args.rate, args.duration, token=setting("PIPELINE_API_TOKEN"))
         print(f"{result['requests']} requests at {result['achieved_rps']:.1f} rps: p50 {result['p50_ms']:.2f} ms, "
               f"p95 {result['p95_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, max {result['max_ms']:.2f} ms, "
               f"errors {result['errors']}")
@@ -82,24 +85,32 @@ def _loadtest(args: argparse.Namespace) -> int:
 def _open_store():
     from pipeline.store.factory import open_store
 
-    return open_store(setting("PIPELINE_ONLINE_STORE"), setting("REDIS_URL"), setting("PIPELINE_SQLITE_PATH"))
+    return open_store(setting("PIPELINE_ONLINE_STORE"), setting("REDIS_URL"), setting("PIPELINE_SQLITE_PATH"),
+                      redis_ca_file=setting("PIPELINE_REDIS_CA_FILE"))
 
 
 def _status(args: argparse.Namespace) -> int:
     from pipeline.data.layout import Warehouse
     from pipeline.operations import status
+    from pipeline.store.base import StoreUnavailable
 
     store = _open_store()
     try:
-        print(json.dumps(status(Warehouse(Path(setting("PIPELINE_WAREHOUSE_DIR")).resolve()), store), indent=2))
+        result = status(Warehouse(Path(setting("PIPELINE_WAREHOUSE_DIR")).resolve()), store)
+    except StoreUnavailable as unavailable:
+        print(f"pipeline status: {redact(unavailable)}", file=sys.stderr)
+        return 1
     finally:
         store.close()
+    print(json.dumps(redact_value(result), indent=2))
     return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
     from pipeline.data.layout import Warehouse
     from pipeline.operations import rollback_features, rollback_model
+    from pipeline.publish import LockTimeout
+    from pipeline.store.base import StoreUnavailable
 
     try:
         if args.what == "model":
@@ -110,10 +121,10 @@ def _rollback(args: argparse.Namespace) -> int:
                 result = rollback_features(store)
             finally:
                 store.close()
-    except FileNotFoundError as nothing:
-        print(f"pipeline rollback {args.what}: {nothing}", file=sys.stderr)
+    except (FileNotFoundError, StoreUnavailable, LockTimeout) as failed:
+        print(f"pipeline rollback {args.what}: {redact(failed)}", file=sys.stderr)
         return 1
-    print(json.dumps(result))
+    print(json.dumps(redact_value(result)))
     return 0
 
 
@@ -165,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="model: the served export and the model of record it came from; "
                            "features: the online store's feature version")
     back.set_defaults(func=_rollback)
-    load = commands.add_parser("loadtest", help="open-loop load test replaying requests.parquet")
+    load = commands.add_parser("loadtest", help="open-loop load test replaying requests.parquet "
+                                                "(sends $PIPELINE_API_TOKEN when set)")
     load.add_argument("--url", required=True, help="e.g. http://127.0.0.1:8000")
     load.add_argument("--requests", required=True, help="a requests.parquet")
     load.add_argument("--rate", type=float, default=30.0, help="requests per second")
@@ -184,7 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _redacted_excepthook(kind, value, tb) -> None:
+    """An uncaught error's traceback, with every credential masked."""
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; its log lines and an uncaught error's traceback mask every credential."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    install_log_redaction()
+    sys.excepthook = _redacted_excepthook
     args = build_parser().parse_args(argv)
     return args.func(args)
 

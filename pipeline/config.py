@@ -60,7 +60,10 @@ DEFAULTS = {
     "PIPELINE_EXPORT_VERIFY_TIMEOUT_S": "300",
     "PIPELINE_SQLITE_PATH": "data/online/features.db",
     "PIPELINE_ONLINE_STORE": "",  # sqlite or redis; empty: redis when REDIS_URL is set, else sqlite
+    # redis://[[user]:password@]host:port/db, or rediss:// (TLS) verified with PIPELINE_REDIS_CA_FILE (a PEM file;
+    # empty: the system's CAs); the CA file also verifies a rediss:// Celery broker and result backend
     "REDIS_URL": "",
+    "PIPELINE_REDIS_CA_FILE": "",
     # the API (pipeline/api/limits.py)
     "PIPELINE_STORE_TIMEOUT_MS": "200",
     "PIPELINE_API_DEADLINE_MS": "500",
@@ -68,6 +71,8 @@ DEFAULTS = {
     "PIPELINE_API_HEADER_TIMEOUT_S": "5",
     "PIPELINE_API_BODY_TIMEOUT_S": "5",
     "PIPELINE_API_POLL_INTERVAL_S": "1",
+    # a bearer token /recommend requires (Authorization: Bearer <token>); empty: no authentication
+    "PIPELINE_API_TOKEN": "",
 }
 
 

@@ -19,6 +19,7 @@ import redis
 from pipeline.config import setting
 from pipeline.redaction import redact
 from pipeline.store.factory import resolve_backend
+from pipeline.store.redis_connection import client_options, display_url
 
 SHARED_STORAGE = "a directory on storage every worker and the run host mount at the same path"
 
@@ -38,13 +39,18 @@ def _writable_directory(name: str, path: str) -> str | None:
     return None
 
 
-def redis_problem(what: str, url: str, timeout_s: float) -> str | None:
-    """None when the Redis server at ``url`` answers a PING within ``timeout_s``."""
-    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+def redis_problem(what: str, url: str, timeout_s: float, ca_file: str = "") -> str | None:
+    """None when the Redis server at ``url`` answers a PING within ``timeout_s``, connecting as the store
+    and the broker do (AUTH from the URL, TLS verified with ``ca_file`` for ``rediss://``)."""
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                      **client_options(url, ca_file))
+    except ValueError as exc:
+        return f"{what}: {redact(exc)}"
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:
-        return f"{what} {redact(url)} does not answer: {exc}"
+        return redact(f"{what} {display_url(url)} does not answer: {type(exc).__name__}: {exc}")
     finally:
         client.close()
     return None
@@ -71,7 +77,8 @@ def problems() -> list[str]:
         found.append(f"online store: {exc}")
     else:
         if backend == "redis":
-            found.append(redis_problem("the online store (REDIS_URL)", setting("REDIS_URL"), timeout))
+            found.append(redis_problem("the online store (REDIS_URL)", setting("REDIS_URL"), timeout,
+                                       setting("PIPELINE_REDIS_CA_FILE")))
         else:
             sqlite = setting("PIPELINE_SQLITE_PATH")
             found.append(_writable_directory("PIPELINE_SQLITE_PATH's directory", str(Path(sqlite).parent))

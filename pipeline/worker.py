@@ -19,14 +19,17 @@ import yaml
 
 from pipeline import shared_state
 from pipeline.config import setting
-from pipeline.redaction import redact
+from pipeline.redaction import install_log_redaction, redact
+from pipeline.store.redis_connection import celery_ssl_options
 
 QUEUE = "dagster"  # dagster-celery's queue: a step tagged dagster-celery/queue goes elsewhere
 
 
 def config_source(timeout_s: float) -> dict[str, Any]:
-    """Celery settings of both sides: every broker and result-backend call is bounded by ``timeout_s``."""
-    return {
+    """Celery settings of both sides: every broker and result-backend call is bounded by ``timeout_s``; a
+    ``rediss://`` broker or backend is verified against ``PIPELINE_REDIS_CA_FILE`` (its password comes
+    from its URL)."""
+    return {**_tls_settings(),
         "worker_prefetch_multiplier": 1,  # a step is long: a worker must not hold steps another could run
         "task_default_queue": QUEUE,
         "task_default_priority": 5,
@@ -40,6 +43,14 @@ def config_source(timeout_s: float) -> dict[str, Any]:
         "result_expires": 24 * 3600,  # step results are read within seconds; the backend keeps nothing longer
         "worker_redirect_stdouts_level": "INFO",  # a step's log lines are not warnings
     }
+
+
+def _tls_settings() -> dict[str, Any]:
+    ca_file = setting("PIPELINE_REDIS_CA_FILE")
+    broker = celery_ssl_options(setting("PIPELINE_CELERY_BROKER_URL"), ca_file)
+    backend = celery_ssl_options(setting(_backend_variable()), ca_file)
+    return {**({"broker_use_ssl": broker} if broker else {}),
+            **({"redis_backend_use_ssl": backend} if backend else {})}
 
 
 def _timeout_s() -> float:
@@ -122,8 +133,21 @@ def broker_problem(app) -> str | None:
             connection.ensure_connection(max_retries=1, timeout=_timeout_s())
     except Exception as exc:  # kombu raises the transport's own errors
         url = redact(setting("PIPELINE_CELERY_BROKER_URL"))
-        return f"the broker PIPELINE_CELERY_BROKER_URL={url} does not answer: {exc}"
+        return redact(f"the broker PIPELINE_CELERY_BROKER_URL={url} does not answer: {type(exc).__name__}: {exc}")
     return None
+
+
+def _redact_celery_logs() -> None:
+    """Every handler Celery sets up for the worker's and the tasks' log lines masks credentials."""
+    from celery.signals import after_setup_logger, after_setup_task_logger
+
+    def install(logger=None, **_):
+        install_log_redaction(logger)
+        install_log_redaction()
+
+    after_setup_logger.connect(install, weak=False)
+    after_setup_task_logger.connect(install, weak=False)
+    install_log_redaction()
 
 
 def start(name: str | None = None, concurrency: int | None = None, loglevel: str = "INFO") -> int:
@@ -138,10 +162,12 @@ def start(name: str | None = None, concurrency: int | None = None, loglevel: str
     found.append(broker_problem(app))
     found = [problem for problem in found if problem]
     if found:
-        print("pipeline worker: this machine cannot take steps:\n  - " + "\n  - ".join(found), file=sys.stderr)
+        print(redact("pipeline worker: this machine cannot take steps:\n  - " + "\n  - ".join(found)),
+              file=sys.stderr)
         return 2
     print(f"pipeline worker: warehouse {setting('PIPELINE_WAREHOUSE_DIR')}; {storage}; "
           f"broker {redact(setting('PIPELINE_CELERY_BROKER_URL'))}", flush=True)
+    _redact_celery_logs()
     concurrency = concurrency or int(setting("PIPELINE_WORKER_CONCURRENCY"))
     max_memory_kib = int(setting("PIPELINE_WORKER_MAX_MEMORY_MIB")) * 1024
     app.worker_main(["worker", f"--hostname={name or 'pipeline-' + uuid.uuid4().hex[:6]}@%h",

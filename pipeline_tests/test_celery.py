@@ -155,7 +155,7 @@ def test_a_worker_without_the_shared_state_refuses_to_start_and_says_what_is_mis
     assert f"PIPELINE_DATASET_DIR={tmp_path / 'no-dataset'} has no train/ directory" in done.stderr
     assert f"DAGSTER_HOME={tmp_path} has no Dagster storage yet" in done.stderr  # not the runs' instance
     assert not (tmp_path / "history").exists()  # and the worker did not create one
-    assert "the broker PIPELINE_CELERY_BROKER_URL=redis://:**@127.0.0.1:" in done.stderr
+    assert "the broker PIPELINE_CELERY_BROKER_URL=redis://:***@127.0.0.1:" in done.stderr
     assert "hunter2" not in done.stderr + done.stdout  # the password is never printed
     assert "ready." not in done.stdout
 

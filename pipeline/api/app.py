@@ -35,7 +35,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.api.artifacts import KINDS, Artifacts
+from pipeline.api.auth import ApiToken
 from pipeline.api.limits import ApiLimits, BoundedBody
+from pipeline.api.public import public_text, public_value
 from pipeline.serving.breaker import Breaker
 from pipeline.serving.recommender import MAX_CANDIDATES, MAX_DIST_WITHOUT_CANDIDATES_M, RequestError, UnknownUser
 from pipeline.serving.recommender import Request as Recommendation
@@ -133,8 +135,11 @@ class _ServingCollector:
                                 value=0 if self.breaker.is_open else 1)
 
 
-def create_app(artifacts: Artifacts, limits: ApiLimits | None = None) -> FastAPI:
+def create_app(artifacts: Artifacts, limits: ApiLimits | None = None, api_token: str = "") -> FastAPI:
+    """The app; with ``api_token``, /recommend needs it and /health without it says only whether it is ready."""
     limits = limits or ApiLimits()
+    token = ApiToken(api_token)
+    root = artifacts.warehouse.root
     registry = CollectorRegistry()
     requests = Counter("recommend_requests", "Recommendation requests by HTTP status", ["status"],
                        registry=registry)
@@ -158,7 +163,8 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None) -> FastAPI
 
     def error(status: int, message: str, field: str | None = None, detail=None,
               retry_after: int | None = None, headers: dict | None = None) -> JSONResponse:
-        body = {"error": message, **({"field": field} if field else {}), **({"detail": detail} if detail else {})}
+        body = {"error": public_text(message, root), **({"field": field} if field else {}),
+                **({"detail": detail} if detail else {})}
         headers = {**(headers or {}), **({"Retry-After": str(retry_after)} if retry_after else {})}
         return JSONResponse(body, status_code=status, headers=headers or None)
 
@@ -196,8 +202,8 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None) -> FastAPI
         # the traceback is logged by the server; the client gets JSON, never a bare text 500
         return error(500, f"internal error ({type(exc).__name__}); the server log has the details")
 
-    @app.post("/recommend/{user_id}", response_model=RecommendResponse,
-              responses={code: {"model": ErrorBody} for code in (400, 404, 408, 413, 422, 503)})
+    @app.post("/recommend/{user_id}", response_model=RecommendResponse, dependencies=token.required(),
+              responses={code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 422, 503)})
     async def recommend(user_id: Annotated[str, Path(max_length=19, pattern=USER_ID,
                                                      description="u00042 or 42 (ASCII digits)")],
                         body: RecommendBody) -> Response:
@@ -224,11 +230,12 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None) -> FastAPI
             return error(422, str(invalid_field), invalid_field.field)
         return Response(orjson.dumps(answer.as_json()), media_type="application/json")
 
-    @app.get("/health")
-    async def health() -> JSONResponse:
+    @app.get("/health", dependencies=token.declared())
+    async def health(request: Request) -> JSONResponse:
         """Ready (200) when the model, the geo index and the online store's features are loaded
         (a live version holding users and restaurants) and the store answers; otherwise 503 with
-        the reason. Always answers within the deadline."""
+        the reason. Always answers within the deadline. With an API token set, a request without it
+        gets only ``{"ready": ...}``."""
         live, store = None, {}
         if not breaker.allow():
             store = {"error": f"unavailable: {breaker.last_error}"}
@@ -245,14 +252,17 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None) -> FastAPI
             except StoreUnavailable as unavailable:
                 store = {"error": f"unavailable: {unavailable}"}
         reasons = [r for r in (artifacts.not_ready_reason(), store.get("error", "")) if r]
-        return JSONResponse({
+        headers = {"Retry-After": "1"} if reasons else None
+        if not token.sent_by(request.headers.get("authorization")):
+            return JSONResponse({"ready": not reasons}, status_code=503 if reasons else 200, headers=headers)
+        return JSONResponse(public_value({
             "ready": not reasons, "reason": "; ".join(reasons), "pid": os.getpid(),
             "model_version": artifacts.model_version,
             "model_format": artifacts.model_record.get("serve", "torchscript") if artifacts.model_version else None,
             "model_feature_versions": artifacts.model_record.get("feature_versions", {}),
             "geo_index_version": artifacts.geo_version, "store": store, "reloads": artifacts.reloads,
             "last_reload_failure": artifacts.last_failure.as_json() if artifacts.last_failure else None,
-        }, status_code=503 if reasons else 200, headers={"Retry-After": "1"} if reasons else None)
+        }, root), status_code=503 if reasons else 200, headers=headers)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:

@@ -35,14 +35,16 @@ def request_bodies(path: Path) -> list[tuple[str, bytes]]:
 
 
 async def _open_loop(url: str, bodies: list[tuple[str, bytes]], rate: float, duration_s: float,
-                     timeout_s: float, answers: list | None = None) -> LoadResult:
-    """``answers``, if given, receives (due, seconds to answer, status; 0 for no answer) per request."""
+                     timeout_s: float, answers: list | None = None, token: str = "") -> LoadResult:
+    """``answers``, if given, receives (due, seconds to answer, status; 0 for no answer) per request;
+    ``token`` is sent as ``Authorization: Bearer`` (the API's PIPELINE_API_TOKEN)."""
     total = max(1, int(rate * duration_s))
     latencies, errors = [], [0]
     loop_start = time.perf_counter()
     connector = aiohttp.TCPConnector(limit=512, force_close=False)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s),
-                                     headers={"Content-Type": "application/json"}) as session:
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Bearer {token}"} if token else {})}) as session:
         async def send(path: str, body: bytes, due: float) -> None:
             status = 0
             try:
@@ -73,17 +75,17 @@ async def _open_loop(url: str, bodies: list[tuple[str, bytes]], rate: float, dur
 
 
 def run(url: str, requests_file: Path, rate: float, duration_s: float, timeout_s: float = 10.0,
-        answers: list | None = None) -> dict:
+        answers: list | None = None, token: str = "") -> dict:
     bodies = request_bodies(requests_file)
-    result = uvloop.run(_open_loop(url.rstrip("/"), bodies, rate, duration_s, timeout_s, answers))
+    result = uvloop.run(_open_loop(url.rstrip("/"), bodies, rate, duration_s, timeout_s, answers, token))
     return {"rate": rate, "duration_s": duration_s, **result.summary()}
 
 
-def ramp(url: str, requests_file: Path, rates: tuple[float, ...], step_s: float, log=print) -> dict:
+def ramp(url: str, requests_file: Path, rates: tuple[float, ...], step_s: float, log=print, token: str = "") -> dict:
     """Steps of increasing rate; stops at the first that misses p95 ≤ 100 ms or has errors."""
     steps, best = [], 0.0
     for rate in rates:
-        step = run(url, requests_file, rate, step_s)
+        step = run(url, requests_file, rate, step_s, token=token)
         steps.append(step)
         log(f"ramp {rate:>6.0f} rps: p95 {step['p95_ms']:.2f} ms, achieved {step['achieved_rps']:.0f} rps, "
             f"errors {step['errors']}")

@@ -137,11 +137,16 @@ class OnlineStoreResource(dg.ConfigurableResource):
 
     backend: str = Field(default="", description=(
         "sqlite or redis; empty: redis when redis_url is set, else sqlite (PIPELINE_ONLINE_STORE)."))
-    redis_url: str = Field(default="", description="redis://host:port/db of the Redis store (REDIS_URL).")
+    redis_url: str = Field(default="", description=(
+        "redis://[[user]:password@]host:port/db of the Redis store, rediss:// for TLS (REDIS_URL; set it as an "
+        "environment variable so the password stays out of the run's stored configuration)."))
+    redis_ca_file: str = Field(default="", description=(
+        "CA file verifying a rediss:// server (PIPELINE_REDIS_CA_FILE; empty: the system's CAs)."))
     sqlite_path: str = Field(description="File of the SQLite store (PIPELINE_SQLITE_PATH).")
 
     def open(self) -> FeatureStore:
-        return open_store(self.backend, self.redis_url, str(Path(self.sqlite_path).resolve()))
+        return open_store(self.backend, self.redis_url, str(Path(self.sqlite_path).resolve()),
+                          redis_ca_file=self.redis_ca_file)
 
     def describe(self) -> str:
         return resolve_backend(self.backend, self.redis_url)
@@ -155,6 +160,7 @@ def default_resources() -> dict:
         "online_store": OnlineStoreResource(
             backend=resource_value("PIPELINE_ONLINE_STORE"),
             redis_url=resource_value("REDIS_URL"),
+            redis_ca_file=resource_value("PIPELINE_REDIS_CA_FILE"),
             sqlite_path=resource_value("PIPELINE_SQLITE_PATH"),
         ),
     }

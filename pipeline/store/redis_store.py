@@ -40,6 +40,7 @@ from pipeline.store.base import (
     refuse_shrink,
     validate_tables,
 )
+from pipeline.store.redis_connection import client_options, display_url
 
 # HMGET in slices: Lua's unpack() has a limit of a few thousand values.
 _FETCH = """
@@ -59,20 +60,24 @@ _LEASE_S = 30  # a killed loader's lock expires after this long
 
 
 class RedisStore:
-    """Feature store in a Redis server (``redis://host:port/db``).
+    """Feature store in a Redis server (``redis://[[user]:password@]host:port/db``, or ``rediss://`` for
+    TLS verified against ``ca_file``; :mod:`pipeline.store.redis_connection`).
 
-    Every command is bounded by ``timeout_s`` (connect and read). A command that meets a broken
-    connection (a pooled connection to a server that restarted) is retried once on a new one;
-    a timeout is not retried, so a stalled server costs one timeout, not a backoff series.
+    Messages name the URL with its password masked (``name``); the URL itself is kept private. Every
+    command is bounded by ``timeout_s`` (connect and read). A command that meets a broken connection
+    (a pooled connection to a server that restarted) is retried once on a new one; a timeout is not
+    retried, so a stalled server costs one timeout, not a backoff series.
     """
 
     def __init__(self, url: str, namespace: str = "features:", user_width: int = N_USER_FEATURES,
                  restaurant_width: int = N_RESTAURANT_FEATURES,
-                 timeout_s: float = DEFAULT_WRITE_TIMEOUT_S):
+                 timeout_s: float = DEFAULT_WRITE_TIMEOUT_S, ca_file: str = ""):
+        self._options = client_options(url, ca_file)
         self.client = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
-        self.url, self.namespace, self.timeout_s = url, namespace, timeout_s
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)), **self._options)
+        self._url, self.namespace, self.timeout_s = url, namespace, timeout_s
+        self.name = display_url(url)
         self._async_client: redis.asyncio.Redis | None = None  # made in the event loop that uses it
         self.user_width, self.restaurant_width = user_width, restaurant_width
         self._fetch = self.client.register_script(_FETCH)
@@ -81,7 +86,7 @@ class RedisStore:
         return self.namespace + "".join(str(p) for p in parts)
 
     def _unavailable(self, error: redis.RedisError) -> StoreUnavailable:
-        return StoreUnavailable(f"redis {self.url}: {type(error).__name__}: {error} (timeout {self.timeout_s} s)")
+        return StoreUnavailable(f"redis {self.name}: {type(error).__name__}: {error} (timeout {self.timeout_s} s)")
 
     def fetch(self, user_id: int, restaurant_ids: Sequence[int]) -> Fetched:
         ids = [int(i) for i in restaurant_ids]
@@ -96,8 +101,9 @@ class RedisStore:
         never blocked, and no thread is woken per request."""
         if self._async_client is None:
             self._async_client = redis.asyncio.Redis.from_url(
-                self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
-                retry=redis.asyncio.retry.Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
+                self._url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
+                retry=redis.asyncio.retry.Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+                **self._options)
             self._async_fetch = self._async_client.register_script(_FETCH)
         ids = [int(i) for i in restaurant_ids]
         try:
@@ -108,7 +114,7 @@ class RedisStore:
 
     def _fetched(self, answer, ids: list[int]) -> Fetched:
         if answer is None:
-            raise FeaturesNotLoaded(f"no feature version is live in {self.url} (namespace {self.namespace!r})")
+            raise FeaturesNotLoaded(f"no feature version is live in {self.name} (namespace {self.namespace!r})")
         version, user_blob, blobs = answer
         user = decode([user_blob], self.user_width)[0] if user_blob is not None else None
         found = np.fromiter((b is not None for b in blobs), dtype=bool, count=len(ids))
@@ -126,7 +132,10 @@ class RedisStore:
                             int(m["previous"]) if m.get("previous") else None)
 
     def versions(self) -> list[StoreVersion]:
-        numbers = sorted(int(n) for n in self.client.smembers(self._key("versions")))
+        try:
+            numbers = sorted(int(n) for n in self.client.smembers(self._key("versions")))
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise self._unavailable(error) from error
         return [v for v in (self._version(n) for n in numbers) if v is not None]
 
     def live(self) -> StoreVersion | None:
@@ -140,14 +149,20 @@ class RedisStore:
         self.client.unlink(self._key("v", number, ":u"), self._key("v", number, ":r"), self._key("v", number, ":meta"))
         self.client.srem(self._key("versions"), number)
 
+    def _acquire(self, lock: redis.lock.Lock) -> bool:
+        try:
+            return lock.acquire()
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise self._unavailable(error) from error
+
     def _lock(self, timeout_s: float, on_wait) -> redis.lock.Lock:
         lock = self.client.lock(self._key("writer"), timeout=_LEASE_S, blocking=True, blocking_timeout=0.05)
         deadline, told = time.monotonic() + timeout_s, False
-        while not lock.acquire():
+        while not self._acquire(lock):
             if time.monotonic() > deadline:
-                raise LockTimeout(f"online store {self.url}: another loader held the lock for more than {timeout_s} s")
+                raise LockTimeout(f"online store {self.name}: another loader held the lock for more than {timeout_s} s")
             if on_wait is not None and not told:
-                on_wait(f"waiting for the other loader of the online store {self.url}")
+                on_wait(f"waiting for the other loader of the online store {self.name}")
                 told = True
         return lock
 
@@ -180,7 +195,7 @@ class RedisStore:
                 audits = [*audit_loaded(lambda kind, ids: self._read_back(number, kind, ids), users, restaurants),
                           not_shrunk]
                 if not all(a.passed for a in audits):
-                    raise Rejected(self.url, audits)
+                    raise Rejected(self.name, audits)
             except BaseException:
                 self._drop_version(number)
                 raise
@@ -207,7 +222,7 @@ class RedisStore:
             live = self.live()
             previous = self._version(live.previous) if live and live.previous else None
             if previous is None or previous.state != "complete":
-                raise FileNotFoundError(f"online store {self.url}: no previous version is kept to roll back to")
+                raise FileNotFoundError(f"online store {self.name}: no previous version is kept to roll back to")
             self.client.set(self._key("live"), previous.number)
             return live.number, previous.number
         finally:
