@@ -25,7 +25,6 @@ from redis.retry import Retry
 from pipeline.data.schema import N_RESTAURANT_FEATURES, N_USER_FEATURES
 from pipeline.data.shrink import ShrinkGuard
 from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, LockTimeout, Rejected
-from pipeline.redaction import redact
 from pipeline.store.base import (
     DEFAULT_WRITE_TIMEOUT_S,
     LOAD_BATCH,
@@ -177,7 +176,7 @@ class RedisStore:
                 if leftover.state == "loading":  # a killed loader's partial version
                     self._drop_version(leftover.number)
             live = self.live()
-            not_shrunk = refuse_shrink(redact(self.url), guard, live, users, restaurants)
+            not_shrunk = refuse_shrink(self.name, guard, live, users, restaurants)
             number = int(self.client.incr(self._key("next_version")))
             self.client.hset(self._key("v", number, ":meta"), mapping={
                 "users_version": users.version, "restaurants_version": restaurants.version,
