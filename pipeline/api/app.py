@@ -117,11 +117,11 @@ class _CountRecommendations:
 def create_app(artifacts: Artifacts, limits: ApiLimits | None = None) -> FastAPI:
     limits = limits or ApiLimits()
     breaker = Breaker(limits.cooldown_s)
-    metrics = ApiMetrics(artifacts, breaker)
+    api_metrics = ApiMetrics(artifacts, breaker)
 
     async def refresh_metrics() -> None:
         while True:
-            metrics.refresh()
+            api_metrics.refresh()
             await asyncio.sleep(artifacts.poll_interval_s)
 
     @contextlib.asynccontextmanager
@@ -131,14 +131,14 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None) -> FastAPI
         refresher = asyncio.create_task(refresh_metrics())
         yield
         refresher.cancel()
-        metrics.close()
+        api_metrics.close()
         await artifacts.store.close_async()
         artifacts.stop()
 
     # Swagger UI only: ReDoc's page still fetches its logo from a CDN
     app = FastAPIOffline(title="Restaurant recommendations", version="1", lifespan=lifespan, redoc_url=None)
     app.add_middleware(BoundedBody, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
-    app.add_middleware(_CountRecommendations, requests=metrics.requests, latency=metrics.latency)
+    app.add_middleware(_CountRecommendations, requests=api_metrics.requests, latency=api_metrics.latency)
 
     def error(status: int, message: str, field: str | None = None, detail=None,
               retry_after: int | None = None, headers: dict | None = None) -> JSONResponse:
@@ -238,6 +238,6 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None) -> FastAPI
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
         """Prometheus metrics (never touches the store)."""
-        return PlainTextResponse(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(api_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
