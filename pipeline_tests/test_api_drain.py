@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 import time
 
@@ -13,7 +14,7 @@ import pytest
 
 from pipeline.store.sqlite import SQLiteStore
 from pipeline_tests.api_process import ApiProcess, copy_warehouse
-from pipeline_tests.test_api_resilience import BODY, _load
+from pipeline_tests.test_api_resilience import BODY, _load, redis_api, redis_process  # noqa: F401, F811 - fixtures
 
 DRAIN_S = 1.5
 PAYLOAD = json.dumps(BODY).encode()
@@ -115,3 +116,26 @@ def test_sigterm_under_load_drains_and_answers_every_request_written_before_it(s
     assert during_drain and all(outcome == 200 for outcome in during_drain), during_drain[:5]
     assert health and all(answer == (503, "draining") for answer in health), health
     assert stopped - signalled < DRAIN_S + 6, log[-2000:]
+
+
+def test_pipelined_requests_already_read_when_the_server_stops_are_answered(redis_api):  # noqa: F811
+    """Redis paused, so the first of three pipelined requests waits for the store (then 503)
+    while the other two are queued behind it; SIGTERM (no drain) arrives meanwhile."""
+    api, redis_server, _ = redis_api
+    request = (b"POST /recommend/7 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(PAYLOAD), PAYLOAD))
+    redis_server.pause()
+    try:
+        with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+            sock.sendall(request * 3)
+            time.sleep(0.2)
+            api.process.terminate()
+            received = []
+            while chunk := sock.recv(65536):
+                received.append(chunk)
+        api.process.wait(timeout=10)
+    finally:
+        redis_server.resume()
+    answers = b"".join(received)
+    assert answers.count(b"HTTP/1.1 503") == 3, answers[:600]
+    assert answers.count(b"online store unavailable") == 3
