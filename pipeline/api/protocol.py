@@ -18,11 +18,12 @@ client. Headers over ``max_header_bytes`` (request line included) get 431, as so
 bytes arrived, complete or not. A connection opened while ``max_connections`` are already open
 in this worker gets 503 to its first request, then is closed.
 
-A close while the client may still be sending (an early 413, 408 or 431, or any answer given
-before its request was read to the end) is lingering: the answer is written, the server's side
-is shut for writing, and what the client still sends is read and discarded until it closes,
-for at most ``linger_s`` and ``linger_bytes``. Closing at once would make the kernel reset the
-connection on the client's unread bytes and discard the answer before the client reads it.
+A close after an answer, or while the client may still be sending (an early 413, 408 or 431,
+any answer given before its request was read to the end), is lingering: the answer is written,
+the server's side is shut for writing, and what the client still sends is read and discarded
+until it closes, for at most ``linger_s`` and ``linger_bytes``. Closing at once would make the
+kernel reset the connection on the client's unread bytes and discard the answer before the
+client reads it. Idle connections (nothing of a request received) are closed at once.
 """
 
 from __future__ import annotations
@@ -116,10 +117,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         return None
 
     def close_connection(self) -> None:
-        """Close now when nothing of a request is unread, else linger (see the module docstring)."""
+        """Close an idle connection now; linger after an answer or with a request partly read
+        (see the module docstring): a reset would destroy an answer the client has not read yet."""
         if self.lingering or self._real_transport.is_closing():
             return
-        if self._lost or self._phase in ("new", "idle", ""):
+        if self._lost or self._phase in ("new", "idle"):
             self._disarm()
             self._real_transport.close()
             return
@@ -234,6 +236,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         """The app, answering with ``Connection: close`` while the server drains, unless this
         connection has more requests queued or begun (they are answered first)."""
         async def app_closing_when_draining(scope, receive, send):
+            if not DRAIN.draining:
+                return await app(scope, receive, send)
+
             async def send_closing(message):
                 if (message["type"] == "http.response.start" and DRAIN.draining and not self.pipeline
                         and self._phase in ("", "idle")):
