@@ -42,12 +42,13 @@ def test_two_workers_report_one_set_of_metrics(serving_artifacts, tmp_path):
     _load(store, tables)
     store.close()
     private_tmp = tmp_path / "tmp"
-    private_tmp.mkdir()
+    left_by_a_killed_server = private_tmp / "pipeline-api-metrics-999999999-x"
+    left_by_a_killed_server.mkdir(parents=True)
     api = ApiProcess(tmp_path, {"PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "PIPELINE_ONLINE_STORE": "sqlite",
                                 "PIPELINE_SQLITE_PATH": str(path), "TMPDIR": str(private_tmp)}, workers=2)
     try:
         api.wait_until(ready=True)
-        assert [d.name[:21] for d in private_tmp.iterdir()] == ["pipeline-api-metrics-"]
+        assert [d.name.split("-")[3] for d in private_tmp.iterdir()] == [str(api.process.pid)]
         pids = _wait_for(lambda: len(seen := _worker_pids(api.base)) == 2 and seen, timeout_s=30,
                          what="answers from both workers")
         version = health(api.base)["model_version"]

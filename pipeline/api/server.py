@@ -42,12 +42,25 @@ def build_app():
     return create_app(Artifacts(warehouse, store, float(setting("PIPELINE_API_POLL_INTERVAL_S"))), limits)
 
 
+METRICS_DIR_PREFIX = "pipeline-api-metrics-"
+
+
+def _fresh_metrics_dir() -> str:
+    """A new private directory for the workers' metrics; those left by servers that were killed
+    (their pid no longer runs) are removed first."""
+    for old in Path(tempfile.gettempdir()).glob(f"{METRICS_DIR_PREFIX}*-*"):
+        pid = old.name.removeprefix(METRICS_DIR_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
+
+
 def serve(host: str, port: int, workers: int = 1, poll_interval_s: float | None = None) -> None:
     # the workers read these from the environment they are started with
     if poll_interval_s is not None:
         os.environ["PIPELINE_API_POLL_INTERVAL_S"] = str(poll_interval_s)
     limits = ApiLimits.from_settings()  # refuse bad settings before starting anything
-    metrics_dir = tempfile.mkdtemp(prefix="pipeline-api-metrics-") if workers > 1 else None
+    metrics_dir = _fresh_metrics_dir() if workers > 1 else None
     if metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     print(f"Serving on http://{host}:{port} ({workers} worker{'s' * (workers > 1)}; API docs at "
