@@ -10,7 +10,9 @@ for ``--duration`` seconds, and a ramp to the highest rate with p95 ≤ 100 ms a
 With ``--pause-redis S``: then 30 requests/s for S + 10 s with Redis stopped (SIGSTOP) for S
 seconds in the middle, reporting how long the slowest answer took and the statuses, while
 ``/health`` is polled. ``--server-code DIR`` serves another checkout's code (a baseline) against
-the same artifacts. Reports the server's peak RSS. Prints one JSON object as its last line.
+the same artifacts. ``--server granian`` serves the same app with granian instead of
+``pipeline serve`` (a comparison; granian must be importable, e.g. on PYTHONPATH). Reports the
+server's peak RSS. Prints one JSON object as its last line.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--pause-redis", type=float, default=0.0, help="seconds Redis is stopped (0: skip)")
     parser.add_argument("--server-code", type=Path, help="serve this checkout's code instead (a baseline)")
+    parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn",
+                        help="pipeline serve (uvicorn), or the same app on granian (a comparison)")
     args = parser.parse_args()
     data = args.data.resolve()
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp, redis_server() as redis_process:
@@ -118,8 +122,12 @@ def main() -> None:
         env = {**os.environ, "PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "REDIS_URL": redis_url,
                "PIPELINE_ONLINE_STORE": "redis"}
         command = [str(Path(sys.executable).parent / "pipeline"), "serve", "--port", str(port)]
+        if args.server == "granian":  # its own bounds: headers within 5 s, at most 1000 requests at once
+            command = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--port", str(port),
+                       "--http", "1", "--loop", "uvloop", "--http1-header-read-timeout", "5000",
+                       "--backpressure", "1000", "--log-level", "warning", "pipeline.api.server:build_app"]
         if args.server_code:
-            env["PYTHONPATH"] = str(args.server_code.resolve())  # its `pipeline` package comes first
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.server_code.resolve()), env.get("PYTHONPATH")]))
         if args.workers != 1:
             command += ["--workers", str(args.workers)]
         server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -149,7 +157,7 @@ def main() -> None:
               "rate": 30, "duration_s": args.duration, "store": "redis", "max_rps": ramped["max_rps"],
               "ramp": [{k: s[k] for k in ("rate", "p50_ms", "p95_ms", "p99_ms", "achieved_rps", "errors")}
                        for s in ramped["steps"]],
-              "workers": args.workers, "redis_paused": paused,
+              "workers": args.workers, "server": args.server, "redis_paused": paused,
               "server_peak_rss_mb": round(server_rss, 1), "machine": machine(),
               "command": " ".join(["python", "bench/api.py", *sys.argv[1:]])}
     print(json.dumps(result))

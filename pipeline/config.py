@@ -70,6 +70,18 @@ DEFAULTS = {
     "PIPELINE_API_MAX_BODY_BYTES": "262144",
     "PIPELINE_API_HEADER_TIMEOUT_S": "5",
     "PIPELINE_API_BODY_TIMEOUT_S": "5",
+    # an idle keep-alive connection's wait for its next request; request line + headers cap (431 over it);
+    # open connections per worker (503 over it); after an early answer (413, 408, 431), how long and how much
+    # of what the client still sends is read and discarded before closing, so the client reads the answer
+    "PIPELINE_API_KEEPALIVE_S": "5",
+    "PIPELINE_API_MAX_HEADER_BYTES": "16384",
+    "PIPELINE_API_MAX_CONNECTIONS": "1000",
+    "PIPELINE_API_LINGER_S": "5",
+    "PIPELINE_API_LINGER_BYTES": str(64 << 20),
+    # after SIGTERM: seconds /health answers 503 "draining" while requests are still served, then at most
+    # PIPELINE_API_GRACEFUL_S for the answers in progress (docs/OPERATIONS.md: pairing with a load balancer)
+    "PIPELINE_API_DRAIN_S": "5",
+    "PIPELINE_API_GRACEFUL_S": "5",
     "PIPELINE_API_POLL_INTERVAL_S": "1",
     # a bearer token /recommend requires (Authorization: Bearer <token>); empty: no authentication
     "PIPELINE_API_TOKEN": "",

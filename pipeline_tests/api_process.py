@@ -55,8 +55,9 @@ class ApiProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log_dir / f"api-{self.port}.log"
         self._log_handle = open(self.log, "w")  # noqa: SIM115 - closed in stop()
-        # FastAPI's deprecation warnings are errors in the server too
-        env = {**os.environ, "PYTHONWARNINGS": "error::fastapi.exceptions.FastAPIDeprecationWarning", **env}
+        # FastAPI's deprecation warnings are errors in the server too; no load balancer waits for a drain
+        env = {**os.environ, "PYTHONWARNINGS": "error::fastapi.exceptions.FastAPIDeprecationWarning",
+               "PIPELINE_API_DRAIN_S": "0", **env}
         self.process = subprocess.Popen(
             [str(BIN / "pipeline"), "serve", "--port", str(self.port), "--workers", str(workers),
              "--poll-interval", str(poll_interval_s)], env=env, stdout=self._log_handle, stderr=subprocess.STDOUT)

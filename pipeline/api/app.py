@@ -5,7 +5,8 @@ there is one: malformed JSON → 400; a missing, mistyped or out-of-range field 
 strict: no strings or booleans for numbers, ASCII digits in ``user_id``); unknown user → 404;
 body too large → 413; body too slow → 408; no model, geo index or live features, or the store
 unavailable → 503 with ``Retry-After``; anything unexpected → 500. ``/metrics`` counts every
-``/recommend`` answer by status.
+``/recommend`` answer by status, over all workers (``pipeline/api/metrics.py``). After SIGTERM
+``/health`` answers 503 "draining" while requests are still served (``pipeline/api/drain.py``).
 
 The event loop never waits on the store: the store read is awaited (Redis through its asyncio
 client, SQLite on a worker thread) under a deadline, every store call has its own timeout, and
@@ -28,15 +29,16 @@ from fastapi import FastAPI, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi_offline import FastAPIOffline
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.api.artifacts import KINDS, Artifacts
+from pipeline.api.artifacts import Artifacts
 from pipeline.api.auth import ApiToken
+from pipeline.api.drain import DRAIN
 from pipeline.api.limits import ApiLimits, BoundedBody
+from pipeline.api.metrics import ApiMetrics
 from pipeline.api.public import public_text, public_value
 from pipeline.serving.breaker import Breaker
 from pipeline.serving.recommender import MAX_CANDIDATES, MAX_DIST_WITHOUT_CANDIDATES_M, RequestError, UnknownUser
@@ -114,52 +116,34 @@ class _CountRecommendations:
             self.latency.observe(time.perf_counter() - started)
 
 
-class _ServingCollector:
-    """What is served, read at scrape time: model, reloads, rejected candidates, the store."""
-
-    def __init__(self, artifacts: Artifacts, breaker: Breaker):
-        self.artifacts, self.breaker = artifacts, breaker
-
-    def collect(self):
-        info = GaugeMetricFamily("model_info", "The model being served (value 1)", labels=["version"])
-        if self.artifacts.model_version:
-            info.add_metric([self.artifacts.model_version], 1)
-        yield info
-        yield GaugeMetricFamily("model_reloads", "Artifact sets loaded since start", value=self.artifacts.reloads)
-        failures = CounterMetricFamily("artifact_reload_failures", "Published versions rejected by the "
-                                       "server's checks, by artifact", labels=["artifact"])
-        for kind in KINDS:
-            failures.add_metric([kind], self.artifacts.failures[kind])
-        yield failures
-        yield GaugeMetricFamily("store_available", "1 unless the online store failed its last call",
-                                value=0 if self.breaker.is_open else 1)
-
-
 def create_app(artifacts: Artifacts, limits: ApiLimits | None = None, api_token: str = "") -> FastAPI:
     """The app; with ``api_token``, /recommend needs it and /health without it says only whether it is ready."""
     limits = limits or ApiLimits()
     token = ApiToken(api_token)
     root = artifacts.warehouse.root
-    registry = CollectorRegistry()
-    requests = Counter("recommend_requests", "Recommendation requests by HTTP status", ["status"],
-                       registry=registry)
-    latency = Histogram("recommend_latency_seconds", "Time to answer a recommendation request",
-                        buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
-                        registry=registry)
     breaker = Breaker(limits.cooldown_s)
-    registry.register(_ServingCollector(artifacts, breaker))
+    api_metrics = ApiMetrics(artifacts, breaker)
+
+    async def refresh_metrics() -> None:
+        while True:
+            api_metrics.refresh()
+            await asyncio.sleep(artifacts.poll_interval_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         artifacts.start()
+        DRAIN.install(limits.drain_s)
+        refresher = asyncio.create_task(refresh_metrics())
         yield
+        refresher.cancel()
+        api_metrics.close()
         await artifacts.store.close_async()
         artifacts.stop()
 
     # Swagger UI only: ReDoc's page still fetches its logo from a CDN
     app = FastAPIOffline(title="Restaurant recommendations", version="1", lifespan=lifespan, redoc_url=None)
     app.add_middleware(BoundedBody, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
-    app.add_middleware(_CountRecommendations, requests=requests, latency=latency)
+    app.add_middleware(_CountRecommendations, requests=api_metrics.requests, latency=api_metrics.latency)
 
     def error(status: int, message: str, field: str | None = None, detail=None,
               retry_after: int | None = None, headers: dict | None = None) -> JSONResponse:
@@ -233,9 +217,9 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None, api_token:
     @app.get("/health", dependencies=token.declared())
     async def health(request: Request) -> JSONResponse:
         """Ready (200) when the model, the geo index and the online store's features are loaded
-        (a live version holding users and restaurants) and the store answers; otherwise 503 with
-        the reason. Always answers within the deadline. With an API token set, a request without it
-        gets only ``{"ready": ...}``."""
+        (a live version holding users and restaurants) and the store answers, and the server is not
+        draining; otherwise 503 with the reason. Always answers within the deadline. With an API token
+        set, a request without it gets only ``{"ready": ...}``."""
         live, store = None, {}
         if not breaker.allow():
             store = {"error": f"unavailable: {breaker.last_error}"}
@@ -251,7 +235,8 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None, api_token:
                                       f"{live.restaurants_rows} restaurants: no request can be answered")
             except StoreUnavailable as unavailable:
                 store = {"error": f"unavailable: {unavailable}"}
-        reasons = [r for r in (artifacts.not_ready_reason(), store.get("error", "")) if r]
+        reasons = [r for r in ("draining" if DRAIN.draining else "", artifacts.not_ready_reason(),
+                               store.get("error", "")) if r]
         headers = {"Retry-After": "1"} if reasons else None
         if not token.sent_by(request.headers.get("authorization")):
             return JSONResponse({"ready": not reasons}, status_code=503 if reasons else 200, headers=headers)
@@ -267,6 +252,6 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None, api_token:
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
         """Prometheus metrics (never touches the store)."""
-        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(api_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app

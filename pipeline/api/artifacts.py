@@ -8,6 +8,11 @@ the probe batch recorded with it and reproduces the recorded logits; the geo ind
 covers its rows and it holds as many restaurants as recorded. A rejected version never serves
 (the previous one keeps serving), is logged once, counted, and shown in ``/health``; it is not
 tried again, since a published version never changes.
+
+A version that could not be read (an ``OSError``: its directory or record briefly missing, a
+file unreadable, a timeout of the file system) has not failed a check: it is tried again after
+a backoff that doubles from the poll interval up to ``RETRY_MAX_S``, for as long as it is the
+published one, logged once and shown in ``/health`` meanwhile, not counted as rejected.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +34,7 @@ from pipeline.store.base import FeatureStore
 
 log = logging.getLogger("pipeline.api")
 KINDS = ("model", "geo_index")
+RETRY_MAX_S = 30.0  # the longest wait between two reads of a version that could not be read
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,7 @@ class Artifacts:
         self.failures = dict.fromkeys(KINDS, 0)
         self.last_failure: ReloadFailure | None = None
         self._rejected: set[tuple[str, str]] = set()
+        self._retry: dict[tuple[str, str], tuple[int, float]] = {}  # unreadable version → (failures, next try)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -116,20 +124,40 @@ class Artifacts:
         current = self.loaded.get(kind)
         if version is None or (current and current.version == version) or (kind, version) in self._rejected:
             return False
+        failures, next_try = self._retry.get((kind, version), (0, 0.0))
+        if time.monotonic() < next_try:
+            return False
         try:
             directory = artifact.version_path(version)
             record = artifact.record(version)
             value = self._loaders[kind](directory, version, record, self.input_width)
+        except OSError as error:  # could not be read: maybe a moment later
+            self._unreadable(kind, version, failures, error, current)
+            return False
         except Exception as error:  # noqa: BLE001 - whatever is wrong with a candidate, it must not serve
             reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+            self._retry.pop((kind, version), None)
             self._rejected.add((kind, version))
             self.failures[kind] += 1
             self.last_failure = ReloadFailure(kind, version, reason, dt.datetime.now(dt.UTC).isoformat())
             log.error("rejected %s version %s: %s; still serving %s", kind, version, reason,
                       current.version if current else "nothing")
             return False
+        if self._retry.pop((kind, version), None) and self.last_failure and self.last_failure.version == version:
+            self.last_failure = None  # it was only unreadable for a while
         self.loaded[kind] = Loaded(version, value, record)
         return True
+
+    def _unreadable(self, kind: str, version: str, failures: int, error: OSError, current: Loaded | None) -> None:
+        wait_s = min(RETRY_MAX_S, self.poll_interval_s * 2 ** failures)
+        self._retry = {key: value for key, value in self._retry.items() if key[0] != kind}  # only the live one
+        self._retry[(kind, version)] = (failures + 1, time.monotonic() + wait_s)
+        reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]} (not readable; " \
+                 f"trying again in {wait_s:g} s)"
+        self.last_failure = ReloadFailure(kind, version, reason, dt.datetime.now(dt.UTC).isoformat())
+        if failures == 0:
+            log.warning("could not read %s version %s: %s; still serving %s", kind, version, reason,
+                        current.version if current else "nothing")
 
     def refresh(self) -> bool:
         """Load whichever published artifact changed since the last look, if it passes its

@@ -1,23 +1,21 @@
 """The API's bounds: how long it waits for the store and for clients, how large a body may be.
 
 Each is a setting (``pipeline/config.py``), so ``pipeline serve`` and each of its workers read the
-same values. Slow clients are bounded in two places: the HTTP protocol closes a connection whose
-request headers are not complete within ``header_timeout_s`` (uvicorn has no such timeout of
-its own), and :class:`BoundedBody` answers 408 when a body is not complete within
-``body_timeout_s``. :class:`BoundedBody` also answers 413 to a body over ``max_body_bytes``
-before any of it is parsed: at once when ``Content-Length`` says so, else as soon as the bytes
-received pass the limit. (FastAPI's own ``max_body_size`` answers that case in plain text.)
+same values. Slow clients are bounded in two places: the HTTP protocol
+(``pipeline/api/protocol.py``) bounds every phase of a connection, and :class:`BoundedBody`
+answers 408 when a body the app reads is not complete within ``body_timeout_s``.
+:class:`BoundedBody` also answers 413 to a body over ``max_body_bytes`` before any of it is
+parsed: at once when ``Content-Length`` says so, else as soon as the bytes received pass the limit.
+(FastAPI's own ``max_body_size`` answers that case in plain text.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pipeline.config import setting
 
@@ -30,6 +28,13 @@ class ApiLimits:
     max_body_bytes: int = 262_144     # 10,000 int64 candidate ids fit in ~210 KB of JSON
     header_timeout_s: float = 5.0
     body_timeout_s: float = 5.0
+    keepalive_s: float = 5.0          # an idle connection's wait for its next request
+    max_header_bytes: int = 16_384    # request line and headers
+    max_connections: int = 1000       # open connections per worker
+    linger_s: float = 5.0             # after an early answer, how long what the client still sends is read
+    linger_bytes: int = 64 << 20      # and how much of it
+    drain_s: float = 5.0              # after SIGTERM, how long /health says "draining" before the server stops
+    graceful_s: float = 5.0           # then how long answers in progress may take
 
     @classmethod
     def from_settings(cls) -> ApiLimits:
@@ -37,9 +42,22 @@ class ApiLimits:
                    deadline_s=float(setting("PIPELINE_API_DEADLINE_MS")) / 1000,
                    max_body_bytes=int(setting("PIPELINE_API_MAX_BODY_BYTES")),
                    header_timeout_s=float(setting("PIPELINE_API_HEADER_TIMEOUT_S")),
-                   body_timeout_s=float(setting("PIPELINE_API_BODY_TIMEOUT_S")))
+                   body_timeout_s=float(setting("PIPELINE_API_BODY_TIMEOUT_S")),
+                   keepalive_s=float(setting("PIPELINE_API_KEEPALIVE_S")),
+                   max_header_bytes=int(setting("PIPELINE_API_MAX_HEADER_BYTES")),
+                   max_connections=int(setting("PIPELINE_API_MAX_CONNECTIONS")),
+                   linger_s=float(setting("PIPELINE_API_LINGER_S")),
+                   linger_bytes=int(setting("PIPELINE_API_LINGER_BYTES")),
+                   drain_s=float(setting("PIPELINE_API_DRAIN_S")),
+                   graceful_s=float(setting("PIPELINE_API_GRACEFUL_S")))
 
     def __post_init__(self) -> None:
+        for name in ("header_timeout_s", "body_timeout_s", "keepalive_s", "max_header_bytes", "max_connections",
+                     "linger_s", "linger_bytes", "graceful_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"API limit {name} must be positive, got {getattr(self, name)}")
+        if self.drain_s < 0:
+            raise ValueError(f"PIPELINE_API_DRAIN_S must be 0 or more, got {self.drain_s:g}")
         if self.deadline_s <= self.store_timeout_s:
             raise ValueError(f"PIPELINE_API_DEADLINE_MS ({self.deadline_s * 1000:g}) must exceed "
                              f"PIPELINE_STORE_TIMEOUT_MS ({self.store_timeout_s * 1000:g})")
@@ -86,55 +104,3 @@ class BoundedBody:
             return message
 
         await self.app(scope, receive_with_deadline, send)
-
-
-_HEADER_TIMEOUT_BODY = json.dumps({"error": "request headers not received in time"}).encode()
-
-
-class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, closing connections whose request headers are not complete
-    within ``PIPELINE_API_HEADER_TIMEOUT_S`` of the connection opening or the request starting
-    (idle keep-alive connections are closed by uvicorn's own keep-alive timeout)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._header_timeout_s = float(setting("PIPELINE_API_HEADER_TIMEOUT_S"))
-        self._header_timer: asyncio.TimerHandle | None = None
-
-    def _arm(self) -> None:
-        self._disarm()
-        self._header_timer = self.loop.call_later(self._header_timeout_s, self._headers_too_slow)
-
-    def _disarm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def connection_made(self, transport) -> None:
-        super().connection_made(transport)
-        self._arm()
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._arm()
-
-    def on_headers_complete(self) -> None:
-        self._disarm()
-        super().on_headers_complete()
-
-    def on_response_complete(self) -> None:
-        self._disarm()  # the keep-alive timeout takes over until the next request begins
-        super().on_response_complete()
-
-    def connection_lost(self, exc) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def _headers_too_slow(self) -> None:
-        self._header_timer = None
-        if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
-            return
-        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                             b"connection: close\r\ncontent-length: " + str(len(_HEADER_TIMEOUT_BODY)).encode()
-                             + b"\r\n\r\n" + _HEADER_TIMEOUT_BODY)
-        self.transport.close()

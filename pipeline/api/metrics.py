@@ -1,0 +1,99 @@
+"""The API's Prometheus metrics: one set for the whole server, however many workers.
+
+Counters and the latency histogram count every ``/recommend`` answer by status. The state of
+what is served is kept as gauges each worker refreshes (at every scrape it answers, and every
+poll interval), aggregated over the live workers: ``model_info{version}`` is the number of
+workers serving that version (a version no longer served shows 0), ``model_reloads`` the most
+artifact sets any worker has loaded, ``artifact_reload_failures_total{artifact}`` the most
+published versions any worker rejected (each worker checks every version: a sum would count
+one bad version once per worker), and ``store_available`` is 0 when any worker saw the online
+store fail its last call.
+
+With several workers ``pipeline serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's
+multiprocess mode): each worker writes its values to files there and a scrape reads them all.
+A worker that exits is marked dead (its gauges dropped, its counts kept), by itself when it
+stops and by the next scrape when it was killed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from pipeline.api.artifacts import KINDS, Artifacts
+from pipeline.serving.breaker import Breaker
+
+LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ApiMetrics:
+    """The metrics of one server process and the exposition of all of them."""
+
+    def __init__(self, artifacts: Artifacts, breaker: Breaker):
+        self.artifacts, self.breaker = artifacts, breaker
+        registry = CollectorRegistry()
+        self.requests = Counter("recommend_requests", "Recommendation requests by HTTP status", ["status"],
+                                registry=registry)
+        self.latency = Histogram("recommend_latency_seconds", "Time to answer a recommendation request",
+                                 buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+                                 registry=registry)
+        self.model_info = Gauge("model_info", "Workers serving each model version", ["version"],
+                                multiprocess_mode="livesum", registry=registry)
+        self.reloads = Gauge("model_reloads", "Artifact sets loaded since start (the most of any worker)",
+                             multiprocess_mode="livemax", registry=registry)
+        self.failures = Gauge("artifact_reload_failures_total", "Published versions rejected by the server's "
+                              "checks, by artifact (the most of any worker)", ["artifact"],
+                              multiprocess_mode="livemax", registry=registry)
+        self.store_available = Gauge("store_available", "1 unless the online store failed its last call "
+                                     "(in any worker)", multiprocess_mode="livemin", registry=registry)
+        self.directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        if self.directory:
+            self.scraped = CollectorRegistry()
+            MultiProcessCollector(self.scraped, self.directory)
+        else:
+            self.scraped = registry
+        self._served: str = ""
+
+    def refresh(self) -> None:
+        """Write this worker's view of what it serves into its gauges."""
+        version = self.artifacts.model_version
+        if version != self._served:
+            if self._served:
+                self.model_info.labels(self._served).set(0)
+            self._served = version
+        if version:
+            self.model_info.labels(version).set(1)
+        self.reloads.set(self.artifacts.reloads)
+        for kind in KINDS:
+            self.failures.labels(kind).set(self.artifacts.failures[kind])
+        self.store_available.set(0 if self.breaker.is_open else 1)
+
+    def exposition(self) -> bytes:
+        self.refresh()
+        if self.directory:
+            self._forget_dead_workers()
+        return generate_latest(self.scraped)
+
+    def _forget_dead_workers(self) -> None:
+        pids = {int(m.group(1)) for m in map(LIVE_GAUGE_FILE.match, os.listdir(self.directory)) if m}
+        for pid in pids:
+            if not _alive(pid):
+                mark_process_dead(pid, self.directory)
+
+    def close(self) -> None:
+        if self.directory and Path(self.directory).is_dir():
+            mark_process_dead(os.getpid(), self.directory)
