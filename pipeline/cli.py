@@ -21,6 +21,7 @@ from pathlib import Path
 from pipeline.config import setting
 from pipeline.data.generate import PRESETS, generate
 from pipeline.data.layout import ReferenceDataset, parse_day
+from pipeline.model.reproducible import enable_reproducible_blas
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    enable_reproducible_blas()  # before any matrix product; the processes a command starts inherit it
     args = build_parser().parse_args(argv)
     return args.func(args)
 
