@@ -23,6 +23,7 @@ from pathlib import Path
 from pipeline.config import setting
 from pipeline.data.generate import PRESETS, generate
 from pipeline.data.layout import ReferenceDataset, parse_day
+from pipeline.model.reproducible import enable_reproducible_blas
 from pipeline.redaction import install_log_redaction, redact, redact_value
 
 
@@ -203,6 +204,7 @@ def _redacted_excepthook(kind, value, tb) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a command; its log lines and an uncaught error's traceback mask every credential."""
+    enable_reproducible_blas()  # before any matrix product; the processes a command starts inherit it
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     install_log_redaction()
     sys.excepthook = _redacted_excepthook

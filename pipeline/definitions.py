@@ -2,11 +2,20 @@
 
 ``dg dev``, ``dg check defs`` and ``dg launch`` find it through ``[tool.dg]`` in pyproject.toml;
 ``dagster job execute -m pipeline.definitions`` loads the same object.
+
+Every Dagster process that runs steps imports this module before any asset's code (the code
+server, the run worker, each step process of the multiprocess, Celery and Kubernetes executors),
+so it sets MKL's strict reproducibility here, before the process's first matrix product
+(:mod:`pipeline.model.reproducible`); step processes started by this one also inherit it.
 """
 
 from pathlib import Path
 
 import dagster as dg
+
+from pipeline.model.reproducible import enable_reproducible_blas
+
+enable_reproducible_blas()
 
 
 @dg.definitions

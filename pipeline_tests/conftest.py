@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.data.generate import PRESETS, generate
 from pipeline.data.layout import ReferenceDataset
+from pipeline.model.reproducible import enable_reproducible_blas
 
 # Scripts the tests start as processes import devtools/ (not installed) like the tests do.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")]))
@@ -20,6 +21,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).pare
 os.environ.setdefault("PIPELINE_END_DATE", "open")
 # Training's native kernels must build here (gcc is part of the machine): no test silently takes the torch path.
 os.environ.setdefault("PIPELINE_NATIVE_KERNELS", "required")
+# As the pipeline's entry points do: the same bits on any thread count, set before the first matrix product.
+enable_reproducible_blas()
 
 START = dt.date(2026, 1, 1)
 TINY = dataclasses.replace(PRESETS["tiny"], train_files=3, test_files=1, rows_per_file=4_000,

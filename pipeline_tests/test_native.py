@@ -2,8 +2,13 @@
 bits at any thread count, clear errors, and a build that is reused, published whole, or declined."""
 
 import hashlib
+import json
 import os
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +16,8 @@ import torch
 from pipeline.model import inputs, native
 from pipeline.model.batches import Pool
 from pipeline.model.network import ClickMLP, FusedTrainer, make_optimizer
+
+SCRIPTS = Path(__file__).with_name("scripts")
 
 
 def _batches(steps: int, rows: int = 1024, seed: int = 0):
@@ -108,6 +115,63 @@ def test_native_steps_give_the_same_bits_on_one_and_two_threads():
         results.append((trainer.flat.clone(), trainer.exp_avg.clone(), trainer.exp_avg_sq.clone()))
     torch.set_num_threads(threads_before)
     assert all(torch.equal(a, b) for other in results[1:] for a, b in zip(results[0], other, strict=True))
+
+
+def _thread_bits(tmp_path, command: list[str], **env) -> dict:
+    """Run ``command`` in a fresh process started without MKL_CBWR (unless given in ``env``); at
+    its exit the process trains the native step on 1, 2 and 1 threads (scripts/thread_bits.py,
+    loaded as its sitecustomize) and reports what it saw."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    shutil.copyfile(SCRIPTS / "thread_bits.py", hook / "sitecustomize.py")
+    environment = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"} | env
+    environment["PYTHONPATH"] = os.pathsep.join([str(hook), os.environ["PYTHONPATH"]])
+    environment["THREAD_BITS_REPORT"] = str(tmp_path / "report.json")
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert (tmp_path / "report.json").exists(), done.stdout[-2000:] + done.stderr[-2000:]
+    return json.loads((tmp_path / "report.json").read_text())
+
+
+ENTRY_POINTS = {"pipeline command": [str(Path(sys.executable).with_name("pipeline")), "--help"],
+                "code location": [sys.executable, "-c", "import pipeline.definitions"]}
+
+
+def test_a_fresh_pipeline_command_runs_in_mkl_strict_reproducibility(tmp_path):
+    """Started without MKL_CBWR, the command sets it before any product: its native steps give the
+    same bits on 1 and 2 threads, and the check finds nothing to warn about."""
+    seen = _thread_bits(tmp_path, ENTRY_POINTS["pipeline command"])
+    assert seen["MKL_CBWR"] == "AUTO,STRICT" and seen["kernel"] == "native"
+    assert seen["same_bits"] and seen["check"] and seen["warnings"] == []
+
+
+def test_native_steps_started_through_the_code_location_give_the_same_bits_on_one_and_two_threads(tmp_path):
+    """What every Dagster process imports first, in a process started without MKL_CBWR."""
+    seen = _thread_bits(tmp_path, ENTRY_POINTS["code location"])
+    assert seen["MKL_CBWR"] == "AUTO,STRICT" and seen["kernel"] == "native"
+    assert seen["same_bits"] and seen["check"] and seen["warnings"] == []
+
+
+LATE = ("import torch; torch.mm(torch.ones(4, 4), torch.ones(4, 4)); "
+        "from pipeline.model.reproducible import enable_reproducible_blas; enable_reproducible_blas()")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["turned off", "set after the first product"])
+def test_the_check_says_whether_thread_counts_change_the_bits_and_warns_when_they_do(tmp_path, how):
+    """MKL_CBWR=OFF is kept (an operator's value wins); set after MKL's first call it has no effect.
+    Either way the check agrees with what training does, and warns when the bits differ."""
+    if how == "turned off":
+        seen = _thread_bits(tmp_path, ENTRY_POINTS["pipeline command"], MKL_CBWR="OFF")
+        assert seen["MKL_CBWR"] == "OFF"
+    else:
+        seen = _thread_bits(tmp_path, [sys.executable, "-c", LATE])
+        assert seen["MKL_CBWR"] == "AUTO,STRICT"
+    assert seen["kernel"] == "native" and seen["check"] == seen["same_bits"]
+    if seen["same_bits"]:  # a machine whose MKL does not split these products between threads
+        assert seen["warnings"] == []
+    else:
+        assert len(seen["warnings"]) == 1 and "different bits on 1 and 2 threads" in seen["warnings"][0]
+        assert f"(MKL_CBWR={seen['MKL_CBWR']})" in seen["warnings"][0]
 
 
 def _tables(seed: int = 0):

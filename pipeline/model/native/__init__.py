@@ -14,6 +14,10 @@ temporary file, loaded and checked, its sha256 recorded beside it (``kernels-KEY
 atomically), then renamed into place, so concurrent first uses never load a partial file; builds
 unused for 30 days are removed. A cached library is loaded only if its content has the sha256
 recorded when it was built: one truncated, replaced or without a record is rebuilt.
+
+The products give the same bits on any thread count only in MKL's strict reproducibility mode,
+which the entry points set (:mod:`pipeline.model.reproducible`); the first load checks it, for
+either path, and warns once when it is not in effect.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import torch
 
 from pipeline.atomic import staged_file
 from pipeline.config import setting
+from pipeline.model import reproducible
 
 SOURCE = Path(__file__).with_name("kernels.c")
 MODES = ("auto", "required", "off")
@@ -220,6 +225,7 @@ def _check(kernels: Kernels) -> None:
 @functools.cache
 def _loaded() -> Kernels | str:
     """The kernels, or why there are none (once per process)."""
+    reproducible.warn_if_thread_dependent()
     if mode() == "off":
         return "PIPELINE_NATIVE_KERNELS=off"
     try:
