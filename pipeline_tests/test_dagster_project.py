@@ -146,9 +146,9 @@ def test_training_runs_on_the_cron_only_after_new_checked_days():
         assert "click_model" not in before
         at_three = auto.requested(DAY1 + dt.timedelta(hours=1, minutes=31))  # 03:01
         # the step that trains and evaluates, and the export in the same run
-        assert {k: at_three.get(k) for k in ("click_model", "model_evaluation", "torchscript_model")} == {
-            "click_model": {None}, "model_evaluation": {None}, "torchscript_model": {None}}
-        for asset in ("click_model", "model_evaluation", "torchscript_model"):
+        assert {k: at_three.get(k) for k in ("click_model", "model_evaluation", "model_exports")} == {
+            "click_model": {None}, "model_evaluation": {None}, "model_exports": {None}}
+        for asset in ("click_model", "model_evaluation", "model_exports"):
             _materialized(instance, asset)
         assert "click_model" not in auto.requested(DAY1 + dt.timedelta(hours=1, minutes=32))
 
