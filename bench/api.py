@@ -1,4 +1,4 @@
-"""Benchmark: the HTTP API under open-loop load, features in Redis (the issue's targets).
+"""Benchmark: the HTTP API under open-loop load, features in Redis (the project's latency targets).
 
     python bench/api.py --data DIR --model PATH [--duration 60] [--ramp-step 10] [--workers 1]
                         [--pause-redis 10] [--server-code DIR]

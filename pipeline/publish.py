@@ -102,7 +102,7 @@ class Published:
 
 
 def crc32_of(path: Path) -> str:
-    """The file's crc32, read through a memory map (no copies: ~3.5 GB/s here, 2× buffered reads)."""
+    """The file's crc32, read through a memory map: the bytes are never copied into Python buffers."""
     with open(path, "rb") as handle:
         if os.fstat(handle.fileno()).st_size == 0:
             return f"{0:08x}"

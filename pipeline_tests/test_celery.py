@@ -123,7 +123,7 @@ def test_two_celery_workers_run_the_backfill_and_training_as_the_multiprocess_ex
             # every step started in a step process of one of the two workers (Celery's prefork pool: a
             # child of the worker's main process), none in the runs' own processes
             assert {event.step_key for event in starts} >= {"user_features", "restaurant_features", "raw_clicks",
-                                                            "processed_clicks", "click_model", "torchscript_model"}
+                                                            "processed_clicks", "click_model", "model_exports"}
             assert {_parent(event.pid) for event in starts} <= worker_pids, (starts, worker_pids)
             assert len(delegated) == len(starts)
             assert {entry.dagster_event.event_specific_data.metadata["Celery worker"].value.split("@")[0]

@@ -47,7 +47,7 @@ def test_definitions_load_with_jobs_schedule_and_checks():
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
         "feature_tables", "user_features", "restaurant_features", "raw_clicks", "processed_clicks",
-        "click_model", "model_evaluation", "torchscript_model",
+        "click_model", "model_evaluation", "model_exports",
         "restaurant_geo_index", "online_features", "scoring_benchmark"}
     for job in ("ingest_clicks", "feature_snapshots", "train_model", "refresh_features"):
         assert defs.resolve_job_def(job).name == job
@@ -62,7 +62,7 @@ def test_single_writer_assets_are_in_pools_limited_to_one_step():
     assert {k: v for k, v in pools.items() if v} == {
         "user_features": {"user_features"}, "restaurant_features": {"restaurant_features"},
         "click_model": {"click_model_checkpoint"}, "model_evaluation": {"click_model_checkpoint"},
-        "torchscript_model": {"model_export"}, "restaurant_geo_index": {"geo_index"},
+        "model_exports": {"model_export"}, "restaurant_geo_index": {"geo_index"},
         "online_features": {"online_store"}, "scoring_benchmark": {"scoring_benchmark"}}
     # the partitioned click assets rely on the per-day lock instead: a pool would serialize all days
     assert pools["raw_clicks"] == pools["processed_clicks"] == set()

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from pipeline.defs.assets.features import user_features
-from pipeline.defs.assets.model import click_model, torchscript_model
+from pipeline.defs.assets.model import click_model, model_exports
 from pipeline.defs.resources import LocalParquetSourceResource, WarehouseResource
 from pipeline.model.export import MODEL_FILE, export_torchscript, publish_export
 from pipeline.model.train import load_model
 from pipeline.publish import Artifact, AuditResult, Rejected, write_audit_publish
 from pipeline_tests.conftest import build_warehouse, step_failures
 
-MODEL_ASSETS = [click_model, torchscript_model]
+MODEL_ASSETS = [click_model, model_exports]
 
 
 def _resources(dataset, warehouse):
@@ -56,7 +56,7 @@ def test_train_evaluate_export_with_plotted_metadata(tiny_dataset, tmp_path):
         evaluation = _metadata(result, "model_evaluation")
         assert evaluation["accuracy"] > 0.8 and evaluation["rows"] == 4_000
         assert "| probability |" in evaluation["calibration"]
-        export = _metadata(result, "torchscript_model")
+        export = _metadata(result, "model_exports")
         assert export["max_abs_diff"] <= 1e-5 and export["served_format"] in ("torchscript", "exported_program")
         assert all(export[f"{fmt}_{q}_ms_{n}"] > 0 for fmt in ("torchscript", "exported_program")
                    for q in ("p50", "p99") for n in (20, 70, 1000))
@@ -67,7 +67,7 @@ def test_train_evaluate_export_with_plotted_metadata(tiny_dataset, tmp_path):
         # the held-out day is new to the model of record: the next incremental run scores it, then trains on it
         held_out = _run(tiny_dataset, warehouse, instance)
         assert held_out.success and _metadata(held_out, "click_model")["days_trained"] == ["2026-01-03"]
-        model, export = _metadata(held_out, "click_model"), _metadata(held_out, "torchscript_model")
+        model, export = _metadata(held_out, "click_model"), _metadata(held_out, "model_exports")
         assert model["prequential_accuracy"] > 0.8
 
         # the next incremental run has nothing new: it trains nothing, publishes nothing, and
@@ -75,7 +75,7 @@ def test_train_evaluate_export_with_plotted_metadata(tiny_dataset, tmp_path):
         again = _run(tiny_dataset, warehouse, instance)
         assert again.success and _metadata(again, "click_model")["partitions_trained"] == 0
         assert _metadata(again, "click_model")["version"] == model["version"]
-        assert _metadata(again, "torchscript_model")["version"] == export["version"]
+        assert _metadata(again, "model_exports")["version"] == export["version"]
         assert all(e.passed for e in again.get_asset_check_evaluations())
         assert Artifact(warehouse.checkpoint).live_version() == model["version"]
         assert Artifact(warehouse.export).live_version() == export["version"]
@@ -120,7 +120,7 @@ def test_an_export_made_before_there_were_two_formats_is_redone_for_the_same_che
         write_audit_publish(warehouse.export, lambda staging: export_torchscript(model, staging / MODEL_FILE),
                             lambda staging, _: [AuditResult("torchscript_matches_eager", True)],
                             record={"checkpoint_version": checkpoint, "format": "torchscript"})
-        result = _run(tiny_dataset, warehouse, instance, assets=[torchscript_model])
+        result = _run(tiny_dataset, warehouse, instance, assets=[model_exports])
         assert result.success, _failure(result)
         assert {e.check_name for e in result.get_asset_check_evaluations()} == {
             "torchscript_matches_eager", "exported_program_matches_eager"}
@@ -145,7 +145,7 @@ def test_export_uses_the_features_the_model_was_trained_on_or_fails(dataset_copy
         trained_on = load_model(warehouse.checkpoint)[1].versions["users"]
         new_user_snapshot(instance)
         new_user_snapshot(instance)  # two new snapshots: the one trained on is no longer kept
-        result = _run(dataset_copy, warehouse, instance, assets=[torchscript_model])
+        result = _run(dataset_copy, warehouse, instance, assets=[model_exports])
         assert not result.success
         assert f"version {trained_on} of" in _failure(result) and "is not kept any more" in _failure(result)
         assert Artifact(warehouse.export).live_version() is None
@@ -153,6 +153,6 @@ def test_export_uses_the_features_the_model_was_trained_on_or_fails(dataset_copy
         assert _run(dataset_copy, warehouse, instance, assets=[click_model], mode="full", epochs=2, lr=0.003).success
         trained_on = load_model(warehouse.checkpoint)[1].versions["users"]
         new_user_snapshot(instance)  # the snapshot trained on is now the previous one, still kept
-        assert _run(dataset_copy, warehouse, instance, assets=[torchscript_model]).success
+        assert _run(dataset_copy, warehouse, instance, assets=[model_exports]).success
         record = Artifact(warehouse.export).record()
         assert record["feature_versions"]["users"] == trained_on != Artifact(warehouse.user_features).live_version()

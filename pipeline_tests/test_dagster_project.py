@@ -4,11 +4,18 @@ the sensor's observation, and the jobs executed as defined."""
 import datetime as dt
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from pipeline.definitions import defs as load_defs
 from pipeline.defs.jobs import IN_LOCATION, LOCATION_NAME
@@ -17,6 +24,7 @@ from pipeline.defs.sensors import feature_source_sensor
 
 ROOT = Path(__file__).parents[1]
 SNAPSHOT = Path(__file__).with_name("definitions_snapshot.json")
+BIN = Path(sys.executable).parent
 
 
 def _describe(defs: dg.Definitions) -> dict:
@@ -75,6 +83,85 @@ def test_code_location_is_named_pipeline_everywhere():
     assert pyproject["tool"]["dg"]["project"]["code_location_name"] == LOCATION_NAME == "pipeline"
     assert pyproject["tool"]["dagster"]["code_location_name"] == LOCATION_NAME
     assert IN_LOCATION == {".dagster/repository": "__repository__@pipeline"}
+    [entry] = yaml.safe_load((ROOT / "workspace.yaml").read_text())["load_from"]
+    assert entry == {"python_module": {"module_name": "pipeline.definitions", "location_name": LOCATION_NAME,
+                                       "working_directory": "."}}
+
+
+LOCATIONS_QUERY = ('{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError '
+                   '{ __typename ... on PythonError { message } } } } } }')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _locations(port: int) -> list[dict] | None:
+    """The webserver's code locations, or None while it is not answering yet."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", method="POST",
+                                     data=json.dumps({"query": LOCATIONS_QUERY}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())["data"]["workspaceOrError"]["locationEntries"]
+    except OSError:
+        return None
+
+
+@pytest.mark.slow
+def test_dagster_dev_with_the_workspace_file_and_dg_dev_both_serve_the_location(tmp_path):
+    """``dagster dev -w workspace.yaml`` and ``dg dev`` (which reads [tool.dg]), started side by side
+    from the repository root, each serve the one code location ``pipeline``, loaded without error.
+    Their instance cannot launch a run and their source is empty, so the daemon's sensors do nothing."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("run_queue:\n  max_concurrent_runs: 0\ntelemetry:\n  enabled: false\n")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "VIRTUAL_ENV": str(BIN.parent),
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PIPELINE_DATASET_DIR": str(tmp_path / "no_dataset"),
+           "PIPELINE_WAREHOUSE_DIR": str(tmp_path / "warehouse")}
+    commands = {"dagster dev -w workspace.yaml": [str(BIN / "dagster"), "dev", "-w", "workspace.yaml"],
+                "dg dev": [str(BIN / "dg"), "dev"]}
+    servers = {}
+    try:
+        for name, command in commands.items():
+            port = _free_port()
+            log = open(tmp_path / f"{name.split()[0]}.log", "wb")
+            servers[name] = (port, log, subprocess.Popen(
+                [*command, "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True))
+        deadline, loaded = time.monotonic() + 180, {}
+        while len(loaded) < len(servers) and time.monotonic() < deadline:
+            for name, (port, log, process) in servers.items():
+                assert process.poll() is None, f"{name} exited: {Path(log.name).read_text(errors='replace')[-3000:]}"
+                entries = _locations(port)
+                if name not in loaded and entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                    loaded[name] = entries
+            time.sleep(0.5)
+        expected = [{"name": "pipeline", "loadStatus": "LOADED",
+                     "locationOrLoadError": {"__typename": "RepositoryLocation"}}]
+        assert loaded == dict.fromkeys(commands, expected)
+    finally:
+        _stop_groups([process for _, _, process in servers.values()])
+        for _, log, _ in servers.values():
+            log.close()
+
+
+def _stop_groups(processes: list[subprocess.Popen], grace: float = 5.0) -> None:
+    """Interrupt each server's process group as Ctrl-C would, then kill whatever is left of them."""
+    for signum in (signal.SIGINT, signal.SIGKILL):
+        for process in processes:
+            try:
+                os.killpg(process.pid, signum)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        for process in processes:
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                pass
 
 
 def test_partitions_end_on_the_datasets_last_day(tiny_dataset, tmp_path):
@@ -146,9 +233,9 @@ def test_training_runs_on_the_cron_only_after_new_checked_days():
         assert "click_model" not in before
         at_three = auto.requested(DAY1 + dt.timedelta(hours=1, minutes=31))  # 03:01
         # the step that trains and evaluates, and the export in the same run
-        assert {k: at_three.get(k) for k in ("click_model", "model_evaluation", "torchscript_model")} == {
-            "click_model": {None}, "model_evaluation": {None}, "torchscript_model": {None}}
-        for asset in ("click_model", "model_evaluation", "torchscript_model"):
+        assert {k: at_three.get(k) for k in ("click_model", "model_evaluation", "model_exports")} == {
+            "click_model": {None}, "model_evaluation": {None}, "model_exports": {None}}
+        for asset in ("click_model", "model_evaluation", "model_exports"):
             _materialized(instance, asset)
         assert "click_model" not in auto.requested(DAY1 + dt.timedelta(hours=1, minutes=32))
 

@@ -7,7 +7,7 @@ import dagster as dg
 
 from pipeline.defs.assets.clicks import processed_clicks, raw_clicks
 from pipeline.defs.assets.features import restaurant_features, user_features
-from pipeline.defs.assets.model import click_model, torchscript_model
+from pipeline.defs.assets.model import click_model, model_exports
 from pipeline.defs.partitions import click_days
 from pipeline.defs.policies import CLICKS_CRON
 from pipeline.defs.resources import SourceResource
@@ -33,9 +33,9 @@ ingest_clicks_job = dg.define_asset_job(
 
 train_model_job = dg.define_asset_job(
     "train_model",
-    selection=dg.AssetSelection.assets(click_model, torchscript_model), run_tags=IN_LOCATION,
+    selection=dg.AssetSelection.assets(click_model, model_exports), run_tags=IN_LOCATION,
     description=("Update the click model (incremental by default), evaluate the candidate on held-out data, "
-                 "publish it if it passes, export and verify TorchScript."),
+                 "publish it if it passes, export it and verify each export format."),
 )
 
 

@@ -29,7 +29,7 @@ class ModelScorer:
     def __init__(self, path: str | Path, version: str = "", fmt: str | None = None):
         self.path = Path(path)
         if not self.path.exists():
-            raise FileNotFoundError(f"exported model not found: {self.path} (materialize torchscript_model first)")
+            raise FileNotFoundError(f"exported model not found: {self.path} (materialize model_exports first)")
         self.format = fmt or ("exported_program" if self.path.suffix == ".pt2" else "torchscript")
         self.module = _load(self.path, self.format)
         self.version = version or file_version(self.path)
@@ -58,7 +58,7 @@ def live_scorer(export: Path) -> ModelScorer:
     artifact = Artifact(export)
     version = artifact.live_version()
     if version is None:
-        raise FileNotFoundError(f"no export published at {export} (materialize torchscript_model first)")
+        raise FileNotFoundError(f"no export published at {export} (materialize model_exports first)")
     return served_scorer(artifact.version_path(version), artifact.record(version), version)
 
 

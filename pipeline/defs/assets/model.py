@@ -3,7 +3,7 @@
 ``click_model`` and ``model_evaluation`` are materialized by one step: the model is trained into a
 candidate checkpoint, the candidate is evaluated on the held-out files, and the checkpoint is
 published as the model of record only if its weights are finite and its accuracy meets the
-reference bar. ``torchscript_model`` exports the model of record (TorchScript and ExportedProgram)
+reference bar. ``model_exports`` exports the model of record (TorchScript and ExportedProgram)
 as a candidate, checks both in a fresh process, and publishes them only if they match: the API
 never sees an unchecked model.
 """
@@ -188,10 +188,10 @@ def _export_metadata(record: dict) -> dict:
 
 @dg.asset(group_name="model", kinds={"pytorch"}, deps=["model_evaluation", "click_model"], pool="model_export",
           owners=[OWNER], code_version="2", automation_condition=FOLLOWS_PARENTS,
-          check_specs=check_specs("torchscript_model", {check: (
+          check_specs=check_specs("model_exports", {check: (
               f"fresh-process {fmt.replace('_', ' ')} logits within {PARITY_TOLERANCE} of the eager model; checked "
               f"on the candidate before it is published") for fmt, check in PARITY_CHECKS.items()}))
-def torchscript_model(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+def model_exports(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """The model of record exported twice, as TorchScript (``model.pt``) and as a torch.export
     ExportedProgram with a dynamic batch (``model.pt2``), both [n, 40] float32 → n logits. Each is
     loaded and checked against the eager model in a fresh process that does not import this

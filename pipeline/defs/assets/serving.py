@@ -13,7 +13,7 @@ from pydantic import Field
 from pipeline.data.features import RESTAURANTS, USERS, load_snapshot
 from pipeline.data.shrink import ShrinkGuard
 from pipeline.defs.assets.features import NOT_SHRUNK, FeatureRefreshConfig
-from pipeline.defs.assets.model import torchscript_model
+from pipeline.defs.assets.model import model_exports
 from pipeline.defs.charts import histogram_svg, picture
 from pipeline.defs.columns import GEO_INDEX, column_schema
 from pipeline.defs.metadata import throughput
@@ -97,8 +97,8 @@ class ScoringBenchmarkConfig(dg.Config):
                                                                "few seconds are enough in CI).")
     max_throughput_requests: int = Field(default=1000, gt=0, description="Requests sent back to back to measure "
                                                                          "the maximum throughput.")
-    threads: int = Field(default=1, gt=0, description="torch threads while scoring (one request at a time: 1 is "
-                                                      "fastest here).")
+    threads: int = Field(default=1, gt=0, description="torch threads while scoring (requests go one at a time, "
+                                                      "each too small to gain from a second thread).")
 
 
 def _requests(path: Path) -> list[Request]:
@@ -108,7 +108,7 @@ def _requests(path: Path) -> list[Request]:
 
 
 @dg.asset(group_name="serving", kinds={"pytorch"},
-          deps=[online_features, restaurant_geo_index, torchscript_model], pool="scoring_benchmark",
+          deps=[online_features, restaurant_geo_index, model_exports], pool="scoring_benchmark",
           owners=[OWNER], code_version="1", automation_condition=FOLLOWS_PARENTS,
           check_specs=[dg.AssetCheckSpec(LATENCY_CHECK, asset="scoring_benchmark",
                                          description=f"open-loop p95 ≤ {REFERENCE_P95_MS} ms")])
