@@ -31,12 +31,12 @@ def main() -> None:
     import torch
 
     from pipeline.data.layout import Warehouse
+    from pipeline.model.checkpoint import load_checkpoint_model
     from pipeline.model.export import LATENCY_ROWS, export_program, export_torchscript, fastest, verify_export
     from pipeline.model.network import ClickMLP
-    from pipeline.model.train import load_model
 
     torch.manual_seed(0)
-    model = load_model(Warehouse(args.warehouse).checkpoint)[0] if args.warehouse else ClickMLP().eval()
+    model = load_checkpoint_model(Warehouse(args.warehouse).checkpoint)[0] if args.warehouse else ClickMLP().eval()
     sample = torch.randn(4096, 40, generator=torch.Generator().manual_seed(1)) * 2
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 def epoch(warehouse: Path) -> dict:
     from pipeline.data.layout import Warehouse
-    from pipeline.model.train import TrainConfig, train
+    from pipeline.model.training import TrainConfig, train
 
     config = TrainConfig(mode="full", epochs=1)
     if "checkpoint" in inspect.signature(train).parameters:  # the API before the model of record

@@ -45,7 +45,8 @@ def measure(warehouse: Path, days: int, rounds: int, block_steps: int, batch_siz
     from pipeline.data.clicks import iter_chunks, live_partition
     from pipeline.data.layout import Warehouse
     from pipeline.model.batches import BatchGatherer, FeatureTables, seeded_generator
-    from pipeline.model.network import ClickMLP, FusedTrainer, make_optimizer
+    from pipeline.model.fused_trainer import FusedTrainer, bind_to_flat_buffers
+    from pipeline.model.network import ClickMLP, make_optimizer
     from pipeline.model.threads import ThreadTuner
 
     layout = Warehouse(warehouse)
@@ -57,7 +58,7 @@ def measure(warehouse: Path, days: int, rounds: int, block_steps: int, batch_siz
     for setting in SETTINGS:
         torch.manual_seed(0)
         model = ClickMLP()
-        trainer = FusedTrainer(model, make_optimizer(model, 1e-8), batch_size)
+        trainer = FusedTrainer(bind_to_flat_buffers(model, make_optimizer(model, 1e-8)), batch_size)
         runners[setting] = (trainer, ThreadTuner(setting), [0])
     times = {s: [] for s in SETTINGS}
 

@@ -58,9 +58,10 @@ def ours(data: Path, warehouse: Path, settings: dict, out: Path) -> dict:
     from devtools.process_metrics import peak_rss_mb
     from pipeline.data.layout import ReferenceDataset, Warehouse
     from pipeline.model.batches import FeatureTables
+    from pipeline.model.checkpoint import load_checkpoint_model
     from pipeline.model.evaluate import evaluate_files
     from pipeline.model.export import export_torchscript
-    from pipeline.model.train import TrainConfig, load_model, train
+    from pipeline.model.training import TrainConfig, train
 
     layout = Warehouse(warehouse)
     known = {f.name for f in dataclasses.fields(TrainConfig)}  # older commits (--compare-with) know fewer
@@ -68,7 +69,7 @@ def ours(data: Path, warehouse: Path, settings: dict, out: Path) -> dict:
     report = train(layout, TrainConfig(**settings),
                    log=lambda m: print(m, file=sys.stderr)).report  # published as the warehouse's model of record
     train_peak = peak_rss_mb()
-    model, _ = load_model(layout.checkpoint)
+    model, _ = load_checkpoint_model(layout.checkpoint)
     result = evaluate_files(model, ReferenceDataset(data, START).test_files(), FeatureTables.load(layout))
     model_path = out / "model.pt"
     out.mkdir(parents=True, exist_ok=True)
@@ -157,7 +158,7 @@ def main() -> None:
     parser.add_argument("--role", choices=("prepare", "ours", "baseline"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reference_constraints:
-        from pipeline.model.train import REFERENCE_CONSTRAINTS
+        from pipeline.model.training import REFERENCE_CONSTRAINTS
         args.epochs, args.batch_size, args.lr, args.validation_days = (
             REFERENCE_CONSTRAINTS[k] for k in ("epochs", "batch_size", "lr", "validation_days"))
     data, out = args.data.resolve(), args.out.resolve()

@@ -108,12 +108,13 @@ def serving_artifacts(tiny_dataset, tmp_path_factory):
 
     from pipeline.geo.index import GeoIndex
     from pipeline.model.batches import FeatureTables
+    from pipeline.model.checkpoint import load_checkpoint_model
     from pipeline.model.export import publish_export
-    from pipeline.model.train import TrainConfig, load_model, train
+    from pipeline.model.training import TrainConfig, train
 
     warehouse = build_warehouse(tiny_dataset, tmp_path_factory.mktemp("serving"), chunk_rows=4000)
     train(warehouse, TrainConfig(mode="full", epochs=3, batch_size=512, threads=1), log=lambda message: None)
-    model, state = load_model(warehouse.checkpoint)
+    model, state = load_checkpoint_model(warehouse.checkpoint)
     tables = FeatureTables.load(warehouse)
     sample = torch.cat([tables.users[:256], tables.restaurants[:256]], dim=1)
     publish_export(model, warehouse.export, sample, record={"feature_versions": state.versions})

@@ -9,8 +9,8 @@ import torch
 from pipeline.defs.assets.features import user_features
 from pipeline.defs.assets.model import click_model, model_exports
 from pipeline.defs.resources import LocalParquetSourceResource, WarehouseResource
+from pipeline.model.checkpoint import load_checkpoint_model
 from pipeline.model.export import MODEL_FILE, export_torchscript, publish_export
-from pipeline.model.train import load_model
 from pipeline.publish import Artifact, AuditResult, Rejected, write_audit_publish
 from pipeline_tests.conftest import build_warehouse, step_failures
 
@@ -101,7 +101,7 @@ def test_a_failed_parity_check_leaves_the_served_model_in_place(tiny_dataset, tm
         assert _run(tiny_dataset, warehouse, instance, mode="full", epochs=2, lr=0.003).success
     live = Artifact(warehouse.export).live_version()
     served = warehouse.torchscript.read_bytes()
-    model, _ = load_model(warehouse.checkpoint)
+    model, _ = load_checkpoint_model(warehouse.checkpoint)
     sample = torch.zeros(64, 40)
     sample[3, 5] = float("nan")  # a probe the export cannot match: the parity check fails
     with pytest.raises(Rejected, match="torchscript_matches_eager: torchscript: max abs diff nan"):
@@ -115,7 +115,7 @@ def test_an_export_made_before_there_were_two_formats_is_redone_for_the_same_che
     with dg.instance_for_test() as instance:
         assert _run(tiny_dataset, warehouse, instance, mode="full", epochs=2, lr=0.003).success
         checkpoint = Artifact(warehouse.checkpoint).live_version()
-        model, _ = load_model(warehouse.checkpoint)
+        model, _ = load_checkpoint_model(warehouse.checkpoint)
         # the live export as the previous code published it: TorchScript only, its one check, this checkpoint
         write_audit_publish(warehouse.export, lambda staging: export_torchscript(model, staging / MODEL_FILE),
                             lambda staging, _: [AuditResult("torchscript_matches_eager", True)],
@@ -142,7 +142,7 @@ def test_export_uses_the_features_the_model_was_trained_on_or_fails(dataset_copy
 
     with dg.instance_for_test() as instance:
         assert _run(dataset_copy, warehouse, instance, assets=[click_model], mode="full", epochs=2, lr=0.003).success
-        trained_on = load_model(warehouse.checkpoint)[1].versions["users"]
+        trained_on = load_checkpoint_model(warehouse.checkpoint)[1].versions["users"]
         new_user_snapshot(instance)
         new_user_snapshot(instance)  # two new snapshots: the one trained on is no longer kept
         result = _run(dataset_copy, warehouse, instance, assets=[model_exports])
@@ -151,7 +151,7 @@ def test_export_uses_the_features_the_model_was_trained_on_or_fails(dataset_copy
         assert Artifact(warehouse.export).live_version() is None
 
         assert _run(dataset_copy, warehouse, instance, assets=[click_model], mode="full", epochs=2, lr=0.003).success
-        trained_on = load_model(warehouse.checkpoint)[1].versions["users"]
+        trained_on = load_checkpoint_model(warehouse.checkpoint)[1].versions["users"]
         new_user_snapshot(instance)  # the snapshot trained on is now the previous one, still kept
         assert _run(dataset_copy, warehouse, instance, assets=[model_exports]).success
         record = Artifact(warehouse.export).record()

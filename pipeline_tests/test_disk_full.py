@@ -22,7 +22,7 @@ from pipeline.data.features import RESTAURANTS, USERS, load_snapshot, read_sourc
 from pipeline.disk_space import DiskFull, naming_disk_full
 from pipeline.geo.index import GeoIndex
 from pipeline.model.checkpoint import TrainingState
-from pipeline.model.train import TrainConfig, train
+from pipeline.model.training import TrainConfig, train
 from pipeline.publish import Artifact
 from pipeline_tests.conftest import build_warehouse
 

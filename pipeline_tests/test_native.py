@@ -15,7 +15,8 @@ import torch
 
 from pipeline.model import inputs, native
 from pipeline.model.batches import Pool
-from pipeline.model.network import ClickMLP, FusedTrainer, make_optimizer
+from pipeline.model.fused_trainer import FusedTrainer, bind_to_flat_buffers
+from pipeline.model.network import ClickMLP, make_optimizer
 
 SCRIPTS = Path(__file__).with_name("scripts")
 
@@ -29,7 +30,7 @@ def _batches(steps: int, rows: int = 1024, seed: int = 0):
 def _trainer(use_native: bool, lr: float = 1e-3, batch_size: int = 1024) -> FusedTrainer:
     torch.manual_seed(5)
     model = ClickMLP()
-    return FusedTrainer(model, make_optimizer(model, lr), batch_size, use_native=use_native)
+    return FusedTrainer(bind_to_flat_buffers(model, make_optimizer(model, lr)), batch_size, use_native=use_native)
 
 
 def test_the_tests_run_the_native_kernels():

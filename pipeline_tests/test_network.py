@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from pipeline.model.network import ClickMLP, FusedTrainer, fused_logits, make_optimizer
+from pipeline.model.fused_trainer import FusedTrainer, bind_to_flat_buffers
+from pipeline.model.network import ClickMLP, fused_logits, make_optimizer
 
 
 def _batch(n=512, seed=0):
@@ -34,7 +35,7 @@ def test_fused_step_gives_autograd_loss_gradients_and_update(use_native):
     ref_grads = {k: p.grad.clone() for k, p in reference.named_parameters()}
     ref_opt.step()
 
-    trainer = FusedTrainer(fused, make_optimizer(fused, 1e-3), use_native=use_native)
+    trainer = FusedTrainer(bind_to_flat_buffers(fused, make_optimizer(fused, 1e-3)), use_native=use_native)
     trainer.step(x, clicks)
     loss_sum, rows = trainer.take_loss()
     assert rows == len(clicks) and abs(loss_sum / rows - float(loss.detach())) < 1e-6
@@ -52,7 +53,7 @@ def test_fused_training_matches_reference_training_over_many_steps(use_native):
     probe = torch.cat(_batch(1000, seed=99)[:2], 1)
     before = fused_logits(fused, probe)
     ref_opt = make_optimizer(reference, 1e-3)
-    trainer = FusedTrainer(fused, make_optimizer(fused, 1e-3), use_native=use_native)
+    trainer = FusedTrainer(bind_to_flat_buffers(fused, make_optimizer(fused, 1e-3)), use_native=use_native)
     for step in range(30):
         users, restaurants, clicks = _batch(256, seed=10 + step)
         ref_opt.zero_grad()

@@ -11,8 +11,9 @@ import torch
 
 from pipeline.data.features import RESTAURANTS, USERS, load_snapshot
 from pipeline.model.batches import FeatureTables
+from pipeline.model.checkpoint import load_checkpoint_model
 from pipeline.model.export import publish_export
-from pipeline.model.train import TrainConfig, load_model, train
+from pipeline.model.training import TrainConfig, train
 from pipeline.publish import Artifact
 from pipeline.store.base import FeatureTable
 from pipeline.store.sqlite import SQLiteStore
@@ -28,7 +29,7 @@ def _pipeline(*args, env):
 
 def _train_and_export(warehouse):
     train(warehouse, TrainConfig(batch_size=512, threads=1), log=lambda message: None)
-    model, state = load_model(warehouse.checkpoint)
+    model, state = load_checkpoint_model(warehouse.checkpoint)
     tables = FeatureTables.load(warehouse, state.versions)
     sample = torch.cat([tables.users[:64], tables.restaurants[:64]], dim=1)
     return publish_export(model, warehouse.export, sample, record={
@@ -62,7 +63,7 @@ def test_status_then_roll_back_the_model_and_the_online_features(tiny_dataset, t
         "export": {"from": second.version, "to": first.version},
         "checkpoint": {"from": second.record["checkpoint_version"], "to": first.record["checkpoint_version"]}}
     assert Artifact(warehouse.checkpoint).live_version() == first.record["checkpoint_version"]
-    assert sorted(load_model(warehouse.checkpoint)[1].trained) == tiny_dataset.days()[:2]
+    assert sorted(load_checkpoint_model(warehouse.checkpoint)[1].trained) == tiny_dataset.days()[:2]
     code, out, _ = _pipeline("rollback", "features", env=env)
     assert code == 0 and json.loads(out) == {"online_store": {"from": 2, "to": 1}}
     assert store.live().number == 1 and store.fetch(0, []).version == 1

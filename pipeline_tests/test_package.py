@@ -67,7 +67,7 @@ import datetime as dt, sys
 from pathlib import Path
 import pipeline
 from pipeline.data.layout import ReferenceDataset, Warehouse
-from pipeline.model.train import TrainConfig, train
+from pipeline.model.training import TrainConfig, train
 from warehouse_build import build_from_reference
 
 warehouse = Warehouse(Path("warehouse"))

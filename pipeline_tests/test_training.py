@@ -14,11 +14,12 @@ from pipeline.data.clicks import live_partition, publish_partition, read_manifes
 from pipeline.data.features import RESTAURANTS, USERS, load_snapshot
 from pipeline.model import export as export_module
 from pipeline.model.batches import BatchGatherer, FeatureTables
-from pipeline.model.checkpoint import TrainingState, load_published_state
+from pipeline.model.checkpoint import TrainingState, load_checkpoint_model, load_published_state
 from pipeline.model.evaluate import accuracy_gate, evaluate_files
 from pipeline.model.export import export_program, export_torchscript, fastest, publish_export, verify_export
 from pipeline.model.network import ClickMLP, fused_logits
-from pipeline.model.train import NonFiniteTraining, TrainConfig, _plan, load_model, score_partitions, train
+from pipeline.model.training import NonFiniteTraining, TrainConfig, score_partitions, train
+from pipeline.model.training.plan import build_plan
 from pipeline.operations import status
 from pipeline.publish import Artifact, AuditResult, Rejected
 from pipeline.serving.scorer import ModelScorer, live_scorer
@@ -68,12 +69,12 @@ def test_incremental_trains_each_new_day_once_and_scores_it_first(tiny_dataset, 
 def test_full_retrain_visits_every_chunk_once_an_epoch_in_a_shuffled_order_of_its_own(warehouse):
     settings = dict(mode="full", epochs=3, window_start="2026-01-02", shuffle_chunks=2, validation_days=0)
     chunks = {"2026-01-02": 3, "2026-01-03": 3}  # chunks of 1500, 1500 and 1000 rows
-    plan = _plan(TrainConfig(**FAST, **settings), sorted(chunks), chunks)
+    plan = build_plan(TrainConfig(**FAST, **settings), sorted(chunks), chunks)
     epochs = [[piece for e, pool in plan if e == epoch for piece in pool] for epoch in range(3)]
     assert all(sorted(order) == [(d, c) for d in sorted(chunks) for c in range(3)] for order in epochs)
     assert len({tuple(order) for order in epochs}) == 3  # not the days in order, not one order reused
     assert any(len({d for d, _ in pool}) == 2 for _, pool in plan)  # pools (and so batches) mix days
-    assert plan == _plan(TrainConfig(**FAST, **settings), sorted(chunks), chunks)  # seeded
+    assert plan == build_plan(TrainConfig(**FAST, **settings), sorted(chunks), chunks)  # seeded
 
     state, report = _train(warehouse, **settings)
     assert report.rows == 3 * 8_000 and len(report.epoch_seconds) == 3
@@ -103,7 +104,7 @@ def test_an_unfinished_run_resumes_only_with_the_same_settings(warehouse):
     assert Artifact(warehouse.checkpoint).live_version() is None  # nothing was ever published
     state, report = _train(warehouse, **config)
     assert report.resumed and state.cursor is None and not warehouse.training_run.exists()
-    load_model(warehouse.checkpoint)
+    load_checkpoint_model(warehouse.checkpoint)
 
 
 def _unfinished_run(warehouse, **config):
@@ -142,7 +143,8 @@ def test_a_full_retrain_replaces_the_model_of_record_only_when_it_passes_the_gat
         _train(warehouse, gate=bar, mode="full", epochs=2)
     assert Artifact(warehouse.checkpoint).live_version() == version
     assert not warehouse.training_run.exists()  # finished and rejected: nothing to resume
-    assert all(torch.equal(incumbent.model[k], v) for k, v in load_model(warehouse.checkpoint)[1].model.items())
+    published = load_checkpoint_model(warehouse.checkpoint)[1].model
+    assert all(torch.equal(incumbent.model[k], v) for k, v in published.items())
     state, _ = _train(warehouse, gate=accuracy_gate(tiny_dataset.test_files(), "accuracy_meets_reference_bar"),
                       mode="full", epochs=2, lr=3e-3)
     published = Artifact(warehouse.checkpoint)
@@ -185,7 +187,7 @@ def test_every_published_checkpoint_records_its_audits(warehouse):
 
 def test_trained_model_beats_all_zeros_on_the_test_files(tiny_dataset, warehouse):
     _train(warehouse, mode="full", epochs=4, lr=3e-3)
-    model, _ = load_model(warehouse.checkpoint)
+    model, _ = load_checkpoint_model(warehouse.checkpoint)
     result = evaluate_files(model, tiny_dataset.test_files(), FeatureTables.load(warehouse))
     assert result["rows"] == 4_000 and sum(result["dropped"].values()) == 0
     assert result["accuracy"] > result["all_zeros_accuracy"] + 0.2
@@ -195,7 +197,7 @@ def test_trained_model_beats_all_zeros_on_the_test_files(tiny_dataset, warehouse
 
 def test_both_exports_match_eager_in_a_fresh_process_without_warnings(warehouse, tmp_path):
     _train(warehouse)
-    model, _ = load_model(warehouse.checkpoint)
+    model, _ = load_checkpoint_model(warehouse.checkpoint)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)  # the narrow filter must cover TorchScript's
         assert export_torchscript(model, tmp_path / "model.pt") > 100_000
@@ -212,7 +214,7 @@ def test_both_exports_match_eager_in_a_fresh_process_without_warnings(warehouse,
 
 def test_the_exported_program_takes_any_batch_size_and_a_broken_format_blocks_the_publish(warehouse, monkeypatch):
     _train(warehouse)
-    model, _ = load_model(warehouse.checkpoint)
+    model, _ = load_checkpoint_model(warehouse.checkpoint)
     sample = torch.from_numpy(np.random.default_rng(1).normal(0, 2, (256, 40)).astype(np.float32))
     published = publish_export(model, warehouse.export, sample, record={})
     record = published.record
@@ -265,7 +267,7 @@ def test_a_full_retrain_holds_out_its_newest_day_and_publishes_its_best_epoch(wa
     best = min(report.validation, key=lambda v: v["validation_log_loss"])
     assert report.selected_epoch == best["epoch"] != 3
     # the model of record is the selected epoch's: scored again on the held-out day, it gives that epoch's numbers
-    model, _ = load_model(warehouse.checkpoint)
+    model, _ = load_checkpoint_model(warehouse.checkpoint)
     again = score_partitions(model, BatchGatherer(FeatureTables.load(warehouse), 4096),
                              [live_partition(warehouse.processed_clicks("2026-01-03"))])
     assert again["log_loss"] == pytest.approx(best["validation_log_loss"], rel=1e-6)
@@ -285,7 +287,7 @@ def test_the_reference_constraints_run_config_is_the_benchmark_s_and_a_valid_cli
     import yaml
 
     from pipeline.defs.assets.model import ClickModelConfig
-    from pipeline.model.train import REFERENCE_CONSTRAINTS
+    from pipeline.model.training import REFERENCE_CONSTRAINTS
 
     path = Path(__file__).parent.parent / "deploy" / "run_configs" / "reference_constraints.yaml"
     config = yaml.safe_load(path.read_text())["ops"]["click_model"]["config"]

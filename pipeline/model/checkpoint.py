@@ -21,6 +21,7 @@ import torch
 
 from pipeline.atomic import staged_file
 from pipeline.disk_space import torch_bytes, write_bytes
+from pipeline.model.network import ClickMLP
 from pipeline.publish import Artifact, verify_file
 
 FORMAT_VERSION = 1
@@ -36,7 +37,7 @@ class Cursor:
     pins each day's processed partition version, the one checked when the run was planned."""
 
     mode: str
-    plan: list[tuple[int, tuple[tuple[str, int], ...]]]
+    plan: list[tuple[int, tuple[tuple[str, int], ...]]]  # a pipeline.model.training.plan.TrainingPlan
     position: int = 0
     chunk: int = 0
     pending: dict | None = None
@@ -105,3 +106,15 @@ def load_published_state(artifact: Path, version: str | None = None) -> Training
         return None
     directory = published.version_path(version) if version else published.live()
     return TrainingState.load(verify_file(directory, CHECKPOINT_FILE))
+
+
+def load_checkpoint_model(artifact: Path, version: str | None = None) -> tuple[ClickMLP, TrainingState]:
+    """The model of record published at ``artifact`` (or its kept ``version``) as a
+    :class:`ClickMLP` in eval mode, with the state it was loaded from; FileNotFoundError when
+    nothing is published."""
+    state = load_published_state(artifact, version)
+    if state is None:
+        raise FileNotFoundError(f"no checkpoint published at {artifact}: materialize click_model first")
+    model = ClickMLP(tuple(state.hparams["hidden"]))
+    model.load_state_dict(state.model)
+    return model.eval(), state

@@ -41,7 +41,7 @@ def evaluate_files(model: ClickMLP, files: Sequence[Path], tables: FeatureTables
 
 
 def accuracy_gate(files: Sequence[Path], check_name: str, bar: float = ACCURACY_BAR):
-    """A release gate for :func:`pipeline.model.train.train`: the candidate's accuracy on the
+    """A release gate for :func:`pipeline.model.training.train`: the candidate's accuracy on the
     held-out ``files`` must reach ``bar``; the evaluation is stored with the checkpoint."""
 
     def gate(model: ClickMLP, tables: FeatureTables) -> tuple[list[AuditResult], dict]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from devtools.process_metrics import peak_rss_mb
 from pipeline.data.layout import Warehouse
-from pipeline.model.train import TrainConfig, train
+from pipeline.model.training import TrainConfig, train
 
 root, mode, epochs, batch = sys.argv[1:5]
 validation_days = int(sys.argv[5]) if len(sys.argv) > 5 else 1

@@ -24,9 +24,10 @@ from pipeline.defs.publishing import check_results, check_specs, published_metad
 from pipeline.defs.resources import SourceResource, WarehouseResource
 from pipeline.model import inputs
 from pipeline.model.batches import FeatureTables
+from pipeline.model.checkpoint import load_checkpoint_model
 from pipeline.model.evaluate import ACCURACY_BAR, accuracy_gate
 from pipeline.model.export import FORMAT_FILES, LATENCY_ROWS, PARITY_CHECKS, PARITY_TOLERANCE, publish_export
-from pipeline.model.train import EVALUATION_FILE, FINITE_CHECK, TrainConfig, TrainResult, load_model, train
+from pipeline.model.training import EVALUATION_FILE, FINITE_CHECK, TrainConfig, TrainResult, train
 from pipeline.publish import Artifact
 
 PARITY_ROWS = 4096
@@ -200,7 +201,7 @@ def model_exports(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     serves."""
     layout = warehouse.layout()
     checkpoint_version = Artifact(layout.checkpoint).live_version()
-    model, state = load_model(layout.checkpoint, checkpoint_version)
+    model, state = load_checkpoint_model(layout.checkpoint, checkpoint_version)
     export = Artifact(layout.export)
     live_record = export.record() if export.live_version() else {}
     if (live_record.get("checkpoint_version") == checkpoint_version

@@ -1,0 +1,32 @@
+"""Incremental and full training over processed click partitions, resumable at chunk granularity.
+
+- incremental: warm-start from the published checkpoint (the model of record) and train once on
+  every processed day it has not been trained on (a fresh model when none is published);
+- full: a fresh model trained on every day of a window for N epochs (every row every epoch).
+
+One writer at a time (the checkpoint artifact's lock, held for the whole run). An unfinished run
+lives in its own file (``Warehouse.training_run``), saved atomically every few chunks and at the
+end of every step, so a run killed at any moment and started again continues where it stands and
+trains every (epoch, day, chunk) exactly once, with the same result as a run never killed. The
+model of record changes only when a run completes and its candidate passes the audits (finite
+weights, and the caller's gate, e.g. accuracy on held-out data); a non-finite loss or weight
+stops the run at once, naming the day and chunk, and discards the unfinished run.
+
+The parts, in the order a run uses them:
+
+- ``config``: :class:`TrainConfig`, the modes and the assignment's settings;
+- ``start``: the unfinished run resumed, or a new run planned (``plan``: which pieces in which
+  order; ``partitions``: the partition versions it reads);
+- ``session``: the run under way and the pool step both modes train with;
+- ``incremental`` and ``full``: one loop per mode (``selection``: a full retrain's best epoch);
+- ``release``: the candidate audited and published; ``run``: :func:`train`, all of it under the lock.
+"""
+
+from pipeline.model.training.config import MODES, REFERENCE_CONSTRAINTS, TrainConfig
+from pipeline.model.training.release import EVALUATION_FILE, FINITE_CHECK, Gate
+from pipeline.model.training.report import NonFiniteTraining, TrainReport, TrainResult
+from pipeline.model.training.run import train
+from pipeline.model.training.scoring import score_partitions
+
+__all__ = ["EVALUATION_FILE", "FINITE_CHECK", "MODES", "REFERENCE_CONSTRAINTS", "Gate", "NonFiniteTraining",
+           "TrainConfig", "TrainReport", "TrainResult", "score_partitions", "train"]
