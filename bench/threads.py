@@ -90,7 +90,8 @@ def step_server(batch_size: int) -> None:
     import torch
 
     from pipeline.model.batches import Pool
-    from pipeline.model.network import ClickMLP, FusedTrainer, make_optimizer
+    from pipeline.model.fused_trainer import FusedTrainer, bind_to_flat_buffers
+    from pipeline.model.network import ClickMLP, make_optimizer
 
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -100,7 +101,7 @@ def step_server(batch_size: int) -> None:
                 torch.randint(0, len(restaurants), (rows,), generator=g, dtype=torch.int32),
                 (torch.rand(rows, generator=g) < 0.46).float(), torch.randperm(rows, generator=g))
     model = ClickMLP()
-    trainer = FusedTrainer(model, make_optimizer(model, 1e-8), batch_size)
+    trainer = FusedTrainer(bind_to_flat_buffers(model, make_optimizer(model, 1e-8)), batch_size)
     print(json.dumps({"kernel": trainer.kernel, "MKL_CBWR": os.environ.get("MKL_CBWR")}), flush=True)
     for line in sys.stdin:
         threads, block_rows = map(int, line.split())

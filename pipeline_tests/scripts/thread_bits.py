@@ -12,7 +12,8 @@ import warnings
 import torch  # imported now (no matrix product yet): modules cannot be first imported at exit
 
 from pipeline.model import native, reproducible
-from pipeline.model.network import ClickMLP, FusedTrainer, make_optimizer
+from pipeline.model.fused_trainer import FusedTrainer, bind_to_flat_buffers
+from pipeline.model.network import ClickMLP, make_optimizer
 
 
 def report() -> None:
@@ -24,7 +25,7 @@ def report() -> None:
         torch.set_num_threads(threads)
         torch.manual_seed(5)
         model = ClickMLP()
-        trainer = FusedTrainer(model, make_optimizer(model, 1e-3), 1024)
+        trainer = FusedTrainer(bind_to_flat_buffers(model, make_optimizer(model, 1e-3)), 1024)
         g = torch.Generator().manual_seed(0)
         for _ in range(8):
             trainer.step(torch.randn(1024, 40, generator=g) * 2, (torch.rand(1024, generator=g) < 0.46).float())
