@@ -56,8 +56,10 @@ def _fresh_venv(root: Path, wheel: Path) -> Path:
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     Path(site, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # without the tests' PYTHONPATH (the checkout): pip would take the checkout for the installed project
+    outside = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
     done = subprocess.run([str(PYTHON), "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
-                           "--quiet", str(wheel)], capture_output=True, text=True)
+                           "--quiet", str(wheel)], capture_output=True, text=True, env=outside)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return python
 
