@@ -1,6 +1,6 @@
 """The routes: ``POST /recommend/{user_id}``, ``GET /health``, ``GET /metrics``. Each takes what it
-needs from the app's :class:`~pipeline.api.state.ApiState` (a dependency); the app factory
-registers them with their token dependencies.
+needs from the app's :class:`~pipeline.api.state.ApiState` (``api_state(request)``: cheaper per
+request than a FastAPI dependency); the app factory registers them with their token dependencies.
 
 Filtering and scoring (~0.1–1 ms of CPU) run in the event loop: a thread hop per request would
 cost more than it frees. The store is only ever awaited, within the deadline
@@ -10,10 +10,9 @@ cost more than it frees. The store is only ever awaited, within the deadline
 # no "from __future__ import annotations": FastAPI reads the routes' annotations
 import asyncio
 import os
-from typing import Annotated
 
 import orjson
-from fastapi import Depends, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -21,17 +20,16 @@ from pipeline.api.drain import DRAIN
 from pipeline.api.errors import error_response
 from pipeline.api.public import public_value
 from pipeline.api.schemas import RecommendBody, UserId
-from pipeline.api.state import ApiState, api_state
+from pipeline.api.state import api_state
 from pipeline.api.store_reads import read_within
 from pipeline.serving.recommender import UnknownUser
 from pipeline.serving.request import RequestError
 from pipeline.store.base import FeaturesNotLoaded, StoreUnavailable, StoreVersion
 
-State = Annotated[ApiState, Depends(api_state)]
 
-
-async def recommend(user_id: UserId, body: RecommendBody, api: State) -> Response:
+async def recommend(user_id: UserId, body: RecommendBody, request: Request) -> Response:
     """Restaurants within ``max_dist`` of the point, scored for the user, best first."""
+    api = api_state(request)
     artifacts, breaker, root = api.artifacts, api.breaker, api.root
     recommender = artifacts.recommender
     if recommender is None:
@@ -39,10 +37,10 @@ async def recommend(user_id: UserId, body: RecommendBody, api: State) -> Respons
     if not breaker.allow():
         return error_response(503, f"online store unavailable: {breaker.last_error}", root,
                               retry_after=breaker.retry_after_s)
-    request = body.request(user_id)
+    wanted = body.request(user_id)
     try:
-        plan = recommender.plan(request)
-        fetched = await read_within(artifacts.store.fetch_async(request.user_id, plan.ids), breaker,
+        plan = recommender.plan(wanted)
+        fetched = await read_within(artifacts.store.fetch_async(wanted.user_id, plan.ids), breaker,
                                     api.limits.deadline_s)
         answer = recommender.finish(plan, fetched)
     except StoreUnavailable as unavailable:
@@ -68,11 +66,12 @@ def _store_health(live: StoreVersion | None) -> dict:
     return store
 
 
-async def health(request: Request, api: State) -> JSONResponse:
+async def health(request: Request) -> JSONResponse:
     """Ready (200) when the model, the geo index and the online store's features are loaded
     (a live version holding users and restaurants) and the store answers, and the server is not
     draining; otherwise 503 with the reason. Always answers within the deadline. With an API token
     set, a request without it gets only ``{"ready": ...}``."""
+    api = api_state(request)
     artifacts, breaker = api.artifacts, api.breaker
     if not breaker.allow():
         store = {"error": f"unavailable: {breaker.last_error}"}
@@ -98,6 +97,6 @@ async def health(request: Request, api: State) -> JSONResponse:
     }, api.root), status_code=status, headers=headers)
 
 
-async def metrics(api: State) -> PlainTextResponse:
+async def metrics(request: Request) -> PlainTextResponse:
     """Prometheus metrics (never touches the store)."""
-    return PlainTextResponse(api.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    return PlainTextResponse(api_state(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -28,7 +28,6 @@ class ApiState:
         return self.artifacts.warehouse.root
 
 
-async def api_state(request: Request) -> ApiState:
-    """The state of the app serving ``request`` (a FastAPI dependency; a coroutine, so FastAPI does
-    not run it on a worker thread)."""
+def api_state(request: Request) -> ApiState:
+    """The state of the app serving ``request``."""
     return request.app.state.api
