@@ -38,7 +38,8 @@ from pipeline.geo.index import RESOLUTION, GeoIndex  # noqa: E402
 from pipeline.model.export import export_torchscript  # noqa: E402
 from pipeline.model.network import ClickMLP  # noqa: E402
 from pipeline.serving.loadgen import closed_loop  # noqa: E402
-from pipeline.serving.recommender import Recommender, Request  # noqa: E402
+from pipeline.serving.recommender import Recommender  # noqa: E402
+from pipeline.serving.request import Request  # noqa: E402
 from pipeline.serving.scorer import ModelScorer  # noqa: E402
 from pipeline.store.base import FeatureTable  # noqa: E402
 from pipeline.store.redis_store import RedisStore  # noqa: E402

@@ -46,7 +46,8 @@ def reads(data: Path, store_kind: str, count: int) -> dict:
     from pipeline.geo.index import GeoIndex
     from pipeline.model.export import export_torchscript
     from pipeline.model.network import ClickMLP
-    from pipeline.serving.recommender import Recommender, Request
+    from pipeline.serving.recommender import Recommender
+    from pipeline.serving.request import Request
     from pipeline.serving.scorer import ModelScorer
     from pipeline.store.redis_store import RedisStore
     from pipeline.store.sqlite import SQLiteStore

@@ -6,7 +6,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.serving.recommender import Recommender, Request, RequestError, UnknownUser
+from pipeline.serving.recommender import Recommender, UnknownUser
+from pipeline.serving.request import Request, RequestError
 from pipeline.serving.scorer import ModelScorer
 from pipeline.store.base import FeatureTable
 from pipeline.store.redis_store import RedisStore
@@ -80,7 +81,8 @@ def test_errors_unknown_user_and_invalid_fields(recommender):
 
 def test_retrieval_without_candidates_is_bounded_and_refusals_name_max_dist(serving_artifacts, tmp_path):
     from pipeline.geo.index import GeoIndex
-    from pipeline.serving.recommender import MAX_CANDIDATES, MAX_DIST_WITHOUT_CANDIDATES_M, MAX_EXAMINED
+    from pipeline.serving.recommender import MAX_DIST_WITHOUT_CANDIDATES_M, MAX_EXAMINED
+    from pipeline.serving.request import MAX_CANDIDATES
 
     rng = np.random.default_rng(0)
     n = MAX_EXAMINED + 5_000  # dense: every restaurant within ~1.5 km of the centre

@@ -33,7 +33,7 @@ from pipeline.serving.scorer import ModelScorer, check_scorer, served_scorer
 from pipeline.store.base import FeatureStore
 
 log = logging.getLogger("pipeline.api")
-KINDS = ("model", "geo_index")
+SERVED_ARTIFACTS = ("model", "geo_index")  # what the API loads and serves together
 RETRY_MAX_S = 30.0  # the longest wait between two reads of a version that could not be read
 
 
@@ -55,13 +55,15 @@ class ReloadFailure:
         return {"artifact": self.artifact, "version": self.version, "reason": self.reason, "at": self.at}
 
 
-def load_model(directory: Path, version: str, record: dict, input_width: int) -> ModelScorer:
+def load_scorer(directory: Path, version: str, record: dict, input_width: int) -> ModelScorer:
+    """The scorer of a published model version, once it passes the server's checks."""
     scorer = served_scorer(directory, record, version)
     check_scorer(scorer, record, input_width)
     return scorer
 
 
 def load_geo_index(directory: Path, version: str, record: dict, input_width: int) -> GeoIndex:
+    """A published geo index version, verified and audited against its record."""
     index = GeoIndex.load_version(directory, verify=True)
     problems = [a.description for a in index.audit(index.ids) if not a.passed]
     if record.get("restaurants") != len(index.ids):
@@ -78,11 +80,11 @@ class Artifacts:
         self.warehouse, self.store, self.poll_interval_s = warehouse, store, poll_interval_s
         self.input_width = store.user_width + store.restaurant_width
         self._paths = {"model": warehouse.export, "geo_index": warehouse.geo_index}
-        self._loaders: dict[str, Callable] = {"model": load_model, "geo_index": load_geo_index}
+        self._loaders: dict[str, Callable] = {"model": load_scorer, "geo_index": load_geo_index}
         self.loaded: dict[str, Loaded] = {}
         self.recommender: Recommender | None = None
         self.reloads = 0
-        self.failures = dict.fromkeys(KINDS, 0)
+        self.failures = dict.fromkeys(SERVED_ARTIFACTS, 0)
         self.last_failure: ReloadFailure | None = None
         self._rejected: set[tuple[str, str]] = set()
         self._retry: dict[tuple[str, str], tuple[int, float]] = {}  # unreadable version → (failures, next try)
@@ -106,7 +108,7 @@ class Artifacts:
         return self.loaded["geo_index"].version if "geo_index" in self.loaded else ""
 
     def not_ready_reason(self) -> str:
-        missing = [kind for kind in KINDS if kind not in self.loaded]
+        missing = [kind for kind in SERVED_ARTIFACTS if kind not in self.loaded]
         if not missing:
             return ""
         unpublished = [kind for kind in missing if Artifact(self._paths[kind]).live_version() is None]
@@ -162,8 +164,8 @@ class Artifacts:
     def refresh(self) -> bool:
         """Load whichever published artifact changed since the last look, if it passes its
         checks; True when a new set is being served."""
-        changed = [kind for kind in KINDS if self._try_load(kind)]
-        if not changed or len(self.loaded) < len(KINDS):
+        changed = [kind for kind in SERVED_ARTIFACTS if self._try_load(kind)]
+        if not changed or len(self.loaded) < len(SERVED_ARTIFACTS):
             return False
         model, geo = self.loaded["model"], self.loaded["geo_index"]
         self.recommender = Recommender(geo.value, self.store, model.value)  # one assignment: atomic for readers

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.api.artifacts import KINDS, Artifacts
+from pipeline.api.artifacts import SERVED_ARTIFACTS, Artifacts
 from pipeline.serving.breaker import Breaker
 
 LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
@@ -78,7 +80,7 @@ class ApiMetrics:
         if version:
             self.model_info.labels(version).set(1)
         self.reloads.set(self.artifacts.reloads)
-        for kind in KINDS:
+        for kind in SERVED_ARTIFACTS:
             self.failures.labels(kind).set(self.artifacts.failures[kind])
         self.store_available.set(0 if self.breaker.is_open else 1)
 
@@ -97,3 +99,30 @@ class ApiMetrics:
     def close(self) -> None:
         if self.directory and Path(self.directory).is_dir():
             mark_process_dead(os.getpid(), self.directory)
+
+
+class CountRecommendations:
+    """ASGI middleware: counts every ``/recommend`` answer by status and times it, whatever produced
+    it (the route, validation, the body limits, or an exception that escaped: counted as 500)."""
+
+    def __init__(self, app: ASGIApp, requests: Counter, latency: Histogram):
+        self.app, self.requests, self.latency = app, requests, latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/recommend/"):
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), []
+
+        async def send_counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        except Exception:
+            status.append(500)
+            raise
+        finally:
+            self.requests.labels(str(status[0] if status else 500)).inc()
+            self.latency.observe(time.perf_counter() - started)

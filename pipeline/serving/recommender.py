@@ -18,59 +18,23 @@ bound the request is refused naming ``max_dist``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.geo.index import GeoIndex, TooManyRows
 from pipeline.model import inputs
+from pipeline.serving.request import MAX_CANDIDATES, Request, RequestError
 from pipeline.store.base import FeatureStore, Fetched
 
-MAX_CANDIDATES = 10_000
 MAX_DIST_WITHOUT_CANDIDATES_M = 50_000.0
 MAX_EXAMINED = 50_000
-
-
-class RequestError(ValueError):
-    """An invalid request; ``field`` names the offending field."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
 
 
 class UnknownUser(LookupError):
     def __init__(self, user_id: int):
         super().__init__(f"unknown user: {user_id}")
         self.user_id = user_id
-
-
-@dataclass(frozen=True)
-class Request:
-    user_id: int
-    latitude: float
-    longitude: float
-    candidate_restaurant_ids: tuple[int, ...] | None = None
-    size: int = 20
-    max_dist: float = 5000.0
-    sort_dist: bool = False
-
-    def validate(self) -> None:
-        if not -90.0 <= self.latitude <= 90.0 or math.isnan(self.latitude):
-            raise RequestError("latitude", f"must be within [-90, 90], got {self.latitude}")
-        if not -180.0 <= self.longitude <= 180.0 or math.isnan(self.longitude):
-            raise RequestError("longitude", f"must be within [-180, 180], got {self.longitude}")
-        if self.size <= 0:
-            raise RequestError("size", f"must be positive, got {self.size}")
-        if not self.max_dist >= 0 or math.isinf(self.max_dist):
-            raise RequestError("max_dist", f"must be a finite number >= 0, got {self.max_dist}")
-        if self.candidate_restaurant_ids is not None and len(self.candidate_restaurant_ids) > MAX_CANDIDATES:
-            raise RequestError("candidate_restaurant_ids",
-                               f"at most {MAX_CANDIDATES} ids, got {len(self.candidate_restaurant_ids)}")
-        if self.candidate_restaurant_ids is None and self.max_dist > MAX_DIST_WITHOUT_CANDIDATES_M:
-            raise RequestError("max_dist", f"at most {MAX_DIST_WITHOUT_CANDIDATES_M:.0f} m without "
-                               f"candidate_restaurant_ids, got {self.max_dist:g}")
 
 
 @dataclass(frozen=True)
@@ -104,15 +68,20 @@ class Recommender:
         self.geo, self.store, self.scorer = geo, store, scorer
 
     def recommend(self, request: Request) -> Answer:
-        """The whole request with the store's blocking ``fetch``."""
+        """The whole request, validated, with the store's blocking ``fetch``."""
+        request.validate()
         plan = self.plan(request)
         return self.finish(plan, self.store.fetch(request.user_id, plan.ids))
 
     def plan(self, request: Request) -> Plan:
-        """Validate and filter by distance: the restaurants whose features must be read."""
-        request.validate()
+        """Filter by distance: the restaurants whose features must be read. The request's fields
+        are within their bounds (:meth:`Request.validate`, or the API's schema); the bounds of a
+        search without candidates are checked here."""
         unknown = 0
         if request.candidate_restaurant_ids is None:
+            if request.max_dist > MAX_DIST_WITHOUT_CANDIDATES_M:
+                raise RequestError("max_dist", f"at most {MAX_DIST_WITHOUT_CANDIDATES_M:.0f} m without "
+                                   f"candidate_restaurant_ids, got {request.max_dist:g}")
             try:
                 rows, metres = self.geo.within(request.latitude, request.longitude, request.max_dist, MAX_EXAMINED)
             except TooManyRows as too_many:

@@ -7,7 +7,9 @@ version the pointer names at that instant, in one round trip. Superseded version
 after the switch: at most the live version, the previous one and one loading exist. A killed
 load leaves its partial version unpublished (the previous stays live) and the next load removes
 it. One loader at a time: a lock held for the whole load (a file lock for SQLite, a Redis lock
-with a lease for Redis), so a second loader waits instead of interleaving.
+with a lease for Redis), so a second loader waits instead of interleaving. The load and the
+rollback are one algorithm for every store (:mod:`pipeline.store.versioned`) over primitives
+each store implements.
 """
 
 from __future__ import annotations

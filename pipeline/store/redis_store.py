@@ -10,10 +10,9 @@ the script builds key names from the live version.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import redis
@@ -24,7 +23,7 @@ from redis.retry import Retry
 
 from pipeline.data.schema import N_RESTAURANT_FEATURES, N_USER_FEATURES
 from pipeline.data.shrink import ShrinkGuard
-from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, LockTimeout, Rejected
+from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, LockTimeout
 from pipeline.store.base import (
     DEFAULT_WRITE_TIMEOUT_S,
     LOAD_BATCH,
@@ -33,13 +32,11 @@ from pipeline.store.base import (
     Fetched,
     StoreUnavailable,
     StoreVersion,
-    audit_loaded,
     decode,
     encode,
-    refuse_shrink,
-    validate_tables,
 )
 from pipeline.store.redis_connection import client_options, display_url
+from pipeline.store.versioned import load_version, rollback_version
 
 # HMGET in slices: Lua's unpack() has a limit of a few thousand values.
 _FETCH = """
@@ -144,10 +141,6 @@ class RedisStore:
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise self._unavailable(error) from error
 
-    def _drop_version(self, number: int) -> None:
-        self.client.unlink(self._key("v", number, ":u"), self._key("v", number, ":r"), self._key("v", number, ":meta"))
-        self.client.srem(self._key("versions"), number)
-
     def _acquire(self, lock: redis.lock.Lock) -> bool:
         try:
             return lock.acquire()
@@ -165,67 +158,66 @@ class RedisStore:
                 told = True
         return lock
 
-    def publish(self, users: FeatureTable, restaurants: FeatureTable,
-                on_wait: Callable[[str], None] | None = None,
-                lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S, guard: ShrinkGuard | None = None) -> StoreVersion:
-        validate_tables(self, users, restaurants)
-        guard = guard or ShrinkGuard.configured()
-        lock = self._lock(lock_timeout_s, on_wait)
+    # ----- the primitives of the versioned load (pipeline/store/versioned.py)
+
+    @property
+    def write_batch(self) -> int:
+        return LOAD_BATCH
+
+    @contextlib.contextmanager
+    def writer_lock(self, timeout_s: float, on_wait: Callable[[str], None] | None) -> Iterator[Callable[[], None]]:
+        """A Redis lock with a lease of ``_LEASE_S``, renewed between batches: a killed loader's lock expires."""
+        lock = self._lock(timeout_s, on_wait)
         try:
-            for leftover in self.versions():
-                if leftover.state == "loading":  # a killed loader's partial version
-                    self._drop_version(leftover.number)
-            live = self.live()
-            not_shrunk = refuse_shrink(self.name, guard, live, users, restaurants)
-            number = int(self.client.incr(self._key("next_version")))
-            self.client.hset(self._key("v", number, ":meta"), mapping={
-                "users_version": users.version, "restaurants_version": restaurants.version,
-                "users_rows": len(users.ids), "restaurants_rows": len(restaurants.ids), "state": "loading",
-                "created_at": dt.datetime.now(dt.UTC).isoformat(), "previous": live.number if live else ""})
-            self.client.sadd(self._key("versions"), number)
-            try:
-                for kind, table in (("u", users), ("r", restaurants)):
-                    key = self._key("v", number, ":", kind)
-                    for start in range(0, len(table.ids), LOAD_BATCH):
-                        end = start + LOAD_BATCH
-                        self.client.hset(key, mapping=dict(zip(table.ids[start:end].tolist(),
-                                                               encode(table.values[start:end]), strict=True)))
-                        lock.extend(_LEASE_S, replace_ttl=True)
-                audits = [*audit_loaded(lambda kind, ids: self._read_back(number, kind, ids), users, restaurants),
-                          not_shrunk]
-                if not all(a.passed for a in audits):
-                    raise Rejected(self.name, audits)
-            except BaseException:
-                self._drop_version(number)
-                raise
-            self.client.hset(self._key("v", number, ":meta"), "state", "complete")
-            self.client.set(self._key("live"), number)  # the switch
-            for old in self.versions():
-                if old.number not in (number, live.number if live else number):
-                    self._drop_version(old.number)
-            return dataclasses.replace(self.live(), audits=tuple(audits))
+            yield lambda: lock.extend(_LEASE_S, replace_ttl=True)
         finally:
             try:
                 lock.release()
             except redis.exceptions.LockError:
                 pass  # the lease ran out; nothing to release
 
-    def _read_back(self, number: int, kind: str, ids: np.ndarray) -> tuple[int, list[bytes | None]]:
-        key = self._key("v", number, ":", "u" if kind == "users" else "r")
+    def prepare_load(self) -> None:
+        pass  # Redis creates keys as they are written
+
+    def create_version(self, users: FeatureTable, restaurants: FeatureTable, created_at: str,
+                       previous: int | None) -> int:
+        number = int(self.client.incr(self._key("next_version")))
+        self.client.hset(self._key("v", number, ":meta"), mapping={
+            "users_version": users.version, "restaurants_version": restaurants.version,
+            "users_rows": len(users.ids), "restaurants_rows": len(restaurants.ids), "state": "loading",
+            "created_at": created_at, "previous": previous if previous is not None else ""})
+        self.client.sadd(self._key("versions"), number)
+        return number
+
+    def _rows_key(self, number: int, kind: str) -> str:
+        return self._key("v", number, ":", "u" if kind == "users" else "r")
+
+    def write_rows(self, number: int, kind: str, ids: np.ndarray, values: np.ndarray) -> None:
+        self.client.hset(self._rows_key(number, kind), mapping=dict(zip(ids.tolist(), encode(values), strict=True)))
+
+    def read_back(self, number: int, kind: str, ids: np.ndarray) -> tuple[int, list[bytes | None]]:
+        key = self._rows_key(number, kind)
         blobs = self.client.hmget(key, [int(i) for i in ids]) if len(ids) else []
         return int(self.client.hlen(key)), blobs
 
+    def complete_and_switch(self, number: int) -> None:
+        self.client.hset(self._key("v", number, ":meta"), "state", "complete")
+        self.switch(number)
+
+    def switch(self, number: int) -> None:
+        self.client.set(self._key("live"), number)
+
+    def drop_version(self, number: int) -> None:
+        self.client.unlink(self._key("v", number, ":u"), self._key("v", number, ":r"), self._key("v", number, ":meta"))
+        self.client.srem(self._key("versions"), number)
+
+    def publish(self, users: FeatureTable, restaurants: FeatureTable,
+                on_wait: Callable[[str], None] | None = None,
+                lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S, guard: ShrinkGuard | None = None) -> StoreVersion:
+        return load_version(self, users, restaurants, on_wait, lock_timeout_s, guard)
+
     def rollback(self, lock_timeout_s: float = 60.0) -> tuple[int, int]:
-        lock = self._lock(lock_timeout_s, None)
-        try:
-            live = self.live()
-            previous = self._version(live.previous) if live and live.previous else None
-            if previous is None or previous.state != "complete":
-                raise FileNotFoundError(f"online store {self.name}: no previous version is kept to roll back to")
-            self.client.set(self._key("live"), previous.number)
-            return live.number, previous.number
-        finally:
-            lock.release()
+        return rollback_version(self, lock_timeout_s)
 
     def close(self) -> None:
         self.client.close()

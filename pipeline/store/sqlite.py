@@ -12,21 +12,20 @@ serving the deleted copy forever, and a replaced file is reopened. Only a loader
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import datetime as dt
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.data.schema import N_RESTAURANT_FEATURES, N_USER_FEATURES
 from pipeline.data.shrink import ShrinkGuard
-from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, Rejected, file_lock
+from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, file_lock
 from pipeline.store.base import (
     DEFAULT_WRITE_TIMEOUT_S,
     LOAD_BATCH,
@@ -35,12 +34,10 @@ from pipeline.store.base import (
     Fetched,
     StoreUnavailable,
     StoreVersion,
-    audit_loaded,
     decode,
     encode,
-    refuse_shrink,
-    validate_tables,
 )
+from pipeline.store.versioned import load_version, rollback_version
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS user_features (v INTEGER NOT NULL, id INTEGER NOT NULL, f BLOB NOT NULL,
@@ -78,6 +75,7 @@ class SQLiteStore:
                  restaurant_width: int = N_RESTAURANT_FEATURES,
                  timeout_s: float = DEFAULT_WRITE_TIMEOUT_S):
         self.path = Path(path)
+        self.name = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.user_width, self.restaurant_width, self.timeout_s = user_width, restaurant_width, timeout_s
         self._local = threading.local()
@@ -155,63 +153,39 @@ class SQLiteStore:
             return None
         return found[0] if found else None
 
-    def _drop_version(self, connection: sqlite3.Connection, version: int) -> None:
+    # ----- the primitives of the versioned load (pipeline/store/versioned.py)
+
+    @property
+    def write_batch(self) -> int:
+        return LOAD_BATCH * 5
+
+    @contextlib.contextmanager
+    def writer_lock(self, timeout_s: float, on_wait: Callable[[str], None] | None) -> Iterator[Callable[[], None]]:
+        """A file lock beside the database; the kernel releases it when the loader dies."""
+        with file_lock(self.path.with_name(f".{self.path.name}.lock"), timeout_s, f"online store {self.path}",
+                       on_wait):
+            yield lambda: None
+
+    def prepare_load(self) -> None:
+        self._connection(create=True).executescript(_DROP_UNVERSIONED)
+
+    def create_version(self, users: FeatureTable, restaurants: FeatureTable, created_at: str,
+                       previous: int | None) -> int:
+        number = max((v.number for v in self._versions()), default=0) + 1
+        self._connection(create=True).execute(
+            f"INSERT INTO feature_versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, 'loading', ?, ?)",
+            (number, users.version, restaurants.version, len(users.ids), len(restaurants.ids), created_at, previous))
+        return number
+
+    def write_rows(self, number: int, kind: str, ids: np.ndarray, values: np.ndarray) -> None:
+        connection = self._connection(create=True)
+        rows = ids.tolist()
         connection.execute("BEGIN")
-        for table in _TABLE.values():
-            connection.execute(f"DELETE FROM {table} WHERE v = ?", (version,))
-        connection.execute("DELETE FROM feature_versions WHERE v = ?", (version,))
+        connection.executemany(f"INSERT INTO {_TABLE[kind]}(v, id, f) VALUES (?, ?, ?)",
+                               zip([number] * len(rows), rows, encode(values), strict=True))
         connection.execute("COMMIT")
 
-    def _lock(self, timeout_s: float, on_wait):
-        return file_lock(self.path.with_name(f".{self.path.name}.lock"), timeout_s, f"online store {self.path}",
-                         on_wait)
-
-    def publish(self, users: FeatureTable, restaurants: FeatureTable,
-                on_wait: Callable[[str], None] | None = None,
-                lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S, guard: ShrinkGuard | None = None) -> StoreVersion:
-        validate_tables(self, users, restaurants)
-        guard = guard or ShrinkGuard.configured()
-        with self._lock(lock_timeout_s, on_wait):
-            connection = self._connection(create=True)
-            connection.executescript(_DROP_UNVERSIONED)
-            for leftover in self._versions("WHERE state = 'loading'"):  # a killed loader's partial version
-                self._drop_version(connection, leftover.number)
-            live = self.live()
-            not_shrunk = refuse_shrink(str(self.path), guard, live, users, restaurants)
-            number = (max((v.number for v in self._versions()), default=0)) + 1
-            connection.execute(
-                f"INSERT INTO feature_versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, 'loading', ?, ?)",
-                (number, users.version, restaurants.version, len(users.ids), len(restaurants.ids),
-                 dt.datetime.now(dt.UTC).isoformat(), live.number if live else None))
-            try:
-                for kind, table in (("users", users), ("restaurants", restaurants)):
-                    insert = f"INSERT INTO {_TABLE[kind]}(v, id, f) VALUES (?, ?, ?)"
-                    for start in range(0, len(table.ids), LOAD_BATCH * 5):
-                        end = start + LOAD_BATCH * 5
-                        ids = table.ids[start:end].tolist()
-                        connection.execute("BEGIN")
-                        connection.executemany(insert, zip([number] * len(ids), ids,
-                                                           encode(table.values[start:end]), strict=True))
-                        connection.execute("COMMIT")
-                audits = [*audit_loaded(lambda kind, ids: self._read_back(number, kind, ids), users, restaurants),
-                          not_shrunk]
-                if not all(a.passed for a in audits):
-                    raise Rejected(self.path, audits)
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                self._drop_version(connection, number)
-                raise
-            connection.execute("BEGIN")
-            connection.execute("UPDATE feature_versions SET state = 'complete' WHERE v = ?", (number,))
-            connection.execute("INSERT INTO live_version(id, v) VALUES (0, ?) "
-                               "ON CONFLICT(id) DO UPDATE SET v = excluded.v", (number,))
-            connection.execute("COMMIT")
-            for old in self._versions("WHERE v NOT IN (?, ?)", (number, live.number if live else number)):
-                self._drop_version(connection, old.number)
-            return dataclasses.replace(self.live(), audits=tuple(audits))
-
-    def _read_back(self, number: int, kind: str, ids: np.ndarray) -> tuple[int, list[bytes | None]]:
+    def read_back(self, number: int, kind: str, ids: np.ndarray) -> tuple[int, list[bytes | None]]:
         connection = self._connection()
         table = _TABLE[kind]
         stored = connection.execute(f"SELECT count(*) FROM {table} WHERE v = ?", (number,)).fetchone()[0]
@@ -219,14 +193,35 @@ class SQLiteStore:
                  for i in ids]
         return stored, [b[0] if b else None for b in blobs]
 
+    def complete_and_switch(self, number: int) -> None:
+        """One transaction: a reader sees the old live version or the new complete one."""
+        connection = self._connection(create=True)
+        connection.execute("BEGIN")
+        connection.execute("UPDATE feature_versions SET state = 'complete' WHERE v = ?", (number,))
+        connection.execute("INSERT INTO live_version(id, v) VALUES (0, ?) "
+                           "ON CONFLICT(id) DO UPDATE SET v = excluded.v", (number,))
+        connection.execute("COMMIT")
+
+    def switch(self, number: int) -> None:
+        self._connection(create=True).execute("UPDATE live_version SET v = ? WHERE id = 0", (number,))
+
+    def drop_version(self, number: int) -> None:
+        connection = self._connection(create=True)
+        if connection.in_transaction:  # a write interrupted mid-batch
+            connection.execute("ROLLBACK")
+        connection.execute("BEGIN")
+        for table in _TABLE.values():
+            connection.execute(f"DELETE FROM {table} WHERE v = ?", (number,))
+        connection.execute("DELETE FROM feature_versions WHERE v = ?", (number,))
+        connection.execute("COMMIT")
+
+    def publish(self, users: FeatureTable, restaurants: FeatureTable,
+                on_wait: Callable[[str], None] | None = None,
+                lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S, guard: ShrinkGuard | None = None) -> StoreVersion:
+        return load_version(self, users, restaurants, on_wait, lock_timeout_s, guard)
+
     def rollback(self, lock_timeout_s: float = 60.0) -> tuple[int, int]:
-        with self._lock(lock_timeout_s, None):
-            live = self.live()
-            if live is None or live.previous is None or not self._versions("WHERE v = ? AND state = 'complete'",
-                                                                           (live.previous,)):
-                raise FileNotFoundError(f"online store {self.path}: no previous version is kept to roll back to")
-            self._connection(create=True).execute("UPDATE live_version SET v = ? WHERE id = 0", (live.previous,))
-            return live.number, live.previous
+        return rollback_version(self, lock_timeout_s)
 
     async def close_async(self) -> None:
         pass  # the worker threads' connections close with their threads

@@ -22,7 +22,8 @@ from pipeline.defs.publishing import check_results, check_specs, published_metad
 from pipeline.defs.resources import OnlineStoreResource, SourceResource, WarehouseResource
 from pipeline.geo.index import GEO_CHECK, GeoIndex
 from pipeline.serving.loadgen import closed_loop, open_loop
-from pipeline.serving.recommender import Recommender, Request
+from pipeline.serving.recommender import Recommender
+from pipeline.serving.request import Request
 from pipeline.serving.scorer import live_scorer
 from pipeline.store.base import SHRINK_CHECK, STORE_CHECK, FeatureTable
 

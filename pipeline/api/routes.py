@@ -1,0 +1,102 @@
+"""The routes: ``POST /recommend/{user_id}``, ``GET /health``, ``GET /metrics``. Each takes what it
+needs from the app's :class:`~pipeline.api.state.ApiState` (``api_state(request)``: cheaper per
+request than a FastAPI dependency); the app factory registers them with their token dependencies.
+
+Filtering and scoring (~0.1–1 ms of CPU) run in the event loop: a thread hop per request would
+cost more than it frees. The store is only ever awaited, within the deadline
+(:func:`~pipeline.api.store_reads.read_within`), and not at all while the breaker is open.
+"""
+
+# no "from __future__ import annotations": FastAPI reads the routes' annotations
+import asyncio
+import os
+
+import orjson
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from pipeline.api.drain import DRAIN
+from pipeline.api.errors import error_response
+from pipeline.api.public import public_value
+from pipeline.api.schemas import RecommendBody, UserId
+from pipeline.api.state import api_state
+from pipeline.api.store_reads import read_within
+from pipeline.serving.recommender import UnknownUser
+from pipeline.serving.request import RequestError
+from pipeline.store.base import FeaturesNotLoaded, StoreUnavailable, StoreVersion
+
+
+async def recommend(user_id: UserId, body: RecommendBody, request: Request) -> Response:
+    """Restaurants within ``max_dist`` of the point, scored for the user, best first."""
+    api = api_state(request)
+    artifacts, breaker, root = api.artifacts, api.breaker, api.root
+    recommender = artifacts.recommender
+    if recommender is None:
+        return error_response(503, f"not ready: {artifacts.not_ready_reason()}", root, retry_after=1)
+    if not breaker.allow():
+        return error_response(503, f"online store unavailable: {breaker.last_error}", root,
+                              retry_after=breaker.retry_after_s)
+    wanted = body.request(user_id)
+    try:
+        plan = recommender.plan(wanted)
+        fetched = await read_within(artifacts.store.fetch_async(wanted.user_id, plan.ids), breaker,
+                                    api.limits.deadline_s)
+        answer = recommender.finish(plan, fetched)
+    except StoreUnavailable as unavailable:
+        return error_response(503, f"online store unavailable: {unavailable}", root, retry_after=breaker.retry_after_s)
+    except FeaturesNotLoaded as not_loaded:
+        return error_response(503, f"features not loaded: {not_loaded}", root, retry_after=1)
+    except UnknownUser as unknown:
+        return error_response(404, "unknown user", root, "user_id", [{"user_id": unknown.user_id}])
+    except RequestError as invalid_field:
+        return error_response(422, str(invalid_field), root, invalid_field.field)
+    return Response(orjson.dumps(answer.as_json()), media_type="application/json")
+
+
+def _store_health(live: StoreVersion | None) -> dict:
+    if live is None:
+        return {"error": "features not loaded: the store has no live version"}
+    store = {"version": live.number, "users_version": live.users_version,
+             "restaurants_version": live.restaurants_version, "loaded_at": live.created_at,
+             "users_rows": live.users_rows, "restaurants_rows": live.restaurants_rows}
+    if not (live.users_rows and live.restaurants_rows):
+        store["error"] = (f"the live store version {live.number} holds {live.users_rows} users and "
+                          f"{live.restaurants_rows} restaurants: no request can be answered")
+    return store
+
+
+async def health(request: Request) -> JSONResponse:
+    """Ready (200) when the model, the geo index and the online store's features are loaded
+    (a live version holding users and restaurants) and the store answers, and the server is not
+    draining; otherwise 503 with the reason. Always answers within the deadline. With an API token
+    set, a request without it gets only ``{"ready": ...}``."""
+    api = api_state(request)
+    artifacts, breaker = api.artifacts, api.breaker
+    if not breaker.allow():
+        store = {"error": f"unavailable: {breaker.last_error}"}
+    else:
+        try:
+            store = _store_health(await read_within(asyncio.to_thread(artifacts.store.live), breaker,
+                                                    api.limits.deadline_s))
+        except StoreUnavailable as unavailable:
+            store = {"error": f"unavailable: {unavailable}"}
+    reasons = [r for r in ("draining" if DRAIN.draining else "", artifacts.not_ready_reason(),
+                           store.get("error", "")) if r]
+    status, headers = (503, {"Retry-After": "1"}) if reasons else (200, None)
+    if not api.token.sent_by(request.headers.get("authorization")):
+        return JSONResponse({"ready": not reasons}, status_code=status, headers=headers)
+    model = artifacts.model_record
+    return JSONResponse(public_value({
+        "ready": not reasons, "reason": "; ".join(reasons), "pid": os.getpid(),
+        "model_version": artifacts.model_version,
+        "model_format": model.get("serve", "torchscript") if artifacts.model_version else None,
+        "model_feature_versions": model.get("feature_versions", {}),
+        "geo_index_version": artifacts.geo_version, "store": store, "reloads": artifacts.reloads,
+        "last_reload_failure": artifacts.last_failure.as_json() if artifacts.last_failure else None,
+    }, api.root), status_code=status, headers=headers)
+
+
+async def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus metrics (never touches the store)."""
+    return PlainTextResponse(api_state(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
