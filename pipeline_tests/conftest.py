@@ -13,13 +13,17 @@ import pytest
 
 from pipeline.data.generate import PRESETS, generate
 from pipeline.data.layout import ReferenceDataset
+from pipeline.model import native
+from pipeline.settings import load_settings
 
 # Scripts the tests start as processes import devtools/ (not installed) like the tests do.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")]))
 # Tests use days of January 2026 whatever dataset (if any) data/dataset holds: partitions to yesterday.
 os.environ.setdefault("PIPELINE_END_DATE", "open")
-# Training's native kernels must build here (gcc is part of the machine): no test silently takes the torch path.
+# Training's native kernels must build here (gcc is part of the machine): no test silently takes the torch path,
+# in the processes the tests start (their entry points read the variable) and in this one.
 os.environ.setdefault("PIPELINE_NATIVE_KERNELS", "required")
+native.configure(load_settings().native)
 
 START = dt.date(2026, 1, 1)
 TINY = dataclasses.replace(PRESETS["tiny"], train_files=3, test_files=1, rows_per_file=4_000,

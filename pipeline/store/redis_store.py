@@ -169,7 +169,7 @@ class RedisStore:
                 on_wait: Callable[[str], None] | None = None,
                 lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S, guard: ShrinkGuard | None = None) -> StoreVersion:
         validate_tables(self, users, restaurants)
-        guard = guard or ShrinkGuard.configured()
+        guard = guard or ShrinkGuard()
         lock = self._lock(lock_timeout_s, on_wait)
         try:
             for leftover in self.versions():

@@ -170,7 +170,7 @@ class SQLiteStore:
                 on_wait: Callable[[str], None] | None = None,
                 lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S, guard: ShrinkGuard | None = None) -> StoreVersion:
         validate_tables(self, users, restaurants)
-        guard = guard or ShrinkGuard.configured()
+        guard = guard or ShrinkGuard()
         with self._lock(lock_timeout_s, on_wait):
             connection = self._connection(create=True)
             connection.executescript(_DROP_UNVERSIONED)
