@@ -19,22 +19,26 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.settings import ApiSettings
 
+_DEFAULT = ApiSettings()  # each bound's default and meaning: its setting's
+
 
 @dataclass(frozen=True)
 class ApiLimits:
-    store_timeout_s: float = 0.2      # connect and read timeout of every store call
-    deadline_s: float = 0.5           # how long a request waits for the store, whatever happens there
+    """The bounds in force; every one but ``cooldown_s`` is a setting (``PIPELINE_API_*``)."""
+
+    store_timeout_s: float = _DEFAULT.store_timeout_ms / 1000
+    deadline_s: float = _DEFAULT.deadline_ms / 1000
     cooldown_s: float = 0.5           # after a store failure, refuse at once for this long, then probe
-    max_body_bytes: int = 262_144     # 10,000 int64 candidate ids fit in ~210 KB of JSON
-    header_timeout_s: float = 5.0
-    body_timeout_s: float = 5.0
-    keepalive_s: float = 5.0          # an idle connection's wait for its next request
-    max_header_bytes: int = 16_384    # request line and headers
-    max_connections: int = 1000       # open connections per worker
-    linger_s: float = 5.0             # after an early answer, how long what the client still sends is read
-    linger_bytes: int = 64 << 20      # and how much of it
-    drain_s: float = 5.0              # after SIGTERM, how long /health says "draining" before the server stops
-    graceful_s: float = 5.0           # then how long answers in progress may take
+    max_body_bytes: int = _DEFAULT.max_body_bytes
+    header_timeout_s: float = _DEFAULT.header_timeout_s
+    body_timeout_s: float = _DEFAULT.body_timeout_s
+    keepalive_s: float = _DEFAULT.keepalive_s
+    max_header_bytes: int = _DEFAULT.max_header_bytes
+    max_connections: int = _DEFAULT.max_connections
+    linger_s: float = _DEFAULT.linger_s
+    linger_bytes: int = _DEFAULT.linger_bytes
+    drain_s: float = _DEFAULT.drain_s
+    graceful_s: float = _DEFAULT.graceful_s
 
     @classmethod
     def from_settings(cls, api: ApiSettings) -> ApiLimits:

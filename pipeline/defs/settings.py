@@ -1,7 +1,7 @@
 """The code location's settings: parsed once when the definitions load (in every process that loads
 them, a step's included), read by the modules of ``pipeline/defs`` as values; a set variable becomes
 a Dagster ``EnvVar`` where a resource is built. The process-wide values (the free-space reserve,
-the native step's mode and build directory) are handed to their modules here."""
+the native step's mode and build directory) are handed over here (:mod:`pipeline.runtime`)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import os
 
 import dagster as dg
 
-from pipeline import disk_space
-from pipeline.model import native
+from pipeline import runtime
 from pipeline.settings import Settings, load_settings
 from pipeline.settings.fields import spec_of
 
 SETTINGS: Settings = load_settings()
-disk_space.set_reserve_mb(SETTINGS.publishing.min_free_mb)
-native.configure(SETTINGS.native)
+runtime.configure(SETTINGS)
 
 
 def resource_value(group: type, name: str) -> str | dg.EnvVar:

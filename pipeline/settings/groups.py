@@ -115,6 +115,7 @@ class ApiSettings:
     deadline_ms: float = env("PIPELINE_API_DEADLINE_MS", 500.0, (
         "a recommendation's whole time on the API's thread pool (must exceed the store timeout)"),
         number("a number of milliseconds", positive=True))
+    # 262144: 10,000 int64 candidate ids fit in ~210 KB of JSON
     max_body_bytes: int = env("PIPELINE_API_MAX_BODY_BYTES", 262144, "larger request bodies get 413 before parsing",
                               integer(1, "a number of bytes"))
     header_timeout_s: float = env("PIPELINE_API_HEADER_TIMEOUT_S", 5.0, (
