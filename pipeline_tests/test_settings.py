@@ -2,6 +2,7 @@
 variable, documented from its definition, and read nowhere below the entry points."""
 
 import ast
+import pickle
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ ENTRY_POINTS = {
     "pipeline/settings/__init__.py": "load_settings: the one parse of the environment",
     "pipeline/defs/settings.py": "the code location's parse; EnvVar where a resource is built",
     "pipeline/api/server.py": "the API's factory and serve(); PROMETHEUS_MULTIPROC_DIR for the workers",
+    "pipeline/definitions.py": "the code location's module",
     "pipeline/cli.py": "the command line",
     "pipeline/worker.py": "the Celery worker (DAGSTER_HOME; the executor's env sources)",
     "pipeline/api/metrics.py": "prometheus-client's own PROMETHEUS_MULTIPROC_DIR, set by serve()",
@@ -46,7 +48,7 @@ def test_no_module_below_the_entry_points_reads_the_environment():
     assert all((ROOT / path).exists() for path in ENTRY_POINTS)
 
 
-def test_the_check_finds_what_it_forbids(tmp_path):
+def test_the_check_finds_what_it_forbids():
     probe = ROOT / "pipeline" / "settings" / "__init__.py"
     assert _environment_reads(probe)  # load_settings reads os.environ: the check sees it
 
@@ -90,3 +92,15 @@ def test_the_configuration_tables_in_the_docs_are_generated_from_the_definitions
     assert document == rendered(document), "regenerate them: python -m pipeline.settings --write-docs"
     for _, spec in all_specs():
         assert f"| `{spec.variable}` |" in document, spec.variable
+
+
+def test_serve_hands_the_parsed_settings_to_every_worker():
+    """uvicorn pickles its configuration into each worker process: the settings travel with it, and the
+    worker's app factory is bound to them (nothing is written to the environment for the workers)."""
+    from pipeline.api.server import _ServerConfig, build_app
+
+    settings = load_settings({"PIPELINE_API_POLL_INTERVAL_S": "7", "PIPELINE_API_TOKEN": "t" * 16})
+    config = pickle.loads(pickle.dumps(_ServerConfig(settings, workers=2)))
+    factory = config.load_app()
+    assert factory.func is build_app and factory.args == (settings,)
+    assert config.app == "pipeline.api.server:build_app" and config.factory
