@@ -15,10 +15,17 @@ from pipeline.store.base import FeatureStore
 from pipeline.store.factory import open_store, resolve_backend
 
 
+def _setting_field(group: type, name: str, required: bool = False):
+    """A resource field of setting ``name`` of ``group``: its default as text, its description and variable."""
+    spec = spec_of(group, name)
+    return Field(description=f"{spec.description} ({spec.variable}).",
+                 **({} if required else {"default": spec.default_text()}))
+
+
 class WarehouseResource(dg.ConfigurableResource):
     """Root directory of every file the pipeline writes (``PIPELINE_WAREHOUSE_DIR``)."""
 
-    root: str = Field(description="Directory every artifact is published under (PIPELINE_WAREHOUSE_DIR).")
+    root: str = _setting_field(PathSettings, "warehouse_dir", required=True)
 
     def layout(self) -> Warehouse:
         return Warehouse(Path(self.root).resolve())
@@ -44,8 +51,8 @@ class LocalParquetSourceResource(SourceResource):
     """A reference-format dataset directory on local disk (``PIPELINE_DATASET_DIR``); its shard
     ``train/train_NN.parquet`` is the click partition of day ``start_date + NN``."""
 
-    dataset_dir: str = Field(description="The reference-format dataset directory (PIPELINE_DATASET_DIR).")
-    start_date: str = Field(description="Day of shard train_00, YYYY-MM-DD (PIPELINE_START_DATE).")
+    dataset_dir: str = _setting_field(PathSettings, "dataset_dir", required=True)
+    start_date: str = _setting_field(SourceSettings, "start_date", required=True)
 
     def dataset(self) -> ReferenceDataset:
         return ReferenceDataset(Path(self.dataset_dir).resolve(), parse_day(self.start_date))
@@ -54,33 +61,27 @@ class LocalParquetSourceResource(SourceResource):
         return LocalParquetSource(self.dataset())
 
 
-def _bigquery_field(name: str):
-    """A resource field of BigQuery setting ``name``: its default as text, its description and variable."""
-    spec = spec_of(BigQuerySettings, name)
-    return Field(default=spec.default_text(), description=f"{spec.description} ({spec.variable}).")
-
-
 class BigQuerySourceResource(SourceResource):
     """Google BigQuery tables (``PIPELINE_SOURCE=bigquery``): clicks partitioned by DAY on a DATE
     column, the two feature tables, the held-out rows and the requests. Read with the Storage Read
     API when google-cloud-bigquery-storage is installed, REST pages otherwise (docs/OPERATIONS.md)."""
 
-    project: str = _bigquery_field("project")
-    dataset: str = _bigquery_field("dataset")
-    location: str = _bigquery_field("location")
-    clicks_table: str = _bigquery_field("clicks_table")
-    day_column: str = _bigquery_field("day_column")
-    users_table: str = _bigquery_field("users_table")
-    restaurants_table: str = _bigquery_field("restaurants_table")
-    test_table: str = _bigquery_field("test_table")
-    requests_table: str = _bigquery_field("requests_table")
-    credentials_file: str = _bigquery_field("credentials_file")
-    endpoint: str = _bigquery_field("endpoint")
-    storage_endpoint: str = _bigquery_field("storage_endpoint")
-    read_api: str = _bigquery_field("read_api")
-    clicks_read: str = _bigquery_field("clicks_read")
-    maximum_bytes_billed: str = _bigquery_field("maximum_bytes_billed")
-    timeout_s: str = _bigquery_field("timeout_s")
+    project: str = _setting_field(BigQuerySettings, "project")
+    dataset: str = _setting_field(BigQuerySettings, "dataset")
+    location: str = _setting_field(BigQuerySettings, "location")
+    clicks_table: str = _setting_field(BigQuerySettings, "clicks_table")
+    day_column: str = _setting_field(BigQuerySettings, "day_column")
+    users_table: str = _setting_field(BigQuerySettings, "users_table")
+    restaurants_table: str = _setting_field(BigQuerySettings, "restaurants_table")
+    test_table: str = _setting_field(BigQuerySettings, "test_table")
+    requests_table: str = _setting_field(BigQuerySettings, "requests_table")
+    credentials_file: str = _setting_field(BigQuerySettings, "credentials_file")
+    endpoint: str = _setting_field(BigQuerySettings, "endpoint")
+    storage_endpoint: str = _setting_field(BigQuerySettings, "storage_endpoint")
+    read_api: str = _setting_field(BigQuerySettings, "read_api")
+    clicks_read: str = _setting_field(BigQuerySettings, "clicks_read")
+    maximum_bytes_billed: str = _setting_field(BigQuerySettings, "maximum_bytes_billed")
+    timeout_s: str = _setting_field(BigQuerySettings, "timeout_s")
     page_rows: int = Field(default=20_000, gt=0, description="Rows per REST page and per parquet row group "
                                                               "(bounds memory).")
 
@@ -108,14 +109,10 @@ class OnlineStoreResource(dg.ConfigurableResource):
     """The online feature store read on every request: SQLite (embedded default, WAL mode, a
     file under the data directory) or Redis (``REDIS_URL``)."""
 
-    backend: str = Field(default="", description=(
-        "sqlite or redis; empty: redis when redis_url is set, else sqlite (PIPELINE_ONLINE_STORE)."))
-    redis_url: str = Field(default="", description=(
-        "redis://[[user]:password@]host:port/db of the Redis store, rediss:// for TLS (REDIS_URL; set it as an "
-        "environment variable so the password stays out of the run's stored configuration)."))
-    redis_ca_file: str = Field(default="", description=(
-        "CA file verifying a rediss:// server (PIPELINE_REDIS_CA_FILE; empty: the system's CAs)."))
-    sqlite_path: str = Field(description="File of the SQLite store (PIPELINE_SQLITE_PATH).")
+    backend: str = _setting_field(OnlineStoreSettings, "backend")
+    redis_url: str = _setting_field(OnlineStoreSettings, "redis_url")  # an EnvVar: the password stays out of runs
+    redis_ca_file: str = _setting_field(OnlineStoreSettings, "redis_ca_file")
+    sqlite_path: str = _setting_field(OnlineStoreSettings, "sqlite_path", required=True)
 
     def open(self) -> FeatureStore:
         return open_store(self.backend, self.redis_url, str(Path(self.sqlite_path).resolve()),
