@@ -24,10 +24,22 @@ import time
 from pathlib import Path
 
 
+def _configure_from_environment() -> None:
+    """This script is an entry point: the pipeline's settings (PIPELINE_NATIVE_KERNELS, ...) from the
+    environment. Older commits (--code) read the environment themselves."""
+    try:
+        from pipeline import runtime
+        from pipeline.settings import load_settings
+    except ImportError:
+        return
+    runtime.configure(load_settings())
+
+
 def epoch(warehouse: Path) -> dict:
     from pipeline.data.layout import Warehouse
     from pipeline.model.training import TrainConfig, train
 
+    _configure_from_environment()
     config = TrainConfig(mode="full", epochs=1)
     if "checkpoint" in inspect.signature(train).parameters:  # the API before the model of record
         _, report = train(Warehouse(warehouse), warehouse / "side-by-side.pt", config, log=lambda m: None)

@@ -51,6 +51,17 @@ def prepare(data: Path, warehouse: Path) -> dict:
     return {"prepare_seconds": round(time.perf_counter() - started, 2)}
 
 
+def _configure_from_environment() -> None:
+    """This script is an entry point: the pipeline's settings (PIPELINE_NATIVE_KERNELS, ...) from the
+    environment. Older commits (--compare-with) read the environment themselves."""
+    try:
+        from pipeline import runtime
+        from pipeline.settings import load_settings
+    except ImportError:
+        return
+    runtime.configure(load_settings())
+
+
 def ours(data: Path, warehouse: Path, settings: dict, out: Path) -> dict:
     import dataclasses
 
@@ -63,6 +74,7 @@ def ours(data: Path, warehouse: Path, settings: dict, out: Path) -> dict:
     from pipeline.model.export import export_torchscript
     from pipeline.model.training import TrainConfig, train
 
+    _configure_from_environment()
     layout = Warehouse(warehouse)
     known = {f.name for f in dataclasses.fields(TrainConfig)}  # older commits (--compare-with) know fewer
     settings = {k: v for k, v in {"mode": "full", **settings}.items() if k in known}

@@ -20,11 +20,11 @@ import time
 import traceback
 from pathlib import Path
 
-from pipeline.config import setting
 from pipeline.data.generate import PRESETS, generate
 from pipeline.data.layout import ReferenceDataset, parse_day
 from pipeline.model.reproducible import enable_reproducible_blas
 from pipeline.redaction import install_log_redaction, redact, redact_value
+from pipeline.settings import Settings, SettingsError, load_settings
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -64,7 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise SystemExit("--workers must be at least 1")
-    serve(args.host, args.port, args.workers, args.poll_interval)
+    serve(args.settings, args.host, args.port, args.workers, args.poll_interval)
     return 0
 
 
@@ -73,9 +73,9 @@ def _loadtest(args: argparse.Namespace) -> int:
 
     if args.ramp:
         rates = tuple(float(r) for r in args.ramp_rates.split(",")) if args.ramp_rates else DEFAULT_RAMP
-        result = ramp(args.url, Path(args.requests), rates, args.duration, token=setting("PIPELINE_API_TOKEN"))
+        result = ramp(args.url, Path(args.requests), rates, args.duration, token=args.settings.api.token)
     else:
-        result = run(args.url, Path(args.requests), args.rate, args.duration, token=setting("PIPELINE_API_TOKEN"))
+        result = run(args.url, Path(args.requests), args.rate, args.duration, token=args.settings.api.token)
         print(f"{result['requests']} requests at {result['achieved_rps']:.1f} rps: p50 {result['p50_ms']:.2f} ms, "
               f"p95 {result['p95_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, max {result['max_ms']:.2f} ms, "
               f"errors {result['errors']}")
@@ -83,21 +83,26 @@ def _loadtest(args: argparse.Namespace) -> int:
     return 0 if result["errors"] == 0 else 1
 
 
-def _open_store():
+def _open_store(settings: Settings):
     from pipeline.store.factory import open_store
 
-    return open_store(setting("PIPELINE_ONLINE_STORE"), setting("REDIS_URL"), setting("PIPELINE_SQLITE_PATH"),
-                      redis_ca_file=setting("PIPELINE_REDIS_CA_FILE"))
+    store = settings.store
+    return open_store(store.backend, store.redis_url, store.sqlite_path, redis_ca_file=store.redis_ca_file)
+
+
+def _warehouse(settings: Settings):
+    from pipeline.data.layout import Warehouse
+
+    return Warehouse(Path(settings.paths.warehouse_dir).resolve())
 
 
 def _status(args: argparse.Namespace) -> int:
-    from pipeline.data.layout import Warehouse
     from pipeline.operations import status
     from pipeline.store.base import StoreUnavailable
 
-    store = _open_store()
+    store = _open_store(args.settings)
     try:
-        result = status(Warehouse(Path(setting("PIPELINE_WAREHOUSE_DIR")).resolve()), store)
+        result = status(_warehouse(args.settings), store)
     except StoreUnavailable as unavailable:
         print(f"pipeline status: {redact(unavailable)}", file=sys.stderr)
         return 1
@@ -108,16 +113,15 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from pipeline.data.layout import Warehouse
     from pipeline.operations import rollback_features, rollback_model
     from pipeline.publish import LockTimeout
     from pipeline.store.base import StoreUnavailable
 
     try:
         if args.what == "model":
-            result = rollback_model(Warehouse(Path(setting("PIPELINE_WAREHOUSE_DIR")).resolve()))
+            result = rollback_model(_warehouse(args.settings))
         else:
-            store = _open_store()
+            store = _open_store(args.settings)
             try:
                 result = rollback_features(store)
             finally:
@@ -132,10 +136,10 @@ def _rollback(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from pipeline.worker import start
 
-    return start(args.name, args.concurrency, args.loglevel)
+    return start(args.settings, args.name, args.concurrency, args.loglevel)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -154,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_generate)
     days = commands.add_parser("days", help="the click partitions (days) a dataset holds")
     days.add_argument("--data", required=True, help="reference-format dataset directory")
-    days.add_argument("--start-date", default=setting("PIPELINE_START_DATE"),
+    days.add_argument("--start-date", default=settings.source.start_date,
                       help="day of shard 00 (default: $PIPELINE_START_DATE or 2026-01-01)")
     days.add_argument("--format", choices=("json", "range", "tags"), default="json",
                       help="range: FIRST...LAST; tags: dagster run tags for a ranged run")
@@ -203,12 +207,19 @@ def _redacted_excepthook(kind, value, tb) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; its log lines and an uncaught error's traceback mask every credential."""
+    """Run a command on the settings parsed once here; its log lines and an uncaught error's traceback
+    mask every credential. A setting that does not parse stops every command (exit status 2)."""
     enable_reproducible_blas()  # before any matrix product; the processes a command starts inherit it
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     install_log_redaction()
     sys.excepthook = _redacted_excepthook
-    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"pipeline: {exc}", file=sys.stderr)
+        return 2
+    args = build_parser(settings).parse_args(argv)
+    args.settings = settings
     return args.func(args)
 
 

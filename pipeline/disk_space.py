@@ -11,7 +11,9 @@ whose message says ``No space left on device``, the path being written, the byte
 
 Before a large write, :func:`ensure_room` refuses early when the write would leave less than the
 reserve (``PIPELINE_MIN_FREE_MB``) free, so a run fails at its start, naming the space, instead of
-filling the disk the online store, Dagster's storage and the logs share.
+filling the disk the online store, Dagster's storage and the logs share. The reserve is the
+process's: an entry point sets it once from the settings (:func:`set_reserve_mb`); until then it
+is the setting's default.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from pipeline.config import setting
+from pipeline.settings import PublishingSettings
 
 MIB = 1 << 20
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -57,16 +59,19 @@ def free_bytes(path: str | os.PathLike) -> int:
     return shutil.disk_usage(path).free
 
 
+_reserve_mb = [PublishingSettings().min_free_mb]
+
+
+def set_reserve_mb(megabytes: float) -> None:
+    """The free space (MiB) this process's large writes must leave from now on; 0: no check."""
+    if not megabytes >= 0:
+        raise ValueError(f"PIPELINE_MIN_FREE_MB must be 0 or positive, got {megabytes!r}")
+    _reserve_mb[0] = megabytes
+
+
 def reserve_bytes() -> int:
     """The free space large writes must leave (``PIPELINE_MIN_FREE_MB``)."""
-    value = setting("PIPELINE_MIN_FREE_MB")
-    try:
-        megabytes = float(value)
-    except ValueError:
-        raise ValueError(f"PIPELINE_MIN_FREE_MB must be a number of MiB, got {value!r}") from None
-    if megabytes < 0:
-        raise ValueError(f"PIPELINE_MIN_FREE_MB must be 0 or positive, got {value!r}")
-    return int(megabytes * MIB)
+    return int(_reserve_mb[0] * MIB)
 
 
 def _mib(n: int) -> str:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import redis
 
-from pipeline.config import setting
 from pipeline.redaction import redact
+from pipeline.settings import Settings
 from pipeline.store.factory import resolve_backend
 from pipeline.store.redis_connection import client_options, display_url
 
@@ -56,13 +56,13 @@ def redis_problem(what: str, url: str, timeout_s: float, ca_file: str = "") -> s
     return None
 
 
-def problems() -> list[str]:
+def problems(settings: Settings) -> list[str]:
     """Everything that keeps this machine from sharing the runs' state; empty when it can take steps."""
-    timeout = float(setting("PIPELINE_CELERY_TIMEOUT_S"))
-    found = [_writable_directory("PIPELINE_WAREHOUSE_DIR", setting("PIPELINE_WAREHOUSE_DIR"))]
-    source = setting("PIPELINE_SOURCE")
+    timeout, store = settings.celery.timeout_s, settings.store
+    found = [_writable_directory("PIPELINE_WAREHOUSE_DIR", settings.paths.warehouse_dir)]
+    source = settings.source.kind
     if source == "local":
-        dataset = setting("PIPELINE_DATASET_DIR")
+        dataset = settings.paths.dataset_dir
         if not Path(dataset).is_absolute():
             found.append(f"PIPELINE_DATASET_DIR={dataset!r} is relative: set it to {SHARED_STORAGE}")
         elif not (Path(dataset) / "train").is_dir():
@@ -70,17 +70,17 @@ def problems() -> list[str]:
                          f"it must be {SHARED_STORAGE}")
     elif source == "bigquery":
         found += [f"{name} is not set: the workers read BigQuery with the runs' settings"
-                  for name in ("PIPELINE_BIGQUERY_PROJECT", "PIPELINE_BIGQUERY_DATASET") if not setting(name)]
+                  for name, value in (("PIPELINE_BIGQUERY_PROJECT", settings.bigquery.project),
+                                      ("PIPELINE_BIGQUERY_DATASET", settings.bigquery.dataset)) if not value]
     try:
-        backend = resolve_backend(setting("PIPELINE_ONLINE_STORE"), setting("REDIS_URL"))
+        backend = resolve_backend(store.backend, store.redis_url)
     except ValueError as exc:
         found.append(f"online store: {exc}")
     else:
         if backend == "redis":
-            found.append(redis_problem("the online store (REDIS_URL)", setting("REDIS_URL"), timeout,
-                                       setting("PIPELINE_REDIS_CA_FILE")))
+            found.append(redis_problem("the online store (REDIS_URL)", store.redis_url, timeout, store.redis_ca_file))
         else:
-            sqlite = setting("PIPELINE_SQLITE_PATH")
+            sqlite = store.sqlite_path
             found.append(_writable_directory("PIPELINE_SQLITE_PATH's directory", str(Path(sqlite).parent))
                          if Path(sqlite).is_absolute() else
                          f"PIPELINE_SQLITE_PATH={sqlite!r} is relative: the SQLite online store is a file every "

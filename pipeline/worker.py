@@ -18,18 +18,19 @@ from typing import Any
 import yaml
 
 from pipeline import shared_state
-from pipeline.config import setting
 from pipeline.redaction import install_log_redaction, redact
+from pipeline.settings import Settings
 from pipeline.store.redis_connection import celery_ssl_options
 
 QUEUE = "dagster"  # dagster-celery's queue: a step tagged dagster-celery/queue goes elsewhere
 
 
-def config_source(timeout_s: float) -> dict[str, Any]:
-    """Celery settings of both sides: every broker and result-backend call is bounded by ``timeout_s``; a
-    ``rediss://`` broker or backend is verified against ``PIPELINE_REDIS_CA_FILE`` (its password comes
-    from its URL)."""
-    return {**_tls_settings(),
+def config_source(settings: Settings) -> dict[str, Any]:
+    """Celery settings of both sides: every broker and result-backend call is bounded by
+    ``PIPELINE_CELERY_TIMEOUT_S``; a ``rediss://`` broker or backend is verified against
+    ``PIPELINE_REDIS_CA_FILE`` (its password comes from its URL)."""
+    timeout_s = settings.celery.timeout_s
+    return {**_tls_settings(settings),
         "worker_prefetch_multiplier": 1,  # a step is long: a worker must not hold steps another could run
         "task_default_queue": QUEUE,
         "task_default_priority": 5,
@@ -45,16 +46,12 @@ def config_source(timeout_s: float) -> dict[str, Any]:
     }
 
 
-def _tls_settings() -> dict[str, Any]:
-    ca_file = setting("PIPELINE_REDIS_CA_FILE")
-    broker = celery_ssl_options(setting("PIPELINE_CELERY_BROKER_URL"), ca_file)
-    backend = celery_ssl_options(setting(_backend_variable()), ca_file)
+def _tls_settings(settings: Settings) -> dict[str, Any]:
+    ca_file = settings.store.redis_ca_file
+    broker = celery_ssl_options(settings.celery.broker_url, ca_file)
+    backend = celery_ssl_options(settings.celery.result_backend_url, ca_file)
     return {**({"broker_use_ssl": broker} if broker else {}),
             **({"redis_backend_use_ssl": backend} if backend else {})}
-
-
-def _timeout_s() -> float:
-    return float(setting("PIPELINE_CELERY_TIMEOUT_S"))
 
 
 def _backend_variable() -> str:
@@ -63,27 +60,28 @@ def _backend_variable() -> str:
         else "PIPELINE_CELERY_BROKER_URL"
 
 
-def _url(name: str) -> str | dict:
-    """From the environment as a Dagster ``env`` source when set (a password in the URL stays out of the
-    run's stored configuration), else the embedded default."""
-    return {"env": name} if os.environ.get(name) else setting(name)
+def _url(name: str, value: str) -> str | dict:
+    """A Dagster ``env`` source when variable ``name`` is set (a password in the URL stays out of the
+    run's stored configuration), else ``value`` (the default)."""
+    return {"env": name} if os.environ.get(name) else value
 
 
-def executor_config() -> dict[str, Any]:
+def executor_config(settings: Settings) -> dict[str, Any]:
     """The ``celery_executor``'s configuration from the settings (``PIPELINE_CELERY_*``)."""
-    return {"broker": _url("PIPELINE_CELERY_BROKER_URL"), "backend": _url(_backend_variable()),
-            "config_source": config_source(_timeout_s())}
+    return {"broker": _url("PIPELINE_CELERY_BROKER_URL", settings.celery.broker_url),
+            "backend": _url(_backend_variable(), settings.celery.result_backend_url),
+            "config_source": config_source(settings)}
 
 
-def celery_app():
+def celery_app(settings: Settings):
     """The Celery app a worker runs: dagster-celery's, with its step task, on the settings' broker."""
     from dagster_celery.executor import CeleryExecutor
     from dagster_celery.make_app import make_app
     from dagster_celery.tasks import create_task
 
     app = make_app(CeleryExecutor.for_cli(
-        broker=setting("PIPELINE_CELERY_BROKER_URL"), backend=setting(_backend_variable()),
-        config_source=config_source(_timeout_s())).app_args())
+        broker=settings.celery.broker_url, backend=settings.celery.result_backend_url,
+        config_source=config_source(settings)).app_args())
     create_task(app)
     return app
 
@@ -127,12 +125,12 @@ def instance_problems() -> tuple[list[str], str]:
     return [], f"Dagster storage: {storage}"
 
 
-def broker_problem(app) -> str | None:
+def broker_problem(app, settings: Settings) -> str | None:
     try:
         with app.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, timeout=_timeout_s())
+            connection.ensure_connection(max_retries=1, timeout=settings.celery.timeout_s)
     except Exception as exc:  # kombu raises the transport's own errors
-        url = redact(setting("PIPELINE_CELERY_BROKER_URL"))
+        url = redact(settings.celery.broker_url)
         return redact(f"the broker PIPELINE_CELERY_BROKER_URL={url} does not answer: {type(exc).__name__}: {exc}")
     return None
 
@@ -150,26 +148,26 @@ def _redact_celery_logs() -> None:
     install_log_redaction()
 
 
-def start(name: str | None = None, concurrency: int | None = None, loglevel: str = "INFO") -> int:
+def start(settings: Settings, name: str | None = None, concurrency: int | None = None, loglevel: str = "INFO") -> int:
     """Check the shared state, then run a worker until it is stopped (SIGTERM: finish the steps in hand)."""
     try:
-        app = celery_app()
+        app = celery_app(settings)
     except ImportError as exc:
         print(f"pipeline worker: needs the celery extra (pip install -e '.[celery]'): {exc}", file=sys.stderr)
         return 2
     found, storage = instance_problems()
-    found += shared_state.problems()
-    found.append(broker_problem(app))
+    found += shared_state.problems(settings)
+    found.append(broker_problem(app, settings))
     found = [problem for problem in found if problem]
     if found:
         print(redact("pipeline worker: this machine cannot take steps:\n  - " + "\n  - ".join(found)),
               file=sys.stderr)
         return 2
-    print(f"pipeline worker: warehouse {setting('PIPELINE_WAREHOUSE_DIR')}; {storage}; "
-          f"broker {redact(setting('PIPELINE_CELERY_BROKER_URL'))}", flush=True)
+    print(f"pipeline worker: warehouse {settings.paths.warehouse_dir}; {storage}; "
+          f"broker {redact(settings.celery.broker_url)}", flush=True)
     _redact_celery_logs()
-    concurrency = concurrency or int(setting("PIPELINE_WORKER_CONCURRENCY"))
-    max_memory_kib = int(setting("PIPELINE_WORKER_MAX_MEMORY_MIB")) * 1024
+    concurrency = concurrency or settings.celery.worker_concurrency
+    max_memory_kib = settings.celery.worker_max_memory_mib * 1024
     app.worker_main(["worker", f"--hostname={name or 'pipeline-' + uuid.uuid4().hex[:6]}@%h",
                      f"--concurrency={concurrency}", f"--queues={QUEUE}", f"--loglevel={loglevel}",
                      "--prefetch-multiplier=1", f"--max-memory-per-child={max_memory_kib}",

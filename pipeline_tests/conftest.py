@@ -11,18 +11,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline import runtime
 from pipeline.data.generate import PRESETS, generate
 from pipeline.data.layout import ReferenceDataset
 from pipeline.model.reproducible import enable_reproducible_blas
+from pipeline.settings import load_settings
 
 # Scripts the tests start as processes import devtools/ (not installed) like the tests do.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")]))
 # Tests use days of January 2026 whatever dataset (if any) data/dataset holds: partitions to yesterday.
 os.environ.setdefault("PIPELINE_END_DATE", "open")
-# Training's native kernels must build here (gcc is part of the machine): no test silently takes the torch path.
+# Training's native kernels must build here (gcc is part of the machine): no test silently takes the torch path,
+# in the processes the tests start (their entry points read the variable) and in this one.
 os.environ.setdefault("PIPELINE_NATIVE_KERNELS", "required")
 # As the pipeline's entry points do: the same bits on any thread count, set before the first matrix product.
 enable_reproducible_blas()
+runtime.configure(load_settings())
 
 START = dt.date(2026, 1, 1)
 TINY = dataclasses.replace(PRESETS["tiny"], train_files=3, test_files=1, rows_per_file=4_000,

@@ -33,6 +33,7 @@ from pipeline.defs.resources import (
 )
 from pipeline.defs.sensors import feature_source_sensor
 from pipeline.publish import Artifact
+from pipeline.settings import SettingsError, load_settings
 from pipeline_tests.conftest import step_failures
 from pipeline_tests.test_cli_e2e import _run as _cli
 
@@ -308,11 +309,11 @@ def test_pointing_the_pipeline_at_bigquery_is_configuration(emulator, tmp_path):
 def test_source_is_chosen_by_pipeline_source(monkeypatch):
     monkeypatch.setenv("PIPELINE_SOURCE", "bigquery")
     monkeypatch.setenv("PIPELINE_BIGQUERY_PROJECT", "my-project")
-    chosen = source_from_settings()
+    chosen = source_from_settings(load_settings())
     assert isinstance(chosen, BigQuerySourceResource)
     assert isinstance(chosen.project, dg.EnvVar) and chosen.project.get_value() == "my-project"
     monkeypatch.setenv("PIPELINE_SOURCE", "local")
-    assert isinstance(source_from_settings(), LocalParquetSourceResource)
+    assert isinstance(source_from_settings(load_settings()), LocalParquetSourceResource)
     monkeypatch.setenv("PIPELINE_SOURCE", "s3")
-    with pytest.raises(SourceConfigError, match="PIPELINE_SOURCE='s3' is not one of local, bigquery"):
-        source_from_settings()
+    with pytest.raises(SettingsError, match="PIPELINE_SOURCE: expected one of local, bigquery, got 's3'"):
+        load_settings()

@@ -162,13 +162,14 @@ def test_a_worker_without_the_shared_state_refuses_to_start_and_says_what_is_mis
 
 def test_the_celery_executor_is_configured_from_the_settings_without_baking_in_the_broker_url(monkeypatch):
     from pipeline.defs.executor import executor_from_settings
+    from pipeline.settings import load_settings
     from pipeline.worker import executor_config
 
     monkeypatch.setenv("PIPELINE_EXECUTOR", "celery")
     monkeypatch.setenv("PIPELINE_CELERY_BROKER_URL", "redis://:secret@broker:6379/0")
     monkeypatch.delenv("PIPELINE_CELERY_BACKEND_URL", raising=False)
-    assert executor_from_settings().name == "celery"
-    config = executor_config()
+    assert executor_from_settings(load_settings()).name == "celery"
+    config = executor_config(load_settings())
     assert "secret" not in json.dumps(config)  # the run's stored configuration names the variable
     assert config["broker"] == config["backend"] == {"env": "PIPELINE_CELERY_BROKER_URL"}
     assert config["config_source"]["broker_transport_options"]["socket_timeout"] == 10.0

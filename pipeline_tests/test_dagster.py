@@ -23,6 +23,7 @@ from pipeline.defs.executor import executor_from_settings
 from pipeline.defs.jobs import daily_clicks_schedule
 from pipeline.defs.resources import LocalParquetSourceResource, WarehouseResource
 from pipeline.publish import Artifact
+from pipeline.settings import SettingsError, load_settings
 from pipeline_tests.conftest import step_failures, write_clicks
 
 ALL = [user_features, restaurant_features, raw_clicks, processed_clicks]
@@ -211,27 +212,32 @@ def test_daily_schedule_requests_yesterday_only_when_the_source_has_it(tiny_data
 
 def test_executor_is_chosen_by_configuration(monkeypatch):
     monkeypatch.setenv("PIPELINE_EXECUTOR", "in_process")
-    assert executor_from_settings() is dg.in_process_executor
+    assert executor_from_settings(load_settings()) is dg.in_process_executor
     monkeypatch.setenv("PIPELINE_EXECUTOR", "multiprocess")
     monkeypatch.setenv("PIPELINE_MAX_CONCURRENT", "3")
-    assert executor_from_settings().name == "multiprocess"
+    assert executor_from_settings(load_settings()).name == "multiprocess"
     for kind in ("celery", "k8s"):  # the extras are in the lock (test_celery.py, test_deploy.py run them)
         monkeypatch.setenv("PIPELINE_EXECUTOR", kind)
-        assert executor_from_settings().name == kind
+        assert executor_from_settings(load_settings()).name == kind
     from pipeline.defs.executor import _import_optional
 
     with pytest.raises(ImportError, match=r"needs the project's 'celery' extra \(pip install -e '\.\[celery\]'"):
         _import_optional("dagster_celery_missing", "celery_executor", "celery")
     monkeypatch.setenv("PIPELINE_EXECUTOR", "threads")
-    with pytest.raises(ValueError, match="'threads' is not one of"):
-        executor_from_settings()
+    with pytest.raises(SettingsError, match="PIPELINE_EXECUTOR: expected one of multiprocess, in_process, celery, "
+                                            "k8s, got 'threads'"):
+        load_settings()
 
 
 def test_backfill_days_per_run_setting_chooses_one_run_or_runs_of_n_days():
     from pipeline.defs.assets.clicks import backfill_policy
 
-    assert backfill_policy("0").max_partitions_per_run is None  # one run, however long
-    assert backfill_policy("8").max_partitions_per_run == 8
-    for bad in ("-1", "eight", ""):
-        with pytest.raises(ValueError, match="PIPELINE_BACKFILL_DAYS_PER_RUN"):
-            backfill_policy(bad)
+    assert backfill_policy(0).max_partitions_per_run is None  # one run, however long
+    assert backfill_policy(8).max_partitions_per_run == 8
+    with pytest.raises(ValueError, match="PIPELINE_BACKFILL_DAYS_PER_RUN"):
+        backfill_policy(-1)
+    assert load_settings({"PIPELINE_BACKFILL_DAYS_PER_RUN": "8"}).dagster.backfill_days_per_run == 8
+    assert load_settings({"PIPELINE_BACKFILL_DAYS_PER_RUN": ""}).dagster.backfill_days_per_run == 0  # the default
+    for bad in ("-1", "eight"):
+        with pytest.raises(SettingsError, match="PIPELINE_BACKFILL_DAYS_PER_RUN: expected 0"):
+            load_settings({"PIPELINE_BACKFILL_DAYS_PER_RUN": bad})

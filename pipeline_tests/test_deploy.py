@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import DEFAULTS
 from pipeline.defs.jobs import LOCATION_NAME
+from pipeline.settings import all_specs
 
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
@@ -94,11 +94,13 @@ def test_dg_check_defs_loads_with_the_k8s_executor(tmp_path):
 
 def test_the_k8s_executor_is_configured_from_the_settings(monkeypatch):
     from pipeline.defs.executor import executor_from_settings, k8s_config
+    from pipeline.settings import load_settings
 
     monkeypatch.setenv("PIPELINE_EXECUTOR", "k8s")
     monkeypatch.setenv("PIPELINE_MAX_CONCURRENT", "6")
-    assert executor_from_settings().name == "k8s"
-    assert k8s_config()["max_concurrent"] == 6
+    settings = load_settings()
+    assert executor_from_settings(settings).name == "k8s"
+    assert k8s_config(settings.dagster.max_concurrent)["max_concurrent"] == 6
 
 
 def test_the_helm_values_run_this_code_location_with_the_shared_warehouse_claim():
@@ -121,8 +123,9 @@ def test_the_helm_values_run_this_code_location_with_the_shared_warehouse_claim(
     assert settings["PIPELINE_EXECUTOR"] == "k8s"
     # every setting the deployment sets is one the pipeline reads (a typo would be silently ignored)
     thread_variables = {"OMP_NUM_THREADS", "POLARS_MAX_THREADS"}
-    assert set(settings) - thread_variables <= set(DEFAULTS)
-    assert set(_documented_secret_keys(SECRET)) <= set(DEFAULTS)
+    variables = {spec.variable for _, spec in all_specs()}
+    assert set(settings) - thread_variables <= variables
+    assert set(_documented_secret_keys(SECRET)) <= variables
     # the same instance settings as deploy/dagster.yaml: one step at a time per pool
     instance = yaml.safe_load((ROOT / "deploy/dagster.yaml").read_text())
     assert values["concurrency"]["pools"]["defaultLimit"] == instance["concurrency"]["pools"]["default_limit"]

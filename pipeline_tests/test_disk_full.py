@@ -5,7 +5,6 @@ nothing half-written is left and the live versions stay."""
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline import disk_space
 from pipeline.atomic import staged_file
 from pipeline.data.clicks import publish_partition
 from pipeline.data.features import RESTAURANTS, USERS, load_snapshot, read_source_features
@@ -29,6 +29,12 @@ from pipeline_tests.conftest import build_warehouse
 FAST = TrainConfig(batch_size=512, threads=1)
 
 
+def _reserve_mb(monkeypatch, megabytes: float) -> None:
+    """This process's free-space reserve for the test, restored afterwards."""
+    monkeypatch.setattr(disk_space, "_reserve_mb", [disk_space.reserve_bytes() / disk_space.MIB])
+    disk_space.set_reserve_mb(megabytes)
+
+
 @pytest.fixture
 def small_fs(tmp_path, monkeypatch):
     """A real 16 MiB tmpfs at ``tmp_path/fs``, unmounted afterwards (needs root, as CI runs)."""
@@ -39,7 +45,7 @@ def small_fs(tmp_path, monkeypatch):
     if done.returncode != 0:
         pytest.skip(f"mounting a 16 MiB tmpfs was refused ({done.stderr.strip()}): the disk-full tests need "
                     f"a real small file system, which takes root")
-    monkeypatch.setenv("PIPELINE_MIN_FREE_MB", "0")  # a test that wants a reserve sets one
+    _reserve_mb(monkeypatch, 0)  # a test that wants a reserve sets one
     try:
         yield mount
     finally:
@@ -128,8 +134,10 @@ def test_the_training_run_state_on_a_full_disk_names_its_file_and_the_bytes(smal
 _EXPORT = textwrap.dedent("""
     import sys, torch
     from pathlib import Path
+    from pipeline import disk_space
     from pipeline.model.export import publish_export
     from pipeline.model.network import ClickMLP
+    disk_space.set_reserve_mb(0)
     try:
         publish_export(ClickMLP(), Path(sys.argv[1]), torch.randn(64, 40), record={})
     except OSError as error:
@@ -142,7 +150,7 @@ def test_an_export_on_a_full_disk_fails_naming_the_space_instead_of_aborting(sma
     fill(small_fs, leave=64 << 10)
     export = small_fs / "export"
     done = subprocess.run([sys.executable, "-c", _EXPORT, str(export)], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PIPELINE_MIN_FREE_MB": "0"})
+                          timeout=300)
     # before: torch.jit.save's writer throws in a destructor and the process aborts (SIGABRT)
     assert done.returncode == 3, (done.returncode, done.stderr[-2000:])
     assert f"DiskFull {errno.ENOSPC}: No space left on device writing {export.parent}" in done.stdout, done.stdout
@@ -152,7 +160,7 @@ def test_an_export_on_a_full_disk_fails_naming_the_space_instead_of_aborting(sma
 @pytest.mark.parametrize("writer", ["processed day", "checkpoint", "geo index", "snapshot"])
 def test_the_reserve_refuses_a_large_write_before_it_starts(writer, tiny_dataset, small_fs, monkeypatch):
     warehouse = build_warehouse(tiny_dataset, small_fs / "wh", chunk_rows=4000, days=1)
-    monkeypatch.setenv("PIPELINE_MIN_FREE_MB", "32")  # more than the 16 MiB file system has
+    _reserve_mb(monkeypatch, 32)  # more than the 16 MiB file system has
     users = load_snapshot(warehouse.user_features, USERS)
     restaurants = load_snapshot(warehouse.restaurant_features, RESTAURANTS)
     day = tiny_dataset.days()[1]

@@ -9,6 +9,7 @@ import pytest
 from pipeline.data.features import USERS, load_snapshot, publish_snapshot, read_source_features
 from pipeline.data.shrink import MAX_SHRINK_SETTING, ShrinkGuard, dropped_ids
 from pipeline.publish import Artifact, Rejected
+from pipeline.settings import SettingsError, load_settings
 from pipeline.store.base import SHRINK_CHECK, FeatureTable
 from pipeline_tests.test_store import _tables, backend, store  # noqa: F401 - the store fixtures
 
@@ -89,17 +90,17 @@ def test_a_small_shrink_passes_and_a_large_one_passes_when_allowed_or_configured
     assert shrink.passed and shrink.metadata["ids_dropped"] == 200 and shrink.metadata["live_rows"] == 5000
 
     tenth = _subset(good, np.arange(len(good.ids)) % 10 == 0)
-    allowed = publish_snapshot(tenth, path, USERS, ShrinkGuard.configured(allow=True))
+    allowed = publish_snapshot(tenth, path, USERS, ShrinkGuard(allow=True))
     shrink = next(a for a in allowed.audits if a.name == "user_features_not_shrunk")
     assert shrink.passed and shrink.metadata["shrink_allowed"] is True
     assert shrink.description == "a shrink was allowed by the run (allow_shrink)"
     assert load_snapshot(path, USERS).version == tenth.version
 
-    monkeypatch.setenv(MAX_SHRINK_SETTING, "0.95")  # the setting, read by the default guard
-    assert publish_snapshot(_subset(tenth, np.arange(len(tenth.ids)) < 30), path, USERS).version  # 94% fewer
-    monkeypatch.setenv(MAX_SHRINK_SETTING, "lots")
-    with pytest.raises(ValueError, match="PIPELINE_MAX_SHRINK_FRACTION: 'lots' is not a number"):
-        ShrinkGuard.configured()
+    fraction = load_settings({MAX_SHRINK_SETTING: "0.95"}).publishing.max_shrink_fraction  # as the assets read it
+    assert publish_snapshot(_subset(tenth, np.arange(len(tenth.ids)) < 30), path, USERS,
+                            ShrinkGuard(fraction)).version  # 94% fewer
+    with pytest.raises(SettingsError, match="PIPELINE_MAX_SHRINK_FRACTION: expected a fraction .*'lots'"):
+        load_settings({MAX_SHRINK_SETTING: "lots"})
     with pytest.raises(ValueError, match="PIPELINE_MAX_SHRINK_FRACTION: 1.5 is not a fraction"):
         ShrinkGuard(1.5)
 

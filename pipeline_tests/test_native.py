@@ -1,6 +1,7 @@
 """The native training step and gather (pipeline/model/native): the torch path's results, the same
 bits at any thread count, clear errors, and a build that is reused, published whole, or declined."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ from pipeline.model import inputs, native
 from pipeline.model.batches import Pool
 from pipeline.model.fused_trainer import FusedTrainer, bind_to_flat_buffers
 from pipeline.model.network import ClickMLP, make_optimizer
+from pipeline.settings import SettingsError, load_settings
 
 SCRIPTS = Path(__file__).with_name("scripts")
 
@@ -223,18 +225,21 @@ def test_the_build_is_reused_and_unused_builds_are_removed(tmp_path):
 
 
 @pytest.fixture
-def fresh_kernels(monkeypatch, tmp_path):
-    """native.kernels() decided again under the test's settings, and once more afterwards."""
-    monkeypatch.setenv("PIPELINE_NATIVE_CACHE_DIR", str(tmp_path / "cache"))
-    native._loaded.cache_clear()
-    yield monkeypatch
-    monkeypatch.undo()
-    native._loaded.cache_clear()
+def fresh_kernels(tmp_path):
+    """``fresh_kernels(kernels=..., compiler=...)``: native.kernels() decided again under those settings
+    (as an entry point hands them over), building in a fresh directory; the session's settings afterwards."""
+    session = native._settings[0]
+
+    def configure(**values):
+        native.configure(dataclasses.replace(session, cache_dir=str(tmp_path / "cache"), **values))
+
+    configure()
+    yield configure
+    native.configure(session)
 
 
 def test_without_a_compiler_training_takes_the_torch_path_and_says_why(fresh_kernels):
-    fresh_kernels.setenv("PIPELINE_NATIVE_KERNELS", "auto")
-    fresh_kernels.setenv("CC", "no-such-cc")
+    fresh_kernels(kernels="auto", compiler="no-such-cc")
     assert native.kernels() is None
     assert _trainer(True).kernel == "torch (no C compiler: 'no-such-cc' is not on PATH (install gcc, or set CC))"
     users, restaurants = _tables()
@@ -244,25 +249,24 @@ def test_without_a_compiler_training_takes_the_torch_path_and_says_why(fresh_ker
 
 
 def test_a_failing_compiler_is_named_and_required_kernels_raise(fresh_kernels):
-    fresh_kernels.setenv("PIPELINE_NATIVE_KERNELS", "required")
-    fresh_kernels.setenv("CC", "false")  # runs, and fails
+    fresh_kernels(kernels="required", compiler="false")  # runs, and fails
     with pytest.raises(native.NativeKernelsUnavailable, match=r"required, but the kernels are unavailable: .*false"):
         native.kernels()
     assert list(native.cache_dir().iterdir()) == []  # nothing half-built left
 
 
 def test_off_takes_the_torch_path(fresh_kernels):
-    fresh_kernels.setenv("PIPELINE_NATIVE_KERNELS", "off")
+    fresh_kernels(kernels="off")
     assert _trainer(True).kernel == "torch (PIPELINE_NATIVE_KERNELS=off)"
-    fresh_kernels.setenv("PIPELINE_NATIVE_KERNELS", "fast")
-    native._loaded.cache_clear()
+    with pytest.raises(SettingsError, match="PIPELINE_NATIVE_KERNELS: expected one of auto, required, off, got 'fast'"):
+        load_settings({"PIPELINE_NATIVE_KERNELS": "fast"})
     with pytest.raises(ValueError, match="PIPELINE_NATIVE_KERNELS must be one of"):
-        native.kernels()
+        fresh_kernels(kernels="fast")
 
 
 @pytest.mark.parametrize("tamper", ["truncated", "appended to", "unrecorded"])
 def test_a_cached_build_that_is_not_what_was_built_is_rebuilt_not_loaded(tamper, fresh_kernels):
-    fresh_kernels.setenv("PIPELINE_NATIVE_KERNELS", "required")
+    fresh_kernels(kernels="required")
     path = native.kernels().path
     built = path.read_bytes()
     record = path.with_name(path.name + ".sha256")

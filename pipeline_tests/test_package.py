@@ -68,9 +68,13 @@ TRAIN = """
 import datetime as dt, sys
 from pathlib import Path
 import pipeline
+from pipeline import runtime
 from pipeline.data.layout import ReferenceDataset, Warehouse
 from pipeline.model.training import TrainConfig, train
+from pipeline.settings import load_settings
 from warehouse_build import build_from_reference
+
+runtime.configure(load_settings())  # this script is the entry point: PIPELINE_NATIVE_KERNELS=required
 
 warehouse = Warehouse(Path("warehouse"))
 build_from_reference(ReferenceDataset(Path("dataset"), dt.date(2026, 1, 1)), warehouse, days=2)

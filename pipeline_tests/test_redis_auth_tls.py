@@ -104,19 +104,22 @@ def test_the_api_serves_from_a_tls_redis_with_an_acl_user(serving_artifacts, tmp
 def test_the_celery_broker_and_backend_connect_over_tls_with_auth(monkeypatch):
     pytest.importorskip("dagster_celery")
     from pipeline import worker
+    from pipeline.settings import load_settings
 
     with redis_server(**SERVERS["tls + acl user"]) as server:
         monkeypatch.setenv("PIPELINE_CELERY_BROKER_URL", server.url)
         monkeypatch.delenv("PIPELINE_CELERY_BACKEND_URL", raising=False)
         monkeypatch.setenv("PIPELINE_CELERY_TIMEOUT_S", "3")
         monkeypatch.setenv("PIPELINE_REDIS_CA_FILE", server.ca_file)
-        config = worker.executor_config()["config_source"]
+        settings = load_settings()
+        config = worker.executor_config(settings)["config_source"]
         expected_tls = {"ssl_cert_reqs": "required", "ssl_ca_certs": server.ca_file}
         assert config["broker_use_ssl"] == expected_tls and config["redis_backend_use_ssl"] == expected_tls
-        app = worker.celery_app()
-        assert worker.broker_problem(app) is None
+        app = worker.celery_app(settings)
+        assert worker.broker_problem(app, settings) is None
         assert app.backend.client.ping()  # the result backend, over TLS with the same CA
         monkeypatch.setenv("PIPELINE_CELERY_BROKER_URL", server.url.replace(SERVERS["tls + acl user"]["password"],
                                                                              "Wrong-Pass-5521"))
-        problem = worker.broker_problem(worker.celery_app())
+        wrong = load_settings()
+        problem = worker.broker_problem(worker.celery_app(wrong), wrong)
         assert problem and "rediss://pipeline:***@127.0.0.1" in problem and "Wrong-Pass-5521" not in problem, problem

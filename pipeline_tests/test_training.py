@@ -23,6 +23,7 @@ from pipeline.model.training.plan import build_plan
 from pipeline.operations import status
 from pipeline.publish import Artifact, AuditResult, Rejected
 from pipeline.serving.scorer import ModelScorer, live_scorer
+from pipeline.settings import load_settings
 from pipeline_tests.conftest import build_warehouse
 
 FAST = dict(batch_size=512, threads=1)
@@ -358,13 +359,14 @@ def test_a_day_republished_mid_run_is_read_as_it_was_validated(tiny_dataset, tmp
     assert all(torch.equal(uninterrupted.model[k], v) for k, v in result.state.model.items())
 
 
-def test_a_hung_export_verification_fails_the_export_and_the_previous_one_stays(warehouse, monkeypatch):
+def test_a_hung_export_verification_fails_the_export_and_the_previous_one_stays(warehouse):
     model = ClickMLP()
     sample = torch.randn(64, 40)
     live = publish_export(model, warehouse.export, sample, record={}).version
-    monkeypatch.setenv("PIPELINE_EXPORT_VERIFY_TIMEOUT_S", "0.3")  # the real verifier cannot even import torch
+    # the asset's value of PIPELINE_EXPORT_VERIFY_TIMEOUT_S=0.3: the real verifier cannot even import torch
+    timeout_s = load_settings({"PIPELINE_EXPORT_VERIFY_TIMEOUT_S": "0.3"}).publishing.export_verify_timeout_s
     with pytest.raises(TimeoutError, match=r"PIPELINE_EXPORT_VERIFY_TIMEOUT_S=0.3.*previous export stays live"):
-        publish_export(model, warehouse.export, sample, record={})
+        publish_export(model, warehouse.export, sample, record={}, verify_timeout_s=timeout_s)
     export = Artifact(warehouse.export)
     assert export.live_version() == live and export.versions() == [live]
     assert not list(export.versions_dir.glob(".staging-*"))

@@ -1,7 +1,7 @@
 """The API's bounds: how long it waits for the store and for clients, how large a body may be.
 
-Each is a setting (``pipeline/config.py``), so ``pipeline serve`` and each of its workers read the
-same values. Slow clients are bounded in two places: the HTTP protocol
+Each is a setting (``pipeline.settings.ApiSettings``), parsed once by ``pipeline serve`` and handed
+to each of its workers. Slow clients are bounded in two places: the HTTP protocol
 (``pipeline/api/protocol.py``) bounds every phase of a connection, and :class:`BoundedBody`
 answers 408 when a body the app reads is not complete within ``body_timeout_s``.
 :class:`BoundedBody` also answers 413 to a body over ``max_body_bytes`` before any of it is
@@ -17,39 +17,38 @@ from dataclasses import dataclass
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.config import setting
+from pipeline.settings import ApiSettings
+
+_DEFAULT = ApiSettings()  # each bound's default and meaning: its setting's
 
 
 @dataclass(frozen=True)
 class ApiLimits:
-    store_timeout_s: float = 0.2      # connect and read timeout of every store call
-    deadline_s: float = 0.5           # how long a request waits for the store, whatever happens there
+    """The bounds in force; every one but ``cooldown_s`` is a setting (``PIPELINE_API_*``)."""
+
+    store_timeout_s: float = _DEFAULT.store_timeout_ms / 1000
+    deadline_s: float = _DEFAULT.deadline_ms / 1000
     cooldown_s: float = 0.5           # after a store failure, refuse at once for this long, then probe
-    max_body_bytes: int = 262_144     # 10,000 int64 candidate ids fit in ~210 KB of JSON
-    header_timeout_s: float = 5.0
-    body_timeout_s: float = 5.0
-    keepalive_s: float = 5.0          # an idle connection's wait for its next request
-    max_header_bytes: int = 16_384    # request line and headers
-    max_connections: int = 1000       # open connections per worker
-    linger_s: float = 5.0             # after an early answer, how long what the client still sends is read
-    linger_bytes: int = 64 << 20      # and how much of it
-    drain_s: float = 5.0              # after SIGTERM, how long /health says "draining" before the server stops
-    graceful_s: float = 5.0           # then how long answers in progress may take
+    max_body_bytes: int = _DEFAULT.max_body_bytes
+    header_timeout_s: float = _DEFAULT.header_timeout_s
+    body_timeout_s: float = _DEFAULT.body_timeout_s
+    keepalive_s: float = _DEFAULT.keepalive_s
+    max_header_bytes: int = _DEFAULT.max_header_bytes
+    max_connections: int = _DEFAULT.max_connections
+    linger_s: float = _DEFAULT.linger_s
+    linger_bytes: int = _DEFAULT.linger_bytes
+    drain_s: float = _DEFAULT.drain_s
+    graceful_s: float = _DEFAULT.graceful_s
 
     @classmethod
-    def from_settings(cls) -> ApiLimits:
-        return cls(store_timeout_s=float(setting("PIPELINE_STORE_TIMEOUT_MS")) / 1000,
-                   deadline_s=float(setting("PIPELINE_API_DEADLINE_MS")) / 1000,
-                   max_body_bytes=int(setting("PIPELINE_API_MAX_BODY_BYTES")),
-                   header_timeout_s=float(setting("PIPELINE_API_HEADER_TIMEOUT_S")),
-                   body_timeout_s=float(setting("PIPELINE_API_BODY_TIMEOUT_S")),
-                   keepalive_s=float(setting("PIPELINE_API_KEEPALIVE_S")),
-                   max_header_bytes=int(setting("PIPELINE_API_MAX_HEADER_BYTES")),
-                   max_connections=int(setting("PIPELINE_API_MAX_CONNECTIONS")),
-                   linger_s=float(setting("PIPELINE_API_LINGER_S")),
-                   linger_bytes=int(setting("PIPELINE_API_LINGER_BYTES")),
-                   drain_s=float(setting("PIPELINE_API_DRAIN_S")),
-                   graceful_s=float(setting("PIPELINE_API_GRACEFUL_S")))
+    def from_settings(cls, api: ApiSettings) -> ApiLimits:
+        """The limits of the API's settings (milliseconds there, seconds here)."""
+        return cls(store_timeout_s=api.store_timeout_ms / 1000, deadline_s=api.deadline_ms / 1000,
+                   max_body_bytes=api.max_body_bytes, header_timeout_s=api.header_timeout_s,
+                   body_timeout_s=api.body_timeout_s, keepalive_s=api.keepalive_s,
+                   max_header_bytes=api.max_header_bytes, max_connections=api.max_connections,
+                   linger_s=api.linger_s, linger_bytes=api.linger_bytes, drain_s=api.drain_s,
+                   graceful_s=api.graceful_s)
 
     def __post_init__(self) -> None:
         for name in ("header_timeout_s", "body_timeout_s", "keepalive_s", "max_header_bytes", "max_connections",

@@ -29,18 +29,12 @@ client reads it. Idle connections (nothing of a request received) are closed at 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pipeline.api.drain import DRAIN
 from pipeline.api.limits import ApiLimits
-
-
-@functools.cache
-def _limits() -> ApiLimits:
-    return ApiLimits.from_settings()
 
 
 def _answer(status: str, message: str, extra: bytes = b"") -> bytes:
@@ -67,11 +61,11 @@ class _LingeringTransport:
 
 
 class BoundedHttpProtocol(HttpToolsProtocol):
-    """See the module docstring. Settings are read once per process (``ApiLimits``)."""
+    """See the module docstring. ``limits`` come from the server (``functools.partial`` binds them)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, limits: ApiLimits, **kwargs):
         super().__init__(*args, **kwargs)
-        self.limits = _limits()
+        self.limits = limits
         self.lingering = False
         self._phase = "new"                   # new (nothing received), headers, body, idle, "" (answering)
         self._timer: asyncio.TimerHandle | None = None

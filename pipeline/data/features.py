@@ -203,10 +203,10 @@ def shrink_audit(candidate: FeatureSnapshot, path: str | Path, kind: FeatureKind
 def publish_snapshot(snapshot: FeatureSnapshot, path: str | Path, kind: FeatureKind,
                      guard: ShrinkGuard | None = None) -> Published:
     """Write ``snapshot`` as a candidate, audit the candidate as written (read back from disk)
-    and against the live snapshot (``guard``: the shrink rule, default: the configured fraction,
+    and against the live snapshot (``guard``: the shrink rule, default: the default fraction,
     no shrink allowed), and publish it as the version named by its content digest;
     :class:`Rejected` if it fails."""
-    guard = guard or ShrinkGuard.configured()
+    guard = guard or ShrinkGuard()
 
     def write(staging: Path) -> None:
         write_ipc(_snapshot_table(snapshot, kind), staging / SNAPSHOT_FILE)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.config import DEFAULTS, setting
 from pipeline.publish import AuditResult
+from pipeline.settings import PublishingSettings
 
 MAX_SHRINK_SETTING = "PIPELINE_MAX_SHRINK_FRACTION"
 
@@ -35,22 +35,12 @@ class ShrinkGuard:
     """Refuses a candidate with 0 rows always, and one that falls by more than ``max_fraction``
     of the live version's rows (or drops more than that fraction of its ids) unless ``allow``."""
 
-    max_fraction: float = float(DEFAULTS[MAX_SHRINK_SETTING])
+    max_fraction: float = PublishingSettings().max_shrink_fraction
     allow: bool = False
 
     def __post_init__(self):
         if not 0 <= self.max_fraction <= 1:
             raise ValueError(f"{MAX_SHRINK_SETTING}: {self.max_fraction} is not a fraction between 0 and 1")
-
-    @classmethod
-    def configured(cls, allow: bool = False) -> ShrinkGuard:
-        """The guard in force: the fraction from the setting, ``allow`` from the run."""
-        raw = setting(MAX_SHRINK_SETTING)
-        try:
-            fraction = float(raw)
-        except ValueError:
-            raise ValueError(f"{MAX_SHRINK_SETTING}: {raw!r} is not a number (a fraction, e.g. 0.05)") from None
-        return cls(fraction, allow)
 
     def problems(self, what: str, candidate_rows: int, live_rows: int | None,
                  ids_dropped: int | None = None) -> list[str]:

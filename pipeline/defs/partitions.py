@@ -19,9 +19,8 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline.data.layout import ReferenceDataset, parse_day
-from pipeline.defs.settings import setting
-
-OPEN_ENDED = "open"
+from pipeline.defs.settings import SETTINGS
+from pipeline.settings.groups import OPEN_ENDED
 
 
 def last_click_day(start_date: str, end_setting: str, dataset_dir: str, source: str = "local") -> dt.date | None:
@@ -45,5 +44,5 @@ def click_days_definition(start_date: str, end_setting: str, dataset_dir: str,
     return dg.DailyPartitionsDefinition(start_date=start_date, end_date=end)
 
 
-click_days = click_days_definition(setting("PIPELINE_START_DATE"), setting("PIPELINE_END_DATE"),
-                                   setting("PIPELINE_DATASET_DIR"), setting("PIPELINE_SOURCE"))
+click_days = click_days_definition(SETTINGS.source.start_date, SETTINGS.source.end_date, SETTINGS.paths.dataset_dir,
+                                   SETTINGS.source.kind)

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import setting
 from pipeline.disk_space import torch_bytes, write_bytes
 from pipeline.model.network import ClickMLP
 from pipeline.publish import AuditResult, Published, write_audit_publish
+from pipeline.settings import PublishingSettings
 
 JIT_DEPRECATION = r"`torch\.jit\.\w+` is deprecated"
 
@@ -105,13 +105,13 @@ def _served_record(record: dict, module, sample: torch.Tensor, formats: dict[str
 
 
 def publish_export(model: ClickMLP, path: Path, sample: torch.Tensor, record: dict,
-                   verify_timeout_s: float | None = None) -> Published:
+                   verify_timeout_s: float = PublishingSettings().export_verify_timeout_s) -> Published:
     """Export ``model`` in both formats as a candidate, load each in a fresh process and compare
     it with the eager model on ``sample`` [n, 40]; publish only if both match. The version's
     record keeps ``record`` (the checkpoint and feature versions it pairs with), each format's
     measured latency, the format to serve, and a probe batch with the logits the export must
     give, so a server can check what it loads. A verification that outlasts ``verify_timeout_s``
-    (default ``PIPELINE_EXPORT_VERIFY_TIMEOUT_S``) is killed: :class:`VerificationTimeout`, nothing
+    (``PIPELINE_EXPORT_VERIFY_TIMEOUT_S``) is killed: :class:`VerificationTimeout`, nothing
     published."""
     def write(staging: Path) -> dict:
         export_torchscript(model, staging / MODEL_FILE)
@@ -176,26 +176,13 @@ class VerificationTimeout(TimeoutError):
     """The fresh process checking an export did not finish in time (it was killed)."""
 
 
-def verify_timeout_s() -> float:
-    """``PIPELINE_EXPORT_VERIFY_TIMEOUT_S``: how long the verifying process may take."""
-    value = setting("PIPELINE_EXPORT_VERIFY_TIMEOUT_S")
-    try:
-        timeout = float(value)
-    except ValueError:
-        timeout = float("nan")
-    if not (timeout > 0 and math.isfinite(timeout)):
-        raise ValueError(f"PIPELINE_EXPORT_VERIFY_TIMEOUT_S must be a positive number of seconds, got {value!r}")
-    return timeout
-
-
 def verify_export(directory: Path, model: ClickMLP, sample: torch.Tensor,
                   formats: tuple[str, ...] = tuple(FORMAT_FILES), sizes: tuple[int, ...] = LATENCY_ROWS,
-                  timeout_s: float | None = None) -> dict:
+                  timeout_s: float = PublishingSettings().export_verify_timeout_s) -> dict:
     """Load each format's file in ``directory`` in a fresh interpreter, compare its logits with the
     eager model's on ``sample`` [n, 40], and time single requests of ``sizes`` rows (p50/p99). The
-    interpreter is killed after ``timeout_s`` (default :func:`verify_timeout_s`):
+    interpreter is killed after ``timeout_s`` (``PIPELINE_EXPORT_VERIFY_TIMEOUT_S``):
     :class:`VerificationTimeout`."""
-    timeout_s = verify_timeout_s() if timeout_s is None else timeout_s
     with torch.inference_mode():
         expected = model.eval()(sample)
     with tempfile.TemporaryDirectory(prefix="verify-") as tmp:

@@ -152,7 +152,7 @@ class FeatureStore(Protocol):
     def publish(self, users: FeatureTable, restaurants: FeatureTable,
                 on_wait: Callable[[str], None] | None = None, guard: ShrinkGuard | None = None) -> StoreVersion:
         """Load a new version, audit it, make it live, remove superseded ones; :class:`Rejected`
-        if the audit fails or, before loading, if ``guard`` (default: the configured shrink rule,
+        if the audit fails or, before loading, if ``guard`` (default: the default shrink rule,
         no shrink allowed) refuses it against the live version (the previous version stays live)."""
 
     def live(self) -> StoreVersion | None:

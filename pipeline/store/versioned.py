@@ -77,7 +77,7 @@ def load_version(store: VersionedBackend, users: FeatureTable, restaurants: Feat
     """Load, audit and make live a new version of ``store``; :class:`Rejected` when the shrink
     rule (``guard``, default the configured one) or the audit refuses it."""
     validate_tables(store, users, restaurants)
-    guard = guard or ShrinkGuard.configured()
+    guard = guard or ShrinkGuard()
     with store.writer_lock(lock_timeout_s, on_wait) as renew_lock:
         store.prepare_load()
         for leftover in store.versions():

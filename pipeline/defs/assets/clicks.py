@@ -32,21 +32,20 @@ from pipeline.defs.policies import FOLLOWS_RAW, OWNER, PROCESSED_FRESHNESS
 from pipeline.defs.publishing import check_results, check_specs, published_metadata, rejection
 from pipeline.defs.resources import SourceResource, WarehouseResource
 from pipeline.defs.retries import SOURCE_RETRY, only_transient_retried
-from pipeline.defs.settings import setting
+from pipeline.defs.settings import SETTINGS
 from pipeline.publish import AuditResult, Rejected
 
 
-def backfill_policy(days_per_run: str) -> dg.BackfillPolicy:
+def backfill_policy(days_per_run: int) -> dg.BackfillPolicy:
     """``PIPELINE_BACKFILL_DAYS_PER_RUN``: 0 (default) one run per backfill, the fastest on one machine;
     N runs of N days, which the run queue spreads over workers or pods (docs/PERFORMANCE.md, "Celery workers")."""
-    days = int(days_per_run) if days_per_run.isdigit() else -1
-    if days < 0:
+    if days_per_run < 0:
         raise ValueError(f"PIPELINE_BACKFILL_DAYS_PER_RUN={days_per_run!r} must be 0 (one run per backfill) "
                          f"or a number of days per run")
-    return dg.BackfillPolicy.single_run() if days == 0 else dg.BackfillPolicy.multi_run(days)
+    return dg.BackfillPolicy.single_run() if days_per_run == 0 else dg.BackfillPolicy.multi_run(days_per_run)
 
 
-BACKFILL = backfill_policy(setting("PIPELINE_BACKFILL_DAYS_PER_RUN"))
+BACKFILL = backfill_policy(SETTINGS.dagster.backfill_days_per_run)
 RAW_CHECKS = {RAW_CHECK: "every extracted file is readable click parquet holding the rows the source wrote"}
 PROCESSED_CHECKS = {RECONCILE_CHECK: "raw rows = kept rows + dropped rows",
                     CHUNKS_CHECK: "every chunk file holds the rows the manifest says"}

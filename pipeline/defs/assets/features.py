@@ -20,6 +20,7 @@ from pipeline.defs.policies import OWNER
 from pipeline.defs.publishing import check_results, check_specs, published_metadata, published_or_failed
 from pipeline.defs.resources import SourceResource, WarehouseResource
 from pipeline.defs.retries import SOURCE_RETRY, only_transient_retried
+from pipeline.defs.settings import SETTINGS
 
 SOURCE_VERSION = "source_version"  # the feature_tables version a snapshot was made from
 
@@ -52,7 +53,8 @@ feature_tables = dg.AssetSpec(
 def _materialize_snapshot(kind: FeatureKind, config: FeatureRefreshConfig, source: SourceResource,
                           warehouse: WarehouseResource):
     with only_transient_retried():
-        yield from _snapshot(kind, ShrinkGuard.configured(config.allow_shrink), source, warehouse)
+        guard = ShrinkGuard(SETTINGS.publishing.max_shrink_fraction, config.allow_shrink)
+        yield from _snapshot(kind, guard, source, warehouse)
 
 
 def _snapshot(kind: FeatureKind, guard: ShrinkGuard, source: SourceResource, warehouse: WarehouseResource):

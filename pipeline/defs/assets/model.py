@@ -22,6 +22,7 @@ from pipeline.defs.charts import calibration_svg, picture
 from pipeline.defs.policies import EVALUATED_WITH_THE_MODEL, FOLLOWS_PARENTS, MODEL_FRESHNESS, OWNER, TRAINS_ON_NEW_DAYS
 from pipeline.defs.publishing import check_results, check_specs, published_metadata, published_or_failed
 from pipeline.defs.resources import SourceResource, WarehouseResource
+from pipeline.defs.settings import SETTINGS
 from pipeline.model import inputs
 from pipeline.model.batches import FeatureTables
 from pipeline.model.checkpoint import load_checkpoint_model
@@ -220,7 +221,8 @@ def model_exports(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     restaurants = torch.randint(0, len(tables.restaurants), (PARITY_ROWS,), generator=g)
     sample = inputs.pairs(tables.users[users], tables.restaurants[restaurants])
     published = yield from published_or_failed(lambda: publish_export(model, layout.export, sample, record={
-        "checkpoint_version": checkpoint_version, "feature_versions": state.versions}))
+        "checkpoint_version": checkpoint_version, "feature_versions": state.versions},
+        verify_timeout_s=SETTINGS.publishing.export_verify_timeout_s))
     verified = published.written
     yield dg.MaterializeResult(
         metadata={"bytes": published.bytes, **_export_metadata(published.record),

@@ -20,6 +20,7 @@ from pipeline.defs.metadata import throughput
 from pipeline.defs.policies import FOLLOWS_PARENTS, ONLINE_FEATURES_FRESHNESS, OWNER
 from pipeline.defs.publishing import check_results, check_specs, published_metadata, published_or_failed
 from pipeline.defs.resources import OnlineStoreResource, SourceResource, WarehouseResource
+from pipeline.defs.settings import SETTINGS
 from pipeline.geo.index import GEO_CHECK, GeoIndex
 from pipeline.serving.loadgen import closed_loop, open_loop
 from pipeline.serving.recommender import Recommender
@@ -75,7 +76,7 @@ def online_features(context: dg.AssetExecutionContext, config: FeatureRefreshCon
     try:
         version = yield from published_or_failed(
             lambda: store.publish(FeatureTable.of(users), FeatureTable.of(restaurants), on_wait=context.log.info,
-                                  guard=ShrinkGuard.configured(config.allow_shrink)))
+                                  guard=ShrinkGuard(SETTINGS.publishing.max_shrink_fraction, config.allow_shrink)))
     finally:
         store.close()
     rows = len(users.ids) + len(restaurants.ids)

@@ -6,7 +6,8 @@ call for the whole step, calling the BLAS torch itself uses (MKL's ``sgemm_`` in
 takes it to ~350–450 µs (docs/PERFORMANCE.md). The torch path (:class:`FusedTrainer` without
 kernels) stays: it is what the kernels are tested against and what runs where they cannot be built.
 
-``PIPELINE_NATIVE_KERNELS``: ``auto`` (the default) builds them with the C compiler (``$CC``, else
+``PIPELINE_NATIVE_KERNELS`` (:class:`~pipeline.settings.NativeSettings`, which an entry point
+hands to :func:`configure`): ``auto`` (the default) builds them with the C compiler (``$CC``, else
 ``cc``) and falls back to the torch path, saying why, when it cannot; ``required`` raises instead;
 ``off`` always takes the torch path. The library is built once per source, compiler, torch and CPU
 into ``PIPELINE_NATIVE_CACHE_DIR`` (default ``~/.cache/restaurant-pipeline/native``): compiled to a
@@ -37,8 +38,8 @@ from pathlib import Path
 import torch
 
 from pipeline.atomic import staged_file
-from pipeline.config import setting
 from pipeline.model import reproducible
+from pipeline.settings import NativeSettings
 
 SOURCE = Path(__file__).with_name("kernels.c")
 MODES = ("auto", "required", "off")
@@ -106,22 +107,29 @@ def check_rows(bad: int, users: torch.Tensor, restaurants: torch.Tensor, user_ro
     raise IndexError(f"{table} row {row} (pair {bad} of {len(user_rows)}) is outside the {rows}-row {table} table")
 
 
+_settings = [NativeSettings()]
+
+
+def configure(settings: NativeSettings) -> None:
+    """The mode, build directory and compiler of this process's kernels from now on (decided again
+    at the next use when they change)."""
+    if settings.kernels not in MODES:
+        raise ValueError(f"PIPELINE_NATIVE_KERNELS must be one of {MODES}, got {settings.kernels!r}")
+    if settings != _settings[0]:
+        _settings[0] = settings
+        _loaded.cache_clear()
+
+
 def mode() -> str:
-    value = setting("PIPELINE_NATIVE_KERNELS")
-    if value not in MODES:
-        raise ValueError(f"PIPELINE_NATIVE_KERNELS must be one of {MODES}, got {value!r}")
-    return value
+    return _settings[0].kernels
 
 
 def cache_dir() -> Path:
-    configured = setting("PIPELINE_NATIVE_CACHE_DIR")
-    if configured:
-        return Path(configured)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "restaurant-pipeline" / "native"
+    return _settings[0].build_dir()
 
 
 def compiler() -> str:
-    name = os.environ.get("CC") or "cc"
+    name = _settings[0].compiler or "cc"
     found = shutil.which(name)
     if found is None:
         raise NativeKernelsUnavailable(f"no C compiler: {name!r} is not on PATH (install gcc, or set CC)")
