@@ -2,8 +2,8 @@
 needs from the app's :class:`~pipeline.api.state.ApiState` (``api_state(request)``: cheaper per
 request than a FastAPI dependency); the app factory registers them with their token dependencies.
 
-Filtering and scoring (~0.1–1 ms of CPU) run in the event loop: a thread hop per request would
-cost more than it frees. The store is only ever awaited, within the deadline
+Filtering and scoring run in the event loop: they take less CPU than a thread hop per request
+would cost. The store is only ever awaited, within the deadline
 (:func:`~pipeline.api.store_reads.read_within`), and not at all while the breaker is open.
 """
 

@@ -45,7 +45,7 @@ LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
 def build_app(settings: Settings | None = None):
     """The app of one server process, from ``settings`` (default: parsed from the environment)."""
     settings = load_settings() if settings is None else settings
-    # One request at a time per thread, ~1 ms of CPU each: one torch thread is fastest here.
+    # One short request at a time per process: more torch threads only contend (docs/PERFORMANCE.md).
     torch.set_num_threads(1)
     logging.basicConfig(format=LOG_FORMAT)
     logging.getLogger().setLevel(logging.INFO)

@@ -88,7 +88,7 @@ def parity_audit(verified: dict, fmt: str, rows: int) -> AuditResult:
 def fastest(formats: dict[str, dict]) -> str:
     """The format with the lowest geometric mean of its p50 over the timed request sizes: each size
     counts alike (a sum would be the 1,000-row time alone), and p50 is what 300 calls measure
-    steadily (their p99 is the 3rd-slowest call: it swings by 2× between runs here)."""
+    steadily (their p99 is the 3rd-slowest call, too noisy to choose by)."""
     return min(formats, key=lambda f: math.prod(t["p50_ms"] for t in formats[f]["latency"].values()))
 
 

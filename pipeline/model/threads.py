@@ -5,9 +5,10 @@ competing busy process, a thread waits on its preempted partner) and with the st
 native step's single-threaded parts lose to the BLAS thread spinning beside them). No fixed count
 is right in every condition, so by default training measures: a short probe of each candidate
 count, then the fastest for a stretch of steps, then probe again, since conditions change during
-a run. The probe steps are real training steps, not extra work. The matrix products split their
-work along rows, not along the summed dimension, so the result does not depend on the count
-(tested): a resumed run is bit-identical whatever was chosen before and after the kill.
+a run. The probe steps are real training steps, not extra work. MKL's strict reproducibility mode,
+which the entry points set (:mod:`pipeline.model.reproducible`), makes the matrix products' bits
+independent of the count (tested): a resumed run is bit-identical whatever was chosen before and
+after the kill.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The training step and the feature gather as native code (kernels.c), built on first use.
 
-A 1,024-row training step through torch operators from Python costs ~600–700 µs here, of which the
-matrix products are ~260–430; the rest is ~25 operator calls and their passes over memory. One C
-call for the whole step, calling the BLAS torch itself uses (MKL's ``sgemm_`` in libtorch_cpu),
-takes it to ~350–450 µs (docs/PERFORMANCE.md). The torch path (:class:`FusedTrainer` without
-kernels) stays: it is what the kernels are tested against and what runs where they cannot be built.
+Through torch operators from Python a training step is ~25 operator calls and their passes over
+memory around the matrix products; here the whole step is one C call, calling the BLAS torch itself
+uses (MKL's ``sgemm_`` in libtorch_cpu); docs/PERFORMANCE.md has what each costs. The torch path
+(:class:`FusedTrainer` without kernels) stays: it is what the kernels are tested against and what
+runs where they cannot be built.
 
 ``PIPELINE_NATIVE_KERNELS`` (:class:`~pipeline.settings.NativeSettings`, which an entry point
 hands to :func:`configure`): ``auto`` (the default) builds them with the C compiler (``$CC``, else

@@ -1,12 +1,12 @@
 /* The training step and the feature gather in one call each (pipeline/model/native/__init__.py).
  *
- * The arithmetic is FusedTrainer's (pipeline/model/network.py): the same five matrix products
+ * The arithmetic is FusedTrainer's (pipeline/model/fused_trainer.py): the same five matrix products
  * through the BLAS torch itself calls (MKL's sgemm_, exported by libtorch_cpu), with the same
- * operand orientations, so their results do not depend on the thread count; everything between
- * the products runs here on one thread in a fixed order, and Adam is torch.optim.Adam(fused=True)'s
- * update written out (float arithmetic, no contraction: built with -ffp-contract=off). A step of
- * 1,024 rows made ~25 torch calls from Python at ~5 µs each plus their passes over memory; here
- * it is one call.
+ * operand orientations (in MKL's strict reproducibility mode, set by the entry points, their bits
+ * do not depend on the thread count); everything between the products runs here on one thread in
+ * a fixed order, and Adam is torch.optim.Adam(fused=True)'s update written out (float arithmetic,
+ * no contraction: built with -ffp-contract=off). A step that took ~25 torch calls from Python and
+ * their passes over memory is one call here.
  */
 #include <math.h>
 #include <stdint.h>
