@@ -14,6 +14,12 @@ from pathlib import Path
 
 from devtools.redis_server import free_port
 from pipeline.data.layout import Warehouse
+from pipeline.store.base import FeatureTable
+from pipeline.store.sqlite import SQLiteStore
+
+BODY = {"candidate_restaurant_ids": list(range(0, 2000, 7)), "latitude": 13.8, "longitude": 100.6,
+        "max_dist": 20000}
+"""A request body for the tiny dataset's artifacts."""
 
 BIN = Path(sys.executable).parent
 
@@ -45,6 +51,33 @@ def copy_warehouse(source: Warehouse, root: Path) -> Warehouse:
     """A private copy of published artifacts (versions and pointers)."""
     shutil.copytree(source.root, root, symlinks=True)
     return Warehouse(root)
+
+
+def load_features(store, tables) -> None:
+    """Publish the tables' user and restaurant snapshots as the store's live version."""
+    store.publish(FeatureTable.of(tables.user_snapshot), FeatureTable.of(tables.restaurant_snapshot))
+
+
+def sqlite_serving(serving_artifacts, tmp_path: Path, db_path: Path | None = None) -> tuple[Warehouse, dict]:
+    """A private copy of the served artifacts and a SQLite store loaded with their features: the
+    warehouse and the settings that serve them."""
+    source, tables, _, _ = serving_artifacts
+    warehouse = copy_warehouse(source, tmp_path / "warehouse")
+    path = db_path or tmp_path / "features.db"
+    store = SQLiteStore(path)
+    load_features(store, tables)
+    store.close()
+    return warehouse, {"PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "PIPELINE_ONLINE_STORE": "sqlite",
+                       "PIPELINE_SQLITE_PATH": str(path)}
+
+
+def wait_for(condition, timeout_s: float = 20, what: str = ""):
+    """``condition()``'s first truthy result, polled every 0.1 s; fails the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return result
 
 
 class ApiProcess:

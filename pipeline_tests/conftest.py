@@ -138,3 +138,31 @@ def copy_artifact(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(src.versions_dir, dst.versions_dir, symlinks=True)
     os.symlink(os.readlink(source), target)
+
+
+@pytest.fixture
+def redis_process(tmp_path):
+    """A redis-server of the test's own (no password), stopped after it."""
+    from devtools.redis_server import RedisServer
+
+    server = RedisServer(str(tmp_path)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_api(serving_artifacts, redis_process, tmp_path):
+    """A served copy of the tiny artifacts with features in a Redis of its own; (api, redis, warehouse)."""
+    from pipeline.store.redis_store import RedisStore
+    from pipeline_tests.api_process import ApiProcess, copy_warehouse, load_features
+
+    source, tables, _, _ = serving_artifacts
+    warehouse = copy_warehouse(source, tmp_path / "warehouse")
+    store = RedisStore(redis_process.url)
+    load_features(store, tables)
+    store.close()
+    api = ApiProcess(tmp_path, {"PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "REDIS_URL": redis_process.url,
+                                "PIPELINE_ONLINE_STORE": "redis"})
+    api.wait_until(ready=True)
+    yield api, redis_process, warehouse
+    api.stop()

@@ -10,13 +10,9 @@ import urllib.request
 import pytest
 
 from pipeline.api.auth import ApiToken
-from pipeline.store.base import FeatureTable
-from pipeline.store.sqlite import SQLiteStore
-from pipeline_tests.api_process import ApiProcess, copy_warehouse, get
+from pipeline_tests.api_process import BODY, ApiProcess, get, sqlite_serving
 
 TOKEN = "api-Token-5b1c9e7d2f40a6"
-BODY = {"candidate_restaurant_ids": list(range(0, 2000, 7)), "latitude": 13.8, "longitude": 100.6,
-        "max_dist": 20000}
 
 
 def _request(base: str, method: str, path: str, authorization: str | None = None,
@@ -46,14 +42,8 @@ def test_a_short_token_is_refused_and_the_token_is_masked_in_messages():
 
 @pytest.mark.slow
 def test_recommend_needs_the_token_and_health_without_it_says_only_ready(serving_artifacts, tmp_path):
-    source, tables, _, _ = serving_artifacts
-    warehouse = copy_warehouse(source, tmp_path / "warehouse")
-    path = tmp_path / "online" / "features.db"
-    store = SQLiteStore(path)
-    store.publish(FeatureTable.of(tables.user_snapshot), FeatureTable.of(tables.restaurant_snapshot))
-    store.close()
-    api = ApiProcess(tmp_path, {"PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "PIPELINE_ONLINE_STORE": "sqlite",
-                                "PIPELINE_SQLITE_PATH": str(path), "PIPELINE_API_TOKEN": TOKEN})
+    _, env = sqlite_serving(serving_artifacts, tmp_path)
+    api = ApiProcess(tmp_path, {**env, "PIPELINE_API_TOKEN": TOKEN})
     try:
         assert api.wait_until(ready=True) == {"ready": True}  # no token: nothing but readiness
         status, full, _ = _request(api.base, "GET", "/health", f"Bearer {TOKEN}")

@@ -17,9 +17,7 @@ import time
 import httpx
 import pytest
 
-from pipeline.store.sqlite import SQLiteStore
-from pipeline_tests.api_process import ApiProcess, copy_warehouse, post
-from pipeline_tests.test_api_resilience import BODY, _load
+from pipeline_tests.api_process import BODY, ApiProcess, post, sqlite_serving
 
 TIMEOUTS = {"PIPELINE_API_HEADER_TIMEOUT_S": "1", "PIPELINE_API_BODY_TIMEOUT_S": "1",
             "PIPELINE_API_KEEPALIVE_S": "1", "PIPELINE_API_LINGER_S": "1",
@@ -29,15 +27,9 @@ COMPLETE_GET = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
 
 @pytest.fixture(scope="module")
 def api(serving_artifacts, tmp_path_factory):
-    source, tables, _, _ = serving_artifacts
     tmp_path = tmp_path_factory.mktemp("connections")
-    warehouse = copy_warehouse(source, tmp_path / "warehouse")
-    path = tmp_path / "features.db"
-    store = SQLiteStore(path)
-    _load(store, tables)
-    store.close()
-    server = ApiProcess(tmp_path, {"PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "PIPELINE_ONLINE_STORE": "sqlite",
-                                   "PIPELINE_SQLITE_PATH": str(path), **TIMEOUTS})
+    _, env = sqlite_serving(serving_artifacts, tmp_path)
+    server = ApiProcess(tmp_path, {**env, **TIMEOUTS})
     server.wait_until(ready=True)
     yield server
     server.stop()

@@ -12,9 +12,7 @@ import time
 
 import pytest
 
-from pipeline.store.sqlite import SQLiteStore
-from pipeline_tests.api_process import ApiProcess, copy_warehouse
-from pipeline_tests.test_api_resilience import BODY, _load, redis_api, redis_process  # noqa: F401, F811 - fixtures
+from pipeline_tests.api_process import BODY, ApiProcess, sqlite_serving
 
 DRAIN_S = 1.5
 PAYLOAD = json.dumps(BODY).encode()
@@ -80,15 +78,8 @@ def _health_during(base_port: int, seconds: float) -> list[tuple[int, str]]:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_under_load_drains_and_answers_every_request_written_before_it(serving_artifacts, tmp_path,
                                                                                workers):
-    source, tables, _, _ = serving_artifacts
-    warehouse = copy_warehouse(source, tmp_path / "warehouse")
-    path = tmp_path / "features.db"
-    store = SQLiteStore(path)
-    _load(store, tables)
-    store.close()
-    api = ApiProcess(tmp_path, {"PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "PIPELINE_ONLINE_STORE": "sqlite",
-                                "PIPELINE_SQLITE_PATH": str(path), "PIPELINE_API_DRAIN_S": str(DRAIN_S)},
-                     workers=workers)
+    _, env = sqlite_serving(serving_artifacts, tmp_path)
+    api = ApiProcess(tmp_path, {**env, "PIPELINE_API_DRAIN_S": str(DRAIN_S)}, workers=workers)
     stop = threading.Event()
     clients = [Client(api.port, stop) for _ in range(12)]
     try:

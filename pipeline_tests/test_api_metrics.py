@@ -11,9 +11,15 @@ import signal
 
 import pytest
 
-from pipeline.store.sqlite import SQLiteStore
-from pipeline_tests.api_process import ApiProcess, copy_warehouse, get, health, post
-from pipeline_tests.test_api_resilience import BODY, _load, _wait_for
+from pipeline_tests.api_process import (
+    BODY,
+    ApiProcess,
+    get,
+    health,
+    post,
+    sqlite_serving,
+    wait_for,
+)
 
 
 def _scrape(base: str) -> dict[str, float]:
@@ -35,21 +41,15 @@ def _worker_pids(base: str) -> set[int]:
 
 @pytest.mark.slow
 def test_two_workers_report_one_set_of_metrics(serving_artifacts, tmp_path):
-    source, tables, _, _ = serving_artifacts
-    warehouse = copy_warehouse(source, tmp_path / "warehouse")
-    path = tmp_path / "features.db"
-    store = SQLiteStore(path)
-    _load(store, tables)
-    store.close()
+    warehouse, env = sqlite_serving(serving_artifacts, tmp_path)
     private_tmp = tmp_path / "tmp"
     left_by_a_killed_server = private_tmp / "pipeline-api-metrics-999999999-x"
     left_by_a_killed_server.mkdir(parents=True)
-    api = ApiProcess(tmp_path, {"PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "PIPELINE_ONLINE_STORE": "sqlite",
-                                "PIPELINE_SQLITE_PATH": str(path), "TMPDIR": str(private_tmp)}, workers=2)
+    api = ApiProcess(tmp_path, {**env, "TMPDIR": str(private_tmp)}, workers=2)
     try:
         api.wait_until(ready=True)
         assert [d.name.split("-")[3] for d in private_tmp.iterdir()] == [str(api.process.pid)]
-        pids = _wait_for(lambda: len(seen := _worker_pids(api.base)) == 2 and seen, timeout_s=30,
+        pids = wait_for(lambda: len(seen := _worker_pids(api.base)) == 2 and seen, timeout_s=30,
                          what="answers from both workers")
         version = health(api.base)["model_version"]
         requests = 120
@@ -66,9 +66,9 @@ def test_two_workers_report_one_set_of_metrics(serving_artifacts, tmp_path):
 
         # a worker killed: its counts stay, its gauges go, its replacement's come
         os.kill(min(pids), signal.SIGKILL)
-        _wait_for(lambda: (seen := _worker_pids(api.base)) and len(seen) == 2 and min(pids) not in seen,
+        wait_for(lambda: (seen := _worker_pids(api.base)) and len(seen) == 2 and min(pids) not in seen,
                   timeout_s=60, what="a replacement worker")
-        _wait_for(lambda: all(s[f'model_info{{version="{version}"}}'] == 2 for s in _scrapes(api.base)),
+        wait_for(lambda: all(s[f'model_info{{version="{version}"}}'] == 2 for s in _scrapes(api.base)),
                   what="the replacement's gauges")
         for scrape in _scrapes(api.base):
             assert scrape['recommend_requests_total{status="200"}'] == requests

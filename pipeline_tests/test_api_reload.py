@@ -14,15 +14,14 @@ from pipeline.model.export import publish_export
 from pipeline.model.network import ClickMLP
 from pipeline.publish import RECORD, Artifact
 from pipeline.store.sqlite import SQLiteStore
-from pipeline_tests.api_process import copy_warehouse
-from pipeline_tests.test_api_resilience import _load
+from pipeline_tests.api_process import copy_warehouse, load_features
 
 
 def _artifacts(serving_artifacts, tmp_path, caplog) -> Artifacts:
     source, tables, _, _ = serving_artifacts
     warehouse = copy_warehouse(source, tmp_path / "warehouse")
     store = SQLiteStore(tmp_path / "features.db")
-    _load(store, tables)
+    load_features(store, tables)
     artifacts = Artifacts(warehouse, store, poll_interval_s=0.2)
     caplog.set_level("INFO", logger="pipeline.api")
     assert artifacts.refresh() and artifacts.ready

@@ -18,59 +18,33 @@ import pytest
 import torch
 import uvicorn
 
-from devtools.redis_server import RedisServer, free_port
+from devtools.redis_server import free_port
 from pipeline.api.app import create_app
 from pipeline.api.artifacts import Artifacts
 from pipeline.geo.index import CELLS_FILE, TABLE_FILE, GeoIndex
 from pipeline.model.export import MODEL_FILE, publish_export
 from pipeline.model.network import ClickMLP
 from pipeline.publish import RECORD, Artifact, write_audit_publish
-from pipeline.store.base import FeatureTable
 from pipeline.store.redis_store import RedisStore
 from pipeline.store.sqlite import SQLiteStore
-from pipeline_tests.api_process import ApiProcess, copy_warehouse, get, health, post
-
-BODY = {"candidate_restaurant_ids": list(range(0, 2000, 7)), "latitude": 13.8, "longitude": 100.6,
-        "max_dist": 20000}
-
-
-def _load(store, tables) -> None:
-    store.publish(FeatureTable.of(tables.user_snapshot), FeatureTable.of(tables.restaurant_snapshot))
-
-
-@pytest.fixture
-def redis_process(tmp_path):
-    server = RedisServer(str(tmp_path)).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis_api(serving_artifacts, redis_process, tmp_path):
-    """A served copy of the tiny artifacts with features in a Redis of its own; (api, redis, warehouse)."""
-    source, tables, _, _ = serving_artifacts
-    warehouse = copy_warehouse(source, tmp_path / "warehouse")
-    store = RedisStore(redis_process.url)
-    _load(store, tables)
-    store.close()
-    api = ApiProcess(tmp_path, {"PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "REDIS_URL": redis_process.url,
-                                "PIPELINE_ONLINE_STORE": "redis"})
-    api.wait_until(ready=True)
-    yield api, redis_process, warehouse
-    api.stop()
+from pipeline_tests.api_process import (
+    BODY,
+    ApiProcess,
+    copy_warehouse,
+    get,
+    health,
+    load_features,
+    post,
+    sqlite_serving,
+    wait_for,
+)
 
 
 @pytest.fixture
 def sqlite_api(serving_artifacts, tmp_path):
-    source, tables, _, _ = serving_artifacts
-    warehouse = copy_warehouse(source, tmp_path / "warehouse")
     path = tmp_path / "online" / "features.db"
-    store = SQLiteStore(path)
-    _load(store, tables)
-    store.close()
-    api = ApiProcess(tmp_path, {"PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "PIPELINE_ONLINE_STORE": "sqlite",
-                                "PIPELINE_SQLITE_PATH": str(path), "PIPELINE_API_HEADER_TIMEOUT_S": "1",
-                                "PIPELINE_API_BODY_TIMEOUT_S": "1"})
+    warehouse, env = sqlite_serving(serving_artifacts, tmp_path, path)
+    api = ApiProcess(tmp_path, {**env, "PIPELINE_API_HEADER_TIMEOUT_S": "1", "PIPELINE_API_BODY_TIMEOUT_S": "1"})
     api.wait_until(ready=True)
     yield api, path, warehouse
     api.stop()
@@ -88,14 +62,6 @@ def _metric(base: str, name: str, labels: str) -> float:
     found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
     assert found, f"{series} not in /metrics"
     return float(found.group(1))
-
-
-def _wait_for(condition, timeout_s: float = 20, what: str = ""):
-    deadline = time.monotonic() + timeout_s
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return result
 
 
 # ----- the store stalls, dies, comes back empty
@@ -123,7 +89,7 @@ def test_a_paused_redis_gets_fast_503s_and_health_and_metrics_still_answer(redis
     finally:
         redis_server.resume()
     # recovery without a restart
-    _wait_for(lambda: post(api.base, "/recommend/7", BODY)[0] == 200, what="recovery after SIGCONT")
+    wait_for(lambda: post(api.base, "/recommend/7", BODY)[0] == 200, what="recovery after SIGCONT")
     assert health(api.base)["ready"] and _metric(api.base, "store_available", "") == 1
     assert _metric(api.base, "recommend_requests_total", 'status="503"') >= 40
 
@@ -136,13 +102,13 @@ def test_a_killed_redis_then_an_empty_one_give_json_503s_until_features_are_load
     assert status == 503 and "online store unavailable" in body["error"] and "retry-after" in headers
     assert _metric(api.base, "recommend_requests_total", 'status="503"') >= 1
     redis_server.start()  # same port, empty
-    status, body, _ = _wait_for(lambda: (a := post(api.base, "/recommend/7", BODY)) and
+    status, body, _ = wait_for(lambda: (a := post(api.base, "/recommend/7", BODY)) and
                                 "features not loaded" in a[1]["error"] and a, what="features not loaded")
     assert status == 503
     status, text = get(api.base, "/health")
     assert status == 503 and "features not loaded" in json.loads(text)["reason"]
     store = RedisStore(redis_server.url)
-    _load(store, tables)
+    load_features(store, tables)
     store.close()
     assert post(api.base, "/recommend/7", BODY)[0] == 200
     status, body, _ = post(api.base, "/recommend/99999999", BODY)  # unknown user in a loaded snapshot
@@ -162,8 +128,8 @@ def test_a_deleted_sqlite_file_is_not_served_and_a_new_one_is_picked_up(sqlite_a
     assert status == 503 and "features not loaded" in json.loads(text)["reason"]
     replacement = path.with_name("replacement.db")  # built aside, then moved into place
     store = SQLiteStore(replacement)
-    _load(store, tables)
-    _load(store, tables)
+    load_features(store, tables)
+    load_features(store, tables)
     store.close()
     os.replace(replacement, path)
     assert post(api.base, "/recommend/7", BODY)[0] == 200
@@ -186,13 +152,13 @@ def test_a_wrong_width_or_corrupt_model_is_rejected_once_and_the_old_one_keeps_s
     torch.manual_seed(5)
     # an honest export of a model with 30 inputs
     narrow = publish_export(ClickMLP(input_dim=30), warehouse.export, torch.randn(32, 30), record={})
-    body = _wait_for(lambda: (h := health(api.base))["last_reload_failure"] and h, what="the rejection")
+    body = wait_for(lambda: (h := health(api.base))["last_reload_failure"] and h, what="the rejection")
     assert body["last_reload_failure"]["version"] == narrow.version
     assert "input width 30" in body["last_reload_failure"]["reason"] and body["model_version"] == good
     # the same model with a record copied from the good one: it does not take 40 inputs
     forged = write_audit_publish(warehouse.export, lambda staging: shutil.copy(
         narrow.path / MODEL_FILE, staging / MODEL_FILE), lambda staging, _: [], record=_good_record(good_copy))
-    _wait_for(lambda: health(api.base)["last_reload_failure"]["version"] == forged.version, what="second rejection")
+    wait_for(lambda: health(api.base)["last_reload_failure"]["version"] == forged.version, what="second rejection")
     assert "does not take [16, 40] inputs" in health(api.base)["last_reload_failure"]["reason"]
     # a published version whose model.pt was damaged on disk afterwards
     corrupt = Artifact(warehouse.export).versions_dir / "corrupt-copy"
@@ -202,7 +168,7 @@ def test_a_wrong_width_or_corrupt_model_is_rejected_once_and_the_old_one_keeps_s
     (corrupt / MODEL_FILE).write_bytes(bytes(data))
     os.symlink(corrupt, f"{warehouse.export}.tmp-link")
     os.replace(f"{warehouse.export}.tmp-link", warehouse.export)
-    _wait_for(lambda: health(api.base)["last_reload_failure"]["version"] == "corrupt-copy", what="third rejection")
+    wait_for(lambda: health(api.base)["last_reload_failure"]["version"] == "corrupt-copy", what="third rejection")
     status, body, _ = post(api.base, "/recommend/7", BODY)
     assert status == 200 and health(api.base)["model_version"] == good
     assert "crc32" in health(api.base)["last_reload_failure"]["reason"]
@@ -220,7 +186,7 @@ def test_a_torn_geo_index_is_rejected(redis_api, serving_artifacts):
     restaurants = tables.restaurant_snapshot
     half = GeoIndex.build(restaurants.ids[::2], restaurants.locations[::2, 0], restaurants.locations[::2, 1])
     other = half.publish(warehouse.geo_index, restaurants.ids[::2])  # a whole, valid index of half the rows
-    _wait_for(lambda: health(api.base)["geo_index_version"] == other.version, what="the half index")
+    wait_for(lambda: health(api.base)["geo_index_version"] == other.version, what="the half index")
     # the table of the full index with the lookup of the half one, published with honest checksums
     full_dir = Artifact(warehouse.geo_index).version_path(good)
 
@@ -231,7 +197,7 @@ def test_a_torn_geo_index_is_rejected(redis_api, serving_artifacts):
     full_record = json.loads((full_dir / RECORD).read_text())
     torn_version = write_audit_publish(warehouse.geo_index, torn, lambda staging, _: [], record={
         key: full_record[key] for key in ("restaurants", "h3_resolution")}).version
-    body = _wait_for(lambda: (h := health(api.base))["last_reload_failure"] and h, what="the torn index rejected")
+    body = wait_for(lambda: (h := health(api.base))["last_reload_failure"] and h, what="the torn index rejected")
     assert body["last_reload_failure"]["artifact"] == "geo_index"
     assert body["last_reload_failure"]["version"] == torn_version
     assert body["geo_index_version"] == other.version and post(api.base, "/recommend/7", BODY)[0] == 200
@@ -338,14 +304,8 @@ def test_docs_work_offline_from_locally_served_assets(sqlite_api):
 
 
 def test_two_workers_serve_and_each_picks_up_a_new_model(serving_artifacts, tmp_path):
-    source, tables, _, _ = serving_artifacts
-    warehouse = copy_warehouse(source, tmp_path / "warehouse")
-    path = tmp_path / "features.db"
-    store = SQLiteStore(path)
-    _load(store, tables)
-    store.close()
-    api = ApiProcess(tmp_path, {"PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "PIPELINE_ONLINE_STORE": "sqlite",
-                                "PIPELINE_SQLITE_PATH": str(path)}, workers=2)
+    warehouse, env = sqlite_serving(serving_artifacts, tmp_path)
+    api = ApiProcess(tmp_path, env, workers=2)
     try:
         api.wait_until(ready=True)
 
@@ -355,12 +315,12 @@ def test_two_workers_serve_and_each_picks_up_a_new_model(serving_artifacts, tmp_
                 answers = list(pool.map(lambda _: health(api.base), range(96)))
             return {a["pid"]: a["model_version"] for a in answers}
 
-        _wait_for(lambda: len(versions_by_worker()) == 2, timeout_s=30, what="answers from both workers")
+        wait_for(lambda: len(versions_by_worker()) == 2, timeout_s=30, what="answers from both workers")
         torch.manual_seed(11)
         model = ClickMLP()
         sample = torch.randn(64, 40)
         new = publish_export(model, warehouse.export, sample, record={})
-        _wait_for(lambda: (seen := versions_by_worker()) and len(seen) == 2 and set(seen.values()) == {new.version},
+        wait_for(lambda: (seen := versions_by_worker()) and len(seen) == 2 and set(seen.values()) == {new.version},
                   what="both workers on the new model")
         assert post(api.base, "/recommend/7", BODY)[0] == 200
     finally:
@@ -373,7 +333,7 @@ def test_an_unexpected_exception_is_a_json_500_counted_by_status(serving_artifac
     source, tables, _, _ = serving_artifacts
     warehouse = copy_warehouse(source, tmp_path / "warehouse")
     store = SQLiteStore(tmp_path / "features.db")
-    _load(store, tables)
+    load_features(store, tables)
     artifacts = Artifacts(warehouse, store, poll_interval_s=0.2)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(artifacts), port=port, log_level="error"))
@@ -381,7 +341,7 @@ def test_an_unexpected_exception_is_a_json_500_counted_by_status(serving_artifac
     thread.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(lambda: artifacts.ready and server.started, what="the in-process server")
+        wait_for(lambda: artifacts.ready and server.started, what="the in-process server")
         assert post(base, "/recommend/7", BODY)[0] == 200
 
         def broken(x):

@@ -16,11 +16,10 @@ from pipeline.defs.resources import LocalParquetSourceResource, OnlineStoreResou
 from pipeline.publish import Artifact
 from pipeline.store.base import FeatureTable
 from pipeline.store.sqlite import SQLiteStore
-from pipeline_tests.api_process import ApiProcess, copy_warehouse, get, health, post
+from pipeline_tests.api_process import BODY, ApiProcess, copy_warehouse, get, health, post
 from pipeline_tests.conftest import step_failures
 
 REFRESH = [user_features, restaurant_features, online_features]
-BODY = {"candidate_restaurant_ids": list(range(0, 2000, 7)), "latitude": 13.8, "longitude": 100.6, "max_dist": 20000}
 KNOWN = [10 * i + 3 for i in range(10)] + [10 * i for i in range(10)]  # 20 users; 10 outside a tenth
 ALLOW_SHRINK = {"ops": {name: {"config": {"allow_shrink": True}} for name in ("user_features", "online_features")}}
 

@@ -19,8 +19,7 @@ from devtools.redis_server import RedisServer, free_port
 from pipeline.publish import RECORD, Artifact, LockTimeout
 from pipeline.store.base import FeatureTable, StoreUnavailable
 from pipeline.store.redis_store import RedisStore
-from pipeline.store.sqlite import SQLiteStore
-from pipeline_tests.api_process import ApiProcess, copy_warehouse, get, health, post
+from pipeline_tests.api_process import ApiProcess, copy_warehouse, get, health, load_features, post, sqlite_serving
 
 BIN = Path(sys.executable).parent
 PASSWORD = "Pw-leak-check-7f3a@9"  # '@' so the URL holds it percent-encoded
@@ -30,10 +29,6 @@ BODY = {"candidate_restaurant_ids": list(range(0, 200, 7)), "latitude": 13.8, "l
 def _leaks(text: str) -> list[str]:
     """The forms of the password found in ``text``."""
     return [form for form in (PASSWORD, urllib.parse.quote(PASSWORD, safe=""), PASSWORD.split("@")[0]) if form in text]
-
-
-def _load(store, tables) -> None:
-    store.publish(FeatureTable.of(tables.user_snapshot), FeatureTable.of(tables.restaurant_snapshot))
 
 
 def _pipeline(env: dict, *args: str) -> tuple[int, str]:
@@ -67,10 +62,10 @@ def test_the_redis_password_appears_in_no_http_body_cli_output_or_log(serving_ar
         return code, _checked(where, output)
 
     store = RedisStore(password_redis.url)
-    _load(store, tables)
+    load_features(store, tables)
     code, output = pipeline("rollback features with nothing kept", "rollback", "features")
     assert code == 1 and "no previous version" in output, output
-    _load(store, tables)
+    load_features(store, tables)
     store.close()
     code, output = pipeline("status, server up", "status")
     assert code == 0 and '"online_store"' in output, output
@@ -125,14 +120,9 @@ def test_a_wrong_password_is_a_clear_error_that_names_the_masked_url(password_re
 @pytest.mark.slow
 def test_http_bodies_name_no_absolute_server_path(serving_artifacts, tmp_path):
     """A rejected model version (a file of it vanished) and a deleted SQLite file, as /health and a 503 tell them."""
-    source, tables, _, _ = serving_artifacts
-    warehouse = copy_warehouse(source, tmp_path / "warehouse")
     path = tmp_path / "online" / "features.db"
-    store = SQLiteStore(path)
-    _load(store, tables)
-    store.close()
-    api = ApiProcess(tmp_path, {"PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "PIPELINE_ONLINE_STORE": "sqlite",
-                                "PIPELINE_SQLITE_PATH": str(path)})
+    warehouse, env = sqlite_serving(serving_artifacts, tmp_path, path)
+    api = ApiProcess(tmp_path, env)
     try:
         good = api.wait_until(ready=True)["model_version"]
         export = Artifact(warehouse.export)
