@@ -57,7 +57,7 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def remove_stale_temporaries(path: Path) -> None:
+def remove_stale_temporaries(path: Path) -> int:
     """Delete what a killed writer of ``path`` left behind (its hidden temp siblings); call it
     only as the single writer of ``path``. Returns how many were removed."""
     removed = 0

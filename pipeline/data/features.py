@@ -35,9 +35,9 @@ class FeatureKind:
     check_prefix: str = ""  # names of its audits: user_features_are_finite, …
 
 
-USERS = FeatureKind("users", USER_FEATURES, "user_id", USER_FEATURES.column_names[1:], (), "user_features")
+USERS = FeatureKind("users", USER_FEATURES, "user_id", tuple(USER_FEATURES.column_names[1:]), (), "user_features")
 RESTAURANTS = FeatureKind("restaurants", RESTAURANT_FEATURES, "restaurant_id",
-                          RESTAURANT_FEATURES.column_names[3:], LOCATION_COLUMNS, "restaurant_features")
+                          tuple(RESTAURANT_FEATURES.column_names[3:]), LOCATION_COLUMNS, "restaurant_features")
 
 
 class IdIndex:
@@ -225,7 +225,7 @@ def _read_snapshot_file(path: Path, kind: FeatureKind) -> FeatureSnapshot:
     table = read_ipc(path)
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
 
-    def matrix(names) -> np.ndarray:
+    def matrix(names) -> np.ndarray | None:
         return np.column_stack([table.column(c).to_numpy() for c in names]) if names else None
 
     values = matrix(kind.feature_columns).astype(np.float32, copy=False)

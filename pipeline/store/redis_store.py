@@ -212,8 +212,8 @@ class RedisStore:
         self.client.srem(self._key("versions"), number)
 
     def publish(self, users: FeatureTable, restaurants: FeatureTable,
-                on_wait: Callable[[str], None] | None = None,
-                lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S, guard: ShrinkGuard | None = None) -> StoreVersion:
+                on_wait: Callable[[str], None] | None = None, guard: ShrinkGuard | None = None,
+                *, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> StoreVersion:
         return load_version(self, users, restaurants, on_wait, lock_timeout_s, guard)
 
     def rollback(self, lock_timeout_s: float = 60.0) -> tuple[int, int]:
