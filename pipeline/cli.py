@@ -113,8 +113,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    from pipeline.locks import LockTimeout
     from pipeline.operations import rollback_features, rollback_model
-    from pipeline.publish import LockTimeout
     from pipeline.store.base import StoreUnavailable
 
     try:

@@ -7,13 +7,12 @@ import time
 import pytest
 
 from pipeline.atomic import staged_file
+from pipeline.locks import LockTimeout, file_lock
 from pipeline.publish import (
     Artifact,
     AuditResult,
     Corrupt,
-    LockTimeout,
     Rejected,
-    file_lock,
     verify_file,
     write_audit_publish,
 )

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from devtools.redis_server import RedisServer, free_port
-from pipeline.publish import RECORD, Artifact, LockTimeout
+from pipeline.locks import LockTimeout
+from pipeline.publish import RECORD, Artifact
 from pipeline.store.base import FeatureTable, StoreUnavailable
 from pipeline.store.redis_store import RedisStore
 from pipeline_tests.api_process import ApiProcess, copy_warehouse, get, health, load_features, post, sqlite_serving

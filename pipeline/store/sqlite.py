@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.data.schema import N_RESTAURANT_FEATURES, N_USER_FEATURES
 from pipeline.data.shrink import ShrinkGuard
-from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, file_lock
+from pipeline.locks import DEFAULT_LOCK_TIMEOUT_S, file_lock
 from pipeline.store.base import (
     DEFAULT_WRITE_TIMEOUT_S,
     LOAD_BATCH,

@@ -9,6 +9,7 @@ import torch
 from pipeline.atomic import remove_stale_temporaries
 from pipeline.data.layout import Warehouse
 from pipeline.disk_space import ensure_room
+from pipeline.locks import DEFAULT_LOCK_TIMEOUT_S
 from pipeline.model.checkpoint import load_published_state
 from pipeline.model.training.config import TrainConfig
 from pipeline.model.training.full import train_full
@@ -17,7 +18,7 @@ from pipeline.model.training.release import Gate, publish_candidate
 from pipeline.model.training.report import TrainReport, TrainResult
 from pipeline.model.training.session import TrainingSession
 from pipeline.model.training.start import start_run
-from pipeline.publish import DEFAULT_LOCK_TIMEOUT_S, Artifact, Rejected
+from pipeline.publish import Artifact, Rejected
 
 LOOPS = {"incremental": train_incremental, "full": train_full}
 
