@@ -1,11 +1,11 @@
-"""Benchmark: the two exported formats' single-request latency, as the export asset measures it.
+"""Benchmark: the exported formats' single-request latency, as the export asset measures it.
 
     python bench/export.py [--repeats 3] [--warehouse DIR]
 
-Writes TorchScript (``model.pt``) and ExportedProgram (``model.pt2``) of the model of record in
-``--warehouse`` (default: the reference module, seeded; latency does not depend on the weights),
-and runs the export's own verification: a fresh ``python -I`` process, 1 thread, that checks
-parity and times requests of 20, 70 and 1,000 rows (p50/p99 over 300 calls each). ``--repeats``
+Writes every format of the folded model of record in ``--warehouse`` (default: the reference
+module, seeded; latency does not depend on the weights) as the export does, and runs the export's
+own verification: a fresh ``python -I`` process, 1 thread, that checks parity with the unfolded
+eager model and times requests of 20, 70 and 1,000 rows (p50/p99 over 300 calls each). ``--repeats``
 fresh processes give the range. Prints one JSON object as its last line: per format and size the
 p50/p99 of each repeat, and which format the export would name to serve each time.
 """
@@ -32,16 +32,16 @@ def main() -> None:
 
     from pipeline.data.layout import Warehouse
     from pipeline.model.checkpoint import load_checkpoint_model
-    from pipeline.model.export import LATENCY_ROWS, export_program, export_torchscript, fastest, verify_export
+    from pipeline.model.export import verify_export, write_formats
     from pipeline.model.network import ClickMLP
+    from pipeline.serving.formats import LATENCY_ROWS, fastest
 
     torch.manual_seed(0)
     model = load_checkpoint_model(Warehouse(args.warehouse).checkpoint)[0] if args.warehouse else ClickMLP().eval()
     sample = torch.randn(4096, 40, generator=torch.Generator().manual_seed(1)) * 2
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
-        sizes = {"torchscript_bytes": export_torchscript(model, Path(tmp) / "model.pt"),
-                 "exported_program_bytes": export_program(model, Path(tmp) / "model.pt2")}
+        sizes = {f"{fmt}_bytes": size for fmt, size in write_formats(model, Path(tmp)).items()}
         for _ in range(args.repeats):
             runs.append(verify_export(Path(tmp), model, sample))
     latency = {fmt: {str(n): {q: [round(r["formats"][fmt]["latency"][str(n)][q], 4) for r in runs]

@@ -100,9 +100,9 @@ def test_health_and_prometheus_metrics(api, serving_artifacts):
     assert status == 200 and health["ready"]
     # what is served, and what it pairs with: the model, the features it was trained on, the store's live version
     assert health["model_version"] == Artifact(warehouse.export).live_version()
-    # the faster of the two verified formats, as measured when it was published
+    # the fastest of the three verified formats, as measured when it was published
     assert health["model_format"] == Artifact(warehouse.export).record()["serve"]
-    assert health["model_format"] in ("torchscript", "exported_program")
+    assert health["model_format"] in ("torchscript", "exported_program", "onnx")
     assert health["model_feature_versions"]["users"] == tables.user_snapshot.version
     assert health["geo_index_version"] == Artifact(warehouse.geo_index).live_version()
     assert health["store"]["users_version"] == tables.user_snapshot.version and health["store"]["version"] >= 1

@@ -22,9 +22,10 @@ from devtools.redis_server import free_port
 from pipeline.api.app import create_app
 from pipeline.api.artifacts import Artifacts
 from pipeline.geo.index import CELLS_FILE, TABLE_FILE, GeoIndex
-from pipeline.model.export import MODEL_FILE, publish_export
+from pipeline.model.export import publish_export
 from pipeline.model.network import ClickMLP
 from pipeline.publish import RECORD, Artifact, write_audit_publish
+from pipeline.serving.formats import MODEL_FILE
 from pipeline.store.redis_store import RedisStore
 from pipeline.store.sqlite import SQLiteStore
 from pipeline_tests.api_process import (
@@ -160,12 +161,14 @@ def test_a_wrong_width_or_corrupt_model_is_rejected_once_and_the_old_one_keeps_s
         narrow.path / MODEL_FILE, staging / MODEL_FILE), lambda staging, _: [], record=_good_record(good_copy))
     wait_for(lambda: health(api.base)["last_reload_failure"]["version"] == forged.version, what="second rejection")
     assert "does not take [16, 40] inputs" in health(api.base)["last_reload_failure"]["reason"]
-    # a published version whose model.pt was damaged on disk afterwards
+    # a published version whose served model file was damaged on disk afterwards
     corrupt = Artifact(warehouse.export).versions_dir / "corrupt-copy"
     shutil.copytree(good_copy, corrupt)
-    data = bytearray((corrupt / MODEL_FILE).read_bytes())
+    record = json.loads((good_copy / RECORD).read_text())
+    served = corrupt / record["formats"][record["serve"]]["file"]
+    data = bytearray(served.read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (corrupt / MODEL_FILE).write_bytes(bytes(data))
+    served.write_bytes(bytes(data))
     os.symlink(corrupt, f"{warehouse.export}.tmp-link")
     os.replace(f"{warehouse.export}.tmp-link", warehouse.export)
     wait_for(lambda: health(api.base)["last_reload_failure"]["version"] == "corrupt-copy", what="third rejection")

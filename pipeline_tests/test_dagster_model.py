@@ -10,8 +10,9 @@ from pipeline.defs.assets.features import user_features
 from pipeline.defs.assets.model import click_model, model_exports
 from pipeline.defs.resources import LocalParquetSourceResource, WarehouseResource
 from pipeline.model.checkpoint import load_checkpoint_model
-from pipeline.model.export import MODEL_FILE, export_torchscript, publish_export
+from pipeline.model.export import export_torchscript, publish_export
 from pipeline.publish import Artifact, AuditResult, Rejected, write_audit_publish
+from pipeline.serving.formats import MODEL_FILE
 from pipeline_tests.conftest import build_warehouse, step_failures
 
 MODEL_ASSETS = [click_model, model_exports]
@@ -44,7 +45,8 @@ def test_train_evaluate_export_with_plotted_metadata(tiny_dataset, tmp_path):
         assert result.success
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert checks == {"click_model_is_finite": True, "accuracy_meets_reference_bar": True,
-                          "torchscript_matches_eager": True, "exported_program_matches_eager": True}
+                          "torchscript_matches_eager": True, "exported_program_matches_eager": True,
+                          "onnx_matches_eager": True}
         model = _metadata(result, "click_model")
         # the newest of the 3 days is held out for model selection: 2 days trained, 4 epochs scored on it
         assert model["rows_trained"] == 4 * 8_000 and model["partitions_in_model"] == 2
@@ -110,7 +112,7 @@ def test_a_failed_parity_check_leaves_the_served_model_in_place(tiny_dataset, tm
     assert Artifact(warehouse.export).versions() == [live]
 
 
-def test_an_export_made_before_there_were_two_formats_is_redone_for_the_same_checkpoint(tiny_dataset, tmp_path):
+def test_an_export_with_fewer_formats_than_today_is_redone_for_the_same_checkpoint(tiny_dataset, tmp_path):
     warehouse = build_warehouse(tiny_dataset, tmp_path / "wh", chunk_rows=1500)
     with dg.instance_for_test() as instance:
         assert _run(tiny_dataset, warehouse, instance, mode="full", epochs=2, lr=0.003).success
@@ -123,9 +125,9 @@ def test_an_export_made_before_there_were_two_formats_is_redone_for_the_same_che
         result = _run(tiny_dataset, warehouse, instance, assets=[model_exports])
         assert result.success, _failure(result)
         assert {e.check_name for e in result.get_asset_check_evaluations()} == {
-            "torchscript_matches_eager", "exported_program_matches_eager"}
+            "torchscript_matches_eager", "exported_program_matches_eager", "onnx_matches_eager"}
         record = Artifact(warehouse.export).record()
-        assert set(record["formats"]) == {"torchscript", "exported_program"}
+        assert set(record["formats"]) == {"torchscript", "exported_program", "onnx"}
         assert record["checkpoint_version"] == checkpoint
 
 

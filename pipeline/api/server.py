@@ -25,7 +25,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
@@ -45,8 +44,6 @@ LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
 def build_app(settings: Settings | None = None):
     """The app of one server process, from ``settings`` (default: parsed from the environment)."""
     settings = load_settings() if settings is None else settings
-    # One short request at a time per process: more torch threads only contend (docs/PERFORMANCE.md).
-    torch.set_num_threads(1)
     logging.basicConfig(format=LOG_FORMAT)
     logging.getLogger().setLevel(logging.INFO)
     for logger in (None, "uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn's loggers have their own handlers

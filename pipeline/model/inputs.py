@@ -1,26 +1,16 @@
-"""The model input, defined once: one float32 row per (user, restaurant) pair, the user's features
-f00–f29 then the restaurant's f00–f09 (40 columns). Training, evaluation, the export's parity
-sample and serving all build it here; the stores size their rows from these widths.
+"""The model input (:mod:`pipeline.data.model_input`: the user's 30 features then the restaurant's
+10, float32) built from feature tensors: training, evaluation and the export's parity sample build
+it here; serving builds the same rows with numpy, without torch.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from pipeline.data.schema import MODEL_INPUT_WIDTH, N_RESTAURANT_FEATURES, N_USER_FEATURES
+from pipeline.data.model_input import RESTAURANT_WIDTH, USER_WIDTH, WIDTH, check_widths
 from pipeline.model import native
 
-USER_WIDTH = N_USER_FEATURES
-RESTAURANT_WIDTH = N_RESTAURANT_FEATURES
-WIDTH = MODEL_INPUT_WIDTH
-
-
-def check_widths(users_width: int, restaurants_width: int) -> None:
-    """ValueError unless the feature tables have the model input's widths (30 and 10)."""
-    if (users_width, restaurants_width) != (USER_WIDTH, RESTAURANT_WIDTH):
-        raise ValueError(f"model input needs {USER_WIDTH} user and {RESTAURANT_WIDTH} restaurant features, "
-                         f"got {users_width} and {restaurants_width}")
+__all__ = ["RESTAURANT_WIDTH", "USER_WIDTH", "WIDTH", "check_widths", "gather", "pairs"]
 
 
 def pairs(users: torch.Tensor, restaurants: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -42,12 +32,3 @@ def gather(users: torch.Tensor, restaurants: torch.Tensor, user_rows: torch.Tens
     torch.index_select(users, 0, user_rows, out=out[:, :USER_WIDTH])
     torch.index_select(restaurants, 0, restaurant_rows, out=out[:, USER_WIDTH:])
     return out
-
-
-def one_user(user: np.ndarray, restaurants: np.ndarray) -> np.ndarray:
-    """[n, 40] for one user [30] against n restaurants [n, 10] (a recommendation request)."""
-    check_widths(len(user), restaurants.shape[1])
-    x = np.empty((len(restaurants), WIDTH), np.float32)
-    x[:, :USER_WIDTH] = user
-    x[:, USER_WIDTH:] = restaurants
-    return x

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.data.model_input import one_user
 from pipeline.geo.index import GeoIndex, TooManyRows
-from pipeline.model import inputs
 from pipeline.serving.request import MAX_CANDIDATES, Request, RequestError
 from pipeline.store.base import FeatureStore, Fetched
 
@@ -104,7 +104,7 @@ class Recommender:
         if fetched.user is None:
             raise UnknownUser(request.user_id)
         ids, metres = plan.ids[fetched.found], plan.metres[fetched.found]
-        scores = self.scorer.probabilities(inputs.one_user(fetched.user, fetched.restaurants))
+        scores = self.scorer.probabilities(one_user(fetched.user, fetched.restaurants))
         order = np.lexsort((metres, -scores)) if not request.sort_dist else np.lexsort((-scores, metres))
         order = order[:request.size]
         return Answer(ids[order], scores[order], metres[order], unknown_candidates=plan.unknown_candidates,

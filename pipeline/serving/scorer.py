@@ -1,65 +1,57 @@
-"""Click probabilities from the exported model (TorchScript or torch.export ExportedProgram), and
-the checks a server runs on a model before it serves it."""
+"""Click probabilities from the exported model, in whichever format the export names to serve, and
+the checks a server runs on a model before it serves it. Nothing here imports torch: serving ONNX
+needs only ONNX Runtime (:mod:`pipeline.serving.formats`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipeline.atomic import file_version
-from pipeline.model.export import FORMAT_FILES, MODEL_FILE, PARITY_TOLERANCE, torchscript_deprecation_silenced
 from pipeline.publish import Artifact, verify_file
-
-
-def _load(path: Path, fmt: str):
-    if fmt == "torchscript":
-        with torchscript_deprecation_silenced():
-            return torch.jit.load(str(path)).eval()
-    if fmt == "exported_program":
-        return torch.export.load(str(path)).module()
-    raise ValueError(f"unknown model format {fmt!r}; known: {sorted(FORMAT_FILES)}")
+from pipeline.serving.formats import MODEL_FILE, PARITY_TOLERANCE, format_of, load_logits
 
 
 class ModelScorer:
-    """Loads an exported model once; ``probabilities`` scores [n, 40] float32 rows. The format is
-    ``fmt``, or told by the file's suffix (``.pt2``: ExportedProgram, else TorchScript)."""
+    """Loads an exported model once; ``probabilities`` scores [n, 40] float32 rows on ``threads``
+    threads. The format is ``fmt``, or told by the file's suffix (:func:`format_of`)."""
 
-    def __init__(self, path: str | Path, version: str = "", fmt: str | None = None):
+    def __init__(self, path: str | Path, version: str = "", fmt: str | None = None, threads: int = 1):
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"exported model not found: {self.path} (materialize model_exports first)")
-        self.format = fmt or ("exported_program" if self.path.suffix == ".pt2" else "torchscript")
-        self.module = _load(self.path, self.format)
+        self.format = fmt or format_of(self.path)
+        self.logits = load_logits(self.path, self.format, threads)
         self.version = version or file_version(self.path)
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return self.module(torch.from_numpy(x)).numpy()
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.empty(0)
-        with torch.inference_mode():
-            return torch.sigmoid(self.module(torch.from_numpy(x))).numpy().astype(np.float64)
+        return sigmoid(self.logits(x)).astype(np.float64)
 
 
-def served_scorer(directory: Path, record: dict, version: str = "") -> ModelScorer:
-    """The format an export version's record says to serve (the faster one measured at publish
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function in ``z``'s precision, without overflow for large ``|z|``."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def served_scorer(directory: Path, record: dict, version: str = "", threads: int = 1) -> ModelScorer:
+    """The format an export version's record says to serve (the fastest one measured at publish
     time; TorchScript for versions from before there was a choice), its file verified first."""
     fmt = record.get("serve", "torchscript")
     file = record.get("formats", {}).get(fmt, {}).get("file", MODEL_FILE)
-    return ModelScorer(verify_file(directory, file, record), version=version, fmt=fmt)
+    return ModelScorer(verify_file(directory, file, record), version=version, fmt=fmt, threads=threads)
 
 
-def live_scorer(export: Path) -> ModelScorer:
+def live_scorer(export: Path, threads: int = 1) -> ModelScorer:
     """The served format of the live export version at ``export`` (an artifact path)."""
     artifact = Artifact(export)
     version = artifact.live_version()
     if version is None:
         raise FileNotFoundError(f"no export published at {export} (materialize model_exports first)")
-    return served_scorer(artifact.version_path(version), artifact.record(version), version)
+    return served_scorer(artifact.version_path(version), artifact.record(version), version, threads)
 
 
 def check_scorer(scorer: ModelScorer, record: dict, input_width: int) -> dict:

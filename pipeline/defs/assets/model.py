@@ -27,9 +27,10 @@ from pipeline.model import inputs
 from pipeline.model.batches import FeatureTables
 from pipeline.model.checkpoint import load_checkpoint_model
 from pipeline.model.evaluate import ACCURACY_BAR, accuracy_gate
-from pipeline.model.export import FORMAT_FILES, LATENCY_ROWS, PARITY_CHECKS, PARITY_TOLERANCE, publish_export
+from pipeline.model.export import publish_export
 from pipeline.model.training import EVALUATION_FILE, FINITE_CHECK, TrainConfig, TrainResult, train
 from pipeline.publish import Artifact
+from pipeline.serving.formats import FORMAT_FILES, LATENCY_ROWS, PARITY_CHECKS, PARITY_TOLERANCE
 
 PARITY_ROWS = 4096
 ACCURACY_CHECK = "accuracy_meets_reference_bar"
@@ -188,18 +189,19 @@ def _export_metadata(record: dict) -> dict:
     return {"served_format": record.get("serve", "torchscript"), **latency}
 
 
-@dg.asset(group_name="model", kinds={"pytorch"}, deps=["model_evaluation", "click_model"], pool="model_export",
-          owners=[OWNER], code_version="2", automation_condition=FOLLOWS_PARENTS,
+@dg.asset(group_name="model", kinds={"pytorch", "onnx"}, deps=["model_evaluation", "click_model"],
+          pool="model_export", owners=[OWNER], code_version="3", automation_condition=FOLLOWS_PARENTS,
           check_specs=check_specs("model_exports", {check: (
               f"fresh-process {fmt.replace('_', ' ')} logits within {PARITY_TOLERANCE} of the eager model; checked "
               f"on the candidate before it is published") for fmt, check in PARITY_CHECKS.items()}))
 def model_exports(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-    """The model of record exported twice, as TorchScript (``model.pt``) and as a torch.export
-    ExportedProgram with a dynamic batch (``model.pt2``), both [n, 40] float32 → n logits. Each is
-    loaded and checked against the eager model in a fresh process that does not import this
-    project, and timed at 20, 70 and 1,000 rows; the version is published only if both match, with
-    the checkpoint and feature versions it pairs with, and names the faster format, which the API
-    serves."""
+    """The model of record, its first two layers multiplied out (no activation separates them),
+    exported three times: TorchScript (``model.pt``), a torch.export ExportedProgram (``model.pt2``)
+    and ONNX (``model.onnx``, for ONNX Runtime or any runtime that takes ONNX), each [n, 40] float32
+    → n logits with a dynamic batch. Each is loaded and checked against the unfolded eager model in a
+    fresh process that does not import this project, and timed at 20, 70 and 1,000 rows; the version
+    is published only if all match, with the checkpoint and feature versions it pairs with, and
+    names the fastest format, which the API serves."""
     layout = warehouse.layout()
     checkpoint_version = Artifact(layout.checkpoint).live_version()
     model, state = load_checkpoint_model(layout.checkpoint, checkpoint_version)

@@ -7,7 +7,6 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 from pydantic import Field
 
 from pipeline.data.features import RESTAURANTS, USERS, load_snapshot
@@ -99,7 +98,7 @@ class ScoringBenchmarkConfig(dg.Config):
                                                                "few seconds are enough in CI).")
     max_throughput_requests: int = Field(default=1000, gt=0, description="Requests sent back to back to measure "
                                                                          "the maximum throughput.")
-    threads: int = Field(default=1, gt=0, description="torch threads while scoring (requests go one at a time, "
+    threads: int = Field(default=1, gt=0, description="The model's threads while scoring (requests go one at a time, "
                                                       "each too small to gain from a second thread).")
 
 
@@ -118,11 +117,10 @@ def scoring_benchmark(config: ScoringBenchmarkConfig, source: SourceResource, wa
                       online_store: OnlineStoreResource) -> dg.MaterializeResult:
     """requests.parquet replayed through the recommender (features read from the online store on
     every request): open loop at `rate` for `duration_s`, then back to back at full speed."""
-    torch.set_num_threads(config.threads)
     layout = warehouse.layout()
     store = online_store.open()
     try:
-        recommender = Recommender(GeoIndex.load(layout.geo_index), store, live_scorer(layout.export))
+        recommender = Recommender(GeoIndex.load(layout.geo_index), store, live_scorer(layout.export, config.threads))
         with tempfile.TemporaryDirectory(prefix="requests-") as scratch:
             requests = _requests(source.open().requests_file(Path(scratch)))
         for request in requests[:20]:  # warm-up

@@ -1,0 +1,92 @@
+"""The served model's formats, without torch: their files, their parity checks, the choice of the
+one to serve, and loading one as a function from model input rows to logits.
+
+- ``torchscript`` (``model.pt``) and ``exported_program`` (``model.pt2``) run in torch; loading
+  either imports torch.
+- ``onnx`` (``model.onnx``) runs in ONNX Runtime, which a server can use without torch installed;
+  the file is a standard ONNX graph (opset 17) any ONNX runtime takes.
+
+All three hold the same folded network (:class:`pipeline.model.network.FoldedClickMLP`) and take
+[n, 40] float32 to n float32 logits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+MODEL_FILE = "model.pt"
+PROGRAM_FILE = "model.pt2"
+ONNX_FILE = "model.onnx"
+FORMAT_FILES = {"torchscript": MODEL_FILE, "exported_program": PROGRAM_FILE, "onnx": ONNX_FILE}
+PARITY_CHECKS = {fmt: f"{fmt}_matches_eager" for fmt in FORMAT_FILES}
+PARITY_TOLERANCE = 1e-5
+LATENCY_ROWS = (20, 70, 1000)
+ONNX_OPSET = 17
+JIT_DEPRECATION = r"`torch\.jit\.\w+` is deprecated"
+
+Logits = Callable[[np.ndarray], np.ndarray]
+
+
+@contextlib.contextmanager
+def torchscript_deprecation_silenced() -> Iterator[None]:
+    """TorchScript is deprecated in torch 2.13 and warns on script/save/load; it still works, so
+    the warning is silenced by its message where those calls are made, and nowhere else."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=JIT_DEPRECATION, category=DeprecationWarning)
+        yield
+
+
+def fastest(formats: dict[str, dict]) -> str:
+    """The format with the lowest geometric mean of its p50 over the timed request sizes: each size
+    counts alike (a sum would be the 1,000-row time alone), and p50 is what 300 calls measure
+    steadily (their p99 is the 3rd-slowest call, too noisy to choose by)."""
+    return min(formats, key=lambda f: math.prod(t["p50_ms"] for t in formats[f]["latency"].values()))
+
+
+def format_of(path: Path) -> str:
+    """The format a file's suffix names (``.onnx``, ``.pt2``; anything else is TorchScript)."""
+    return {".onnx": "onnx", ".pt2": "exported_program"}.get(path.suffix, "torchscript")
+
+
+def load_logits(path: Path, fmt: str, threads: int = 1) -> Logits:
+    """The model in ``path`` as a function [n, 40] float32 → n float32 logits, computing on
+    ``threads`` threads (ONNX Runtime's session option; for the torch formats torch's setting,
+    which is process-wide and which this sets). Only the torch formats import torch."""
+    if fmt == "onnx":
+        return _onnx_logits(path, threads)
+    if fmt in ("torchscript", "exported_program"):
+        return _torch_logits(path, fmt, threads)
+    raise ValueError(f"unknown model format {fmt!r}; known: {sorted(FORMAT_FILES)}")
+
+
+def _onnx_logits(path: Path, threads: int) -> Logits:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def _torch_logits(path: Path, fmt: str, threads: int) -> Logits:
+    import torch
+
+    torch.set_num_threads(threads)
+    if fmt == "torchscript":
+        with torchscript_deprecation_silenced():
+            module = torch.jit.load(str(path)).eval()
+    else:
+        module = torch.export.load(str(path)).module()
+
+    def logits(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).numpy()
+
+    return logits
