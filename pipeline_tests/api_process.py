@@ -109,12 +109,15 @@ class ApiProcess:
             assert time.monotonic() < deadline, f"the API did not become ready: {self.log.read_text()[-3000:]}"
             time.sleep(0.1)
 
+    def pids(self) -> list[int]:
+        """The server's process and its workers'."""
+        return [self.process.pid, *[int(p) for p in subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout.split()]]
+
     def rss_mb(self) -> float:
         """Resident memory of the server (and its workers), MB."""
-        pids = [self.process.pid, *[int(p) for p in subprocess.run(
-            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout.split()]]
         total = 0
-        for pid in pids:
+        for pid in self.pids():
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])

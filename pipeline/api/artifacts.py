@@ -18,6 +18,7 @@ published one, logged once and shown in ``/health`` meanwhile, not counted as re
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 import time
@@ -55,9 +56,10 @@ class ReloadFailure:
         return {"artifact": self.artifact, "version": self.version, "reason": self.reason, "at": self.at}
 
 
-def load_scorer(directory: Path, version: str, record: dict, input_width: int) -> ModelScorer:
-    """The scorer of a published model version, once it passes the server's checks."""
-    scorer = served_scorer(directory, record, version)
+def load_scorer(directory: Path, version: str, record: dict, input_width: int, fmt: str = "recorded") -> ModelScorer:
+    """The scorer of a published model version (its format ``fmt``, or the recorded one), once it
+    passes the server's checks."""
+    scorer = served_scorer(directory, record, version, fmt=fmt)
     check_scorer(scorer, record, input_width)
     return scorer
 
@@ -76,11 +78,13 @@ def load_geo_index(directory: Path, version: str, record: dict, input_width: int
 class Artifacts:
     """Holds the current :class:`Recommender`; a background thread polls the published artifacts."""
 
-    def __init__(self, warehouse: Warehouse, store: FeatureStore, poll_interval_s: float = 1.0):
+    def __init__(self, warehouse: Warehouse, store: FeatureStore, poll_interval_s: float = 1.0,
+                 model_format: str = "recorded"):
         self.warehouse, self.store, self.poll_interval_s = warehouse, store, poll_interval_s
         self.input_width = store.user_width + store.restaurant_width
         self._paths = {"model": warehouse.export, "geo_index": warehouse.geo_index}
-        self._loaders: dict[str, Callable] = {"model": load_scorer, "geo_index": load_geo_index}
+        self._loaders: dict[str, Callable] = {"model": functools.partial(load_scorer, fmt=model_format),
+                                              "geo_index": load_geo_index}
         self.loaded: dict[str, Loaded] = {}
         self.recommender: Recommender | None = None
         self.reloads = 0
@@ -102,6 +106,11 @@ class Artifacts:
     @property
     def model_record(self) -> dict:
         return self.loaded["model"].record if "model" in self.loaded else {}
+
+    @property
+    def model_format(self) -> str:
+        """The format of the model being served ("" before one is loaded)."""
+        return self.loaded["model"].value.format if "model" in self.loaded else ""
 
     @property
     def geo_version(self) -> str:

@@ -90,7 +90,7 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(public_value({
         "ready": not reasons, "reason": "; ".join(reasons), "pid": os.getpid(),
         "model_version": artifacts.model_version,
-        "model_format": model.get("serve", "torchscript") if artifacts.model_version else None,
+        "model_format": artifacts.model_format or None,
         "model_feature_versions": model.get("feature_versions", {}),
         "geo_index_version": artifacts.geo_version, "store": store, "reloads": artifacts.reloads,
         "last_reload_failure": artifacts.last_failure.as_json() if artifacts.last_failure else None,

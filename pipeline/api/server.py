@@ -53,7 +53,7 @@ def build_app(settings: Settings | None = None):
     store = open_store(store_settings.backend, store_settings.redis_url,
                        str(Path(store_settings.sqlite_path).resolve()), timeout_s=limits.store_timeout_s,
                        redis_ca_file=store_settings.redis_ca_file)
-    return create_app(Artifacts(warehouse, store, settings.api.poll_interval_s), limits,
+    return create_app(Artifacts(warehouse, store, settings.api.poll_interval_s, settings.api.model_format), limits,
                       api_token=settings.api.token)
 
 

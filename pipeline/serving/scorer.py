@@ -37,11 +37,18 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def served_scorer(directory: Path, record: dict, version: str = "", threads: int = 1) -> ModelScorer:
-    """The format an export version's record says to serve (the fastest one measured at publish
-    time; TorchScript for versions from before there was a choice), its file verified first."""
-    fmt = record.get("serve", "torchscript")
-    file = record.get("formats", {}).get(fmt, {}).get("file", MODEL_FILE)
+def served_scorer(directory: Path, record: dict, version: str = "", threads: int = 1,
+                  fmt: str = "recorded") -> ModelScorer:
+    """Format ``fmt`` of an export version, or (``recorded``) the one its record says to serve (the
+    fastest measured at publish time; TorchScript for versions from before there was a choice), its
+    file verified first. ValueError when the version has no such format."""
+    formats = record.get("formats", {})
+    if fmt == "recorded":
+        fmt = record.get("serve", "torchscript")
+    elif fmt not in formats:
+        raise ValueError(f"this export version holds {', '.join(sorted(formats)) or 'torchscript only'}, "
+                         f"not the {fmt} format this server is set to serve (PIPELINE_API_MODEL_FORMAT)")
+    file = formats.get(fmt, {}).get("file", MODEL_FILE)
     return ModelScorer(verify_file(directory, file, record), version=version, fmt=fmt, threads=threads)
 
 

@@ -142,6 +142,11 @@ class ApiSettings:
         "once); see \"Kubernetes, step by step\""), number("a number of seconds"))
     graceful_s: float = env("PIPELINE_API_GRACEFUL_S", 5.0, "then, at most this long for the answers in progress",
                             _SECONDS)
+    model_format: str = env("PIPELINE_API_MODEL_FORMAT", "recorded", (
+        "which verified format of the export the API serves: `recorded` = the fastest, as the export measured and "
+        "recorded it; `onnx` serves ONNX Runtime and never imports torch (a server installed without torch must); "
+        "a version without that format is rejected (\"Serving without torch\")"),
+        choice("recorded", "onnx", "torchscript", "exported_program"))
     poll_interval_s: float = env("PIPELINE_API_POLL_INTERVAL_S", 1.0, (
         "how often the API looks for newly published artifacts (`--poll-interval`)"), _SECONDS)
     token: str = env("PIPELINE_API_TOKEN", "", (
