@@ -24,6 +24,7 @@ from pipeline.data.generate import PRESETS, generate
 from pipeline.data.layout import ReferenceDataset, parse_day
 from pipeline.model.reproducible import enable_reproducible_blas
 from pipeline.redaction import install_log_redaction, redact, redact_value
+from pipeline.serving.telemetry import disable_onnxruntime_telemetry
 from pipeline.settings import Settings, SettingsError, load_settings
 
 
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run a command on the settings parsed once here; its log lines and an uncaught error's traceback
     mask every credential. A setting that does not parse stops every command (exit status 2)."""
     enable_reproducible_blas()  # before any matrix product; the processes a command starts inherit it
+    disable_onnxruntime_telemetry()  # before ONNX Runtime loads; likewise inherited
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     install_log_redaction()
     sys.excepthook = _redacted_excepthook

@@ -15,6 +15,7 @@ from pipeline import runtime
 from pipeline.data.generate import PRESETS, generate
 from pipeline.data.layout import ReferenceDataset
 from pipeline.model.reproducible import enable_reproducible_blas
+from pipeline.serving.telemetry import disable_onnxruntime_telemetry
 from pipeline.settings import load_settings
 
 # Scripts the tests start as processes import devtools/ (not installed) like the tests do.
@@ -26,6 +27,7 @@ os.environ.setdefault("PIPELINE_END_DATE", "open")
 os.environ.setdefault("PIPELINE_NATIVE_KERNELS", "required")
 # As the pipeline's entry points do: the same bits on any thread count, set before the first matrix product.
 enable_reproducible_blas()
+disable_onnxruntime_telemetry()  # as the entry points do, for this process and those it starts
 runtime.configure(load_settings())
 
 START = dt.date(2026, 1, 1)

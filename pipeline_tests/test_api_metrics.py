@@ -11,6 +11,10 @@ import signal
 
 import pytest
 
+from pipeline.serving.recommender import Recommender
+from pipeline.serving.request import Request
+from pipeline.serving.scorer import live_scorer
+from pipeline.store.sqlite import SQLiteStore
 from pipeline_tests.api_process import (
     BODY,
     ApiProcess,
@@ -52,6 +56,13 @@ def test_two_workers_report_one_set_of_metrics(serving_artifacts, tmp_path):
         pids = wait_for(lambda: len(seen := _worker_pids(api.base)) == 2 and seen, timeout_s=30,
                          what="answers from both workers")
         version = health(api.base)["model_version"]
+        store = SQLiteStore(env["PIPELINE_SQLITE_PATH"])
+        recommender = Recommender(serving_artifacts[2], store, live_scorer(warehouse.export))
+        request = Request(7, BODY["latitude"], BODY["longitude"], tuple(BODY["candidate_restaurant_ids"]),
+                          max_dist=BODY["max_dist"])
+        scored = recommender.recommend(request).scored
+        store.close()
+        assert scored > 20  # more than an answer's 20: the rows scored, not the rows answered
         requests = 120
         with concurrent.futures.ThreadPoolExecutor(16) as pool:  # new connections, spread over both workers
             statuses = list(pool.map(lambda _: post(api.base, "/recommend/7", BODY)[0], range(requests)))
@@ -61,6 +72,8 @@ def test_two_workers_report_one_set_of_metrics(serving_artifacts, tmp_path):
             assert scrape['recommend_requests_total{status="200"}'] == requests, scrape
             assert scrape['recommend_requests_total{status="404"}'] == 3
             assert scrape["recommend_latency_seconds_count"] == requests + 3
+            assert scrape["recommend_rows_scored_count"] == requests  # answered ones only
+            assert scrape["recommend_rows_scored_sum"] == requests * scored
             assert scrape[f'model_info{{version="{version}"}}'] == 2  # two workers serve it
             assert scrape["store_available"] == 1 and scrape["model_reloads"] == 1
 

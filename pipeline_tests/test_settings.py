@@ -21,6 +21,7 @@ ENTRY_POINTS = {
     "pipeline/worker.py": "the Celery worker (DAGSTER_HOME; the executor's env sources)",
     "pipeline/api/metrics.py": "prometheus-client's own PROMETHEUS_MULTIPROC_DIR, set by serve()",
     "pipeline/model/reproducible.py": "MKL_CBWR for MKL itself, set once by the entry points before the first product",
+    "pipeline/serving/telemetry.py": "ORT_DISABLE_TELEMETRY for ONNX Runtime itself, set by the entry points",
 }
 FORBIDDEN_CALLS = {"getenv", "putenv", "setting", "load_settings"}
 

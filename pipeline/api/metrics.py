@@ -1,6 +1,7 @@
 """The API's Prometheus metrics: one set for the whole server, however many workers.
 
-Counters and the latency histogram count every ``/recommend`` answer by status. The state of
+Counters and the latency histogram count every ``/recommend`` answer by status; the rows-scored
+histogram counts the rows the model scored for each answered one. The state of
 what is served is kept as gauges each worker refreshes (at every scrape it answers, and every
 poll interval), aggregated over the live workers: ``model_info{version}`` is the number of
 workers serving that version (a version no longer served shows 0), ``model_reloads`` the most
@@ -53,6 +54,10 @@ class ApiMetrics:
         self.latency = Histogram("recommend_latency_seconds", "Time to answer a recommendation request",
                                  buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
                                  registry=registry)
+        self.rows_scored = Histogram("recommend_rows_scored", "Rows the model scored for an answered "
+                                     "recommendation (the candidates within max_dist that have features)",
+                                     buckets=(0, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
+                                     registry=registry)
         self.model_info = Gauge("model_info", "Workers serving each model version", ["version"],
                                 multiprocess_mode="livesum", registry=registry)
         self.reloads = Gauge("model_reloads", "Artifact sets loaded since start (the most of any worker)",

@@ -43,6 +43,7 @@ async def recommend(user_id: UserId, body: RecommendBody, request: Request) -> R
         fetched = await read_within(artifacts.store.fetch_async(wanted.user_id, plan.ids), breaker,
                                     api.limits.deadline_s)
         answer = recommender.finish(plan, fetched)
+        api.metrics.rows_scored.observe(answer.scored)
     except StoreUnavailable as unavailable:
         return error_response(503, f"online store unavailable: {unavailable}", root, retry_after=breaker.retry_after_s)
     except FeaturesNotLoaded as not_loaded:

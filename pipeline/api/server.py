@@ -35,6 +35,7 @@ from pipeline.api.limits import ApiLimits
 from pipeline.api.protocol import BoundedHttpProtocol
 from pipeline.data.layout import Warehouse
 from pipeline.redaction import install_log_redaction
+from pipeline.serving.telemetry import disable_onnxruntime_telemetry
 from pipeline.settings import Settings, load_settings
 from pipeline.store.factory import open_store
 
@@ -44,6 +45,7 @@ LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
 def build_app(settings: Settings | None = None):
     """The app of one server process, from ``settings`` (default: parsed from the environment)."""
     settings = load_settings() if settings is None else settings
+    disable_onnxruntime_telemetry()  # a worker started by another server than `pipeline serve` too
     logging.basicConfig(format=LOG_FORMAT)
     logging.getLogger().setLevel(logging.INFO)
     for logger in (None, "uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn's loggers have their own handlers

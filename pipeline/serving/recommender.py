@@ -56,6 +56,11 @@ class Answer:
     within: int = 0
     missing_features: int = 0
 
+    @property
+    def scored(self) -> int:
+        """Rows the model scored: the restaurants within ``max_dist`` whose features were read."""
+        return self.within - self.missing_features
+
     def as_json(self) -> dict:
         return {"restaurants": [{"id": int(i), "score": float(s), "displacement": float(d)}
                                 for i, s, d in zip(self.ids, self.scores, self.displacements, strict=True)]}
