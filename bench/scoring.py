@@ -1,15 +1,19 @@
 """Benchmark: recommender latency by candidate count and store, against the naive path.
 
-    python bench/scoring.py --data DIR [--requests 300] [--model PATH]
+    python bench/scoring.py --data DIR [--requests 300] [--model PATH | --format onnx]
 
 Ours: the pipeline's recommender (distance filter first, then one round trip for the user and
-only the restaurants in range, TorchScript scoring) with features read from the store on every
-request; SQLite (WAL file) and Redis (a local redis-server started for the run).
+only the restaurants in range, then the served format scores them) with features read from the
+store on every request; SQLite (WAL file) and Redis (a local redis-server started for the run).
+Each row reports the format, the rows scored per request and this process's CPU ms per request.
+Without a candidate list: every restaurant within ``max_dist`` (5, 10 and 20 km) of the city
+centre, for the requests' users.
 Naive: fetch every candidate's features, compute each candidate's H3 cell in Python and test it
 against a grid_disk set (k from the average edge length), haversine per candidate, eager torch.
 Requests come from requests.parquet; 100 candidates are the first 100 of each request's 1,000,
-5,000 are its 1,000 plus 4,000 other random restaurants. The model is ``--model`` (default: the
-reference architecture, untrained: latency does not depend on the weights).
+5,000 are its 1,000 plus 4,000 other random restaurants. The model is ``--model`` (its suffix names
+its format) or, by default, the reference architecture seeded (latency does not depend on the
+weights) exported as the pipeline exports it, served in ``--format``.
 Prints one JSON object as its last line.
 """
 
@@ -33,10 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import machine  # noqa: E402
 from devtools.redis_server import local_redis_server  # noqa: E402
 from pipeline.data.features import RESTAURANTS, USERS, read_source_features  # noqa: E402
+from pipeline.data.schema import LAT_RANGE, LON_RANGE  # noqa: E402
 from pipeline.geo.distance import EARTH_RADIUS_M  # noqa: E402
 from pipeline.geo.index import RESOLUTION, GeoIndex  # noqa: E402
-from pipeline.model.export import export_torchscript  # noqa: E402
+from pipeline.model.export import write_formats  # noqa: E402
 from pipeline.model.network import ClickMLP  # noqa: E402
+from pipeline.serving.formats import FORMAT_FILES  # noqa: E402
 from pipeline.serving.loadgen import closed_loop  # noqa: E402
 from pipeline.serving.recommender import Recommender  # noqa: E402
 from pipeline.serving.request import Request  # noqa: E402
@@ -46,6 +52,8 @@ from pipeline.store.redis_store import RedisStore  # noqa: E402
 from pipeline.store.sqlite import SQLiteStore  # noqa: E402
 
 CANDIDATES = (100, 1000, 5000)
+WITHOUT_CANDIDATES_M = (5000.0, 10000.0, 20000.0)
+CENTRE = (sum(LAT_RANGE) / 2, sum(LON_RANGE) / 2)
 
 
 def requests_with(requests: list[dict], count: int, n_restaurants: int, seed: int = 0) -> list[Request]:
@@ -93,19 +101,30 @@ class NaiveRecommender:
         return [(ids[keep[i]], float(scores[i]), dists[i]) for i in order]
 
 
-def measure(call, requests: list[Request], count: int) -> dict:
+def without_candidates(requests: list[dict], max_dist: float) -> list[Request]:
+    """The requests' users asking for every restaurant within ``max_dist`` of the city centre."""
+    return [Request(r["user_id"], *CENTRE, None, int(r["size"]), max_dist) for r in requests]
+
+
+def measure(call, requests: list[Request], count: int, recommender: Recommender | None = None) -> dict:
     for request in requests[:20]:
         call(request)
+    answered, scored = (recommender.answers, recommender.rows_scored) if recommender else (0, 0)
     s = closed_loop(call, requests, count).summary()
-    return {"p50_ms": round(s["p50_ms"], 3), "p95_ms": round(s["p95_ms"], 3), "p99_ms": round(s["p99_ms"], 3),
-            "requests": s["requests"], "errors": s["errors"]}
+    out = {"p50_ms": round(s["p50_ms"], 3), "p95_ms": round(s["p95_ms"], 3), "p99_ms": round(s["p99_ms"], 3),
+           "requests": s["requests"], "errors": s["errors"], "cpu_ms_per_request": round(s["cpu_ms_per_request"], 3)}
+    if recommender:
+        out["rows_scored_per_request"] = round((recommender.rows_scored - scored) / (recommender.answers - answered), 1)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--requests", type=int, default=300, help="timed requests per configuration")
-    parser.add_argument("--model", type=Path, help="TorchScript model (default: untrained reference module)")
+    parser.add_argument("--model", type=Path, help="an exported model file (default: the seeded reference module)")
+    parser.add_argument("--format", default="onnx", choices=("onnx", "torchscript", "exported_program"),
+                        help="the format to serve the default model in")
     args = parser.parse_args()
     torch.set_num_threads(1)
     users = read_source_features(args.data / "user_features.parquet", USERS)
@@ -118,10 +137,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-scoring-") as tmp, local_redis_server() as redis_url:
         torch.manual_seed(0)
         eager = ClickMLP().eval()
-        model_path = args.model or Path(tmp) / "model.pt"
         if args.model is None:
-            export_torchscript(eager, model_path)
-        scorer = ModelScorer(model_path)
+            write_formats(eager, Path(tmp))
+            scorer = ModelScorer(Path(tmp) / FORMAT_FILES[args.format], fmt=args.format)
+        else:
+            scorer = ModelScorer(args.model)
+        result["format"] = scorer.format
         stores = {"sqlite": SQLiteStore(Path(tmp) / "online.db"), "redis": RedisStore(redis_url)}
         for name, store in stores.items():
             started = time.perf_counter()
@@ -132,11 +153,18 @@ def main() -> None:
             for name, store in stores.items():
                 ours = Recommender(geo, store, scorer)
                 result["results"].append({"store": name, "candidates": count,
-                                          **measure(ours.recommend, requests, args.requests)})
+                                          **measure(ours.recommend, requests, args.requests, ours)})
                 naive = NaiveRecommender(store, eager, locations)
                 result["baseline"].append({"store": name, "candidates": count,
                                            **measure(naive.recommend, requests, max(50, args.requests // 3))})
                 print(json.dumps(result["results"][-1]), json.dumps(result["baseline"][-1]), file=sys.stderr)
+        for max_dist in WITHOUT_CANDIDATES_M:
+            requests = without_candidates(raw_requests, max_dist)
+            for name, store in stores.items():
+                ours = Recommender(geo, store, scorer)
+                result["results"].append({"store": name, "candidates": None, "max_dist": max_dist,
+                                          **measure(ours.recommend, requests, args.requests, ours)})
+                print(json.dumps(result["results"][-1]), file=sys.stderr)
         for store in stores.values():
             store.close()
     result["machine"] = machine()

@@ -39,6 +39,10 @@ def test_refresh_builds_index_loads_store_and_benchmarks(backend, request, datas
     assert bench["open_loop_requests"] == 30 and bench["open_loop_errors"] == 0
     assert 0 < bench["open_loop_p50_ms"] <= bench["open_loop_p95_ms"] <= bench["open_loop_max_ms"]
     assert bench["max_throughput_requests"] == 50 and bench["max_throughput_achieved_rps"] > 30
+    # what was served and what each request cost: the format, the rows it scored, this process's CPU
+    assert bench["served_format"] in ("onnx", "torchscript", "exported_program")
+    assert 0 < bench["rows_scored_per_request"] <= bench["candidates_per_request"]
+    assert 0 < bench["max_throughput_cpu_ms_per_request"] < 1000 / 30
     assert bench["candidates_per_request"] == 1000
     if backend == "redis":  # the store really is the Redis server
         store = resources["online_store"].open()

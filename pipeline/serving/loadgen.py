@@ -19,6 +19,7 @@ class LoadResult:
     latencies_ms: np.ndarray
     errors: int
     seconds: float
+    cpu_seconds: float = 0.0  # this process's CPU time (all threads) while the load ran
 
     @property
     def requests(self) -> int:
@@ -29,14 +30,15 @@ class LoadResult:
         return {"requests": self.requests, "errors": self.errors,
                 "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
                 "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(np.max(lat)),
-                "achieved_rps": self.requests / self.seconds if self.seconds > 0 else 0.0}
+                "achieved_rps": self.requests / self.seconds if self.seconds > 0 else 0.0,
+                "cpu_ms_per_request": 1000 * self.cpu_seconds / self.requests if self.requests else 0.0}
 
 
 def open_loop(call: Callable[[object], object], requests: Sequence, rate: float, duration_s: float) -> LoadResult:
     """Send ``rate`` requests per second for ``duration_s`` seconds, cycling through ``requests``."""
     total = max(1, int(rate * duration_s))
     latencies, errors = [], 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(total):
         due = start + i / rate
         delay = due - time.perf_counter()
@@ -47,13 +49,13 @@ def open_loop(call: Callable[[object], object], requests: Sequence, rate: float,
             latencies.append(time.perf_counter() - due)
         except Exception:  # counted, never raised: a load test reports errors
             errors += 1
-    return LoadResult(np.array(latencies) * 1000, errors, time.perf_counter() - start)
+    return LoadResult(np.array(latencies) * 1000, errors, time.perf_counter() - start, time.process_time() - cpu)
 
 
 def closed_loop(call: Callable[[object], object], requests: Sequence, count: int) -> LoadResult:
     """Send ``count`` requests back to back; the achieved rate is the maximum throughput."""
     latencies, errors = [], 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(count):
         sent = time.perf_counter()
         try:
@@ -61,4 +63,4 @@ def closed_loop(call: Callable[[object], object], requests: Sequence, count: int
             latencies.append(time.perf_counter() - sent)
         except Exception:
             errors += 1
-    return LoadResult(np.array(latencies) * 1000, errors, time.perf_counter() - start)
+    return LoadResult(np.array(latencies) * 1000, errors, time.perf_counter() - start, time.process_time() - cpu)

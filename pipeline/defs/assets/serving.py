@@ -125,9 +125,11 @@ def scoring_benchmark(config: ScoringBenchmarkConfig, source: SourceResource, wa
             requests = _requests(source.open().requests_file(Path(scratch)))
         for request in requests[:20]:  # warm-up
             recommender.recommend(request)
+        answered_before, scored_before = recommender.answers, recommender.rows_scored
         steady_run = open_loop(recommender.recommend, requests, config.rate, config.duration_s)
         steady = steady_run.summary()
         peak = closed_loop(recommender.recommend, requests, config.max_throughput_requests).summary()
+        answered = recommender.answers - answered_before
     finally:
         store.close()
     backend = online_store.describe()
@@ -137,7 +139,9 @@ def scoring_benchmark(config: ScoringBenchmarkConfig, source: SourceResource, wa
                 **{f"max_throughput_{k}": v for k, v in peak.items()},
                 "latency_histogram": picture(histogram, "latency histogram"),
                 "backend": backend, "candidates_per_request":
-                    len(requests[0].candidate_restaurant_ids) if requests else 0}
+                    len(requests[0].candidate_restaurant_ids) if requests else 0,
+                "served_format": recommender.scorer.format,
+                "rows_scored_per_request": (recommender.rows_scored - scored_before) / answered if answered else 0.0}
     return dg.MaterializeResult(metadata=metadata, check_results=[dg.AssetCheckResult(
         check_name=LATENCY_CHECK, passed=bool(steady["p95_ms"] <= REFERENCE_P95_MS and steady["errors"] == 0),
         metadata={"p95_ms": steady["p95_ms"], "errors": steady["errors"], "bar_ms": REFERENCE_P95_MS})])
