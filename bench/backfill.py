@@ -38,8 +38,8 @@ import dagster as dg  # noqa: E402
 from bench._common import machine  # noqa: E402
 from devtools.celery_workers import celery_workers  # noqa: E402
 from devtools.redis_server import RedisServer  # noqa: E402
-from pipeline.data.clicks import read_manifest  # noqa: E402
 from pipeline.data.layout import ReferenceDataset, parse_day  # noqa: E402
+from pipeline.data.processed_partition import read_manifest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import machine  # noqa: E402
 from pipeline.arrow_ipc import read_first_batch, write_ipc  # noqa: E402
-from pipeline.data.clicks import iter_chunks, publish_partition  # noqa: E402
+from pipeline.data.clicks import publish_partition  # noqa: E402
 from pipeline.data.features import RESTAURANTS, USERS, read_source_features  # noqa: E402
+from pipeline.data.processed_partition import iter_chunks  # noqa: E402
 
 
 def main() -> None:

@@ -10,9 +10,10 @@ import time
 import torch
 
 from pipeline.api.artifacts import Artifacts
+from pipeline.integrity import RECORD
 from pipeline.model.export import publish_export
 from pipeline.model.network import ClickMLP
-from pipeline.publish import RECORD, Artifact
+from pipeline.publish import Artifact
 from pipeline.store.sqlite import SQLiteStore
 from pipeline_tests.api_process import copy_warehouse, load_features
 

@@ -22,9 +22,10 @@ from devtools.redis_server import free_port
 from pipeline.api.app import create_app
 from pipeline.api.artifacts import Artifacts
 from pipeline.geo.index import CELLS_FILE, TABLE_FILE, GeoIndex
+from pipeline.integrity import RECORD
 from pipeline.model.export import MODEL_FILE, publish_export
 from pipeline.model.network import ClickMLP
-from pipeline.publish import RECORD, Artifact, write_audit_publish
+from pipeline.publish import Artifact, write_audit_publish
 from pipeline.store.redis_store import RedisStore
 from pipeline.store.sqlite import SQLiteStore
 from pipeline_tests.api_process import (

@@ -19,8 +19,8 @@ from devtools.bigquery_emulator import bigquery_emulator, load_reference_dataset
 from devtools.fault_proxy import fault_proxy
 from devtools.redis_server import free_port
 from pipeline.data.bigquery import BigQuerySettings, BigQuerySource, CostCapExceeded
-from pipeline.data.clicks import iter_chunks, read_manifest
 from pipeline.data.features import RESTAURANTS, USERS, load_snapshot
+from pipeline.data.processed_partition import iter_chunks, read_manifest
 from pipeline.data.schema import CLICKS, SchemaError
 from pipeline.data.sources import SourceConfigError, TransientSourceError
 from pipeline.defs.assets.clicks import processed_clicks, raw_clicks

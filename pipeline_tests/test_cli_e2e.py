@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipeline.data.clicks import read_manifest
+from pipeline.data.processed_partition import read_manifest
 from pipeline.publish import Artifact
 
 BIN = Path(sys.executable).parent

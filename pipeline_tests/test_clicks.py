@@ -6,16 +6,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.data.clicks import (
-    CorruptFile,
-    count_duplicates,
-    iter_chunks,
-    publish_partition,
-    read_manifest,
-)
+from pipeline.data.clicks import count_duplicates, publish_partition
 from pipeline.data.features import RESTAURANTS, USERS, IdIndex, read_source_features
+from pipeline.data.processed_partition import iter_chunks, read_manifest
+from pipeline.data.raw_clicks import CorruptFile
 from pipeline.data.schema import SchemaError
-from pipeline.publish import Corrupt
+from pipeline.integrity import Corrupt
 from pipeline_tests.conftest import write_clicks
 
 F30 = [f"f{i:02d}" for i in range(30)]

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from pipeline.data.clicks import iter_chunks, read_manifest
 from pipeline.data.features import USERS, load_snapshot
+from pipeline.data.processed_partition import iter_chunks, read_manifest
 from pipeline.definitions import defs as load_defs
 from pipeline.defs.assets.clicks import processed_clicks, raw_clicks
 from pipeline.defs.assets.features import restaurant_features, user_features

@@ -7,15 +7,10 @@ import time
 import pytest
 
 from pipeline.atomic import staged_file
+from pipeline.audits import AuditResult, Rejected
+from pipeline.integrity import Corrupt, verify_file
 from pipeline.locks import LockTimeout, file_lock
-from pipeline.publish import (
-    Artifact,
-    AuditResult,
-    Corrupt,
-    Rejected,
-    verify_file,
-    write_audit_publish,
-)
+from pipeline.publish import Artifact, write_audit_publish
 
 
 def test_staged_file_publishes_on_success_and_keeps_old_on_failure(tmp_path):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data.clicks import read_manifest
 from pipeline.data.generate import PRESETS, generate
+from pipeline.data.processed_partition import read_manifest
 from pipeline.publish import Artifact
 
 SCRIPT = Path(__file__).parent / "scripts" / "process_partition.py"

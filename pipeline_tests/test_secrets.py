@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from devtools.redis_server import RedisServer, free_port
+from pipeline.integrity import RECORD
 from pipeline.locks import LockTimeout
-from pipeline.publish import RECORD, Artifact
+from pipeline.publish import Artifact
 from pipeline.store.base import FeatureTable, StoreUnavailable
 from pipeline.store.redis_store import RedisStore
 from pipeline_tests.api_process import ApiProcess, copy_warehouse, get, health, load_features, post, sqlite_serving

@@ -10,8 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.data.clicks import live_partition, publish_partition, read_manifest
+from pipeline.audits import AuditResult, Rejected
+from pipeline.data.clicks import publish_partition
 from pipeline.data.features import RESTAURANTS, USERS, load_snapshot
+from pipeline.data.processed_partition import live_partition, read_manifest
 from pipeline.model import export as export_module
 from pipeline.model.batches import BatchGatherer, FeatureTables
 from pipeline.model.checkpoint import TrainingState, load_checkpoint_model, load_published_state
@@ -21,7 +23,7 @@ from pipeline.model.network import ClickMLP, fused_logits
 from pipeline.model.training import NonFiniteTraining, TrainConfig, score_partitions, train
 from pipeline.model.training.plan import build_plan
 from pipeline.operations import status
-from pipeline.publish import Artifact, AuditResult, Rejected
+from pipeline.publish import Artifact
 from pipeline.serving.scorer import ModelScorer, live_scorer
 from pipeline.settings import load_settings
 from pipeline_tests.conftest import build_warehouse

@@ -18,9 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.arrow_ipc import read_ipc, write_ipc
+from pipeline.audits import AuditResult
 from pipeline.data.schema import RESTAURANT_FEATURES, USER_FEATURES, TableSpec
 from pipeline.data.shrink import ShrinkGuard, dropped_ids
-from pipeline.publish import Artifact, AuditResult, Published, verify_file, write_audit_publish
+from pipeline.integrity import verify_file
+from pipeline.publish import Artifact, Published, write_audit_publish
 
 LOCATION_COLUMNS = ("latitude", "longitude")
 

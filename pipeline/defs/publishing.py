@@ -13,7 +13,8 @@ from typing import TypeVar
 
 import dagster as dg
 
-from pipeline.publish import AuditResult, Published, Rejected
+from pipeline.audits import AuditResult, Rejected
+from pipeline.publish import Published
 
 T = TypeVar("T")
 

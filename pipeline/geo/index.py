@@ -23,9 +23,11 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.arrow_ipc import read_ipc, write_ipc
+from pipeline.audits import AuditResult
 from pipeline.data.features import IdIndex
 from pipeline.geo.distance import haversine_m, within_box
-from pipeline.publish import Artifact, AuditResult, Published, verify_file, write_audit_publish
+from pipeline.integrity import verify_file
+from pipeline.publish import Artifact, Published, write_audit_publish
 
 RESOLUTION = 8
 TABLE_FILE, CELLS_FILE = "table.arrow", "cells.arrow"

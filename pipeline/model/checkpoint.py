@@ -21,8 +21,9 @@ import torch
 
 from pipeline.atomic import staged_file
 from pipeline.disk_space import torch_bytes, write_bytes
+from pipeline.integrity import verify_file
 from pipeline.model.network import ClickMLP
-from pipeline.publish import Artifact, verify_file
+from pipeline.publish import Artifact
 
 FORMAT_VERSION = 1
 CHECKPOINT_FILE = "checkpoint.pt"

@@ -20,8 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
+from pipeline.audits import AuditResult, Rejected
 from pipeline.data.shrink import ShrinkGuard
-from pipeline.publish import AuditResult, Rejected
 
 KINDS = ("users", "restaurants")
 LOAD_BATCH = 10_000

@@ -18,8 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
+from pipeline.audits import Rejected
 from pipeline.data.shrink import ShrinkGuard
-from pipeline.publish import Rejected
 from pipeline.store.base import FeatureTable, StoreVersion, audit_loaded, refuse_shrink, validate_tables
 
 

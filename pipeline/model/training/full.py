@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.clicks import read_chunk
+from pipeline.data.processed_partition import read_chunk
 from pipeline.model.batches import seeded_generator
 from pipeline.model.training.selection import select_best_epoch, validate_epoch
 from pipeline.model.training.session import TrainingSession

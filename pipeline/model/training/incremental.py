@@ -8,7 +8,7 @@ reads only the chunks left.
 
 from __future__ import annotations
 
-from pipeline.data.clicks import read_chunk
+from pipeline.data.processed_partition import read_chunk
 from pipeline.model.batches import seeded_generator
 from pipeline.model.training.scoring import score_partitions
 from pipeline.model.training.session import TrainingSession

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 
 from pipeline.atomic import remove_stale_temporaries
+from pipeline.audits import Rejected
 from pipeline.data.layout import Warehouse
 from pipeline.disk_space import ensure_room
 from pipeline.locks import DEFAULT_LOCK_TIMEOUT_S
@@ -18,7 +19,7 @@ from pipeline.model.training.release import Gate, publish_candidate
 from pipeline.model.training.report import TrainReport, TrainResult
 from pipeline.model.training.session import TrainingSession
 from pipeline.model.training.start import start_run
-from pipeline.publish import Artifact, Rejected
+from pipeline.publish import Artifact
 
 LOOPS = {"incremental": train_incremental, "full": train_full}
 
@@ -27,7 +28,7 @@ def train(warehouse: Warehouse, config: TrainConfig, log: Callable[[str], None] 
           gate: Gate | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
           on_day: Callable[[dict], None] | None = None) -> TrainResult:
     """Run (or resume) training as ``config`` says and publish the result as the model of
-    record if it passes its audits; :class:`~pipeline.publish.Rejected` otherwise (the model of
+    record if it passes its audits; :class:`~pipeline.audits.Rejected` otherwise (the model of
     record stays). A second run waits for the first (the checkpoint's lock). ``on_day`` gets each
     step's numbers as it finishes: day (a full retrain's pool: its days), epoch, rows, train_loss
     and, incrementally, the day's prequential scores."""
