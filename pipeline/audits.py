@@ -6,9 +6,9 @@ candidate as written and publishes it only if every :class:`AuditResult` passed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 
@@ -23,10 +23,11 @@ class AuditResult:
 
 
 class Rejected(Exception):
-    """A candidate failed an audit; nothing was published."""
+    """A candidate failed an audit; nothing was published. ``artifact``: the published path, or
+    the online store's name (a URL is kept as given)."""
 
-    def __init__(self, artifact: Path, results: Sequence[AuditResult]):
-        self.artifact, self.results = Path(artifact), list(results)
+    def __init__(self, artifact: str | os.PathLike[str], results: Sequence[AuditResult]):
+        self.artifact, self.results = os.fspath(artifact), list(results)
         failed = "; ".join(f"{r.name}: {r.description or 'failed'}" for r in self.results if not r.passed)
         super().__init__(f"rejected candidate for {self.artifact} (the previous version stays live): {failed}")
 
