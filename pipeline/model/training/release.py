@@ -35,7 +35,7 @@ def publish_candidate(artifact: Artifact, state: TrainingState, tables: FeatureT
         state.save(staging / CHECKPOINT_FILE)
 
     def audit(staging: Path, _) -> list[AuditResult]:
-        written = TrainingState.load(staging / CHECKPOINT_FILE)
+        written = TrainingState.read(staging / CHECKPOINT_FILE)
         bad = non_finite_parameters(written.model)
         audits = [AuditResult(FINITE_CHECK, not bad, {"non_finite_values": sum(bad.values())},
                               f"non-finite values in {bad}" if bad else "")]

@@ -18,7 +18,7 @@ from pipeline.model.training.incremental import train_incremental
 from pipeline.model.training.release import Gate, publish_candidate
 from pipeline.model.training.report import TrainReport, TrainResult
 from pipeline.model.training.session import TrainingSession
-from pipeline.model.training.start import start_run
+from pipeline.model.training.start import NothingToTrain, start_run
 from pipeline.publish import Artifact
 
 LOOPS = {"incremental": train_incremental, "full": train_full}
@@ -42,7 +42,7 @@ def train(warehouse: Warehouse, config: TrainConfig, log: Callable[[str], None] 
         # before any work: the run's saves and the candidate are each about as large as the model of record
         ensure_room(run_path, 2 * artifact.live_bytes(), "the unfinished run and the candidate checkpoint")
         start = start_run(warehouse, config, run_path, log)
-        if start.state is None:
+        if isinstance(start, NothingToTrain):
             report = TrainReport(config.mode, False, discarded_unfinished=start.discarded_unfinished)
             return TrainResult(load_published_state(warehouse.checkpoint), report)
         session = TrainingSession(config, start, run_path, log, on_day)
