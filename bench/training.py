@@ -54,10 +54,14 @@ def prepare(data: Path, warehouse: Path) -> dict:
 def _configure_from_environment() -> None:
     """This script is an entry point: the pipeline's settings (PIPELINE_NATIVE_KERNELS, ...) from the
     environment. Older commits (--compare-with) read the environment themselves."""
+    import pipeline
+
     try:
         from pipeline import runtime
         from pipeline.settings import load_settings
     except ImportError:
+        return
+    if Path(runtime.__file__).parent != Path(pipeline.__file__).parent:  # found in the editable install's tree
         return
     runtime.configure(load_settings())
 
