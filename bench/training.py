@@ -54,10 +54,14 @@ def prepare(data: Path, warehouse: Path) -> dict:
 def _configure_from_environment() -> None:
     """This script is an entry point: the pipeline's settings (PIPELINE_NATIVE_KERNELS, ...) from the
     environment. Older commits (--compare-with) read the environment themselves."""
+    import pipeline
+
     try:
         from pipeline import runtime
         from pipeline.settings import load_settings
     except ImportError:
+        return
+    if Path(runtime.__file__).parent != Path(pipeline.__file__).parent:  # found in the editable install's tree
         return
     runtime.configure(load_settings())
 
@@ -69,10 +73,15 @@ def ours(data: Path, warehouse: Path, settings: dict, out: Path) -> dict:
     from devtools.process_metrics import peak_rss_mb
     from pipeline.data.layout import ReferenceDataset, Warehouse
     from pipeline.model.batches import FeatureTables
-    from pipeline.model.checkpoint import load_checkpoint_model
     from pipeline.model.evaluate import evaluate_files
     from pipeline.model.export import export_torchscript
-    from pipeline.model.training import TrainConfig, train
+
+    try:
+        from pipeline.model.checkpoint import load_checkpoint_model
+        from pipeline.model.training import TrainConfig, train
+    except ImportError:  # --compare-with a commit from before training was a package
+        from pipeline.model.train import TrainConfig, train
+        from pipeline.model.train import load_model as load_checkpoint_model
 
     _configure_from_environment()
     layout = Warehouse(warehouse)

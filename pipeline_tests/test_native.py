@@ -1,6 +1,7 @@
 """The native training step and gather (pipeline/model/native): the torch path's results, the same
 bits at any thread count, clear errors, and a build that is reused, published whole, or declined."""
 
+import ctypes
 import dataclasses
 import hashlib
 import json
@@ -208,6 +209,39 @@ def test_gather_names_an_out_of_range_row_and_other_dtypes_take_index_select():
     assert torch.equal(out, torch.cat([users[long_rows], restaurants[long_rows]], 1))
 
 
+class _ReorderedTrainer(ctypes.Structure):  # beta1 moved to the end
+    _fields_ = [field for field in native.Trainer._fields_ if field[0] != "beta1"] + [("beta1", ctypes.c_double)]
+
+
+class _IntegerRateTrainer(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int64 if name == "lr" else kind) for name, kind in native.Trainer._fields_]
+
+
+class _LongerTrainer(ctypes.Structure):
+    _fields_ = [*native.Trainer._fields_, ("extra", ctypes.c_int64)]
+
+
+def test_the_python_mirror_of_the_c_structure_is_checked_against_the_built_library():
+    kernels = native.kernels()
+    assert kernels.layout_mismatch() is None  # every build is checked so before it is published
+    assert kernels.layout_mismatch(_ReorderedTrainer) == (
+        "field 14: ('beta1', b'd', 112) in C, ('beta2', b'd', 112) in Python (size 184 bytes in C, 184 in Python)")
+    assert kernels.layout_mismatch(_IntegerRateTrainer) == (
+        "field 13: ('lr', b'd', 104) in C, ('lr', b'i', 104) in Python (size 184 bytes in C, 184 in Python)")
+    assert kernels.layout_mismatch(_LongerTrainer) == (
+        "23 fields in C, 24 in Python (size 184 bytes in C, 192 in Python)")
+
+
+def test_a_failing_matrix_product_raises_with_atens_message():
+    trainer = _trainer(True)
+    clicks = torch.zeros(4)
+    status = trainer.kernels.library.train_step(ctypes.byref(trainer._native_state()), clicks.data_ptr(), -1,
+                                                trainer._logged_z.data_ptr(), trainer._logged_y.data_ptr())
+    assert status == native.MATMUL_FAILED
+    with pytest.raises(native.NativeMatmulFailed, match=r"at::mm_out\(-1×41, 41×128\): .*negative dimension -1"):
+        trainer.kernels.check_step(status)
+
+
 def test_the_build_is_reused_and_unused_builds_are_removed(tmp_path):
     unused, recent = tmp_path / "kernels-0123456789abcdef.so", tmp_path / "kernels-fedcba9876543210.so"
     killed = tmp_path / ".kernels-0123456789abcdef.so.tmp-0123456789ab"
@@ -216,11 +250,11 @@ def test_the_build_is_reused_and_unused_builds_are_removed(tmp_path):
     month_ago = time.time() - 31 * 86400
     os.utime(unused, (month_ago, month_ago))
     os.utime(killed, (month_ago, month_ago))
-    path = native.build(tmp_path, native.compiler())
+    path = native.build_into(tmp_path)
     built = path.stat().st_mtime_ns
     assert path.parent == tmp_path and not unused.exists() and not killed.exists()
     assert recent.exists()  # another checkout's torch, say, may be using it
-    assert native.build(tmp_path, native.compiler()) == path and path.stat().st_mtime_ns == built  # not rebuilt
+    assert native.build_into(tmp_path) == path and path.stat().st_mtime_ns == built  # not rebuilt
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, path.name + ".sha256", recent.name])
 
 
@@ -238,10 +272,13 @@ def fresh_kernels(tmp_path):
     native.configure(session)
 
 
-def test_without_a_compiler_training_takes_the_torch_path_and_says_why(fresh_kernels):
-    fresh_kernels(kernels="auto", compiler="no-such-cc")
+@pytest.mark.parametrize("missing, why", [
+    ({"compiler": "no-such-cc"}, "no C compiler: 'no-such-cc' is not on PATH (install gcc, or set CC)"),
+    ({"cxx_compiler": "no-such-c++"}, "no C++ compiler: 'no-such-c++' is not on PATH (install g++, or set CXX)")])
+def test_without_a_compiler_training_takes_the_torch_path_and_says_why(missing, why, fresh_kernels):
+    fresh_kernels(kernels="auto", **missing)
     assert native.kernels() is None
-    assert _trainer(True).kernel == "torch (no C compiler: 'no-such-cc' is not on PATH (install gcc, or set CC))"
+    assert _trainer(True).kernel == f"torch ({why})"
     users, restaurants = _tables()
     rows = torch.tensor([2, 1], dtype=torch.int32)
     assert torch.equal(inputs.gather(users, restaurants, rows, rows, torch.empty(2, 40)),

@@ -233,11 +233,12 @@ class FusedTrainer:
             # without an order the batch's own rows (int32, float32: 4 bytes each); with one the pool's
             # rows, through the batch's stretch of the order (int64)
             rows, at = (4 * start, None) if order_at is None else (0, order_at + 8 * start)
-            bad = run(state_ref, rows_at + rows, restaurants_at + rows, clicks_at + rows, at, n, logged_z + logged,
-                      logged_y + logged)
-            if bad >= 0:  # nothing trained or logged: give the slot back, name the row
+            status = run(state_ref, rows_at + rows, restaurants_at + rows, clicks_at + rows, at, n,
+                         logged_z + logged, logged_y + logged)
+            if status != native.DONE:  # nothing trained or logged: give the slot back, say why
                 self._logged -= n
-                native.check_rows(bad, users, restaurants, *pool.batch(start, start + n)[:2])
+                self.kernels.check_step(status)
+                native.check_rows(status, users, restaurants, *pool.batch(start, start + n)[:2])
             steps += 1
         return steps
 
@@ -251,8 +252,10 @@ class FusedTrainer:
     def _native_step(self, clicks: torch.Tensor) -> None:
         n, state = len(clicks), self._native_state()
         logged = 4 * self._log_slot(n)  # float32
-        self.kernels.library.train_step(ctypes.byref(state), clicks.float().contiguous().data_ptr(), n,
-                                        self._logged_z.data_ptr() + logged, self._logged_y.data_ptr() + logged)
+        status = self.kernels.library.train_step(ctypes.byref(state), clicks.float().contiguous().data_ptr(), n,
+                                                 self._logged_z.data_ptr() + logged,
+                                                 self._logged_y.data_ptr() + logged)
+        self.kernels.check_step(status)
 
     def _log_slot(self, n: int) -> int:
         """Where the next ``n`` logits and labels go in the loss log (flushed first when full)."""
