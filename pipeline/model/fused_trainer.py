@@ -176,7 +176,7 @@ class FusedTrainer:
         if x.data_ptr() != x40.data_ptr():
             x40.copy_(x)
         if self.kernels:
-            self._native_step(clicks)
+            self._native_step(self.kernels, clicks)
             return
         m, width = self.model, self.width
         w2, b2, w3 = m.fc2.weight, m.fc2.bias, m.out.weight
@@ -249,13 +249,12 @@ class FusedTrainer:
         state.lr, (state.beta1, state.beta2), state.eps = group["lr"], group["betas"], group["eps"]
         return state
 
-    def _native_step(self, clicks: torch.Tensor) -> None:
+    def _native_step(self, kernels: native.Kernels, clicks: torch.Tensor) -> None:
         n, state = len(clicks), self._native_state()
         logged = 4 * self._log_slot(n)  # float32
-        status = self.kernels.library.train_step(ctypes.byref(state), clicks.float().contiguous().data_ptr(), n,
-                                                 self._logged_z.data_ptr() + logged,
-                                                 self._logged_y.data_ptr() + logged)
-        self.kernels.check_step(status)
+        status = kernels.library.train_step(ctypes.byref(state), clicks.float().contiguous().data_ptr(), n,
+                                            self._logged_z.data_ptr() + logged, self._logged_y.data_ptr() + logged)
+        kernels.check_step(status)
 
     def _log_slot(self, n: int) -> int:
         """Where the next ``n`` logits and labels go in the loss log (flushed first when full)."""

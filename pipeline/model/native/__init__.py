@@ -114,7 +114,8 @@ class Kernels:
             fields.append((rows[i].name.decode(), rows[i].kind, rows[i].offset))
             i += 1
         size = rows[i].offset
-        mirrored = [(name, _KINDS.get(kind, b"?"), getattr(mirror, name).offset) for name, kind in mirror._fields_]
+        mirrored = [(field[0], _KINDS.get(field[1], b"?"), getattr(mirror, field[0]).offset)
+                    for field in mirror._fields_]
         if fields == mirrored and size == ctypes.sizeof(mirror):
             return None
         pairs = enumerate(zip(fields, mirrored, strict=False))
