@@ -87,11 +87,13 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 
 test: install $(BQ_ENV)/.installed
 	$(BIN)/ruff check pipeline pipeline_tests bench devtools
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 # The development loop: everything but the tests marked slow (the full suite is make test).
 test-fast: install $(BQ_ENV)/.installed
 	$(BIN)/ruff check pipeline pipeline_tests bench devtools
+	$(BIN)/mypy
 	$(BIN)/pytest -m "not slow" -q
 
 dev: install $(DAGSTER_HOME)/dagster.yaml

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipeline.data.clicks import read_manifest
 from pipeline.data.layout import ReferenceDataset, parse_day
+from pipeline.data.processed_partition import read_manifest
 from pipeline_devtools.benchmarks import machine
 from pipeline_devtools.celery_workers import celery_workers
 from pipeline_devtools.redis_server import RedisServer

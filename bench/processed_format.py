@@ -24,8 +24,9 @@ import pyarrow as pa
 import torch
 
 from pipeline.arrow_ipc import read_first_batch, write_ipc
-from pipeline.data.clicks import iter_chunks, publish_partition
+from pipeline.data.clicks import publish_partition
 from pipeline.data.features import RESTAURANTS, USERS, read_source_features
+from pipeline.data.processed_partition import iter_chunks
 from pipeline_devtools.benchmarks import machine
 
 

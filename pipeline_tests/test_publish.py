@@ -4,14 +4,8 @@ import os
 
 import pytest
 
-from pipeline.publish import (
-    Artifact,
-    AuditResult,
-    Corrupt,
-    Rejected,
-    verify_file,
-    write_audit_publish,
-)
+from pipeline.audits import AuditResult, Rejected
+from pipeline.publish import Artifact, write_audit_publish
 
 
 def _publish(path, text, passed=True, version=None):
@@ -80,18 +74,3 @@ def test_a_plain_directory_from_before_versioning_is_moved_aside(tmp_path):
     assert (target / "data.txt").read_text() == "new"
     [aside] = tmp_path.glob(".artifact.unversioned-*")
     assert (aside / "old.txt").read_text() == "old"
-
-
-def test_corruption_of_a_published_file_is_detected_on_read(tmp_path):
-    target = tmp_path / "artifact"
-    published = _publish(target, "0123456789")
-    assert verify_file(published.path, "data.txt").read_text() == "0123456789"
-    path = published.path / "data.txt"
-    with open(path, "r+b") as handle:
-        handle.seek(4)
-        handle.write(b"X")
-    with pytest.raises(Corrupt, match=r"data\.txt: crc32 .* was published \(the file is corrupt\)"):
-        verify_file(published.path, "data.txt")
-    path.write_text("0123")
-    with pytest.raises(Corrupt, match=r"4 bytes, 10 were published \(truncated or replaced\)"):
-        verify_file(published.path, "data.txt")

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import torch
 
+from pipeline.audits import AuditResult
 from pipeline.disk_space import torch_bytes, write_bytes
 from pipeline.model.network import ClickMLP
-from pipeline.publish import AuditResult, Published, write_audit_publish
+from pipeline.publish import Published, write_audit_publish
 from pipeline.settings import PublishingSettings
 
 JIT_DEPRECATION = r"`torch\.jit\.\w+` is deprecated"

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from pipeline.atomic import file_version
+from pipeline.integrity import verify_file
 from pipeline.model.export import FORMAT_FILES, MODEL_FILE, PARITY_TOLERANCE, torchscript_deprecation_silenced
-from pipeline.publish import Artifact, verify_file
+from pipeline.publish import Artifact
 
 
 def _load(path: Path, fmt: str):

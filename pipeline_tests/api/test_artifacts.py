@@ -14,9 +14,10 @@ import torch
 
 from pipeline.api.artifacts import Artifacts
 from pipeline.geo.index import CELLS_FILE, TABLE_FILE, GeoIndex
+from pipeline.integrity import RECORD
 from pipeline.model.export import MODEL_FILE, publish_export
 from pipeline.model.network import ClickMLP
-from pipeline.publish import RECORD, Artifact, write_audit_publish
+from pipeline.publish import Artifact, write_audit_publish
 from pipeline.store.sqlite import SQLiteStore
 from pipeline_devtools.api_process import BODY, health, load_features, metric, post, wait_for
 from pipeline_devtools.published_copies import copy_warehouse

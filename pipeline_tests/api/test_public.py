@@ -10,7 +10,8 @@ import time
 import pytest
 
 from pipeline.api.public import public_text, public_value
-from pipeline.publish import RECORD, Artifact
+from pipeline.integrity import RECORD
+from pipeline.publish import Artifact
 from pipeline_devtools.api_process import ApiProcess, get, health, post, sqlite_serving
 
 BODY = {"candidate_restaurant_ids": list(range(0, 200, 7)), "latitude": 13.8, "longitude": 100.6, "max_dist": 20000}

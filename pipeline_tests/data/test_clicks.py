@@ -1,4 +1,4 @@
-"""Processing raw click files into chunks: the join, bad rows, schemas, duplicates and corrupt files;
+"""Processing raw click files into chunks: the join, bad rows, schemas, duplicates, bad sizes;
 and in a process of its own, peak memory independent of the partition's size and a kill -9 mid-partition
 that leaves the previous version live."""
 
@@ -17,17 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.data.clicks import (
-    CorruptFile,
-    count_duplicates,
-    iter_chunks,
-    publish_partition,
-    read_manifest,
-)
+from pipeline.data.clicks import count_duplicates, publish_partition
 from pipeline.data.features import RESTAURANTS, USERS, IdIndex, read_source_features
 from pipeline.data.generate import PRESETS, generate
+from pipeline.data.processed_partition import iter_chunks, read_manifest
 from pipeline.data.schema import SchemaError
-from pipeline.publish import Artifact, Corrupt
+from pipeline.publish import Artifact
 from pipeline_devtools.datasets import write_clicks
 
 F30 = [f"f{i:02d}" for i in range(30)]
@@ -135,39 +130,6 @@ def test_duplicate_count_is_exact_whatever_the_number_of_passes(tmp_path):
     assert count_duplicates(out, stats.chunks, 200, pass_bytes=30_000) == expected
 
 
-def _flip_byte(path, offset):
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        byte = handle.read(1)
-        handle.seek(offset)
-        handle.write(bytes([byte[0] ^ 0xFF]))
-
-
-def test_a_truncated_or_corrupt_click_file_fails_naming_the_file(tiny_dataset, tmp_path):
-    shard = tiny_dataset.shard_for_day("2026-01-01")
-    users, restaurants = IdIndex(np.arange(5_000)), IdIndex(np.arange(2_000))
-    truncated = tmp_path / "truncated.parquet"
-    truncated.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
-    with pytest.raises(CorruptFile, match=r"truncated\.parquet: not a readable parquet file"):
-        _process([truncated], tmp_path, users, restaurants)
-    # a byte flipped inside a data page: the page checksum the generator wrote catches it
-    flipped = tmp_path / "flipped.parquet"
-    flipped.write_bytes(shard.read_bytes())
-    _flip_byte(flipped, flipped.stat().st_size // 3)
-    with pytest.raises(CorruptFile, match=r"flipped\.parquet: corrupt data"):
-        _process([flipped], tmp_path, users, restaurants)
-    assert not (tmp_path / "out").exists()
-
-
-def test_a_corrupt_chunk_is_detected_when_it_is_read(tiny_dataset, tmp_path):
-    _, out = _process([tiny_dataset.shard_for_day("2026-01-01")], tmp_path, IdIndex(np.arange(5_000)),
-                      IdIndex(np.arange(2_000)), chunk_rows=1500)
-    chunk = out / "chunk-00001.arrow"
-    _flip_byte(chunk.resolve(), chunk.stat().st_size - 200)
-    with pytest.raises(Corrupt, match=r"chunk-00001\.arrow: crc32 .* \(the file is corrupt\)"):
-        list(iter_chunks(out))
-
-
 @pytest.mark.parametrize("sizes", [{"chunk_rows": 0}, {"batch_rows": -5}])
 def test_non_positive_sizes_are_refused_before_any_work(tmp_path, sizes):
     path = write_clicks(tmp_path / "c.parquet", {"user_id": [1], "restaurant_id": [1], "click": [1]})
@@ -175,14 +137,6 @@ def test_non_positive_sizes_are_refused_before_any_work(tmp_path, sizes):
     with pytest.raises(ValueError, match=f"{name} must be a positive integer, got {value}"):
         _process([path], tmp_path, IdIndex(np.arange(3)), IdIndex(np.arange(3)), **sizes)
     assert not list(tmp_path.glob("*out*"))
-
-
-def test_a_partition_written_before_versioned_publishing_is_refused_by_name(tmp_path):
-    legacy = tmp_path / "date=2026-01-01"
-    legacy.mkdir()
-    (legacy / "_manifest.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match=r"date=2026-01-01 was written before versioned publishing"):
-        read_manifest(legacy)
 
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "process_partition.py"

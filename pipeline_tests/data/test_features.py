@@ -5,6 +5,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.audits import Rejected
 from pipeline.data.features import (
     RESTAURANTS,
     USERS,
@@ -16,7 +17,7 @@ from pipeline.data.features import (
     snapshot_audits,
 )
 from pipeline.data.schema import SchemaError
-from pipeline.publish import Artifact, Rejected
+from pipeline.publish import Artifact
 
 
 @pytest.mark.parametrize("ids", [np.arange(1000), np.array([5, 9, 10, 400, 7_000_000_000]),

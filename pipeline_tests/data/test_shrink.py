@@ -5,9 +5,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.audits import Rejected
 from pipeline.data.features import USERS, load_snapshot, publish_snapshot, read_source_features
 from pipeline.data.shrink import MAX_SHRINK_SETTING, ShrinkGuard, dropped_ids
-from pipeline.publish import Artifact, Rejected
+from pipeline.publish import Artifact
 from pipeline.settings import SettingsError, load_settings
 
 

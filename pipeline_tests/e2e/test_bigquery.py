@@ -6,7 +6,7 @@ import os
 import dagster as dg
 import pytest
 
-from pipeline.data.clicks import read_manifest
+from pipeline.data.processed_partition import read_manifest
 from pipeline.publish import Artifact
 from pipeline_devtools.bigquery_emulator import DATASET
 from pipeline_devtools.commands import console

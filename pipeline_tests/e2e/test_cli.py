@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipeline.data.clicks import read_manifest
+from pipeline.data.processed_partition import read_manifest
 from pipeline.publish import Artifact
 from pipeline_devtools.commands import console
 

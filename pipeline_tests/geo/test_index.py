@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.audits import Rejected
 from pipeline.geo.distance import EARTH_RADIUS_M, haversine_m
 from pipeline.geo.index import GeoIndex
-from pipeline.publish import Artifact, Rejected
+from pipeline.publish import Artifact
 
 PENTAGONS = [h3.cell_to_latlng(c) for c in h3.get_pentagons(8)]
 

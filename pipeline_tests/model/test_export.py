@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.audits import Rejected
 from pipeline.model import export as export_module
 from pipeline.model.checkpoint import load_checkpoint_model
 from pipeline.model.export import export_program, export_torchscript, fastest, publish_export, verify_export
 from pipeline.model.network import ClickMLP, fused_logits
 from pipeline.model.training import TrainConfig, train
-from pipeline.publish import Artifact, Rejected
+from pipeline.publish import Artifact
 from pipeline.serving.scorer import ModelScorer, live_scorer
 from pipeline.settings import load_settings
 

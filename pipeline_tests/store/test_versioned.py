@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.audits import Rejected
 from pipeline.data.shrink import ShrinkGuard
-from pipeline.publish import Rejected
 from pipeline.store.base import SHRINK_CHECK, FeatureTable
 from pipeline_devtools.synthetic import feature_tables
 

@@ -10,7 +10,7 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from pipeline.data.clicks import iter_chunks, read_manifest
+from pipeline.data.processed_partition import iter_chunks, read_manifest
 from pipeline.defs.assets.clicks import processed_clicks, raw_clicks
 from pipeline.defs.assets.features import restaurant_features, user_features
 from pipeline.defs.assets.model import click_model

@@ -8,12 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
+from pipeline.audits import AuditResult, Rejected
 from pipeline.defs.assets.features import user_features
 from pipeline.defs.assets.model import click_model, model_exports
 from pipeline.defs.resources import LocalParquetSourceResource, WarehouseResource
 from pipeline.model.checkpoint import load_checkpoint_model
 from pipeline.model.export import MODEL_FILE, export_torchscript, publish_export
-from pipeline.publish import Artifact, AuditResult, Rejected, write_audit_publish
+from pipeline.publish import Artifact, write_audit_publish
 from pipeline_devtools.dagster_runs import step_failures
 from pipeline_devtools.warehouse_build import build_warehouse
 

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.data.bigquery import BigQuerySettings, BigQuerySource, CostCapExceeded
-from pipeline.data.clicks import iter_chunks, read_manifest
 from pipeline.data.features import RESTAURANTS, USERS, load_snapshot
+from pipeline.data.processed_partition import iter_chunks, read_manifest
 from pipeline.data.schema import CLICKS, SchemaError
 from pipeline.data.sources import SourceConfigError, TransientSourceError
 from pipeline.defs.assets.clicks import processed_clicks, raw_clicks

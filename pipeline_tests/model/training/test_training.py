@@ -8,15 +8,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.data.clicks import live_partition, publish_partition, read_manifest
+from pipeline.audits import AuditResult, Rejected
+from pipeline.data.clicks import publish_partition
 from pipeline.data.features import RESTAURANTS, USERS, load_snapshot
+from pipeline.data.processed_partition import live_partition, read_manifest
 from pipeline.model.batches import BatchGatherer, FeatureTables
 from pipeline.model.checkpoint import TrainingState, load_checkpoint_model, load_published_state
 from pipeline.model.evaluate import accuracy_gate
 from pipeline.model.training import NonFiniteTraining, TrainConfig, score_partitions, train
 from pipeline.model.training.plan import build_plan
 from pipeline.operations import status
-from pipeline.publish import Artifact, AuditResult, Rejected
+from pipeline.publish import Artifact
 from pipeline_devtools.warehouse_build import build_warehouse
 
 FAST = dict(batch_size=512, threads=1)
