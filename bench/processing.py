@@ -21,16 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._common import machine, run_role  # noqa: E402
+from pipeline_devtools.benchmarks import machine, run_role
 
 
 def ours(data: Path, warehouse: Path, files_per_partition: int) -> dict:
-    from devtools.process_metrics import peak_rss_mb
     from pipeline.data.clicks import publish_partition
     from pipeline.data.features import RESTAURANTS, USERS, load_id_index
     from pipeline.data.layout import ReferenceDataset, Warehouse
+    from pipeline_devtools.process_metrics import peak_rss_mb
 
     layout = Warehouse(warehouse)
     dataset = ReferenceDataset(data, dt.date(2026, 1, 1))
@@ -53,8 +51,8 @@ def ours(data: Path, warehouse: Path, files_per_partition: int) -> dict:
 
 
 def snapshots(data: Path, warehouse: Path) -> dict:
-    from devtools.warehouse_build import build_from_reference
     from pipeline.data.layout import ReferenceDataset, Warehouse
+    from pipeline_devtools.warehouse_build import build_from_reference
 
     started = time.perf_counter()
     build_from_reference(ReferenceDataset(data, dt.date(2026, 1, 1)), Warehouse(warehouse), days=0)
@@ -65,7 +63,7 @@ def baseline(data: Path, max_rows: int) -> dict:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from devtools.process_metrics import peak_rss_mb
+    from pipeline_devtools.process_metrics import peak_rss_mb
 
     files, rows = [], 0
     for path in sorted((data / "train").glob("train_*.parquet")):

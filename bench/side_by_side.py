@@ -53,7 +53,6 @@ def reads(data: Path, store_kind: str, count: int) -> dict:
     import pyarrow.parquet as pq
     import torch
 
-    from devtools.redis_server import local_redis_server
     from pipeline.data.features import RESTAURANTS, USERS, read_source_features
     from pipeline.geo.index import GeoIndex
     from pipeline.model.export import export_torchscript
@@ -63,6 +62,7 @@ def reads(data: Path, store_kind: str, count: int) -> dict:
     from pipeline.serving.scorer import ModelScorer
     from pipeline.store.redis_store import RedisStore
     from pipeline.store.sqlite import SQLiteStore
+    from pipeline_devtools.redis_server import local_redis_server
 
     torch.set_num_threads(1)
     users = read_source_features(data / "user_features.parquet", USERS)
@@ -112,8 +112,7 @@ def main() -> None:
     sys.path.insert(0, str(args.code.resolve()))
     result = (epoch(args.warehouse.resolve()) if args.what == "epoch"
               else reads(args.data.resolve(), args.store, args.requests))
-    sys.path.insert(0, str(here))
-    from bench._common import machine
+    from pipeline_devtools.benchmarks import machine
 
     print(json.dumps({**result, "code": str(args.code.resolve()), "machine": machine(),
                       "command": " ".join(["python", "bench/side_by_side.py", *sys.argv[1:]])}))

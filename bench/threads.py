@@ -30,9 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._common import machine  # noqa: E402
+from pipeline_devtools.benchmarks import machine
 
 SETTINGS = (1, 2, 0)
 CBWR = ("OFF", "AUTO,STRICT")  # MKL's default, and the pipeline's
