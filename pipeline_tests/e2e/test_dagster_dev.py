@@ -36,11 +36,9 @@ def _locations(port: int) -> list[dict] | None:
 def test_dagster_dev_with_the_workspace_file_and_dg_dev_both_serve_the_location(tmp_path):
     """``dagster dev -w workspace.yaml`` and ``dg dev`` (which reads [tool.dg]), started side by side
     from the repository root, each serve the one code location ``pipeline``, loaded without error.
-    Their instance cannot launch a run and their source is empty, so the daemon's sensors do nothing."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("run_queue:\n  max_concurrent_runs: 0\ntelemetry:\n  enabled: false\n")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "VIRTUAL_ENV": str(BIN.parent),
+    Their instances cannot launch a run and their source is empty, so the daemons' sensors do nothing.
+    Each has a DAGSTER_HOME of its own: two instances creating one SQLite storage at once race."""
+    env = {**os.environ, "VIRTUAL_ENV": str(BIN.parent),
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PIPELINE_DATASET_DIR": str(tmp_path / "no_dataset"),
            "PIPELINE_WAREHOUSE_DIR": str(tmp_path / "warehouse")}
     commands = {"dagster dev -w workspace.yaml": [str(BIN / "dagster"), "dev", "-w", "workspace.yaml"],
@@ -48,11 +46,14 @@ def test_dagster_dev_with_the_workspace_file_and_dg_dev_both_serve_the_location(
     servers = {}
     try:
         for name, command in commands.items():
+            home = tmp_path / f"dagster_home_{name.split()[0]}"
+            home.mkdir()
+            (home / "dagster.yaml").write_text("run_queue:\n  max_concurrent_runs: 0\ntelemetry:\n  enabled: false\n")
             port = free_port()
             log = open(tmp_path / f"{name.split()[0]}.log", "wb")
             servers[name] = (port, log, subprocess.Popen(
-                [*command, "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True))
+                [*command, "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
+                env={**env, "DAGSTER_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         deadline, loaded = time.monotonic() + 180, {}
         while len(loaded) < len(servers) and time.monotonic() < deadline:
             for name, (port, log, process) in servers.items():
