@@ -26,11 +26,13 @@ LAUNCH := $(BIN)/dg launch
 .PHONY: install lock bigquery-emulator demo test test-fast dev serve loadtest worker clean
 
 # Exactly the locked versions, every file checked against its hash (torch: the local 2.13.0+cpu wheel),
-# then the project itself without resolving anything again.
-$(BIN)/.installed: requirements.lock pyproject.toml setup.py
+# then the project itself and its development package (devtools/: the tests' and benchmarks' helpers),
+# both editable, without resolving anything again.
+$(BIN)/.installed: requirements.lock pyproject.toml setup.py devtools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet --no-deps -e ./devtools
 	touch $@
 
 install: $(BIN)/.installed
@@ -85,11 +87,13 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 
 test: install $(BQ_ENV)/.installed
 	$(BIN)/ruff check pipeline pipeline_tests bench devtools
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 # The development loop: everything but the tests marked slow (the full suite is make test).
 test-fast: install $(BQ_ENV)/.installed
 	$(BIN)/ruff check pipeline pipeline_tests bench devtools
+	$(BIN)/mypy
 	$(BIN)/pytest -m "not slow" -q
 
 dev: install $(DAGSTER_HOME)/dagster.yaml

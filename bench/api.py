@@ -33,17 +33,15 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._common import machine  # noqa: E402
-from devtools.redis_server import free_port, redis_server  # noqa: E402
-from devtools.warehouse_build import build_from_reference  # noqa: E402
-from pipeline.api.loadtest import DEFAULT_RAMP, ramp, run  # noqa: E402
-from pipeline.data.layout import ReferenceDataset, Warehouse  # noqa: E402
-from pipeline.geo.index import GeoIndex  # noqa: E402
-from pipeline.model.export import publish_torchscript_file  # noqa: E402
-from pipeline.store.base import FeatureTable  # noqa: E402
-from pipeline.store.redis_store import RedisStore  # noqa: E402
+from pipeline.api.loadtest import DEFAULT_RAMP, ramp, run
+from pipeline.data.layout import ReferenceDataset, Warehouse
+from pipeline.geo.index import GeoIndex
+from pipeline.model.export import publish_torchscript_file
+from pipeline.store.base import FeatureTable
+from pipeline.store.redis_store import RedisStore
+from pipeline_devtools.benchmarks import machine
+from pipeline_devtools.redis_server import free_port, redis_server
+from pipeline_devtools.warehouse_build import build_from_reference
 
 START = date(2026, 1, 1)  # any: only the feature tables are used
 

@@ -31,15 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import dagster as dg
 
-import dagster as dg  # noqa: E402
-
-from bench._common import machine  # noqa: E402
-from devtools.celery_workers import celery_workers  # noqa: E402
-from devtools.redis_server import RedisServer  # noqa: E402
-from pipeline.data.clicks import read_manifest  # noqa: E402
-from pipeline.data.layout import ReferenceDataset, parse_day  # noqa: E402
+from pipeline.data.layout import ReferenceDataset, parse_day
+from pipeline.data.processed_partition import read_manifest
+from pipeline_devtools.benchmarks import machine
+from pipeline_devtools.celery_workers import celery_workers
+from pipeline_devtools.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

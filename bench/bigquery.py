@@ -4,7 +4,7 @@ emulator (local-bigquery 0.3.2 from .venv-bigquery; ``make bigquery-emulator``).
 Ways: ``storage_read`` (a read session restricted to the day's partition, no query job),
 ``query+storage`` (the @day query, its result read through the Storage API) and ``query+rest``
 (the query, its result paged over REST). Each extract runs in a fresh process
-(devtools/extract_peak_rss.py) that reports its time and peak RSS growth; the day is shard
+(pipeline_devtools/extract_peak_rss.py) that reports its time and peak RSS growth; the day is shard
 ``--shard`` of a reference dataset (the full preset: 625k rows). The emulator reports 0 bytes for
 queries, so the price column is computed from BigQuery's list prices and the bytes the day's
 columns hold (docs/OPERATIONS.md). Prints one JSON line.
@@ -24,12 +24,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pipeline_devtools.benchmarks import machine
+from pipeline_devtools.bigquery_emulator import bigquery_emulator, load_table, with_day
 
-from bench._common import machine  # noqa: E402
-from devtools.bigquery_emulator import bigquery_emulator, load_table, with_day  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
 WAYS = {"storage_read": ("storage", "storage_read"), "query+storage": ("storage", "query"),
         "query+rest": ("rest", "query")}
 ON_DEMAND_USD_PER_TIB, STORAGE_READ_USD_PER_TIB = 6.25, 1.10  # BigQuery list prices (US multi-region)
@@ -55,9 +52,9 @@ def main() -> None:
         for way, (read_api, clicks_read) in WAYS.items():
             runs = []
             for _ in range(args.repeat):
-                done = subprocess.run([sys.executable, "-m", "devtools.extract_peak_rss", emulator.endpoint,
+                done = subprocess.run([sys.executable, "-m", "pipeline_devtools.extract_peak_rss", emulator.endpoint,
                                        emulator.storage_endpoint, emulator.project, "bench", read_api, clicks_read,
-                                       str(PAGE_ROWS), "2026-01-01", day], capture_output=True, text=True, cwd=ROOT)
+                                       str(PAGE_ROWS), "2026-01-01", day], capture_output=True, text=True)
                 if done.returncode != 0:
                     raise RuntimeError(done.stderr[-3000:])
                 runs.append(json.loads(done.stdout.splitlines()[-1]))

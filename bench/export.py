@@ -18,9 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._common import machine  # noqa: E402
+from pipeline_devtools.benchmarks import machine
 
 
 def main() -> None:

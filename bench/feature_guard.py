@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from bench._common import machine
 from pipeline.data.features import USERS, FeatureSnapshot, _digest, publish_snapshot, shrink_audit
 from pipeline.data.generate import PRESETS, _write_clicks
 from pipeline.data.shrink import ShrinkGuard, dropped_ids
 from pipeline.data.sources import content_version, copy_owned
+from pipeline_devtools.benchmarks import machine
 
 
 def best_ms(call, repeat: int) -> float:

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._common import machine  # noqa: E402
-from devtools.process_metrics import peak_rss_mb  # noqa: E402
-from pipeline.data.generate import PRESETS, generate  # noqa: E402
+from pipeline.data.generate import PRESETS, generate
+from pipeline_devtools.benchmarks import machine
+from pipeline_devtools.process_metrics import peak_rss_mb
 
 REFERENCE_ROWS_PER_S = 36_000
 

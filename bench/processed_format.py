@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,12 +23,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._common import machine  # noqa: E402
-from pipeline.arrow_ipc import read_first_batch, write_ipc  # noqa: E402
-from pipeline.data.clicks import iter_chunks, publish_partition  # noqa: E402
-from pipeline.data.features import RESTAURANTS, USERS, read_source_features  # noqa: E402
+from pipeline.arrow_ipc import read_first_batch, write_ipc
+from pipeline.data.clicks import publish_partition
+from pipeline.data.features import RESTAURANTS, USERS, read_source_features
+from pipeline.data.processed_partition import iter_chunks
+from pipeline_devtools.benchmarks import machine
 
 
 def main() -> None:

@@ -32,24 +32,22 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._common import machine  # noqa: E402
-from devtools.redis_server import local_redis_server  # noqa: E402
-from pipeline.data.features import RESTAURANTS, USERS, read_source_features  # noqa: E402
-from pipeline.data.schema import LAT_RANGE, LON_RANGE  # noqa: E402
-from pipeline.geo.distance import EARTH_RADIUS_M  # noqa: E402
-from pipeline.geo.index import RESOLUTION, GeoIndex  # noqa: E402
-from pipeline.model.export import write_formats  # noqa: E402
-from pipeline.model.network import ClickMLP  # noqa: E402
-from pipeline.serving.formats import FORMAT_FILES  # noqa: E402
-from pipeline.serving.loadgen import closed_loop  # noqa: E402
-from pipeline.serving.recommender import Recommender  # noqa: E402
-from pipeline.serving.request import Request  # noqa: E402
-from pipeline.serving.scorer import ModelScorer  # noqa: E402
-from pipeline.store.base import FeatureTable  # noqa: E402
-from pipeline.store.redis_store import RedisStore  # noqa: E402
-from pipeline.store.sqlite import SQLiteStore  # noqa: E402
+from pipeline.data.features import RESTAURANTS, USERS, read_source_features
+from pipeline.data.schema import LAT_RANGE, LON_RANGE
+from pipeline.geo.distance import EARTH_RADIUS_M
+from pipeline.geo.index import RESOLUTION, GeoIndex
+from pipeline.model.export import write_formats
+from pipeline.model.network import ClickMLP
+from pipeline.serving.formats import FORMAT_FILES
+from pipeline.serving.loadgen import closed_loop
+from pipeline.serving.recommender import Recommender
+from pipeline.serving.request import Request
+from pipeline.serving.scorer import ModelScorer
+from pipeline.store.base import FeatureTable
+from pipeline.store.redis_store import RedisStore
+from pipeline.store.sqlite import SQLiteStore
+from pipeline_devtools.benchmarks import machine
+from pipeline_devtools.redis_server import local_redis_server
 
 CANDIDATES = (100, 1000, 5000)
 WITHOUT_CANDIDATES_M = (5000.0, 10000.0, 20000.0)

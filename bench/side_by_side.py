@@ -10,7 +10,7 @@ training epoch over every processed day of ``--warehouse`` (built by that code's
 requests of requests.parquet with all their candidates, features read from the store on every
 request (after 200 warm-up requests), 1 torch thread. It also drives the store API before
 versioned loads (``store.load`` per kind), so commits from before can be measured with it.
-Prints one JSON object as its last line.
+``peak_rss_mb`` is the process's high-water mark. Prints one JSON object as its last line.
 """
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ def _configure_from_environment() -> None:
 
 def epoch(warehouse: Path) -> dict:
     from pipeline.data.layout import Warehouse
-    from pipeline.model.training import TrainConfig, train
+
+    try:
+        from pipeline.model.training import TrainConfig, train
+    except ImportError:  # before training was a package
+        from pipeline.model.train import TrainConfig, train
 
     _configure_from_environment()
     config = TrainConfig(mode="full", epochs=1)
@@ -53,16 +57,20 @@ def reads(data: Path, store_kind: str, count: int) -> dict:
     import pyarrow.parquet as pq
     import torch
 
-    from devtools.redis_server import local_redis_server
     from pipeline.data.features import RESTAURANTS, USERS, read_source_features
     from pipeline.geo.index import GeoIndex
     from pipeline.model.export import export_torchscript
     from pipeline.model.network import ClickMLP
     from pipeline.serving.recommender import Recommender
-    from pipeline.serving.request import Request
     from pipeline.serving.scorer import ModelScorer
     from pipeline.store.redis_store import RedisStore
     from pipeline.store.sqlite import SQLiteStore
+    from pipeline_devtools.redis_server import local_redis_server
+
+    try:
+        from pipeline.serving.request import Request
+    except ImportError:  # before the request had its own module
+        from pipeline.serving.recommender import Request
 
     torch.set_num_threads(1)
     users = read_source_features(data / "user_features.parquet", USERS)
@@ -112,10 +120,11 @@ def main() -> None:
     sys.path.insert(0, str(args.code.resolve()))
     result = (epoch(args.warehouse.resolve()) if args.what == "epoch"
               else reads(args.data.resolve(), args.store, args.requests))
-    sys.path.insert(0, str(here))
-    from bench._common import machine
+    from pipeline_devtools.benchmarks import machine
+    from pipeline_devtools.process_metrics import peak_rss_mb
 
-    print(json.dumps({**result, "code": str(args.code.resolve()), "machine": machine(),
+    print(json.dumps({**result, "peak_rss_mb": round(peak_rss_mb(), 1), "code": str(args.code.resolve()),
+                      "machine": machine(),
                       "command": " ".join(["python", "bench/side_by_side.py", *sys.argv[1:]])}))
 
 

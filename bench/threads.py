@@ -30,9 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._common import machine  # noqa: E402
+from pipeline_devtools.benchmarks import machine
 
 SETTINGS = (1, 2, 0)
 CBWR = ("OFF", "AUTO,STRICT")  # MKL's default, and the pipeline's
@@ -42,8 +40,8 @@ def measure(warehouse: Path, days: int, rounds: int, block_steps: int, batch_siz
     import numpy as np
     import torch
 
-    from pipeline.data.clicks import iter_chunks, live_partition
     from pipeline.data.layout import Warehouse
+    from pipeline.data.processed_partition import iter_chunks, live_partition
     from pipeline.model.batches import BatchGatherer, FeatureTables, seeded_generator
     from pipeline.model.fused_trainer import FusedTrainer, bind_to_flat_buffers
     from pipeline.model.network import ClickMLP, make_optimizer

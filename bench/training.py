@@ -32,19 +32,18 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 if "--code" in sys.argv:  # another commit's code (--compare-with): its pipeline package comes first
     sys.path.insert(0, sys.argv[sys.argv.index("--code") + 1])
 
-from bench._common import machine, run_role  # noqa: E402
+from pipeline_devtools.benchmarks import machine, run_role  # noqa: E402
 
 START = dt.date(2026, 1, 1)
 
 
 def prepare(data: Path, warehouse: Path) -> dict:
     """Feature snapshots and processed partitions, as the pipeline's assets make them."""
-    from devtools.warehouse_build import build_from_reference
     from pipeline.data.layout import ReferenceDataset, Warehouse
+    from pipeline_devtools.warehouse_build import build_from_reference
 
     started = time.perf_counter()
     build_from_reference(ReferenceDataset(data, START), Warehouse(warehouse))
@@ -54,10 +53,14 @@ def prepare(data: Path, warehouse: Path) -> dict:
 def _configure_from_environment() -> None:
     """This script is an entry point: the pipeline's settings (PIPELINE_NATIVE_KERNELS, ...) from the
     environment. Older commits (--compare-with) read the environment themselves."""
+    import pipeline
+
     try:
         from pipeline import runtime
         from pipeline.settings import load_settings
     except ImportError:
+        return
+    if Path(runtime.__file__).parent != Path(pipeline.__file__).parent:  # found in the editable install's tree
         return
     runtime.configure(load_settings())
 
@@ -66,13 +69,18 @@ def ours(data: Path, warehouse: Path, settings: dict, out: Path) -> dict:
     import dataclasses
 
     import pipeline
-    from devtools.process_metrics import peak_rss_mb
     from pipeline.data.layout import ReferenceDataset, Warehouse
     from pipeline.model.batches import FeatureTables
-    from pipeline.model.checkpoint import load_checkpoint_model
     from pipeline.model.evaluate import evaluate_files
     from pipeline.model.export import export_torchscript
-    from pipeline.model.training import TrainConfig, train
+
+    try:
+        from pipeline.model.checkpoint import load_checkpoint_model
+        from pipeline.model.training import TrainConfig, train
+    except ImportError:  # --compare-with a commit from before training was a package
+        from pipeline.model.train import TrainConfig, train
+        from pipeline.model.train import load_model as load_checkpoint_model
+    from pipeline_devtools.process_metrics import peak_rss_mb
 
     _configure_from_environment()
     layout = Warehouse(warehouse)

@@ -45,7 +45,7 @@ class DiskFull(OSError):
         self.path = Path(path)
 
     def __str__(self) -> str:
-        return self.strerror  # names the path already
+        return self.strerror or super().__str__()  # the message names the path already
 
     def __reduce__(self):  # pickled across processes (a multiprocess or Celery step's error)
         return DiskFull, (self.path, self.strerror)

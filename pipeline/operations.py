@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 from pipeline.data.layout import Warehouse
 from pipeline.model.checkpoint import load_unfinished_run
@@ -26,7 +27,7 @@ def _artifact(path: Path, *fields: str) -> dict | None:
 def status(warehouse: Warehouse, store: FeatureStore | None) -> dict:
     """Every published artifact's live version (and what it pairs with), the unfinished training
     run if there is one, and the online store's live version."""
-    result = {
+    result: dict[str, Any] = {
         "features": {kind: _artifact(warehouse.features(kind), "rows", "ids_version")
                      for kind in ("users", "restaurants")},
         "processed_days": warehouse.processed_days(),
@@ -41,8 +42,12 @@ def status(warehouse: Warehouse, store: FeatureStore | None) -> dict:
         result["checkpoint"]["trained_days"] = len(result["checkpoint"]["trained_days"] or [])
     try:
         unfinished = load_unfinished_run(warehouse.training_run)
-        result["unfinished_training_run"] = None if unfinished is None else {
-            "mode": unfinished.cursor.mode, "step": unfinished.cursor.position, "steps": len(unfinished.cursor.plan)}
+        if unfinished is None:
+            result["unfinished_training_run"] = None
+        else:
+            _, cursor = unfinished
+            result["unfinished_training_run"] = {"mode": cursor.mode, "step": cursor.position,
+                                                 "steps": len(cursor.plan)}
     except ValueError as unreadable:
         result["unfinished_training_run"] = {"error": str(unreadable)}
     if store is not None:

@@ -10,7 +10,7 @@ An artifact at ``PATH`` is a set of immutable versions and a pointer to the live
 
 A writer takes the lock, writes a candidate into a fresh staging directory, runs the audits on
 the candidate as written, and only if every audit passes renames it to ``VERSION`` and switches
-the symlink with one ``rename`` (atomic). A failed audit raises :class:`Rejected`, naming the
+the symlink with one ``rename`` (atomic). A failed audit raises :class:`~pipeline.audits.Rejected`, naming the
 artifact, the check and why; the candidate is deleted and the previous version stays live. A
 killed writer leaves a staging directory that the next writer removes. After a switch the
 versions other than the live one and the one before it are removed, so a reader that resolved
@@ -24,7 +24,7 @@ the estimate of what the candidate needs; a write that runs out of space anyway 
 
 Readers resolve the pointer once (:meth:`Artifact.live`) and read every file of a version from
 that directory, so two files of one artifact never come from two versions. Every file's size and
-crc32 are recorded in ``_published.json``; :func:`verify_file` checks them on read.
+crc32 are recorded in ``_published.json``; :func:`pipeline.integrity.verify_file` checks them on read.
 """
 
 from __future__ import annotations
@@ -33,48 +33,19 @@ import contextlib
 import datetime as dt
 import errno
 import json
-import mmap
 import os
 import shutil
 import uuid
-import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.atomic import fsync_dir, fsync_file
+from pipeline.audits import AuditResult, Rejected
 from pipeline.disk_space import ensure_room, naming_disk_full
+from pipeline.integrity import RECORD, crc32_of
 from pipeline.locks import DEFAULT_LOCK_TIMEOUT_S, file_lock
-
-RECORD = "_published.json"
-
-
-class Rejected(Exception):
-    """A candidate failed an audit; nothing was published."""
-
-    def __init__(self, artifact: Path, results: Sequence[AuditResult]):
-        self.artifact, self.results = Path(artifact), list(results)
-        failed = "; ".join(f"{r.name}: {r.description or 'failed'}" for r in self.results if not r.passed)
-        super().__init__(f"rejected candidate for {self.artifact} (the previous version stays live): {failed}")
-
-    @property
-    def failed(self) -> list[AuditResult]:
-        return [r for r in self.results if not r.passed]
-
-
-class Corrupt(ValueError):
-    """A published file does not match the size or checksum recorded when it was published."""
-
-
-@dataclass
-class AuditResult:
-    """One check of a candidate: its name, verdict, numbers for the record, and why it failed."""
-
-    name: str
-    passed: bool
-    metadata: dict[str, Any] = field(default_factory=dict)
-    description: str = ""
 
 
 @dataclass
@@ -93,15 +64,6 @@ class Published:
     def read_json(self, name: str) -> dict:
         """A JSON file of the published version."""
         return json.loads((self.path / name).read_text())
-
-
-def crc32_of(path: Path) -> str:
-    """The file's crc32, read through a memory map: the bytes are never copied into Python buffers."""
-    with open(path, "rb") as handle:
-        if os.fstat(handle.fileno()).st_size == 0:
-            return f"{0:08x}"
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            return f"{zlib.crc32(mapped):08x}"
 
 
 def new_version_id() -> str:
@@ -307,22 +269,6 @@ def write_audit_publish(path: str | os.PathLike, write: Callable[[Path], Any],
     artifact = Artifact(path, keep)
     with artifact.lock(lock_timeout_s, on_wait):
         return artifact.write_audit_publish_locked(write, audit, version, record)
-
-
-def verify_file(version_dir: Path, name: str, record: dict | None = None) -> Path:
-    """``version_dir/name`` after checking its size and crc32 against the version's record."""
-    record = record or json.loads((version_dir / RECORD).read_text())
-    path = version_dir / name
-    expected = record["files"].get(name)
-    if expected is None:
-        raise Corrupt(f"{path}: not listed in {version_dir / RECORD}")
-    size = path.stat().st_size
-    if size != expected["bytes"]:
-        raise Corrupt(f"{path}: {size} bytes, {expected['bytes']} were published (truncated or replaced)")
-    crc = crc32_of(path)
-    if crc != expected["crc32"]:
-        raise Corrupt(f"{path}: crc32 {crc}, {expected['crc32']} was published (the file is corrupt)")
-    return path
 
 
 def _fsync_dir_files(directory: Path) -> None:

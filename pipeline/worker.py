@@ -157,7 +157,8 @@ def start(settings: Settings, name: str | None = None, concurrency: int | None =
         return 2
     found, storage = instance_problems()
     found += shared_state.problems(settings)
-    found.append(broker_problem(app, settings))
+    if (broker := broker_problem(app, settings)) is not None:
+        found.append(broker)
     found = [problem for problem in found if problem]
     if found:
         print(redact("pipeline worker: this machine cannot take steps:\n  - " + "\n  - ".join(found)),

@@ -17,7 +17,7 @@ from pipeline.model.training import TrainConfig, train
 from pipeline.publish import Artifact
 from pipeline.store.base import FeatureTable
 from pipeline.store.sqlite import SQLiteStore
-from pipeline_tests.conftest import build_warehouse
+from pipeline_devtools.warehouse_build import build_warehouse
 
 BIN = Path(sys.executable).parent
 

@@ -1,4 +1,6 @@
-"""The one redaction (pipeline/redaction.py) and the public form of HTTP bodies (pipeline/api/public.py)."""
+"""Secrets never leave the process: what the redaction masks, its logging filter, and a real ``pipeline
+serve`` and the real ``pipeline`` command against a real redis-server started with a password, every
+output searched for it while the server is up, paused (stalled) and killed."""
 
 from __future__ import annotations
 
@@ -7,9 +9,12 @@ import logging
 
 import pytest
 
-from pipeline.api.public import public_text, public_value
 from pipeline.redaction import MASK, RedactingFilter, install_log_redaction, redact, redact_value, register_secret
-from pipeline.store.redis_connection import celery_ssl_options, client_options, display_url
+from pipeline.store.redis_store import RedisStore
+from pipeline_devtools.api_process import ApiProcess, get, load_features, post
+from pipeline_devtools.commands import pipeline_command
+from pipeline_devtools.leaks import checked
+from pipeline_devtools.published_copies import copy_warehouse
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -35,27 +40,6 @@ def test_registered_secrets_are_masked_anywhere_and_short_values_are_not_registe
         {"a": [f"x {MASK}", 3], "b": ("redis://:***@h",)}
 
 
-def test_a_redis_url_registers_its_password_raw_and_decoded():
-    client_options("redis://:d%40ta-p%2Fss@127.0.0.1:1/0")
-    assert redact("AUTH d@ta-p/ss failed; d%40ta-p%2Fss") == f"AUTH {MASK} failed; {MASK}"
-    assert display_url("redis://:d%40ta-p%2Fss@127.0.0.1:1/0") == "redis://:***@127.0.0.1:1/0"
-
-
-def test_redis_tls_options_and_bad_urls_name_the_masked_url(tmp_path):
-    assert client_options("redis://:pw@h:1/0") == {}
-    ca = tmp_path / "ca.crt"
-    ca.write_text("not checked here")
-    assert client_options("rediss://:pw@h:1/0", str(ca)) == {"ssl_cert_reqs": "required", "ssl_ca_certs": str(ca)}
-    assert celery_ssl_options("rediss://:pw@h:1/0", str(ca)) == {"ssl_cert_reqs": "required",
-                                                                  "ssl_ca_certs": str(ca)}
-    assert celery_ssl_options("redis://:pw@h:1/0", str(ca)) is None
-    with pytest.raises(ValueError, match=r"PIPELINE_REDIS_CA_FILE=.*missing.pem is not a file.*rediss://:\*\*\*@h"):
-        client_options("rediss://:topsecret1@h:1/0", str(tmp_path / "missing.pem"))
-    with pytest.raises(ValueError, match=r"must start with redis://") as refused:
-        client_options("http://:topsecret2@h:1/0")
-    assert "topsecret2" not in str(refused.value)
-
-
 def test_the_logging_filter_masks_messages_arguments_and_tracebacks():
     stream = io.StringIO()
     logger = logging.getLogger("pipeline.test_redaction")
@@ -78,12 +62,58 @@ def test_the_logging_filter_masks_messages_arguments_and_tracebacks():
     assert "s3cr3t" not in output
 
 
-def test_public_text_names_warehouse_paths_relative_and_hides_other_absolute_paths(tmp_path):
-    root = tmp_path / "warehouse"
-    text = (f"FileNotFoundError: [Errno 2] No such file or directory: "
-            f"'{root}/models/click_model/export.versions/v1/model.pt'; sqlite /srv/online/features.db: locked; "
-            f"redis://:pw-1234@h:1/0 rate 3/4")
-    assert public_text(text, root) == (
-        "FileNotFoundError: [Errno 2] No such file or directory: 'models/click_model/export.versions/v1/model.pt'; "
-        "sqlite features.db: locked; redis://:***@h:1/0 rate 3/4")
-    assert public_value({"reason": [f"{root}/geo/index"], "n": 1}, root) == {"reason": ["geo/index"], "n": 1}
+BODY = {"candidate_restaurant_ids": list(range(0, 200, 7)), "latitude": 13.8, "longitude": 100.6, "max_dist": 20000}
+
+
+@pytest.mark.slow
+def test_the_redis_password_appears_in_no_http_body_cli_output_or_log(serving_artifacts, password_redis, tmp_path):
+    source, tables, _, _ = serving_artifacts
+    warehouse = copy_warehouse(source, tmp_path / "warehouse")
+    env = {"PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "REDIS_URL": password_redis.url,
+           "PIPELINE_ONLINE_STORE": "redis"}
+
+    def pipeline(where: str, *args: str) -> tuple[int, str]:
+        code, output = pipeline_command(env, *args)
+        return code, checked(where, output)
+
+    store = RedisStore(password_redis.url)
+    load_features(store, tables)
+    code, output = pipeline("rollback features with nothing kept", "rollback", "features")
+    assert code == 1 and "no previous version" in output, output
+    load_features(store, tables)
+    store.close()
+    code, output = pipeline("status, server up", "status")
+    assert code == 0 and '"online_store"' in output, output
+    code, output = pipeline("rollback features", "rollback", "features")
+    assert code == 0 and '"from": 2, "to": 1' in output, output
+
+    api = ApiProcess(tmp_path, env)
+    try:
+        api.wait_until(ready=True)
+        checked("/health, server up", get(api.base, "/health")[1])
+        assert post(api.base, "/recommend/7", BODY)[0] == 200
+        password_redis.pause()  # stalled: reads time out
+        try:
+            status, body, _ = post(api.base, "/recommend/7", BODY)
+            checked("the 503 body, server paused", str(body))
+            assert status == 503 and "online store unavailable" in body["error"], body
+            checked("the 503 body, breaker open", str(post(api.base, "/recommend/7", BODY)[1]))
+            status, text = get(api.base, "/health")
+            checked("/health, server paused", text)
+            assert status == 503 and "unavailable" in text
+        finally:
+            password_redis.resume()
+        password_redis.kill()  # stopped: connections refused
+        code, output = pipeline("status, server down", "status")
+        assert code == 1 and "redis redis://:***@127.0.0.1" in output, output
+        code, output = pipeline("rollback features, server down", "rollback", "features")
+        assert code == 1 and "redis://:***@" in output, output
+        status, body, _ = post(api.base, "/recommend/7", BODY)
+        checked("the 503 body, server killed", str(body))
+        assert status == 503 and "redis://:***@127.0.0.1" in body["error"], body
+        status, text = get(api.base, "/health")
+        checked("/health, server killed", text)
+        assert status == 503 and "redis://:***@127.0.0.1" in text
+    finally:
+        log = api.stop()
+    checked("the server log", log)

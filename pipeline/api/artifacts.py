@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.data.layout import Warehouse
 from pipeline.geo.index import GeoIndex
@@ -41,7 +42,7 @@ RETRY_MAX_S = 30.0  # the longest wait between two reads of a version that could
 @dataclass(frozen=True)
 class Loaded:
     version: str
-    value: object          # a ModelScorer or a GeoIndex
+    value: Any             # by its kind: a ModelScorer (model) or a GeoIndex (geo_index)
     record: dict
 
 

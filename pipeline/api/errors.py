@@ -9,6 +9,7 @@ an unknown path or method, a missing token (401) → their status; anything unex
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -20,7 +21,7 @@ from pipeline.api.public import public_text
 
 
 def error_response(status: int, message: str, root: Path, field: str | None = None, detail: list | None = None,
-                   retry_after: int | None = None, headers: dict | None = None) -> JSONResponse:
+                   retry_after: int | None = None, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The JSON error body, with ``Retry-After`` when ``retry_after`` is given; paths under ``root``
     are not named."""
     body = {"error": public_text(message, root), **({"field": field} if field else {}),
@@ -60,6 +61,7 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every error of ``app`` as a JSON body (``app.state.api.root`` names the warehouse)."""
-    app.add_exception_handler(RequestValidationError, invalid_request)
-    app.add_exception_handler(StarletteHTTPException, http_error)
+    # Starlette types every handler as taking Exception, though it passes the class it was registered for
+    app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, unexpected_error)

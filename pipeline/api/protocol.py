@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -75,7 +76,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._lingered_bytes = 0
         self._feed_other_bytes = 0            # bytes of other requests in the data being parsed
         self._lost = False
-        self._real_transport: asyncio.Transport | None = None
+        self._real_transport: asyncio.Transport  # set by connection_made, which asyncio calls first
         self.app = self._closing_when_draining(self.app)
 
     # ----- the connection
@@ -83,7 +84,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._real_transport = transport
-        self.transport = _LingeringTransport(transport, self)
+        # a proxy of the transport (every attribute but close and is_closing is the real one's), which
+        # the checker cannot see through __getattr__
+        self.transport = cast(asyncio.Transport, _LingeringTransport(transport, self))
         self._over_cap = len(self.connections) > self.limits.max_connections
         self._arm("new")
 
@@ -105,10 +108,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._unparsed_header_bytes += len(data) if reading_headers else max(0, len(data) - self._feed_other_bytes)
             self._check_header_size()
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> None:
         if self.lingering:
             self._real_transport.close()  # the client is done sending: the answer was read or never will be
-        return None
 
     def close_connection(self) -> None:
         """Close an idle connection now; linger after an answer or with a request partly read

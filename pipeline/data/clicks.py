@@ -1,4 +1,4 @@
-"""Raw click files → validated, id-resolved, model-ready chunks, streaming with bounded memory.
+"""Raw click files → validated, id-resolved, model-ready chunks, streaming with bounded memory, published.
 
 A processed partition is a directory of fixed-size Arrow IPC chunks (``chunk-NNNNN.arrow``, every
 chunk ``chunk_rows`` rows but the last) with columns ``user_row`` int32, ``restaurant_row`` int32
@@ -6,38 +6,44 @@ chunk ``chunk_rows`` rows but the last) with columns ``user_row`` int32, ``resta
 are gathered from the in-memory snapshots when a batch is formed (see docs/DATA.md for why).
 
 Rows with a null, an unknown user or restaurant, or a click outside {0, 1} are dropped and counted
-by reason (first reason in that order wins), so ``raw_rows == rows + sum(dropped)``. Repeated
-(user, restaurant) pairs are kept and counted as ``duplicates``.
+by reason (:func:`pipeline.data.raw_clicks.resolve_batch`), so ``raw_rows == rows + sum(dropped)``.
+Repeated (user, restaurant) pairs are kept and counted as ``duplicates``. Reading a published
+partition back: :mod:`pipeline.data.processed_partition`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.arrow_ipc import read_first_batch, write_ipc
+from pipeline.audits import AuditResult
 from pipeline.data.features import IdIndex
-from pipeline.data.schema import CLICKS
-from pipeline.publish import RECORD, Artifact, AuditResult, Published, verify_file, write_audit_publish
+from pipeline.data.raw_clicks import (
+    DEFAULT_BATCH_ROWS,
+    DROP_REASONS,
+    check_positive,
+    iter_raw_batches,
+    open_click_file,
+    resolve_batch,
+)
+from pipeline.publish import Published, write_audit_publish
 
 CHUNK_SCHEMA = pa.schema(
     [("user_row", pa.int32()), ("restaurant_row", pa.int32()), ("click", pa.int8())]
 )
-DROP_REASONS = ("null", "unknown_user", "unknown_restaurant", "invalid_click")
 MANIFEST = "_manifest.json"
 RECONCILE_CHECK = "raw_rows_reconcile"
 CHUNKS_CHECK = "chunks_match_manifest"
 FORMAT_VERSION = 1
 DEFAULT_CHUNK_ROWS = 1 << 20
-DEFAULT_BATCH_ROWS = 1 << 17
-DUPLICATE_PASS_BYTES = 128 << 20 # key buffer of one duplicate-counting pass (8 B a row)
+DUPLICATE_PASS_BYTES = 128 << 20  # key buffer of one duplicate-counting pass (8 B a row)
 
 
 @dataclass
@@ -94,96 +100,6 @@ class _ChunkWriter:
         self.filled = 0
 
 
-def _valid_mask(column: pa.Array) -> np.ndarray | None:
-    if column.null_count == 0:
-        return None
-    return column.is_valid().to_numpy(zero_copy_only=False)
-
-
-def _integers(column: pa.Array) -> np.ndarray:
-    if column.null_count:
-        column = column.fill_null(0)
-    return column.to_numpy(zero_copy_only=False)
-
-
-def resolve_batch(batch: pa.RecordBatch, users: IdIndex, restaurants: IdIndex,
-                  dropped: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Kept rows of a raw (user_id, restaurant_id, click) batch as (user_row, restaurant_row,
-    click int8); drops are added to ``dropped`` by reason."""
-    user_col, restaurant_col, click_col = batch.columns
-    user_row = users.rows(_integers(user_col))
-    restaurant_row = restaurants.rows(_integers(restaurant_col))
-    click = _integers(click_col)
-    ok = np.ones(batch.num_rows, bool)
-    for column in (user_col, restaurant_col, click_col):
-        valid = _valid_mask(column)
-        if valid is not None:
-            ok &= valid
-    dropped["null"] += int(batch.num_rows - ok.sum())
-    for reason, good in (("unknown_user", user_row >= 0),
-                         ("unknown_restaurant", restaurant_row >= 0),
-                         ("invalid_click", (click == 0) | (click == 1))):
-        bad = ok & ~good
-        count = int(bad.sum())
-        if count:
-            dropped[reason] += count
-            ok &= good
-    if ok.all():
-        return user_row, restaurant_row, click.astype(np.int8, copy=False)
-    return user_row[ok], restaurant_row[ok], click[ok].astype(np.int8)
-
-
-class CorruptFile(ValueError):
-    """A file that cannot be read as what it claims to be (truncated, a bad page, a bad footer)."""
-
-
-def _parquet(path: Path) -> pq.ParquetFile:
-    # Page checksums are verified where the writer stored them (the generator and every parquet
-    # file the pipeline writes do); files without them are read as before.
-    try:
-        return pq.ParquetFile(path, page_checksum_verification=True)
-    except (pa.ArrowException, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise CorruptFile(f"{path}: not a readable parquet file (truncated or corrupt): {exc}") from exc
-
-
-def open_click_file(path: Path) -> pq.ParquetFile:
-    """Open a raw click file and check its schema (errors name the file and column)."""
-    reader = _parquet(Path(path))
-    CLICKS.validate(reader.schema_arrow, str(path))
-    return reader
-
-
-def iter_raw_batches(files: Sequence[Path], batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    """(user_id, restaurant_id, click) batches of raw click files; every schema is checked before
-    the first batch is yielded; a page that fails to decode or to match its checksum raises
-    :class:`CorruptFile` naming the file."""
-    _positive(batch_rows=batch_rows)
-    files = [Path(f) for f in files]
-    for path in files:
-        open_click_file(path).close()
-    for path in files:
-        # One reader at a time: a finished reader still holds its last row group's buffers.
-        with _parquet(path) as reader:
-            batches = reader.iter_batches(batch_size=batch_rows, columns=CLICKS.column_names)
-            while True:
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    break
-                except (pa.ArrowException, OSError) as exc:
-                    raise CorruptFile(f"{path}: corrupt data (a page failed to decode or to match its "
-                                      f"checksum): {exc}") from exc
-                yield batch
-
-
-def _positive(**values: int) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def process_clicks(files: Sequence[Path], users: IdIndex, restaurants: IdIndex, out_dir: Path,
                    chunk_rows: int = DEFAULT_CHUNK_ROWS,
                    batch_rows: int = DEFAULT_BATCH_ROWS) -> PartitionStats:
@@ -192,7 +108,7 @@ def process_clicks(files: Sequence[Path], users: IdIndex, restaurants: IdIndex, 
     Memory is bounded by ``chunk_rows`` + ``batch_rows`` (plus the id indexes), whatever the size
     of the input. All schemas are checked before anything is written.
     """
-    _positive(chunk_rows=chunk_rows, batch_rows=batch_rows)
+    check_positive(chunk_rows=chunk_rows, batch_rows=batch_rows)
     started = time.perf_counter()
     stats = PartitionStats()
     writer = _ChunkWriter(out_dir, chunk_rows, stats)
@@ -269,8 +185,8 @@ def publish_partition(files: Sequence[Path], users: IdIndex, restaurants: IdInde
                       on_wait=None, **context) -> tuple[PartitionStats, Published]:
     """Process ``files`` into a candidate of the partition ``target``, audit it (see
     :func:`partition_audits`) and publish it with its manifest (``context``: day, sources,
-    snapshot versions …). :class:`~pipeline.publish.Rejected` if an audit fails."""
-    _positive(chunk_rows=chunk_rows, batch_rows=batch_rows)
+    snapshot versions …). :class:`~pipeline.audits.Rejected` if an audit fails."""
+    check_positive(chunk_rows=chunk_rows, batch_rows=batch_rows)
     raw_rows = 0
     for path in files:
         with open_click_file(path) as reader:
@@ -285,6 +201,8 @@ def publish_partition(files: Sequence[Path], users: IdIndex, restaurants: IdInde
                                     record=lambda stats: {"day": context.get("day"), "rows": stats.rows},
                                     on_wait=on_wait)
     return published.written, published
+
+
 def write_manifest(out_dir: Path, stats: PartitionStats, **context) -> dict:
     """Write ``_manifest.json`` (statistics plus ``context``: day, sources, snapshot versions)."""
     manifest = {"format_version": FORMAT_VERSION, **context, **asdict(stats),
@@ -293,48 +211,3 @@ def write_manifest(out_dir: Path, stats: PartitionStats, **context) -> dict:
     return manifest
 
 
-def live_partition(partition: Path) -> Path:
-    """The live version directory of a published processed partition (read every file from it)."""
-    try:
-        return Artifact(partition).live()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no processed partition at {partition} (materialize processed_clicks)") from None
-
-
-def _version_dir(partition: Path) -> Path:
-    """A version directory as given, or the live version of a published partition (resolved once)."""
-    partition = Path(partition)
-    if partition.is_symlink() or not partition.exists():
-        return live_partition(partition)
-    if not (partition / RECORD).exists():
-        raise FileNotFoundError(f"{partition} was written before versioned publishing (no {RECORD}): "
-                                f"re-materialize processed_clicks for that day")
-    return partition
-
-
-def read_manifest(partition: Path) -> dict:
-    """The manifest of the live version of ``partition`` (or of a version directory)."""
-    return json.loads((_version_dir(partition) / MANIFEST).read_text())
-
-
-def iter_chunks(partition: Path, verify: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (user_row, restaurant_row, click) numpy arrays chunk by chunk (memory-mapped) from
-    one version of ``partition``; each chunk is checked against its published crc32 first."""
-    directory = _version_dir(partition)
-    record = json.loads((directory / RECORD).read_text())
-    for chunk in json.loads((directory / MANIFEST).read_text())["chunks"]:
-        yield _read_chunk(directory, chunk["file"], record, verify)
-
-
-def read_chunk(partition: Path, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Chunk ``index`` of one version of ``partition``, as :func:`iter_chunks` yields it."""
-    directory = _version_dir(partition)
-    chunks = json.loads((directory / MANIFEST).read_text())["chunks"]
-    if not 0 <= index < len(chunks):
-        raise IndexError(f"{directory} has {len(chunks)} chunks, not a chunk {index}")
-    return _read_chunk(directory, chunks[index]["file"], json.loads((directory / RECORD).read_text()), True)
-
-
-def _read_chunk(directory: Path, file: str, record: dict, verify: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    batch = read_first_batch(verify_file(directory, file, record) if verify else directory / file)
-    return tuple(batch.column(i).to_numpy() for i in range(3))

@@ -18,9 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.arrow_ipc import read_ipc, write_ipc
+from pipeline.audits import AuditResult
 from pipeline.data.schema import RESTAURANT_FEATURES, USER_FEATURES, TableSpec
 from pipeline.data.shrink import ShrinkGuard, dropped_ids
-from pipeline.publish import Artifact, AuditResult, Published, verify_file, write_audit_publish
+from pipeline.integrity import verify_file
+from pipeline.publish import Artifact, Published, write_audit_publish
 
 LOCATION_COLUMNS = ("latitude", "longitude")
 
@@ -121,10 +123,10 @@ def read_source_features(path: str | Path, kind: FeatureKind) -> FeatureSnapshot
     kind.spec.validate(pq.read_schema(path), str(path))
     columns = [kind.id_column, *kind.location_columns, *kind.feature_columns]
     frame = pl.read_parquet(path, columns=columns).sort(kind.id_column)
-    ids = frame[kind.id_column]
-    if ids.null_count():
-        raise ValueError(f"{path}: column '{kind.id_column}' has {ids.null_count()} null ids")
-    ids = ids.cast(pl.Int64).to_numpy()
+    id_column = frame[kind.id_column]
+    if id_column.null_count():
+        raise ValueError(f"{path}: column '{kind.id_column}' has {id_column.null_count()} null ids")
+    ids = id_column.cast(pl.Int64).to_numpy()
     if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
         dup = ids[1:][ids[1:] == ids[:-1]]
         raise ValueError(
@@ -164,7 +166,7 @@ def snapshot_audits(snapshot: FeatureSnapshot, kind: FeatureKind) -> list[AuditR
     if kind.location_columns:
         invalid = snapshot.invalid_location_rows()
         where = ""
-        if len(invalid):
+        if len(invalid) and snapshot.locations is not None:  # rows are invalid only where there are locations
             row = int(invalid[0])
             lat, lon = snapshot.locations[row].tolist()
             where = (f"{len(invalid)} rows with a location off the globe or not finite; first: "
@@ -177,8 +179,9 @@ def snapshot_audits(snapshot: FeatureSnapshot, kind: FeatureKind) -> list[AuditR
 
 def _snapshot_table(snapshot: FeatureSnapshot, kind: FeatureKind) -> pa.Table:
     columns = {kind.id_column: snapshot.ids}
-    for i, name in enumerate(kind.location_columns):
-        columns[name] = snapshot.locations[:, i]
+    if snapshot.locations is not None:
+        for i, name in enumerate(kind.location_columns):
+            columns[name] = snapshot.locations[:, i]
     for i, name in enumerate(kind.feature_columns):
         columns[name] = snapshot.values[:, i]
     return pa.table(columns).replace_schema_metadata(
@@ -225,12 +228,13 @@ def _read_snapshot_file(path: Path, kind: FeatureKind) -> FeatureSnapshot:
     table = read_ipc(path)
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
 
-    def matrix(names) -> np.ndarray | None:
-        return np.column_stack([table.column(c).to_numpy() for c in names]) if names else None
+    def matrix(names: tuple[str, ...]) -> np.ndarray:
+        return np.column_stack([table.column(c).to_numpy() for c in names])
 
     values = matrix(kind.feature_columns).astype(np.float32, copy=False)
+    locations = matrix(kind.location_columns) if kind.location_columns else None
     return FeatureSnapshot(kind.name, table.column(kind.id_column).to_numpy(),
-                           np.ascontiguousarray(values), matrix(kind.location_columns),
+                           np.ascontiguousarray(values), locations,
                            version=meta.get("version", ""), ids_version=meta.get("ids_version", ""))
 
 

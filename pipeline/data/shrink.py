@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.publish import AuditResult
+from pipeline.audits import AuditResult
 from pipeline.settings import PublishingSettings
 
 MAX_SHRINK_SETTING = "PIPELINE_MAX_SHRINK_FRACTION"

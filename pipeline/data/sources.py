@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Protocol
 
 from pipeline.atomic import file_version
-from pipeline.data.clicks import open_click_file
+from pipeline.audits import AuditResult
 from pipeline.data.features import FeatureKind
 from pipeline.data.layout import ReferenceDataset
-from pipeline.publish import RECORD, Artifact, AuditResult, Published, crc32_of, verify_file
+from pipeline.data.raw_clicks import open_click_file
+from pipeline.integrity import RECORD, crc32_of, verify_file
+from pipeline.publish import Artifact, Published
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from typing import TypeVar
 
 import dagster as dg
 
-from pipeline.publish import AuditResult, Published, Rejected
+from pipeline.audits import AuditResult, Rejected
+from pipeline.publish import Published
 
 T = TypeVar("T")
 
@@ -58,7 +59,7 @@ def published_or_failed(publish: Callable[[], T], assets: dict[str, str] | None 
 def rejection(rejected: Rejected) -> dg.Failure:
     """The step failure for a rejected candidate (not retried: the same input is rejected again)."""
     return dg.Failure(description=str(rejected), allow_retries=False, metadata={
-        "artifact": dg.MetadataValue.path(str(rejected.artifact)),
+        "artifact": dg.MetadataValue.path(rejected.artifact),
         "failed_checks": dg.MetadataValue.json(
             [{"check": a.name, "why": a.description, **a.metadata} for a in rejected.failed])})
 

@@ -1,6 +1,7 @@
 """Resources: where the raw data comes from, and where the pipeline writes."""
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -15,11 +16,13 @@ from pipeline.store.base import FeatureStore
 from pipeline.store.factory import open_store, resolve_backend
 
 
-def _setting_field(group: type, name: str, required: bool = False):
+def _setting_field(group: type, name: str, required: bool = False) -> Any:
     """A resource field of setting ``name`` of ``group``: its default as text, its description and variable."""
     spec = spec_of(group, name)
-    return Field(description=f"{spec.description} ({spec.variable}).",
-                 **({} if required else {"default": spec.default_text()}))
+    description = f"{spec.description} ({spec.variable})."
+    if required:
+        return Field(description=description)
+    return Field(default=spec.default_text(), description=description)
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -102,7 +105,9 @@ def source_from_settings(settings: Settings) -> SourceResource:
     if settings.source.kind == "local":
         return LocalParquetSourceResource(dataset_dir=resource_value(PathSettings, "dataset_dir"),
                                           start_date=resource_value(SourceSettings, "start_date"))
-    return BigQuerySourceResource(**{name: resource_value(BigQuerySettings, name) for name in specs(BigQuerySettings)})
+    # every setting of BigQuerySettings is a str field of the resource (page_rows, an int, is none of them)
+    return BigQuerySourceResource(**{name: resource_value(BigQuerySettings, name)  # type: ignore[arg-type]
+                                     for name in specs(BigQuerySettings)})
 
 
 class OnlineStoreResource(dg.ConfigurableResource):

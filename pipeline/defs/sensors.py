@@ -19,13 +19,14 @@ refresh_features_job = dg.define_asset_job(
 )
 
 
-def _snapshots_version(instance: dg.DagsterInstance) -> set[str]:
-    """The feature_tables versions the latest user and restaurant snapshots were made from."""
-    versions = set()
+def _snapshots_version(instance: dg.DagsterInstance) -> set[str | None]:
+    """The feature_tables versions the latest user and restaurant snapshots were made from (None
+    for one not made, or made without a recorded version)."""
+    versions: set[str | None] = set()
     for asset in (user_features, restaurant_features):
         event = instance.get_latest_materialization_event(asset.key)
         metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
-        versions.add(metadata[SOURCE_VERSION].value if SOURCE_VERSION in metadata else None)
+        versions.add(str(metadata[SOURCE_VERSION].value) if SOURCE_VERSION in metadata else None)
     return versions
 
 

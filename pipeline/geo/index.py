@@ -23,9 +23,11 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.arrow_ipc import read_ipc, write_ipc
+from pipeline.audits import AuditResult
 from pipeline.data.features import IdIndex
 from pipeline.geo.distance import haversine_m, within_box
-from pipeline.publish import Artifact, AuditResult, Published, verify_file, write_audit_publish
+from pipeline.integrity import verify_file
+from pipeline.publish import Artifact, Published, write_audit_publish
 
 RESOLUTION = 8
 TABLE_FILE, CELLS_FILE = "table.arrow", "cells.arrow"
@@ -59,20 +61,18 @@ def disk_radius(cell: int, max_dist_m: float) -> int:
 
 @dataclass
 class GeoIndex:
-    """Restaurants sorted by H3 cell: ids, coordinates, cells, and the cell → rows lookup."""
+    """Restaurants sorted by H3 cell: ids, coordinates, cells, and the cell → rows lookup (each
+    distinct cell and its first row; :meth:`build` makes it)."""
 
     ids: np.ndarray
     lats: np.ndarray
     lons: np.ndarray
     cells: np.ndarray
-    resolution: int = RESOLUTION
-
-    unique_cells: np.ndarray | None = None
-    cell_starts: np.ndarray | None = None
+    resolution: int
+    unique_cells: np.ndarray
+    cell_starts: np.ndarray
 
     def __post_init__(self) -> None:
-        if self.unique_cells is None:
-            self.unique_cells, self.cell_starts = np.unique(self.cells, return_index=True)
         self.cell_ends = np.r_[self.cell_starts[1:], len(self.cells)].astype(np.int64)
         self._by_id = IdIndex(np.sort(self.ids))
         self._row_of_sorted_id = np.argsort(self.ids, kind="stable")
@@ -82,8 +82,10 @@ class GeoIndex:
               resolution: int = RESOLUTION) -> GeoIndex:
         cells = cells_of(lats, lons, resolution)
         order = np.lexsort((ids, cells))
+        cells = cells[order]
+        unique_cells, cell_starts = np.unique(cells, return_index=True)
         return cls(np.asarray(ids, np.int64)[order], np.asarray(lats, np.float64)[order],
-                   np.asarray(lons, np.float64)[order], cells[order], resolution)
+                   np.asarray(lons, np.float64)[order], cells, resolution, unique_cells, cell_starts)
 
     def rows_of(self, restaurant_ids: np.ndarray) -> np.ndarray:
         """Row of each restaurant id in this table, -1 for unknown ids."""
@@ -167,6 +169,7 @@ class GeoIndex:
         files = [verify_file(directory, f) if verify else directory / f for f in (TABLE_FILE, CELLS_FILE)]
         table, lookup = read_ipc(files[0]), read_ipc(files[1])
         resolution = int(table.schema.metadata[b"h3_resolution"])
-        return cls(*(table.column(c).to_numpy() for c in ("restaurant_id", "latitude", "longitude", "cell")),
-                   resolution=resolution, unique_cells=lookup.column("cell").to_numpy(),
-                   cell_starts=lookup.column("start").to_numpy())
+        ids, lats, lons, cells = (table.column(c).to_numpy()
+                                  for c in ("restaurant_id", "latitude", "longitude", "cell"))
+        return cls(ids, lats, lons, cells, resolution, lookup.column("cell").to_numpy(),
+                   lookup.column("start").to_numpy())

@@ -80,7 +80,8 @@ class Pool:
         if self.order is None:
             return self.user_rows[start:end], self.restaurant_rows[start:end], self.clicks[start:end]
         picked = self.order[start:end]
-        return tuple(torch.index_select(t, 0, picked) for t in (self.user_rows, self.restaurant_rows, self.clicks))
+        return (torch.index_select(self.user_rows, 0, picked), torch.index_select(self.restaurant_rows, 0, picked),
+                torch.index_select(self.clicks, 0, picked))
 
 
 class BatchGatherer:

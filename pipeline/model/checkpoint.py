@@ -21,8 +21,9 @@ import torch
 
 from pipeline.atomic import staged_file
 from pipeline.disk_space import torch_bytes, write_bytes
+from pipeline.integrity import verify_file
 from pipeline.model.network import ClickMLP
-from pipeline.publish import Artifact, verify_file
+from pipeline.publish import Artifact
 
 FORMAT_VERSION = 1
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -71,12 +72,19 @@ class TrainingState:
     def load(cls, path: Path) -> TrainingState | None:
         """The state saved at ``path``; None when there is no file; ValueError naming the file when
         it cannot be read as a training state."""
-        if not Path(path).exists():
+        try:
+            return cls.read(path)
+        except FileNotFoundError:
             return None
+
+    @classmethod
+    def read(cls, path: Path) -> TrainingState:
+        """The state saved at ``path``; FileNotFoundError when there is no file; ValueError naming
+        the file when it cannot be read as a training state."""
         try:
             payload = torch.load(path, weights_only=True)
         except FileNotFoundError:
-            return None
+            raise
         except Exception as error:  # torch reports a truncated or foreign file in several ways
             raise ValueError(f"{path}: unreadable ({type(error).__name__}: {str(error)[:300]})") from error
         if payload.pop("format_version", None) != FORMAT_VERSION:
@@ -88,11 +96,17 @@ class TrainingState:
         return cls(cursor=cursor, **payload)
 
 
-def load_unfinished_run(path: Path) -> TrainingState | None:
-    """The unfinished training run saved at ``path`` (None when there is none); a file that cannot
-    be read raises ValueError naming it and saying how to discard it."""
+def load_unfinished_run(path: Path) -> tuple[TrainingState, Cursor] | None:
+    """The unfinished training run saved at ``path`` and its cursor (None when there is none); a
+    file that cannot be read as one (a state without a cursor included) raises ValueError naming it
+    and saying how to discard it."""
     try:
-        return TrainingState.load(path)
+        state = TrainingState.load(path)
+        if state is None:
+            return None
+        if state.cursor is None:
+            raise ValueError("a state without a cursor: a finished checkpoint, not an unfinished run")
+        return state, state.cursor
     except ValueError as error:
         raise ValueError(f"{path} holds an unreadable unfinished training run ({error}): start the training run "
                          f"with restart: true to discard it and train from the published checkpoint") from error
@@ -105,7 +119,7 @@ def load_published_state(artifact: Path, version: str | None = None) -> Training
     if version is None and published.live_version() is None:
         return None
     directory = published.version_path(version) if version else published.live()
-    return TrainingState.load(verify_file(directory, CHECKPOINT_FILE))
+    return TrainingState.read(verify_file(directory, CHECKPOINT_FILE))
 
 
 def load_checkpoint_model(artifact: Path, version: str | None = None) -> tuple[ClickMLP, TrainingState]:

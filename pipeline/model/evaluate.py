@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.clicks import DROP_REASONS, iter_raw_batches, resolve_batch
+from pipeline.audits import AuditResult
+from pipeline.data.raw_clicks import DROP_REASONS, iter_raw_batches, resolve_batch
 from pipeline.model import metrics
 from pipeline.model.batches import BatchGatherer, FeatureTables
 from pipeline.model.network import ClickMLP, fused_logits
-from pipeline.publish import AuditResult
 
 EVAL_BATCH = 65_536
 ACCURACY_BAR = 0.7  # the reference's bar for test accuracy

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import torch
 
+from pipeline.audits import AuditResult
 from pipeline.disk_space import torch_bytes, write_bytes
 from pipeline.model.export_verify import VerificationTimeout, verify_export
 from pipeline.model.network import ClickMLP, FoldedClickMLP
-from pipeline.publish import AuditResult, Published, write_audit_publish
+from pipeline.publish import Published, write_audit_publish
 from pipeline.serving.formats import (
     FORMAT_FILES,
     MODEL_FILE,
@@ -50,7 +51,7 @@ def export_torchscript(model: torch.nn.Module, path: Path) -> int:
         return write_bytes(path, torch_bytes(lambda buffer: torch.jit.save(scripted, buffer)))
 
 
-def export_program(model: torch.nn.Module, path: Path) -> int:
+def export_program(model: FoldedClickMLP, path: Path) -> int:
     """``torch.export`` ``model`` with a dynamic batch dimension and save the ExportedProgram to
     ``path``; return its size."""
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)

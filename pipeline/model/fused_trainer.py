@@ -10,7 +10,8 @@ to (:func:`bind_to_flat_buffers`).
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -76,18 +77,23 @@ def _parameters(model: ClickMLP) -> list[torch.Tensor]:
     return [model.fc1.weight, model.fc1.bias, model.fc2.weight, model.fc2.bias, model.out.weight, model.out.bias]
 
 
-def _layout(params: list[torch.Tensor]) -> list:
+def _layout(params: list[torch.Tensor]) -> list[Callable[[torch.Tensor], torch.Tensor]]:
     """Where each parameter lives in a flat buffer: fc1's weight and bias side by side as one
     [h1, 41] block, [W1 | b1] (so the products use it as is), then the others in order."""
     h1, width = params[0].shape
     block = h1 * (width + 1)
-    views = [lambda flat: flat[:block].view(h1, width + 1)[:, :width],
-             lambda flat: flat[:block].view(h1, width + 1)[:, width]]
+    views: list[Callable[[torch.Tensor], torch.Tensor]] = [
+        lambda flat: flat[:block].view(h1, width + 1)[:, :width],
+        lambda flat: flat[:block].view(h1, width + 1)[:, width]]
     offset = block
     for p in params[2:]:
-        views.append(lambda flat, start=offset, shape=p.shape: flat[start:start + shape.numel()].view(shape))
+        views.append(functools.partial(_flat_view, start=offset, shape=p.shape))
         offset += p.numel()
     return views
+
+
+def _flat_view(flat: torch.Tensor, start: int, shape: torch.Size) -> torch.Tensor:
+    return flat[start:start + shape.numel()].view(shape)
 
 
 LOSS_LOG_ROWS = 1 << 16
@@ -122,6 +128,9 @@ class FusedTrainer:
         (h1, self.width), h2 = model.fc1.weight.shape, model.fc2.weight.shape[0]
         block = h1 * (self.width + 1)
         self._w1b, self._g1 = self.flat[:block].view(h1, -1), self.grad[:block].view(h1, -1)  # [W1 | b1], its gradient
+        # the other gradients the torch path writes, as the parameters' grad: views of ``grad``
+        self._w2_grad, self._b2_grad, self._w3_grad, self._b3_grad = (
+            view(self.grad) for view in _layout(_parameters(model))[2:])
         self._wb_t = torch.empty(self.width + 1, h2)   # [W2 W1 | W2 b1 + b2]ᵀ: the fused layer
         self._g_t = torch.empty(self.width + 1, h2)    # dL/d[W | b]ᵀ of the fused layer
         self._wg_t = torch.empty(self.width + 1, h2)
@@ -135,7 +144,8 @@ class FusedTrainer:
 
     def _resize(self, rows: int) -> None:
         h2 = self._wb_t.shape[1]
-        self._rows, self._views = rows, {}
+        self._rows = rows
+        self._views: dict[int, tuple[torch.Tensor, ...]] = {}
         self._x = torch.ones(rows, self.width + 1)  # the last column stays 1
         self._xd = torch.empty(rows, self.width + 1)
         self._h, self._z, self._dz = torch.empty(rows, h2), torch.empty(rows), torch.empty(rows)
@@ -166,7 +176,7 @@ class FusedTrainer:
         if x.data_ptr() != x40.data_ptr():
             x40.copy_(x)
         if self.kernels:
-            self._native_step(clicks)
+            self._native_step(self.kernels, clicks)
             return
         m, width = self.model, self.width
         w2, b2, w3 = m.fc2.weight, m.fc2.bias, m.out.weight
@@ -178,15 +188,15 @@ class FusedTrainer:
         torch.addmv(m.out.bias, h, w3[0], out=z)
         self._log_logits(z, clicks)
         torch.sigmoid(z, out=dz).sub_(clicks).div_(n)               # dL/dz
-        torch.sum(dz, 0, keepdim=True, out=m.out.bias.grad)
+        torch.sum(dz, 0, keepdim=True, out=self._b3_grad)
         torch.mul(xb, dz_col, out=xd)                               # [x dz | dz]
         torch.mm(xd.t(), h.sign_(), out=g_t)                        # Σ_i [x_i 1]ᵀ dz_i 1[a_i > 0]
         # dL/dw3_j = Σ_i a_ij dz_i = [W b]_j · g_j, since a_ij = 1[a_ij > 0] [x_i 1]·[W b]_j
-        torch.sum(torch.mul(wb_t, g_t, out=self._wg_t), 0, out=m.out.weight.grad[0])
+        torch.sum(torch.mul(wb_t, g_t, out=self._wg_t), 0, out=self._w3_grad[0])
         g_t.mul_(w3)                                                # dL/d[W b] = w3 ⊙ g
         torch.mm(w2.t(), g_t.t(), out=self._g1)                     # W = W2 W1, b = W2 b1 + b2
-        torch.mm(g_t.t(), w1b.t(), out=w2.grad)
-        b2.grad.copy_(g_t[width])
+        torch.mm(g_t.t(), w1b.t(), out=self._w2_grad)
+        self._b2_grad.copy_(g_t[width])
         group = self.group
         # what torch.optim.Adam(fused=True) runs, with the kernel once over the flat buffers
         self.step_count.add_(1)
@@ -223,11 +233,12 @@ class FusedTrainer:
             # without an order the batch's own rows (int32, float32: 4 bytes each); with one the pool's
             # rows, through the batch's stretch of the order (int64)
             rows, at = (4 * start, None) if order_at is None else (0, order_at + 8 * start)
-            bad = run(state_ref, rows_at + rows, restaurants_at + rows, clicks_at + rows, at, n, logged_z + logged,
-                      logged_y + logged)
-            if bad >= 0:  # nothing trained or logged: give the slot back, name the row
+            status = run(state_ref, rows_at + rows, restaurants_at + rows, clicks_at + rows, at, n,
+                         logged_z + logged, logged_y + logged)
+            if status != native.DONE:  # nothing trained or logged: give the slot back, say why
                 self._logged -= n
-                native.check_rows(bad, users, restaurants, *pool.batch(start, start + n)[:2])
+                self.kernels.check_step(status)
+                native.check_rows(status, users, restaurants, *pool.batch(start, start + n)[:2])
             steps += 1
         return steps
 
@@ -238,11 +249,12 @@ class FusedTrainer:
         state.lr, (state.beta1, state.beta2), state.eps = group["lr"], group["betas"], group["eps"]
         return state
 
-    def _native_step(self, clicks: torch.Tensor) -> None:
+    def _native_step(self, kernels: native.Kernels, clicks: torch.Tensor) -> None:
         n, state = len(clicks), self._native_state()
         logged = 4 * self._log_slot(n)  # float32
-        self.kernels.library.train_step(ctypes.byref(state), clicks.float().contiguous().data_ptr(), n,
-                                        self._logged_z.data_ptr() + logged, self._logged_y.data_ptr() + logged)
+        status = kernels.library.train_step(ctypes.byref(state), clicks.float().contiguous().data_ptr(), n,
+                                            self._logged_z.data_ptr() + logged, self._logged_y.data_ptr() + logged)
+        kernels.check_step(status)
 
     def _log_slot(self, n: int) -> int:
         """Where the next ``n`` logits and labels go in the loss log (flushed first when full)."""

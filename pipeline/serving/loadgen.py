@@ -10,8 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")  # a request, whatever ``call`` takes
 
 
 @dataclass
@@ -34,7 +37,7 @@ class LoadResult:
                 "cpu_ms_per_request": 1000 * self.cpu_seconds / self.requests if self.requests else 0.0}
 
 
-def open_loop(call: Callable[[object], object], requests: Sequence, rate: float, duration_s: float) -> LoadResult:
+def open_loop(call: Callable[[T], object], requests: Sequence[T], rate: float, duration_s: float) -> LoadResult:
     """Send ``rate`` requests per second for ``duration_s`` seconds, cycling through ``requests``."""
     total = max(1, int(rate * duration_s))
     latencies, errors = [], 0
@@ -52,7 +55,7 @@ def open_loop(call: Callable[[object], object], requests: Sequence, rate: float,
     return LoadResult(np.array(latencies) * 1000, errors, time.perf_counter() - start, time.process_time() - cpu)
 
 
-def closed_loop(call: Callable[[object], object], requests: Sequence, count: int) -> LoadResult:
+def closed_loop(call: Callable[[T], object], requests: Sequence[T], count: int) -> LoadResult:
     """Send ``count`` requests back to back; the achieved rate is the maximum throughput."""
     latencies, errors = [], 0
     start, cpu = time.perf_counter(), time.process_time()

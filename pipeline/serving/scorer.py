@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.atomic import file_version
-from pipeline.publish import Artifact, verify_file
+from pipeline.integrity import verify_file
+from pipeline.publish import Artifact
 from pipeline.serving.formats import MODEL_FILE, PARITY_TOLERANCE, format_of, load_logits
 
 

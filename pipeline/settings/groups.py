@@ -65,11 +65,13 @@ class CelerySettings:
 @dataclass(frozen=True)
 class NativeSettings:
     kernels: str = env("PIPELINE_NATIVE_KERNELS", "auto", (
-        "training's native step (docs/MODEL.md): `auto` builds it with `$CC` (else `cc`) and falls back to the "
-        "torch path, saying why, when it cannot; `required` fails instead; `off`"), choice(*NATIVE_MODES))
+        "training's native step (docs/MODEL.md): `auto` builds it with `$CC` and `$CXX` against torch's headers "
+        "and falls back to the torch path, saying why, when it cannot; `required` fails instead; `off`"),
+        choice(*NATIVE_MODES))
     cache_dir: str = env("PIPELINE_NATIVE_CACHE_DIR", "", (
         "where it is built (per machine); unset = `$XDG_CACHE_HOME/restaurant-pipeline/native`"))
     compiler: str = env("CC", "cc", "the C compiler that builds it")
+    cxx_compiler: str = env("CXX", "c++", "the C++ compiler that builds its matrix products (torch's C++ API)")
     xdg_cache_home: str = env("XDG_CACHE_HOME", "", "the user's cache directory; unset = `~/.cache`")
 
     def build_dir(self) -> Path:

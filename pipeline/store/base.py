@@ -14,14 +14,14 @@ each store implements.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from pipeline.audits import AuditResult, Rejected
 from pipeline.data.shrink import ShrinkGuard
-from pipeline.publish import AuditResult, Rejected
 
 KINDS = ("users", "restaurants")
 LOAD_BATCH = 10_000
@@ -141,12 +141,12 @@ class FeatureStore(Protocol):
     user_width: int
     restaurant_width: int
 
-    def fetch(self, user_id: int, restaurant_ids: Sequence[int]) -> Fetched:
+    def fetch(self, user_id: int, restaurant_ids: Iterable[int]) -> Fetched:
         """The user's and the given restaurants' features from the live version, in one round
         trip; :class:`FeaturesNotLoaded` when there is no live version, :class:`StoreUnavailable`
         when the store does not answer within its read timeout."""
 
-    async def fetch_async(self, user_id: int, restaurant_ids: Sequence[int]) -> Fetched:
+    async def fetch_async(self, user_id: int, restaurant_ids: Iterable[int]) -> Fetched:
         """``fetch`` for an asyncio caller, never blocking its event loop."""
 
     def publish(self, users: FeatureTable, restaurants: FeatureTable,

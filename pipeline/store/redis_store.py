@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
+from typing import cast
 
 import numpy as np
 import redis
@@ -84,7 +85,7 @@ class RedisStore:
     def _unavailable(self, error: redis.RedisError) -> StoreUnavailable:
         return StoreUnavailable(f"redis {self.name}: {type(error).__name__}: {error} (timeout {self.timeout_s} s)")
 
-    def fetch(self, user_id: int, restaurant_ids: Sequence[int]) -> Fetched:
+    def fetch(self, user_id: int, restaurant_ids: Iterable[int]) -> Fetched:
         ids = [int(i) for i in restaurant_ids]
         try:
             answer = self._fetch(keys=[self._key("live")], args=[self.namespace, int(user_id), *ids])
@@ -92,7 +93,7 @@ class RedisStore:
             raise self._unavailable(error) from error
         return self._fetched(answer, ids)
 
-    async def fetch_async(self, user_id: int, restaurant_ids: Sequence[int]) -> Fetched:
+    async def fetch_async(self, user_id: int, restaurant_ids: Iterable[int]) -> Fetched:
         """``fetch`` on an asyncio client (same timeouts and retry): the caller's event loop is
         never blocked, and no thread is woken per request."""
         if self._async_client is None:
@@ -119,7 +120,8 @@ class RedisStore:
     # ----- versions
 
     def _version(self, number: int) -> StoreVersion | None:
-        meta = self.client.hgetall(self._key("v", number, ":meta"))
+        # redis types a reply as bytes | str; this client (no decode_responses) is sent bytes
+        meta = cast(dict[bytes, bytes], self.client.hgetall(self._key("v", number, ":meta")))
         if not meta:
             return None
         m = {k.decode(): v.decode() for k, v in meta.items()}
@@ -168,8 +170,12 @@ class RedisStore:
     def writer_lock(self, timeout_s: float, on_wait: Callable[[str], None] | None) -> Iterator[Callable[[], None]]:
         """A Redis lock with a lease of ``_LEASE_S``, renewed between batches: a killed loader's lock expires."""
         lock = self._lock(timeout_s, on_wait)
+
+        def renew() -> None:
+            lock.extend(_LEASE_S, replace_ttl=True)
+
         try:
-            yield lambda: lock.extend(_LEASE_S, replace_ttl=True)
+            yield renew
         finally:
             try:
                 lock.release()
@@ -197,7 +203,8 @@ class RedisStore:
 
     def read_back(self, number: int, kind: str, ids: np.ndarray) -> tuple[int, list[bytes | None]]:
         key = self._rows_key(number, kind)
-        blobs = self.client.hmget(key, [int(i) for i in ids]) if len(ids) else []
+        # bytes, not str: this client has no decode_responses (redis types a reply as bytes | str)
+        blobs = cast(list[bytes | None], self.client.hmget(key, [int(i) for i in ids])) if len(ids) else []
         return int(self.client.hlen(key)), blobs
 
     def complete_and_switch(self, number: int) -> None:

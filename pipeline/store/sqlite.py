@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +118,7 @@ class SQLiteStore:
         except sqlite3.DatabaseError as error:
             raise FeaturesNotLoaded(f"{self.path} is not a feature store ({error})") from None
 
-    def fetch(self, user_id: int, restaurant_ids: Sequence[int]) -> Fetched:
+    def fetch(self, user_id: int, restaurant_ids: Iterable[int]) -> Fetched:
         ids = [int(i) for i in restaurant_ids]
         rows = self._read(_FETCH, (int(user_id), json.dumps(ids)))
         version = next((rid for kind, rid, _ in rows if kind == 2), None)
@@ -130,7 +130,7 @@ class SQLiteStore:
         return Fetched(user, decode([found_blobs[i] for i in ids if i in found_blobs], self.restaurant_width),
                        found, version)
 
-    async def fetch_async(self, user_id: int, restaurant_ids: Sequence[int]) -> Fetched:
+    async def fetch_async(self, user_id: int, restaurant_ids: Iterable[int]) -> Fetched:
         """``fetch`` on a worker thread: SQLite has no asynchronous interface."""
         return await asyncio.to_thread(self.fetch, user_id, restaurant_ids)
 

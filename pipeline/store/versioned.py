@@ -18,8 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
+from pipeline.audits import Rejected
 from pipeline.data.shrink import ShrinkGuard
-from pipeline.publish import Rejected
 from pipeline.store.base import FeatureTable, StoreVersion, audit_loaded, refuse_shrink, validate_tables
 
 
@@ -104,7 +104,10 @@ def load_version(store: VersionedBackend, users: FeatureTable, restaurants: Feat
         for old in store.versions():
             if old.number not in kept:
                 store.drop_version(old.number)
-        return dataclasses.replace(store.live(), audits=tuple(audits))
+        loaded = store.live()
+        if loaded is None or loaded.number != number:
+            raise RuntimeError(f"online store {store.name}: version {number} is not live after the switch")
+        return dataclasses.replace(loaded, audits=tuple(audits))
 
 
 def rollback_version(store: VersionedBackend, lock_timeout_s: float) -> tuple[int, int]:
@@ -113,7 +116,7 @@ def rollback_version(store: VersionedBackend, lock_timeout_s: float) -> tuple[in
     with store.writer_lock(lock_timeout_s, None):
         live = store.live()
         previous = next((v for v in store.versions() if live and v.number == live.previous), None)
-        if previous is None or previous.state != "complete":
+        if live is None or previous is None or previous.state != "complete":
             raise FileNotFoundError(f"online store {store.name}: no previous version is kept to roll back to")
         store.switch(previous.number)
         return live.number, previous.number

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from devtools.process_metrics import peak_rss_mb
 from pipeline.data.clicks import publish_partition
 from pipeline.data.features import IdIndex
+from pipeline_devtools.process_metrics import peak_rss_mb
 
 out, n_users, n_restaurants, *files = sys.argv[1:]
 stats, _ = publish_partition([Path(f) for f in files], IdIndex(np.arange(int(n_users))),

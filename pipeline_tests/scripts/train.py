@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from devtools.process_metrics import peak_rss_mb
 from pipeline.data.layout import Warehouse
 from pipeline.model.training import TrainConfig, train
+from pipeline_devtools.process_metrics import peak_rss_mb
 
 root, mode, epochs, batch = sys.argv[1:5]
 validation_days = int(sys.argv[5]) if len(sys.argv) > 5 else 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,14 @@ from pipeline.data.sources import SourceConfigError
 from pipeline.settings.bigquery import BigQuerySettings
 
 _SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+# As Google's own transport: no cap on a message (the server sizes them).
+_UNCAPPED_MESSAGES = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+# A fixed HTTP/2 window for the read stream instead of gRPC's BDP probe, which widens the window with
+# the bytes that arrive while a ping is unanswered: over a long link, or from a server late with its
+# answers on a busy machine, the server could then send many messages ahead of the reader, all held
+# in memory. The fixed read-ahead is one message (the API's are at most 10 MiB), so the next one
+# still arrives while this one is written.
+_FIXED_WINDOW = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 10 << 20)]
 
 
 @dataclass
@@ -66,15 +75,18 @@ class Clients:
         if self.settings.storage_endpoint:
             import grpc
 
-            # As Google's own transport: no cap on a message (the server sizes them; one is in memory at a time).
             channel = grpc.insecure_channel(self.settings.storage_endpoint,
-                                            options=[("grpc.max_send_message_length", -1),
-                                                     ("grpc.max_receive_message_length", -1)])
+                                            options=[*_UNCAPPED_MESSAGES, *_FIXED_WINDOW])
             return BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=channel))
         if self.settings.endpoint:
             raise SourceConfigError("PIPELINE_BIGQUERY_ENDPOINT is set but PIPELINE_BIGQUERY_STORAGE_ENDPOINT is "
                                     "not: set it (host:port of the emulator's gRPC port), or read_api=rest")
-        return BigQueryReadClient(credentials=self.credentials())
+
+        def secure_channel(*args, options=(), **kwargs):  # the transport's own channel, and a fixed window
+            return BigQueryReadGrpcTransport.create_channel(*args, options=[*options, *_FIXED_WINDOW], **kwargs)
+
+        return BigQueryReadClient(credentials=self.credentials(),
+                                  transport=functools.partial(BigQueryReadGrpcTransport, channel=secure_channel))
 
     def retry(self):
         """The client's retry of transient errors, for at most three request timeouts."""

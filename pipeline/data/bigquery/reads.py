@@ -110,7 +110,8 @@ class Reads:
         options = types.ReadSession.TableReadOptions(selected_fields=columns, row_restriction=restriction)
         session = types.ReadSession(table=f"projects/{project}/datasets/{dataset}/tables/{table}",
                                     data_format=types.DataFormat.ARROW, read_options=options)
-        # One stream: read in order on one core; bounded memory (one message at a time).
+        # One stream: read in order on one core; bounded memory (a message written while at most the
+        # next one arrives: the channel's fixed window, clients.py).
         return self.clients.storage().create_read_session(
             parent=f"projects/{self.settings.project}", read_session=session, max_stream_count=1, retry=None,
             timeout=self.settings.timeout_s)

@@ -34,27 +34,33 @@ class ParquetSink:
 
     def __init__(self, path: Path, rows_per_group: int):
         self.path, self.rows_per_group = path, rows_per_group
-        self.rows, self._pending, self._pending_rows, self._writer = 0, [], 0, None
+        self.rows, self._pending_rows = 0, 0
+        self._pending: list[pa.RecordBatch] = []
+        self._writer: pq.ParquetWriter | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, batch.schema)
+        writer = self._open(batch.schema)
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
         self.rows += batch.num_rows
         if self._pending_rows >= self.rows_per_group:
-            self._flush()
+            self._flush(writer)
 
-    def _flush(self) -> None:
+    def _open(self, schema: pa.Schema) -> pq.ParquetWriter:
+        """The file's writer, opened with ``schema`` on first use."""
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, schema)
+        return self._writer
+
+    def _flush(self, writer: pq.ParquetWriter) -> None:
         if self._pending:
-            self._writer.write_table(pa.Table.from_batches(self._pending), row_group_size=self.rows_per_group)
+            writer.write_table(pa.Table.from_batches(self._pending), row_group_size=self.rows_per_group)
         self._pending, self._pending_rows = [], 0
 
     def close(self, schema: pa.Schema) -> int:
-        if self._writer is None:  # no rows: still a readable file with the table's columns
-            self._writer = pq.ParquetWriter(self.path, schema)
-        self._flush()
-        self._writer.close()
+        writer = self._open(schema)  # no rows: still a readable file with the table's columns
+        self._flush(writer)
+        writer.close()
         return self.rows
 
 

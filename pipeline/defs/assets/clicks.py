@@ -16,14 +16,10 @@ import time
 import dagster as dg
 from pydantic import Field
 
-from pipeline.data.clicks import (
-    CHUNKS_CHECK,
-    DEFAULT_BATCH_ROWS,
-    DEFAULT_CHUNK_ROWS,
-    RECONCILE_CHECK,
-    publish_partition,
-)
+from pipeline.audits import AuditResult, Rejected
+from pipeline.data.clicks import CHUNKS_CHECK, DEFAULT_CHUNK_ROWS, RECONCILE_CHECK, publish_partition
 from pipeline.data.features import RESTAURANTS, USERS, load_id_index
+from pipeline.data.raw_clicks import DEFAULT_BATCH_ROWS
 from pipeline.data.sources import RAW_CHECK, publish_raw_partition, raw_files
 from pipeline.defs.columns import PROCESSED_CLICKS, RAW_CLICKS, column_schema
 from pipeline.defs.metadata import throughput
@@ -33,7 +29,6 @@ from pipeline.defs.publishing import check_results, check_specs, published_metad
 from pipeline.defs.resources import SourceResource, WarehouseResource
 from pipeline.defs.retries import SOURCE_RETRY, only_transient_retried
 from pipeline.defs.settings import SETTINGS
-from pipeline.publish import AuditResult, Rejected
 
 
 def backfill_policy(days_per_run: int) -> dg.BackfillPolicy:

@@ -10,7 +10,6 @@ never sees an unchecked model.
 
 import tempfile
 from pathlib import Path
-from typing import Literal
 
 import dagster as dg
 import numpy as np
@@ -28,7 +27,7 @@ from pipeline.model.batches import FeatureTables
 from pipeline.model.checkpoint import load_checkpoint_model
 from pipeline.model.evaluate import ACCURACY_BAR, accuracy_gate
 from pipeline.model.export import publish_export
-from pipeline.model.training import EVALUATION_FILE, FINITE_CHECK, TrainConfig, TrainResult, train
+from pipeline.model.training import EVALUATION_FILE, FINITE_CHECK, Mode, TrainConfig, TrainResult, train
 from pipeline.publish import Artifact
 from pipeline.serving.formats import FORMAT_FILES, LATENCY_ROWS, PARITY_CHECKS, PARITY_TOLERANCE
 
@@ -40,7 +39,7 @@ _DEFAULT = TrainConfig()  # the single source of the training defaults
 class ClickModelConfig(dg.Config):
     """Training hyperparameters and mode (defaults: the reference architecture and Adam)."""
 
-    mode: Literal["incremental", "full"] = Field(default=_DEFAULT.mode, description=(
+    mode: Mode = Field(default=_DEFAULT.mode, description=(
         "incremental: warm-start from the model of record and train once on the processed days it has "
         "not been trained on; full: a fresh model on every day of [window_start, window_end] for `epochs` "
         "epochs, published only if it passes the evaluation gate."))

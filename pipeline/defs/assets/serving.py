@@ -43,6 +43,8 @@ def restaurant_geo_index(warehouse: WarehouseResource):
     started = time.perf_counter()
     layout = warehouse.layout()
     restaurants = load_snapshot(layout.restaurant_features, RESTAURANTS)
+    if restaurants.locations is None:  # a restaurant snapshot always has them (RESTAURANTS.location_columns)
+        raise ValueError(f"the restaurant snapshot {restaurants.version} has no locations")
     index = GeoIndex.build(restaurants.ids, restaurants.locations[:, 0], restaurants.locations[:, 1])
     published = yield from published_or_failed(lambda: index.publish(layout.geo_index, restaurants.ids))
     per_cell = np.diff(np.r_[index.cell_starts, len(index.cells)])
@@ -135,13 +137,12 @@ def scoring_benchmark(config: ScoringBenchmarkConfig, source: SourceResource, wa
     backend = online_store.describe()
     histogram = histogram_svg(steady_run.latencies_ms.tolist(), {"p50": steady["p50_ms"], "p95": steady["p95_ms"]},
                               f"Open-loop latency at {config.rate:g} rps, {backend}")
-    metadata = {**{f"open_loop_{k}": v for k, v in steady.items()},
-                **{f"max_throughput_{k}": v for k, v in peak.items()},
-                "latency_histogram": picture(histogram, "latency histogram"),
-                "backend": backend, "candidates_per_request":
-                    len(requests[0].candidate_restaurant_ids) if requests else 0,
-                "served_format": recommender.scorer.format,
-                "rows_scored_per_request": (recommender.rows_scored - scored_before) / answered if answered else 0.0}
-    return dg.MaterializeResult(metadata=metadata, check_results=[dg.AssetCheckResult(
+    candidates = len(requests[0].candidate_restaurant_ids or ()) if requests else 0
+    return dg.MaterializeResult(metadata={
+        **{f"open_loop_{k}": v for k, v in steady.items()}, **{f"max_throughput_{k}": v for k, v in peak.items()},
+        "latency_histogram": picture(histogram, "latency histogram"), "backend": backend,
+        "candidates_per_request": candidates, "served_format": recommender.scorer.format,
+        "rows_scored_per_request": (recommender.rows_scored - scored_before) / answered if answered else 0.0},
+        check_results=[dg.AssetCheckResult(
         check_name=LATENCY_CHECK, passed=bool(steady["p95_ms"] <= REFERENCE_P95_MS and steady["errors"] == 0),
         metadata={"p95_ms": steady["p95_ms"], "errors": steady["errors"], "bar_ms": REFERENCE_P95_MS})])

@@ -1,20 +1,23 @@
 """The training step and the feature gather as native code (kernels.c), built on first use.
 
 Through torch operators from Python a training step is ~25 operator calls and their passes over
-memory around the matrix products; here the whole step is one C call, calling the BLAS torch itself
-uses (MKL's ``sgemm_`` in libtorch_cpu); docs/PERFORMANCE.md has what each costs. The torch path
-(:class:`FusedTrainer` without kernels) stays: it is what the kernels are tested against and what
-runs where they cannot be built.
+memory around the matrix products; here the whole step is one C call. Its matrix products go
+through torch's public C++ operator API (aten_matmul.cpp: ``at::mm_out``, what ``torch.mm(out=)``
+calls), so they run the BLAS routine torch's own path runs; docs/PERFORMANCE.md has what each costs.
+The torch path (:class:`FusedTrainer` without kernels) stays: it is what the kernels are tested
+against and what runs where they cannot be built.
 
 ``PIPELINE_NATIVE_KERNELS`` (:class:`~pipeline.settings.NativeSettings`, which an entry point
-hands to :func:`configure`): ``auto`` (the default) builds them with the C compiler (``$CC``, else
-``cc``) and falls back to the torch path, saying why, when it cannot; ``required`` raises instead;
-``off`` always takes the torch path. The library is built once per source, compiler, torch and CPU
-into ``PIPELINE_NATIVE_CACHE_DIR`` (default ``~/.cache/restaurant-pipeline/native``): compiled to a
-temporary file, loaded and checked, its sha256 recorded beside it (``kernels-KEY.so.sha256``, written
-atomically), then renamed into place, so concurrent first uses never load a partial file; builds
-unused for 30 days are removed. A cached library is loaded only if its content has the sha256
-recorded when it was built: one truncated, replaced or without a record is rebuilt.
+hands to :func:`configure`): ``auto`` (the default) builds them with the C and C++ compilers
+(``$CC`` and ``$CXX``, else ``cc`` and ``c++``) against torch's headers and libraries, and falls back
+to the torch path, saying why, when it cannot; ``required`` raises instead; ``off`` always takes the
+torch path. The library is built once per source, compiler, torch and CPU into
+``PIPELINE_NATIVE_CACHE_DIR`` (default ``~/.cache/restaurant-pipeline/native``): compiled to a
+temporary file, loaded and checked (a small gather, and :class:`Trainer` against the C structure's
+layout), its sha256 recorded beside it (``kernels-KEY.so.sha256``, written atomically), then renamed
+into place, so concurrent first uses never load a partial file; builds unused for 30 days are
+removed. A cached library is loaded only if its content has the sha256 recorded when it was built:
+one truncated, replaced or without a record is rebuilt.
 
 The products give the same bits on any thread count only in MKL's strict reproducibility mode,
 which the entry points set (:mod:`pipeline.model.reproducible`); the first load checks it, for
@@ -23,35 +26,28 @@ either path, and warns once when it is not in effect.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
-import hashlib
 import os
-import platform
-import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from pipeline.atomic import staged_file
 from pipeline.model import reproducible
+from pipeline.model.native import build
+from pipeline.model.native.build import NativeKernelsUnavailable
 from pipeline.settings import NativeSettings
 
-SOURCE = Path(__file__).with_name("kernels.c")
 MODES = ("auto", "required", "off")
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC", "-Wl,--no-undefined")
-COMPILE_TIMEOUT_S = 120
-STALE_TEMPORARY_S = 3600  # a build takes seconds
-STALE_BUILD_S = 30 * 86400
+DONE, MATMUL_FAILED = -1, -2  # kernels.c's statuses; a status >= 0 is the position of a row outside the tables
 _ptr, _i64 = ctypes.c_void_p, ctypes.c_int64
 
 
 class Trainer(ctypes.Structure):
-    """kernels.c's ``Trainer``: where FusedTrainer's buffers are, and Adam's hyperparameters."""
+    """kernels.c's ``Trainer``: where FusedTrainer's buffers are, and Adam's hyperparameters (checked
+    against the library's ``trainer_layout`` before a build is published)."""
 
     _fields_ = ([("h1", _i64), ("h2", _i64), ("width", _i64)]
                 + [(name, _ptr) for name in ("flat", "grad", "exp_avg", "exp_avg_sq", "step",
@@ -61,8 +57,17 @@ class Trainer(ctypes.Structure):
                 + [(name, _i64) for name in ("n_users", "user_width", "n_restaurants", "restaurant_width")])
 
 
-class NativeKernelsUnavailable(RuntimeError):
-    """The kernels could not be built or loaded (the message says why)."""
+class Field(ctypes.Structure):
+    """kernels.c's ``Field``: one row of ``trainer_layout``."""
+
+    _fields_ = [("name", ctypes.c_char_p), ("kind", ctypes.c_char), ("offset", _i64)]
+
+
+_KINDS = {_i64: b"i", ctypes.c_double: b"d", _ptr: b"p"}
+
+
+class NativeMatmulFailed(RuntimeError):
+    """A matrix product of the native step raised in ATen (the message is ATen's)."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +100,33 @@ class Kernels:
         check_rows(bad, users, restaurants, user_rows, restaurant_rows)
         return True
 
+    def check_step(self, status: int) -> None:
+        """NativeMatmulFailed with ATen's message when a step's ``status`` is MATMUL_FAILED."""
+        if status == MATMUL_FAILED:
+            raise NativeMatmulFailed(self.library.native_last_error().decode(errors="replace"))
+
+    def layout_mismatch(self, mirror: type[ctypes.Structure] = Trainer) -> str | None:
+        """How ``mirror`` (:class:`Trainer`) differs from the library's ``trainer_layout``: a field's
+        name, kind or offset, or the size; None when they agree."""
+        rows = ctypes.cast(ctypes.addressof(Field.in_dll(self.library, "trainer_layout")), ctypes.POINTER(Field))
+        fields, i = [], 0
+        while rows[i].name is not None:
+            fields.append((rows[i].name.decode(), rows[i].kind, rows[i].offset))
+            i += 1
+        size = rows[i].offset
+        mirrored = [(field[0], _KINDS.get(field[1], b"?"), getattr(mirror, field[0]).offset)
+                    for field in mirror._fields_]
+        if fields == mirrored and size == ctypes.sizeof(mirror):
+            return None
+        pairs = enumerate(zip(fields, mirrored, strict=False))
+        differs = next((f"field {i}: {a} in C, {b} in Python" for i, (a, b) in pairs if a != b),
+                       f"{len(fields)} fields in C, {len(mirrored)} in Python")
+        return f"{differs} (size {size} bytes in C, {ctypes.sizeof(mirror)} in Python)"
+
 
 def check_rows(bad: int, users: torch.Tensor, restaurants: torch.Tensor, user_rows: torch.Tensor,
                restaurant_rows: torch.Tensor) -> None:
-    """IndexError naming the pair a kernel's gather stopped at (``bad``; -1: none)."""
+    """IndexError naming the pair a kernel's gather stopped at (``bad``; DONE: none)."""
     if bad < 0:
         return
     user, restaurant = int(user_rows[bad]), int(restaurant_rows[bad])
@@ -129,98 +157,38 @@ def cache_dir() -> Path:
 
 
 def compiler() -> str:
-    name = _settings[0].compiler or "cc"
-    found = shutil.which(name)
-    if found is None:
-        raise NativeKernelsUnavailable(f"no C compiler: {name!r} is not on PATH (install gcc, or set CC)")
-    return found
+    return build.found(_settings[0].compiler or "cc", "C", "gcc", "CC")
 
 
-def _torch_lib() -> Path:
-    return Path(torch.__file__).parent / "lib"
+def cxx_compiler() -> str:
+    return build.found(_settings[0].cxx_compiler or "c++", "C++", "g++", "CXX")
 
 
-def _cpu_signature() -> str:
-    """What -march=native compiles for: the architecture and the CPU's feature flags."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        cpuinfo = ""
-    flags = next((line for line in cpuinfo.splitlines() if line.startswith(("flags", "Features"))), "")
-    return f"{platform.machine()} {flags}"
-
-
-def build(directory: Path, cc: str) -> Path:
-    """The library for this source, compiler, torch and CPU in ``directory``: reused when built
-    before, else compiled, loaded and checked, then published by rename (builds unused for 30 days
-    removed)."""
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S).stdout
-    key = hashlib.blake2b("\0".join([SOURCE.read_text(), " ".join(FLAGS), version, torch.__version__,
-                                     str(_torch_lib()), _cpu_signature()]).encode(), digest_size=8).hexdigest()
-    path = directory / f"kernels-{key}.so"
-    if path.exists() and unrecorded(path) is None:
-        return path
-    lib = _torch_lib()
-    with staged_file(path) as tmp:
-        command = [cc, *FLAGS, str(SOURCE), "-o", str(tmp), f"-L{lib}", "-ltorch_cpu", "-lm", f"-Wl,-rpath,{lib}"]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
-        if done.returncode != 0:
-            raise NativeKernelsUnavailable(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}")
-        _check(_load(tmp))
-        with staged_file(_record_of(path)) as record:  # before the library is renamed into place
-            record.write_text(f"{_sha256(tmp)}  {path.name}\n")
-    _remove_unused(directory)
-    return path
-
-
-def _record_of(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def unrecorded(path: Path) -> str | None:
-    """Why the library at ``path`` is not the one its build recorded (no record, another
-    sha256), or None when it is."""
-    try:
-        recorded = _record_of(path).read_text().split()[0]
-    except (FileNotFoundError, IndexError):
-        return f"{path} has no recorded sha256 ({_record_of(path).name})"
-    actual = _sha256(path)
-    if actual != recorded:
-        return f"{path} has sha256 {actual}, its build recorded {recorded} (truncated or replaced)"
-    return None
-
-
-def _remove_unused(directory: Path) -> None:
-    """Builds no process has loaded for STALE_BUILD_S (another checkout's torch, an older source)
-    and temporaries of killed builds; a build in use is touched at every load."""
-    now = time.time()
-    for old, limit in [(p, STALE_BUILD_S) for p in directory.glob("kernels-*.so")] + [
-            (p, STALE_TEMPORARY_S) for p in directory.glob(".kernels-*.tmp-*")]:
-        with contextlib.suppress(FileNotFoundError):
-            if now - old.stat().st_mtime > limit:
-                old.unlink()  # a process that has it loaded keeps its mapping
-                if old.suffix == ".so":
-                    _record_of(old).unlink(missing_ok=True)
+def build_into(directory: Path) -> Path:
+    """The kernels built (or reused) in ``directory`` with this process's compilers, checked before
+    they are published."""
+    return build.build(directory, compiler(), cxx_compiler(), lambda built: _check(_load(built)))
 
 
 def _load(path: Path) -> Kernels:
     library = ctypes.CDLL(str(path))
     library.gather.restype = ctypes.c_int64
     library.gather.argtypes = [_ptr, _i64, _i64, _ptr, _i64, _i64, _ptr, _ptr, _i64, _ptr, _i64]
-    library.train_step.restype = None
+    library.train_step.restype = ctypes.c_int64
     library.train_step.argtypes = [ctypes.POINTER(Trainer), _ptr, _i64, _ptr, _ptr]
     library.train_batch.restype = ctypes.c_int64
     library.train_batch.argtypes = [ctypes.POINTER(Trainer), _ptr, _ptr, _ptr, _ptr, _i64, _ptr, _ptr]
+    library.native_last_error.restype = ctypes.c_char_p
+    library.native_last_error.argtypes = []
     return Kernels(path, library)
 
 
 def _check(kernels: Kernels) -> None:
-    """A small gather against index_select: the build links and computes before it is published."""
+    """The structures agree, and a small gather equals index_select: the build links and computes
+    before it is published."""
+    mismatch = kernels.layout_mismatch()
+    if mismatch:
+        raise NativeKernelsUnavailable(f"the built kernels do not match their Python mirror: {mismatch}")
     users, restaurants = torch.arange(12.0).view(4, 3), torch.arange(10.0, 16.0).view(3, 2)
     user_rows, restaurant_rows = torch.tensor([3, 0, 2], dtype=torch.int32), torch.tensor([1, 2, 0], dtype=torch.int32)
     out = torch.zeros(3, 6)
@@ -239,9 +207,9 @@ def _loaded() -> Kernels | str:
     try:
         directory = cache_dir()
         directory.mkdir(parents=True, exist_ok=True)
-        path = build(directory, compiler())
+        path = build_into(directory)
         os.utime(path)  # in use: not removed as unused
-        changed = unrecorded(path)  # checked again just before loading: build() may have returned a reused one
+        changed = build.unrecorded(path)  # checked again just before loading: build() may have returned a reused one
         if changed:
             raise NativeKernelsUnavailable(f"refusing to load {path}: {changed}")
         return _load(path)

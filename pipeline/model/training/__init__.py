@@ -22,11 +22,11 @@ The parts, in the order a run uses them:
 - ``release``: the candidate audited and published; ``run``: :func:`train`, all of it under the lock.
 """
 
-from pipeline.model.training.config import MODES, REFERENCE_CONSTRAINTS, TrainConfig
+from pipeline.model.training.config import MODES, REFERENCE_CONSTRAINTS, Mode, TrainConfig
 from pipeline.model.training.release import EVALUATION_FILE, FINITE_CHECK, Gate
 from pipeline.model.training.report import NonFiniteTraining, TrainReport, TrainResult
 from pipeline.model.training.run import train
 from pipeline.model.training.scoring import score_partitions
 
-__all__ = ["EVALUATION_FILE", "FINITE_CHECK", "MODES", "REFERENCE_CONSTRAINTS", "Gate", "NonFiniteTraining",
+__all__ = ["EVALUATION_FILE", "FINITE_CHECK", "MODES", "REFERENCE_CONSTRAINTS", "Gate", "Mode", "NonFiniteTraining",
            "TrainConfig", "TrainReport", "TrainResult", "score_partitions", "train"]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from pipeline.data.layout import parse_day
 
-MODES = ("incremental", "full")
+Mode = Literal["incremental", "full"]
+MODES: tuple[Mode, ...] = get_args(Mode)
 REFERENCE_CONSTRAINTS = {"mode": "full", "lr": 1e-8, "epochs": 5, "batch_size": 1024, "validation_days": 0}
 """The assignment's training settings (Adam, the reference architecture, every row of every day
 every epoch, so no day held out): deploy/run_configs/reference_constraints.yaml and
@@ -18,7 +20,7 @@ every epoch, so no day held out): deploy/run_configs/reference_constraints.yaml 
 class TrainConfig:
     """A training run's settings, checked when made (ValueError naming the field)."""
 
-    mode: str = "incremental"
+    mode: Mode = "incremental"
     hidden: tuple[int, int] = (256, 128)
     lr: float = 2e-3
     batch_size: int = 8192

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.clicks import read_chunk
+from pipeline.data.processed_partition import read_chunk
 from pipeline.model.batches import seeded_generator
 from pipeline.model.training.selection import select_best_epoch, validate_epoch
 from pipeline.model.training.session import TrainingSession
@@ -34,13 +34,14 @@ def train_full(session: TrainingSession) -> None:
             session.start_epoch()
         if session.plan_done():
             state.trained = {d: session.manifests[d]["rows"] for _, pieces in cursor.plan for d, _ in pieces}
-            if cursor.selection is not None:
-                select_best_epoch(session.model, session.optimizer, cursor, session.log)
+            select_best_epoch(session.model, session.optimizer, cursor, session.log)
         session.save()  # after every step; at the end of the plan it marks the run complete, unpublished
 
 
-def _read_pool(dirs: dict[str, Path], pieces: tuple[tuple[str, int], ...]) -> list[np.ndarray]:
+def _read_pool(dirs: dict[str, Path],
+               pieces: tuple[tuple[str, int], ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The pieces' (user rows, restaurant rows, clicks), each concatenated over the pieces."""
     parts = [read_chunk(dirs[d], c) for d, c in pieces]
-    return [np.concatenate([part[i] for part in parts], dtype=dtype)
-            for i, dtype in enumerate((np.int32, np.int32, np.float32))]
+    user_rows, restaurant_rows, clicks = (np.concatenate([part[i] for part in parts], dtype=dtype)
+                                          for i, dtype in enumerate((np.int32, np.int32, np.float32)))
+    return user_rows, restaurant_rows, clicks

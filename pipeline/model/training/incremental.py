@@ -8,7 +8,7 @@ reads only the chunks left.
 
 from __future__ import annotations
 
-from pipeline.data.clicks import read_chunk
+from pipeline.data.processed_partition import read_chunk
 from pipeline.model.batches import seeded_generator
 from pipeline.model.training.scoring import score_partitions
 from pipeline.model.training.session import TrainingSession
@@ -33,8 +33,12 @@ def train_incremental(session: TrainingSession) -> None:
             cursor.chunk = index + 1
             if cursor.chunk % config.checkpoint_every_chunks == 0 and cursor.chunk < len(pieces):
                 session.save()
-        state.history.append(cursor.pending)
-        session.report.prequential.append(cursor.pending)
+        prequential = cursor.pending
+        if prequential is None:  # a run is saved inside a day only with the day's scores
+            raise ValueError(f"the unfinished run stands inside day {day} without its prequential scores: "
+                             f"start the training run with restart: true to discard it")
+        state.history.append(prequential)
+        session.report.prequential.append(prequential)
         state.trained[day] = session.manifests[day]["rows"]
         session.finish_step(epoch, [day], day_loss, day_rows)
         session.end_of_epoch(epoch)  # incremental training is one epoch: it ends with the plan

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.data.clicks import live_partition, read_manifest
 from pipeline.data.layout import Warehouse
+from pipeline.data.processed_partition import live_partition, read_manifest
 from pipeline.model.batches import FeatureTables
 from pipeline.publish import Artifact
 

@@ -7,12 +7,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.audits import AuditResult
 from pipeline.model.batches import FeatureTables
 from pipeline.model.checkpoint import CHECKPOINT_FILE, TrainingState
 from pipeline.model.network import ClickMLP
 from pipeline.model.training.report import TrainReport
 from pipeline.model.training.scoring import non_finite_parameters
-from pipeline.publish import Artifact, AuditResult, Published
+from pipeline.publish import Artifact, Published
 
 FINITE_CHECK = "click_model_is_finite"
 EVALUATION_FILE = "evaluation.json"
@@ -25,7 +26,7 @@ def publish_candidate(artifact: Artifact, state: TrainingState, tables: FeatureT
                       report: TrainReport) -> Published:
     """The finished state (its cursor dropped) as a candidate checkpoint: written, read back,
     audited (finite weights, then the gate on the model as written, its evaluation stored beside
-    it as ``EVALUATION_FILE``), published as the model of record; :class:`~pipeline.publish.Rejected`
+    it as ``EVALUATION_FILE``), published as the model of record; :class:`~pipeline.audits.Rejected`
     when an audit fails. The artifact's lock must be held."""
     held_out = state.cursor.validation if state.cursor else []
     state.cursor = None
@@ -34,7 +35,7 @@ def publish_candidate(artifact: Artifact, state: TrainingState, tables: FeatureT
         state.save(staging / CHECKPOINT_FILE)
 
     def audit(staging: Path, _) -> list[AuditResult]:
-        written = TrainingState.load(staging / CHECKPOINT_FILE)
+        written = TrainingState.read(staging / CHECKPOINT_FILE)
         bad = non_finite_parameters(written.model)
         audits = [AuditResult(FINITE_CHECK, not bad, {"non_finite_values": sum(bad.values())},
                               f"non-finite values in {bad}" if bad else "")]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 
 from pipeline.atomic import remove_stale_temporaries
+from pipeline.audits import Rejected
 from pipeline.data.layout import Warehouse
 from pipeline.disk_space import ensure_room
 from pipeline.locks import DEFAULT_LOCK_TIMEOUT_S
@@ -17,8 +18,8 @@ from pipeline.model.training.incremental import train_incremental
 from pipeline.model.training.release import Gate, publish_candidate
 from pipeline.model.training.report import TrainReport, TrainResult
 from pipeline.model.training.session import TrainingSession
-from pipeline.model.training.start import start_run
-from pipeline.publish import Artifact, Rejected
+from pipeline.model.training.start import NothingToTrain, start_run
+from pipeline.publish import Artifact
 
 LOOPS = {"incremental": train_incremental, "full": train_full}
 
@@ -27,7 +28,7 @@ def train(warehouse: Warehouse, config: TrainConfig, log: Callable[[str], None] 
           gate: Gate | None = None, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
           on_day: Callable[[dict], None] | None = None) -> TrainResult:
     """Run (or resume) training as ``config`` says and publish the result as the model of
-    record if it passes its audits; :class:`~pipeline.publish.Rejected` otherwise (the model of
+    record if it passes its audits; :class:`~pipeline.audits.Rejected` otherwise (the model of
     record stays). A second run waits for the first (the checkpoint's lock). ``on_day`` gets each
     step's numbers as it finishes: day (a full retrain's pool: its days), epoch, rows, train_loss
     and, incrementally, the day's prequential scores."""
@@ -41,7 +42,7 @@ def train(warehouse: Warehouse, config: TrainConfig, log: Callable[[str], None] 
         # before any work: the run's saves and the candidate are each about as large as the model of record
         ensure_room(run_path, 2 * artifact.live_bytes(), "the unfinished run and the candidate checkpoint")
         start = start_run(warehouse, config, run_path, log)
-        if start.state is None:
+        if isinstance(start, NothingToTrain):
             report = TrainReport(config.mode, False, discarded_unfinished=start.discarded_unfinished)
             return TrainResult(load_published_state(warehouse.checkpoint), report)
         session = TrainingSession(config, start, run_path, log, on_day)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.data.clicks import iter_chunks
+from pipeline.data.processed_partition import iter_chunks
 from pipeline.model import metrics
 from pipeline.model.batches import BatchGatherer
 from pipeline.model.evaluate import score_into

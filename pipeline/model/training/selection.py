@@ -32,9 +32,9 @@ def validate_epoch(model: ClickMLP, optimizer: torch.optim.Optimizer, gatherer: 
 def select_best_epoch(model: ClickMLP, optimizer: torch.optim.Optimizer, cursor: Cursor,
                       log: Callable[[str], None]) -> None:
     """End of a full retrain: load the selected epoch's weights and optimizer state into
-    ``model`` and ``optimizer`` unless it is the last epoch."""
+    ``model`` and ``optimizer`` unless it is the last epoch (or none was selected: no held-out days)."""
     best, last = cursor.selection, cursor.plan[-1][0]
-    if best["epoch"] != last:
+    if best is not None and best["epoch"] != last:
         model.load_state_dict(best["model"])
         optimizer.load_state_dict(best["optimizer"])
         log(f"selected epoch {best['epoch']} (validation log loss {best['validation_log_loss']:.5f}), "

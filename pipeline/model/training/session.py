@@ -31,7 +31,7 @@ class TrainingSession:
     def __init__(self, config: TrainConfig, start: RunStart, run_path: Path, log: Callable[[str], None],
                  on_day: Callable[[dict], None] | None = None):
         self.config, self.run_path, self.log, self.on_day = config, run_path, log, on_day
-        self.state, self.cursor = start.state, start.state.cursor
+        self.state, self.cursor = start.state, start.cursor
         self.model, self.optimizer = start.model, start.optimizer
         self.tables, self.dirs, self.manifests = start.tables, start.dirs, start.manifests
         self.report = TrainReport(self.cursor.mode, start.resumed, discarded_unfinished=start.discarded_unfinished)
@@ -49,7 +49,7 @@ class TrainingSession:
         self.started = self.epoch_started = time.perf_counter()
         self.loss_total, self.loss_rows = 0.0, 0
 
-    def train_pool(self, arrays: list[np.ndarray], generator: torch.Generator, where: str,
+    def train_pool(self, arrays: tuple[np.ndarray, np.ndarray, np.ndarray], generator: torch.Generator, where: str,
                    epoch: int) -> tuple[float, int]:
         """Train on a pool of rows (user rows, restaurant rows, clicks), shuffled by ``generator``,
         in batches; (sum of the per-row losses, rows). NonFiniteTraining, naming ``where``, when the

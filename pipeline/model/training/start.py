@@ -9,7 +9,7 @@ retrain, from a fresh model.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,21 +25,30 @@ from pipeline.model.training.plan import build_plan, fingerprint, full_retrain_w
 
 @dataclass
 class RunStart:
-    """What a run trains from: the feature tables and, unless there is nothing new to train on
-    (``state`` None), the state with its cursor, the model and optimizer it holds, and each planned
-    or held-out day's partition version directory and manifest."""
+    """What a run trains from: the feature tables, the state and its cursor (``state.cursor``), the
+    model and optimizer it holds, and each planned or held-out day's partition version directory
+    and manifest."""
 
     tables: FeatureTables
     discarded_unfinished: bool
-    resumed: bool = False
-    state: TrainingState | None = None
-    model: ClickMLP | None = None
-    optimizer: torch.optim.Adam | None = None
-    dirs: dict[str, Path] = field(default_factory=dict)
-    manifests: dict[str, dict] = field(default_factory=dict)
+    resumed: bool
+    state: TrainingState
+    cursor: Cursor
+    model: ClickMLP
+    optimizer: torch.optim.Adam
+    dirs: dict[str, Path]
+    manifests: dict[str, dict]
 
 
-def start_run(warehouse: Warehouse, config: TrainConfig, run_path: Path, log: Callable[[str], None]) -> RunStart:
+@dataclass
+class NothingToTrain:
+    """No unfinished run, and no processed day the model of record has not been trained on."""
+
+    discarded_unfinished: bool
+
+
+def start_run(warehouse: Warehouse, config: TrainConfig, run_path: Path,
+              log: Callable[[str], None]) -> RunStart | NothingToTrain:
     """The unfinished run at ``run_path`` (discarded first with ``config.restart``), else a new
     run planned over the processed days; ValueError when an unfinished run was started with other
     settings."""
@@ -50,12 +59,12 @@ def start_run(warehouse: Warehouse, config: TrainConfig, run_path: Path, log: Ca
         log("restart: discarded the unfinished run; starting from the published checkpoint")
     unfinished = load_unfinished_run(run_path)
     if unfinished is not None:
-        return _resume(warehouse, config, run_path, unfinished)
+        return _resume(warehouse, config, run_path, *unfinished)
     return _plan_new_run(warehouse, config, discarded)
 
 
-def _resume(warehouse: Warehouse, config: TrainConfig, run_path: Path, state: TrainingState) -> RunStart:
-    cursor = state.cursor
+def _resume(warehouse: Warehouse, config: TrainConfig, run_path: Path, state: TrainingState,
+            cursor: Cursor) -> RunStart:
     if cursor.fingerprint != fingerprint(config, cursor.plan, state.versions, cursor.validation):
         raise ValueError(
             f"{run_path} holds an unfinished {cursor.mode} run (step {cursor.position + 1} of "
@@ -64,14 +73,14 @@ def _resume(warehouse: Warehouse, config: TrainConfig, run_path: Path, state: Tr
     model, optimizer = _restore(state, config)
     dirs = resolve_partitions(warehouse, {d for _, pieces in cursor.plan for d, _ in pieces} | set(cursor.validation),
                               cursor.partitions)
-    return RunStart(tables, False, True, state, model, optimizer, dirs, checked_manifests(dirs, tables))
+    return RunStart(tables, False, True, state, cursor, model, optimizer, dirs, checked_manifests(dirs, tables))
 
 
-def _plan_new_run(warehouse: Warehouse, config: TrainConfig, discarded: bool) -> RunStart:
+def _plan_new_run(warehouse: Warehouse, config: TrainConfig, discarded: bool) -> RunStart | NothingToTrain:
     days = warehouse.processed_days()
     tables = FeatureTables.load(warehouse)
     incumbent = load_published_state(warehouse.checkpoint)
-    validation = []
+    validation: list[str] = []
     if config.mode == "incremental" and incumbent is not None:
         state = incumbent
         model, optimizer = _restore(state, config)
@@ -83,17 +92,17 @@ def _plan_new_run(warehouse: Warehouse, config: TrainConfig, discarded: bool) ->
     manifests = checked_manifests(dirs, tables)
     plan = build_plan(config, window, {d: len(m["chunks"]) for d, m in manifests.items()})
     if not plan:
-        return RunStart(tables, discarded)
+        return NothingToTrain(discarded)
     state.versions = tables.versions()
-    state.cursor = Cursor(config.mode, plan, validation=validation,
-                          fingerprint=fingerprint(config, plan, state.versions, validation),
-                          partitions={day: directory.name for day, directory in dirs.items()})
-    return RunStart(tables, discarded, False, state, model, optimizer, dirs, manifests)
+    state.cursor = cursor = Cursor(config.mode, plan, validation=validation,
+                                   fingerprint=fingerprint(config, plan, state.versions, validation),
+                                   partitions={day: directory.name for day, directory in dirs.items()})
+    return RunStart(tables, discarded, False, state, cursor, model, optimizer, dirs, manifests)
 
 
 def _fresh_state(config: TrainConfig) -> tuple[ClickMLP, torch.optim.Adam, TrainingState]:
     torch.manual_seed(config.seed)
-    model = ClickMLP(tuple(config.hidden))
+    model = ClickMLP(config.hidden)
     optimizer = make_optimizer(model, config.lr)
     return model, optimizer, TrainingState(model.state_dict(), optimizer.state_dict(), config.architecture())
 

@@ -1,0 +1,56 @@
+"""The CI-sized end-to-end run, exactly as documented: console commands in a fresh DAGSTER_HOME."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pipeline.data.processed_partition import read_manifest
+from pipeline.publish import Artifact
+from pipeline_devtools.commands import console
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.slow
+def test_generate_ingest_a_range_and_train_through_dagster_cli(tmp_path):
+    home, data, warehouse = tmp_path / "home", tmp_path / "dataset", tmp_path / "warehouse"
+    home.mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PIPELINE_DATASET_DIR": str(data),
+           "PIPELINE_WAREHOUSE_DIR": str(warehouse), "PIPELINE_START_DATE": "2026-03-01",
+           "VIRTUAL_ENV": str(BIN.parent), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("PIPELINE_END_DATE", None)  # the partitions end on the dataset's last day
+    console("pipeline", "generate", "--out", str(data), "--preset", "tiny", "--train-files", "4",
+         "--quiet", env=env)
+    assert console("pipeline", "days", "--data", str(data), "--format", "range", env=env).strip() == \
+        "2026-03-01...2026-03-04"
+    assert "All definitions loaded successfully" in console("dg", "check", "defs", env=env)
+    # the supported commands (dg launch), and the one CI and users still run (dagster job execute -m)
+    launched = console("dg", "launch", "--job", "feature_snapshots", env=env)
+    launched += console("dg", "launch", "--job", "ingest_clicks", "--partition-range", "2026-03-01...2026-03-03",
+                     env=env)
+    assert "Warning" not in launched, launched  # no Beta/Preview/Supersession notices
+    module = ["-m", "pipeline.definitions"]
+    console("dagster", "job", "execute", *module, "-j", "ingest_clicks",
+         "--tags", json.dumps({"dagster/partition": "2026-03-04"}), env=env)
+    console("dagster", "job", "execute", *module, "-j", "train_model", env=env)
+
+    days = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"]
+    for day in days:
+        assert read_manifest(warehouse / f"processed_clicks/date={day}")["rows"] == 10_000
+    assert (warehouse / "models/click_model/export/model.pt").exists()
+    assert Artifact(warehouse / "models/click_model/checkpoint").record()["trained_days"] == days
+    evaluation = json.loads((warehouse / "models/click_model/checkpoint/evaluation.json").read_text())
+    assert evaluation["accuracy"] > evaluation["all_zeros_accuracy"]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_materialized_partitions(dg.AssetKey("processed_clicks")) == set(days)
+        assert instance.get_materialized_partitions(dg.AssetKey("raw_clicks")) == set(days)
+        runs = instance.get_runs()
+        assert len(runs) == 4 and all(r.is_success for r in runs)
+        # every run is filed under the code location (its job's page in the UI lists it)
+        assert {r.tags.get(".dagster/repository") for r in runs} == {"__repository__@pipeline"}
+        ranged = [r for r in runs if r.tags.get("dagster/asset_partition_range_start")]
+        assert len(ranged) == 1 and ranged[0].tags["dagster/asset_partition_range_end"] == "2026-03-03"

@@ -1,0 +1,103 @@
+"""The recommender agrees with a brute-force implementation, on both real stores."""
+
+import uuid
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.serving.recommender import Recommender, UnknownUser
+from pipeline.serving.request import Request, RequestError
+from pipeline.serving.scorer import ModelScorer
+from pipeline.store.base import FeatureTable
+from pipeline.store.redis_store import RedisStore
+from pipeline.store.sqlite import SQLiteStore
+from pipeline_devtools.reference_recommender import as_arrays, brute_force
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def recommender(request, serving_artifacts, tmp_path):
+    warehouse, tables, geo, model = serving_artifacts
+    if request.param == "sqlite":
+        store = SQLiteStore(tmp_path / "online.db")
+    else:
+        store = RedisStore(request.getfixturevalue("redis_url"), namespace=f"r{uuid.uuid4().hex[:8]}:")
+    store.publish(FeatureTable.of(tables.user_snapshot), FeatureTable.of(tables.restaurant_snapshot))
+    yield Recommender(geo, store, ModelScorer(warehouse.torchscript))
+    store.close()
+
+
+def _check(recommender, serving_artifacts, request):
+    _, tables, _, model = serving_artifacts
+    answer = recommender.recommend(request)
+    ids, scores, dists = as_arrays(brute_force(model, tables, request.user_id, request.latitude, request.longitude,
+                                               request.candidate_restaurant_ids, request.size, request.max_dist,
+                                               request.sort_dist))
+    np.testing.assert_array_equal(answer.ids, ids)
+    np.testing.assert_allclose(answer.scores, scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(answer.displacements, dists, rtol=1e-9, atol=1e-6)
+    return answer
+
+
+def test_replayed_requests_agree_with_brute_force(recommender, serving_artifacts, tiny_dataset):
+    requests = pq.read_table(tiny_dataset.requests).to_pylist()[:25]
+    nonempty = 0
+    for r in requests:
+        answer = _check(recommender, serving_artifacts, Request(
+            r["user_id"], r["latitude"], r["longitude"], tuple(r["candidate_restaurant_ids"]),
+            int(r["size"]), float(r["max_dist"]), bool(r["sort_dist"])))
+        nonempty += len(answer.ids) > 0
+        assert len(answer.ids) <= r["size"] and np.all(answer.displacements <= r["max_dist"])
+    assert nonempty > 10
+
+
+@pytest.mark.parametrize("sort_dist", [False, True])
+def test_without_candidates_every_restaurant_in_range_is_considered(recommender, serving_artifacts, sort_dist):
+    answer = _check(recommender, serving_artifacts, Request(42, 13.9, 100.6, None, 15, 6000.0, sort_dist))
+    assert len(answer.ids) == 15
+    key = answer.displacements if sort_dist else -answer.scores
+    assert np.all(np.diff(key) >= 0)
+
+
+def test_unknown_candidates_are_ignored_and_counted(recommender, serving_artifacts):
+    answer = _check(recommender, serving_artifacts,
+                    Request(3, 13.9, 100.6, (1, 2, 3, 99_999, -5, 10**12), 20, 60_000.0))
+    assert answer.unknown_candidates == 3 and set(answer.ids) <= {1, 2, 3}
+
+
+def test_errors_unknown_user_and_invalid_fields(recommender):
+    with pytest.raises(UnknownUser):
+        recommender.recommend(Request(10**9, 13.9, 100.6, (1, 2)))
+    with pytest.raises(UnknownUser):  # even when nothing is in range
+        recommender.recommend(Request(10**9, 13.9, 100.6, (), max_dist=0))
+    for field, request in [("latitude", Request(1, 91.0, 100.0)), ("longitude", Request(1, 13.0, -180.5)),
+                           ("latitude", Request(1, float("nan"), 100.0)), ("size", Request(1, 13.0, 100.0, size=0)),
+                           ("max_dist", Request(1, 13.0, 100.0, max_dist=-1.0)),
+                           ("candidate_restaurant_ids", Request(1, 13.0, 100.0, tuple(range(10_001))))]:
+        with pytest.raises(RequestError) as error:
+            recommender.recommend(request)
+        assert error.value.field == field
+
+
+def test_retrieval_without_candidates_is_bounded_and_refusals_name_max_dist(serving_artifacts, tmp_path):
+    from pipeline.geo.index import GeoIndex
+    from pipeline.serving.recommender import MAX_DIST_WITHOUT_CANDIDATES_M, MAX_EXAMINED
+    from pipeline.serving.request import MAX_CANDIDATES
+
+    rng = np.random.default_rng(0)
+    n = MAX_EXAMINED + 5_000  # dense: every restaurant within ~1.5 km of the centre
+    geo = GeoIndex.build(np.arange(n), 13.8 + rng.uniform(-0.01, 0.01, n), 100.6 + rng.uniform(-0.01, 0.01, n))
+    store = SQLiteStore(tmp_path / "online.db")  # never reached: every request below is refused first
+    recommender = Recommender(geo, store, scorer=None)
+    cases = [(MAX_DIST_WITHOUT_CANDIDATES_M + 1, f"at most {MAX_DIST_WITHOUT_CANDIDATES_M:.0f} m"),
+             (5_000, f"to examine, at most {MAX_EXAMINED}")]  # the cells to search hold too many
+    for max_dist, message in cases:
+        with pytest.raises(RequestError, match=message) as refused:
+            recommender.recommend(Request(1, 13.8, 100.6, None, 20, max_dist))
+        assert refused.value.field == "max_dist"
+    sparse = GeoIndex.build(np.arange(MAX_CANDIDATES + 10), 13.8 + rng.uniform(-0.01, 0.01, MAX_CANDIDATES + 10),
+                            100.6 + rng.uniform(-0.01, 0.01, MAX_CANDIDATES + 10))
+    with pytest.raises(RequestError, match=f"lie within 5000 m, at most {MAX_CANDIDATES}") as refused:
+        Recommender(sparse, store, scorer=None).recommend(Request(1, 13.8, 100.6, None, 20, 5_000))
+    assert refused.value.field == "max_dist"
+    store.close()
