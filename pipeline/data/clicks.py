@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.arrow_ipc import read_first_batch, write_ipc
-from pipeline.data.features import IdIndex
+from pipeline.data.id_index import IdIndex
 from pipeline.data.schema import CLICKS
 from pipeline.publish import RECORD, Artifact, AuditResult, Published, verify_file, write_audit_publish
 

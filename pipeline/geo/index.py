@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.arrow_ipc import read_ipc, write_ipc
-from pipeline.data.features import IdIndex
+from pipeline.data.id_index import IdIndex
 from pipeline.geo.distance import haversine_m, within_box
 from pipeline.publish import Artifact, AuditResult, Published, verify_file, write_audit_publish
 
