@@ -47,7 +47,7 @@ if ! "$DOCKER" image inspect "$BASE" >/dev/null 2>&1; then
   rm -f "$CONTEXT/base.tar"
   mmdebstrap --quiet "${BASE_ARGS[@]}" "$CONTEXT/base.tar" "${MIRRORS[@]}" >"$CONTEXT/mmdebstrap.log" 2>&1 \
     || { cat "$CONTEXT/mmdebstrap.log"; exit 1; }
-  "$DOCKER" import "$CONTEXT/base.tar" "$BASE"
+  "$DOCKER" import "$CONTEXT/base.tar" "$BASE" >/dev/null
   rm -f "$CONTEXT/base.tar"
 fi
 
