@@ -1,11 +1,13 @@
-"""The serving image (``make image``: deploy/Dockerfile.serve) built here and run: with the tiny served
-artifacts' warehouse mounted read-only and a SQLite online store mounted beside it, the container is
-healthy and answers as ``pipeline serve`` on this host does with the same settings (format onnx),
+"""The serving image's requirements (deploy/serving.lock) cover what ``pipeline serve`` imports, at
+requirements.lock's versions; and the image (``make image``: deploy/Dockerfile.serve), built here and
+run with the tiny served artifacts' warehouse mounted read-only and a SQLite online store beside it,
+is healthy and answers as ``pipeline serve`` on this host does with the same settings (format onnx),
 without torch or Dagster in it and as a non-root user."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +25,33 @@ IMAGE = "restaurant-pipeline-serve:test"
 REQUESTS = [("/recommend/42", BODY), ("/recommend/u00007", {**BODY, "size": 3, "sort_dist": True}),
             ("/recommend/42", {"latitude": 13.8, "longitude": 100.6, "size": 5, "max_dist": 2000}),
             ("/recommend/999999", BODY)]
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    """{normalized name: version} of a pip-compile lock."""
+    return {re.sub(r"[-_.]+", "-", name).lower(): version
+            for name, version in re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", lock.read_text(), re.M)}
+
+
+# The distributions whose modules ``pipeline serve`` imports before it serves (a fresh interpreter).
+_SERVE_IMPORTS = """
+import importlib.metadata, sys
+before = set(sys.modules)
+import pipeline.cli, pipeline.api.server
+owners = importlib.metadata.packages_distributions()
+print("\\n".join(sorted({d for m in set(sys.modules) - before for d in owners.get(m.split(".")[0], [])})))
+"""
+
+
+def test_the_serving_lock_covers_what_pipeline_serve_imports_at_the_main_locks_versions():
+    serving, main = _pins(ROOT / "deploy/serving.lock"), _pins(ROOT / "requirements.lock")
+    assert {"fastapi", "uvicorn", "onnxruntime", "pyarrow", "h3", "redis"} <= serving.keys()
+    assert not {"torch", "dagster", "polars", "onnx"} & serving.keys()
+    assert {name: (version, main[name]) for name, version in serving.items()
+            if name in main and main[name] != version} == {}
+    done = subprocess.run([sys.executable, "-c", _SERVE_IMPORTS], capture_output=True, text=True, check=True)
+    imported = {re.sub(r"[-_.]+", "-", name).lower() for name in done.stdout.split()} - {"restaurant-pipeline"}
+    assert imported and imported <= serving.keys(), imported - serving.keys()
 
 
 def _docker_unavailable() -> str:
