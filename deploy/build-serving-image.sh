@@ -45,8 +45,8 @@ flock 9   # one build at a time in this checkout
 if ! "$DOCKER" image inspect "$BASE" >/dev/null 2>&1; then
   echo "building the base image $BASE (mmdebstrap)"
   rm -f "$CONTEXT/base.tar"
-  mmdebstrap --quiet "${BASE_ARGS[@]}" "$CONTEXT/base.tar" "${MIRRORS[@]}" >"$CONTEXT/mmdebstrap.log" 2>&1 \
-    || { cat "$CONTEXT/mmdebstrap.log"; exit 1; }
+  mmdebstrap --quiet "${BASE_ARGS[@]}" "$CONTEXT/base.tar" "${MIRRORS[@]}" >build/serving-base.log 2>&1 \
+    || { cat build/serving-base.log; exit 1; }
   "$DOCKER" import "$CONTEXT/base.tar" "$BASE" >/dev/null
   rm -f "$CONTEXT/base.tar"
 fi
@@ -69,5 +69,6 @@ SOURCE_DATE_EPOCH=315532800 "$PYTHON" -m pip wheel --quiet --disable-pip-version
   -w "$CONTEXT/project" "$SOURCE"
 cp deploy/serving.lock "$CONTEXT/serving.lock"
 
-"$DOCKER" build --quiet --build-arg "BASE=$BASE" -f deploy/Dockerfile.serve -t "$IMAGE" "$CONTEXT" >/dev/null
+"$DOCKER" build --build-arg "BASE=$BASE" -f deploy/Dockerfile.serve -t "$IMAGE" "$CONTEXT" >build/serving-image.log 2>&1 \
+  || { cat build/serving-image.log; exit 1; }
 echo "$IMAGE: $("$DOCKER" image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1 / 1e6}')"
