@@ -1,5 +1,6 @@
 # make demo | make test | make test-fast | make dev | make serve | make loadtest | make worker   (each sets up .venv first)
-# make lock: re-resolve requirements.lock after changing dependencies in pyproject.toml
+# make lock: re-resolve requirements.lock (and deploy/serving.lock) after changing dependencies in pyproject.toml
+# make image: the serving image (deploy/Dockerfile.serve), built without pulling any image (root, docker, mmdebstrap)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -23,7 +24,7 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 LAUNCH := $(BIN)/dg launch
 
-.PHONY: install lock bigquery-emulator demo test test-fast dev serve loadtest worker clean
+.PHONY: install lock serving-lock image bigquery-emulator demo test test-fast dev serve loadtest worker clean
 
 # Exactly the locked versions, every file checked against its hash (torch: the local 2.13.0+cpu wheel),
 # then the project itself and its development package (devtools/: the tests' and benchmarks' helpers),
@@ -64,6 +65,21 @@ lock:
 	.venv-lock/bin/pip install --quiet pip-tools
 	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --extra dev --extra bigquery --extra celery --extra k8s --strip-extras \
 		-o requirements.lock pyproject.toml
+	$(MAKE) serving-lock
+
+# Re-resolve deploy/serving.lock, what the serving image installs (deploy/serving.in: pipeline serve for the ONNX
+# format, without torch or Dagster), at requirements.lock's versions.
+serving-lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet pip-tools
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+		-o deploy/serving.lock deploy/serving.in
+
+# The serving image IMAGE from a base of Debian packages and a wheelhouse of deploy/serving.lock built here
+# (docs/OPERATIONS.md, "The serving image"); the base is made again only when its package list changes.
+IMAGE ?= restaurant-pipeline-serve:latest
+image:
+	PYTHON=$(PYTHON) deploy/build-serving-image.sh $(IMAGE)
 
 $(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)

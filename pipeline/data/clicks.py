@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from pipeline.arrow_ipc import read_first_batch, write_ipc
 from pipeline.audits import AuditResult
-from pipeline.data.features import IdIndex
+from pipeline.data.id_index import IdIndex
 from pipeline.data.raw_clicks import (
     DEFAULT_BATCH_ROWS,
     DROP_REASONS,

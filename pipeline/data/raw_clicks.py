@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.data.features import IdIndex
+from pipeline.data.id_index import IdIndex
 from pipeline.data.schema import CLICKS
 
 DROP_REASONS = ("null", "unknown_user", "unknown_restaurant", "invalid_click")

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from pipeline.arrow_ipc import read_ipc, write_ipc
 from pipeline.audits import AuditResult
-from pipeline.data.features import IdIndex
+from pipeline.data.id_index import IdIndex
 from pipeline.geo.distance import haversine_m, within_box
 from pipeline.integrity import verify_file
 from pipeline.publish import Artifact, Published, write_audit_publish

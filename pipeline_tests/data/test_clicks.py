@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.data.clicks import count_duplicates, publish_partition
-from pipeline.data.features import RESTAURANTS, USERS, IdIndex, read_source_features
+from pipeline.data.features import RESTAURANTS, USERS, read_source_features
 from pipeline.data.generate import PRESETS, generate
+from pipeline.data.id_index import IdIndex
 from pipeline.data.processed_partition import iter_chunks, read_manifest
 from pipeline.data.schema import SchemaError
 from pipeline.publish import Artifact

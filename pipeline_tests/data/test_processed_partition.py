@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.clicks import publish_partition
-from pipeline.data.features import IdIndex
+from pipeline.data.id_index import IdIndex
 from pipeline.data.processed_partition import iter_chunks, read_manifest
 from pipeline.integrity import Corrupt
 from pipeline_devtools.damage import flip_byte

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.clicks import publish_partition
-from pipeline.data.features import IdIndex
+from pipeline.data.id_index import IdIndex
 from pipeline.data.raw_clicks import CorruptFile
 from pipeline_devtools.damage import flip_byte
 

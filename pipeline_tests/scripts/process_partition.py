@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.clicks import publish_partition
-from pipeline.data.features import IdIndex
+from pipeline.data.id_index import IdIndex
 from pipeline_devtools.process_metrics import peak_rss_mb
 
 out, n_users, n_restaurants, *files = sys.argv[1:]
