@@ -95,7 +95,7 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	@echo
 	@echo "Dataset:    $(DATA)"
 	@echo "Warehouse:  $(PIPELINE_WAREHOUSE_DIR) (features/, raw_clicks/, processed_clicks/, models/)"
-	@echo "Model:      $(PIPELINE_WAREHOUSE_DIR)/models/click_model/export/model.pt (TorchScript), model.pt2 (ExportedProgram)"
+	@echo "Model:      $(PIPELINE_WAREHOUSE_DIR)/models/click_model/export/ (model.onnx, model.pt TorchScript, model.pt2 ExportedProgram)"
 	@echo "Live:       $(BIN)/pipeline status"
 	@echo "Online:     $(PIPELINE_SQLITE_PATH) (SQLite online features; REDIS_URL selects Redis)"
 	@echo "Runs:       DAGSTER_HOME=$(DAGSTER_HOME)"
