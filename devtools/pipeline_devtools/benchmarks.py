@@ -17,6 +17,12 @@ except ImportError:  # another commit's code from before it (bench/training.py -
     pass
 else:
     enable_reproducible_blas()
+try:  # likewise, before ONNX Runtime loads: its telemetry off
+    from pipeline.serving.telemetry import disable_onnxruntime_telemetry
+except ImportError:  # another commit's code, from before the ONNX export
+    pass
+else:
+    disable_onnxruntime_telemetry()
 
 
 def machine() -> dict:

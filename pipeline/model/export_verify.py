@@ -16,8 +16,10 @@ from pipeline.settings import PublishingSettings
 
 # Runs with `python -I` (no PYTHONPATH, no user site, no cwd on sys.path) and imports only torch and
 # onnxruntime: it proves the artifacts load where the project is not installed. One thread, as served.
+# ONNX Runtime's telemetry is turned off in it whoever started it (pipeline.serving.telemetry).
 _VERIFY = r"""
-import json, sys, time, warnings
+import json, os, sys, time, warnings
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import torch
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
 torch.set_num_threads(1)

@@ -2,6 +2,9 @@
 dynamic-batch formats take any batch size, the served model ranks as the model of record does, and a broken
 format or a hung verification publishes nothing."""
 
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -105,3 +108,22 @@ def test_a_hung_export_verification_fails_the_export_and_the_previous_one_stays(
     export = Artifact(warehouse.export)
     assert export.live_version() == live and export.versions() == [live]
     assert not list(export.versions_dir.glob(".staging-*"))
+
+
+def test_the_verifying_process_keeps_onnx_runtime_telemetry_off_whoever_started_it(tmp_path):
+    """A caller that is no entry point (a script, a notebook) did not set ORT_DISABLE_TELEMETRY: the
+    verifying process still loads ONNX Runtime without writing its session file or its cache."""
+    home, scratch = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir(), scratch.mkdir()
+    script = ("import torch, pathlib, sys\n"
+              "from pipeline.model.network import ClickMLP\n"
+              "from pipeline.model.export import verify_export, write_formats\n"
+              "model, out = ClickMLP().eval(), pathlib.Path(sys.argv[1])\n"
+              "write_formats(model, out)\n"
+              "print(verify_export(out, model, torch.randn(32, 40), sizes=(20,))['formats']['onnx']['max_abs_diff'])\n")
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                          env={**env, "HOME": str(home), "TMPDIR": str(scratch)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert float(done.stdout.split()[-1]) <= 1e-5
+    assert not (scratch / ".ses").exists() and not (home / ".cache" / "Microsoft").exists()
