@@ -191,8 +191,8 @@ def _export_metadata(record: dict) -> dict:
 @dg.asset(group_name="model", kinds={"pytorch", "onnx"}, deps=["model_evaluation", "click_model"],
           pool="model_export", owners=[OWNER], code_version="3", automation_condition=FOLLOWS_PARENTS,
           check_specs=check_specs("model_exports", {check: (
-              f"fresh-process {fmt.replace('_', ' ')} logits within {PARITY_TOLERANCE} of the eager model; checked "
-              f"on the candidate before it is published") for fmt, check in PARITY_CHECKS.items()}))
+              f"fresh-process {fmt.replace('_', ' ')} logits within {PARITY_TOLERANCE} of the unfolded eager model; "
+              f"checked on the candidate before it is published") for fmt, check in PARITY_CHECKS.items()}))
 def model_exports(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """The model of record, its first two layers multiplied out (no activation separates them),
     exported three times: TorchScript (``model.pt``), a torch.export ExportedProgram (``model.pt2``)
