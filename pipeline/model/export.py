@@ -99,10 +99,13 @@ def parity_audit(verified: dict, fmt: str, rows: int) -> AuditResult:
     """A format's check: loaded in a fresh process that did not import the project, it gives the
     eager model's logits (within the tolerance) in the right shape."""
     one = verified["formats"][fmt]
-    passed = one["shape_ok"] and not verified["imported_project"] and one["max_abs_diff"] <= PARITY_TOLERANCE
-    why = "" if passed else (f"{fmt}: max abs diff {one['max_abs_diff']} > {PARITY_TOLERANCE}, shape ok "
-                             f"{one['shape_ok']}, imported the project {verified['imported_project']}")
-    return AuditResult(PARITY_CHECKS[fmt], bool(passed), {"max_abs_diff": one["max_abs_diff"], "rows": rows}, why)
+    passed = one["shape_ok"] and not verified["imported_project"] and one["parity_difference"] <= PARITY_TOLERANCE
+    why = "" if passed else (f"{fmt}: logits differ by {one['parity_difference']} of max(1, |logit|) > "
+                             f"{PARITY_TOLERANCE}, shape ok {one['shape_ok']}, imported the project "
+                             f"{verified['imported_project']}")
+    return AuditResult(PARITY_CHECKS[fmt], bool(passed), {"max_abs_diff": one["max_abs_diff"],
+                                                          "parity_difference": one["parity_difference"], "rows": rows},
+                       why)
 
 
 def _served_record(record: dict, module, sample: torch.Tensor, formats: dict[str, dict] | None = None) -> dict:

@@ -53,8 +53,11 @@ for fmt, file in files.items():
                 t = time.perf_counter(); model(request); times.append(time.perf_counter() - t)
             times.sort()
             latency[str(n)] = {"p50_ms": 1000 * times[len(times) // 2], "p99_ms": 1000 * times[int(len(times) * 0.99)]}
+    difference = got - expected  # relative to max(1, |logit|): pipeline.serving.formats.parity_difference
     out["formats"][fmt] = {"shape_ok": list(got.shape) == [x.shape[0]],
-                           "max_abs_diff": float((got - expected).abs().max()), "latency": latency}
+                           "max_abs_diff": float(difference.abs().max()),
+                           "parity_difference": float((difference.abs() / expected.abs().clamp_min(1)).max()),
+                           "latency": latency}
 out["imported_project"] = any(m == "pipeline" or m.startswith("pipeline.") for m in sys.modules)
 print(json.dumps(out))
 """

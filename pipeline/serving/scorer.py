@@ -11,7 +11,7 @@ import numpy as np
 from pipeline.atomic import file_version
 from pipeline.integrity import verify_file
 from pipeline.publish import Artifact
-from pipeline.serving.formats import MODEL_FILE, PARITY_TOLERANCE, format_of, load_logits
+from pipeline.serving.formats import MODEL_FILE, PARITY_TOLERANCE, format_of, load_logits, parity_difference
 
 
 class ModelScorer:
@@ -80,7 +80,8 @@ def check_scorer(scorer: ModelScorer, record: dict, input_width: int) -> dict:
         raise ValueError(f"gives outputs of shape {list(got.shape)} for {len(x)} rows, expected {list(expected.shape)}")
     if not np.isfinite(got).all():
         raise ValueError(f"gives {int((~np.isfinite(got)).sum())} non-finite outputs on the probe batch")
-    difference = float(np.abs(got - expected).max())
+    difference = parity_difference(got, expected)
     if difference > PARITY_TOLERANCE:
-        raise ValueError(f"probe logits differ from the recorded ones by {difference:.3g} (> {PARITY_TOLERANCE})")
-    return {"probe_rows": len(x), "max_abs_diff": difference}
+        raise ValueError(f"probe logits differ from the recorded ones by {difference:.3g} of max(1, |logit|) "
+                         f"(> {PARITY_TOLERANCE})")
+    return {"probe_rows": len(x), "max_abs_diff": float(np.abs(got - expected).max()), "parity_difference": difference}

@@ -41,7 +41,7 @@ def test_every_folded_export_matches_the_unfolded_eager_model_in_a_fresh_process
     assert not verified["imported_project"]
     for fmt in ("torchscript", "exported_program", "onnx"):
         one = verified["formats"][fmt]
-        assert one["shape_ok"] and one["max_abs_diff"] <= 1e-5, fmt
+        assert one["shape_ok"] and one["parity_difference"] <= 1e-5 and one["max_abs_diff"] < 1e-4, fmt
         assert all(0 < one["latency"][str(n)]["p50_ms"] <= one["latency"][str(n)]["p99_ms"] < 100
                    for n in (20, 70, 1000)), fmt
 
