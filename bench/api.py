@@ -1,10 +1,11 @@
 """Benchmark: the HTTP API under open-loop load, features in Redis (the project's latency targets).
 
-    python bench/api.py --data DIR --model PATH [--duration 60] [--ramp-step 10] [--workers 1]
-                        [--pause-redis 10] [--server-code DIR]
+    python bench/api.py --data DIR [--model PATH] [--model-format onnx] [--duration 60] [--ramp-step 10]
+                        [--workers 1] [--pause-redis 10] [--server-code DIR]
 
-Builds the serving artifacts of a reference dataset (feature snapshots, geo index, the given
-TorchScript model) in a temporary warehouse, loads a local redis-server, starts
+Builds the serving artifacts of a reference dataset (feature snapshots, geo index, and the given
+TorchScript model, or by default the seeded reference module exported in every format as the
+pipeline exports it, served in ``--model-format``) in a temporary warehouse, loads a local redis-server, starts
 ``pipeline serve`` in its own process, then runs ``pipeline loadtest``'s generator: 30 requests/s
 for ``--duration`` seconds, and a ramp to the highest rate with p95 ≤ 100 ms and no errors.
 With ``--pause-redis S``: then 30 requests/s for S + 10 s with Redis stopped (SIGSTOP) for S
@@ -12,7 +13,9 @@ seconds in the middle, reporting how long the slowest answer took and the status
 ``/health`` is polled. ``--server-code DIR`` serves another checkout's code (a baseline) against
 the same artifacts. ``--server granian`` serves the same app with granian instead of
 ``pipeline serve`` (a comparison; granian must be importable, e.g. on PYTHONPATH). Reports the
-server's peak RSS. Prints one JSON object as its last line.
+server's peak RSS, the format it serves, and for the 30 requests/s phase the rows scored and the
+server's CPU ms per request (from ``/metrics`` and ``/proc``; rows scored only where the served code
+counts them). Prints one JSON object as its last line.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ import torch
 from pipeline.api.loadtest import DEFAULT_RAMP, ramp, run
 from pipeline.data.layout import ReferenceDataset, Warehouse
 from pipeline.geo.index import GeoIndex
-from pipeline.model.export import publish_torchscript_file
+from pipeline.model.export import publish_export, publish_torchscript_file
+from pipeline.model.network import ClickMLP
 from pipeline.store.base import FeatureTable
 from pipeline.store.redis_store import RedisStore
 from pipeline_devtools.benchmarks import machine
@@ -44,6 +48,28 @@ from pipeline_devtools.redis_server import free_port, redis_server
 from pipeline_devtools.warehouse_build import build_from_reference
 
 START = date(2026, 1, 1)  # any: only the feature tables are used
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of its workers (children, alive), seconds."""
+    pids = [pid, *map(int, subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split())]
+    ticks = 0
+    for one in pids:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _rows_scored(base: str) -> tuple[float, float] | None:
+    """(sum, count) of the server's rows-scored histogram, or None where it has none."""
+    text = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("recommend_rows_scored_"))
+    if "recommend_rows_scored_sum" not in values:
+        return None
+    return float(values["recommend_rows_scored_sum"]), float(values["recommend_rows_scored_count"])
 
 
 def _vm_hwm_mb(pid: int) -> float:
@@ -94,7 +120,11 @@ def _with_redis_paused(base: str, requests: Path, redis_process, pause_s: float)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--model", required=True, type=Path)
+    parser.add_argument("--model", type=Path, help="a TorchScript file (default: the seeded reference module, "
+                        "exported in every format)")
+    parser.add_argument("--model-format", default="recorded", choices=("recorded", "onnx", "torchscript",
+                                                                        "exported_program"),
+                        help="PIPELINE_API_MODEL_FORMAT of the server (with the default model)")
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--ramp-step", type=float, default=10.0, help="seconds per ramp step")
     parser.add_argument("--workers", type=int, default=1)
@@ -111,14 +141,18 @@ def main() -> None:
         GeoIndex.build(restaurants.ids, restaurants.locations[:, 0], restaurants.locations[:, 1]).publish(
             warehouse.geo_index, restaurants.ids)
         sample = torch.cat([torch.from_numpy(users.values[:64]), torch.from_numpy(restaurants.values[:64])], 1)
-        publish_torchscript_file(args.model, warehouse.export, sample, record={})
+        if args.model:
+            publish_torchscript_file(args.model, warehouse.export, sample, record={})
+        else:
+            torch.manual_seed(0)
+            publish_export(ClickMLP().eval(), warehouse.export, sample, record={})
         store = RedisStore(redis_url)
         store.publish(FeatureTable.of(users), FeatureTable.of(restaurants))
         store.close()
         del users, restaurants
         port = free_port()
         env = {**os.environ, "PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "REDIS_URL": redis_url,
-               "PIPELINE_ONLINE_STORE": "redis"}
+               "PIPELINE_ONLINE_STORE": "redis", "PIPELINE_API_MODEL_FORMAT": args.model_format}
         command = [str(Path(sys.executable).parent / "pipeline"), "serve", "--port", str(port)]
         if args.server == "granian":  # its own bounds: headers within 5 s, at most 1000 requests at once
             command = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--port", str(port),
@@ -143,7 +177,13 @@ def main() -> None:
                 time.sleep(0.2)
             requests = data / "requests.parquet"
             run(base, requests, 30, 3)  # warm-up
+            served_format = json.loads(urllib.request.urlopen(base + "/health", timeout=5).read()).get("model_format")
+            cpu_before, scored_before = _cpu_seconds(server.pid), _rows_scored(base)
             steady = run(base, requests, 30, args.duration)
+            cpu_ms = 1000 * (_cpu_seconds(server.pid) - cpu_before) / max(steady["requests"], 1)
+            scored_after = _rows_scored(base)
+            rows_scored = ((scored_after[0] - scored_before[0]) / max(scored_after[1] - scored_before[1], 1)
+                           if scored_before and scored_after else None)
             print(json.dumps(steady), file=sys.stderr)
             ramped = ramp(base, requests, DEFAULT_RAMP, args.ramp_step, log=lambda m: print(m, file=sys.stderr))
             paused = _with_redis_paused(base, requests, redis_process, args.pause_redis) if args.pause_redis else None
@@ -156,6 +196,8 @@ def main() -> None:
               "ramp": [{k: s[k] for k in ("rate", "p50_ms", "p95_ms", "p99_ms", "achieved_rps", "errors")}
                        for s in ramped["steps"]],
               "workers": args.workers, "server": args.server, "redis_paused": paused,
+              "served_format": served_format, "server_cpu_ms_per_request": round(cpu_ms, 3),
+              "rows_scored_per_request": None if rows_scored is None else round(rows_scored, 1),
               "server_peak_rss_mb": round(server_rss, 1), "machine": machine(),
               "command": " ".join(["python", "bench/api.py", *sys.argv[1:]])}
     print(json.dumps(result))

@@ -22,7 +22,7 @@ class LoadResult:
     latencies_ms: np.ndarray
     errors: int
     seconds: float
-    cpu_seconds: float = 0.0  # this process's CPU time (all threads) while the load ran
+    cpu_seconds: float | None = None  # this process's CPU time (all threads) while it ran the calls
 
     @property
     def requests(self) -> int:
@@ -34,7 +34,8 @@ class LoadResult:
                 "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
                 "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(np.max(lat)),
                 "achieved_rps": self.requests / self.seconds if self.seconds > 0 else 0.0,
-                "cpu_ms_per_request": 1000 * self.cpu_seconds / self.requests if self.requests else 0.0}
+                **({"cpu_ms_per_request": 1000 * self.cpu_seconds / self.requests if self.requests else 0.0}
+                   if self.cpu_seconds is not None else {})}
 
 
 def open_loop(call: Callable[[T], object], requests: Sequence[T], rate: float, duration_s: float) -> LoadResult:
