@@ -25,6 +25,7 @@ from fastapi_offline import FastAPIOffline
 from pipeline.api.artifacts import Artifacts
 from pipeline.api.auth import ApiToken
 from pipeline.api.errors import install_error_handlers
+from pipeline.api.json_body import OrjsonRoute
 from pipeline.api.lifecycle import lifespan
 from pipeline.api.limits import ApiLimits, BoundedBody
 from pipeline.api.metrics import ApiMetrics, CountRecommendations
@@ -48,9 +49,9 @@ def create_app(artifacts: Artifacts, limits: ApiLimits | None = None, api_token:
     app.add_middleware(BoundedBody, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
     app.add_middleware(CountRecommendations, requests=api.metrics.requests, latency=api.metrics.latency)
     install_error_handlers(app)
-    app.add_api_route("/recommend/{user_id}", recommend, methods=["POST"], response_model=RecommendResponse,
-                      dependencies=api.token.required(),
-                      responses={code: {"model": ErrorBody} for code in ERROR_STATUSES})
+    app.router.add_api_route("/recommend/{user_id}", recommend, methods=["POST"], response_model=RecommendResponse,
+                             dependencies=api.token.required(), route_class_override=OrjsonRoute,
+                             responses={code: {"model": ErrorBody} for code in ERROR_STATUSES})
     app.add_api_route("/health", health, methods=["GET"], dependencies=api.token.declared())
     app.add_api_route("/metrics", metrics, methods=["GET"], response_class=PlainTextResponse)
     return app

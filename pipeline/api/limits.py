@@ -92,7 +92,8 @@ class BoundedBody:
             if not deadline:
                 deadline.append(loop.time() + self.timeout_s)
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline[0] - loop.time()))
+                async with asyncio.timeout_at(deadline[0]):
+                    message = await receive()
             except TimeoutError:
                 raise HTTPException(408, f"request body not received within {self.timeout_s:g} s",
                                     headers={"Connection": "close"}) from None

@@ -16,7 +16,8 @@ async def read_within(call: Awaitable[T], breaker: Breaker, deadline_s: float) -
     """Await ``call`` (a store read) for at most ``deadline_s``; a timeout or an unavailable store
     opens ``breaker`` and raises :class:`StoreUnavailable`, an answer (even "not loaded") closes it."""
     try:
-        result = await asyncio.wait_for(call, deadline_s)
+        async with asyncio.timeout(deadline_s):  # no task of its own, unlike wait_for
+            result = await call
     except TimeoutError:
         breaker.failed(f"no answer within {deadline_s:g} s")
         raise StoreUnavailable(breaker.last_error) from None

@@ -98,10 +98,15 @@ class Recommender:
                                    f"most {MAX_CANDIDATES} without candidate_restaurant_ids; lower max_dist "
                                    "or send candidate_restaurant_ids")
         else:
-            candidate_rows = self.geo.rows_of(np.unique(np.asarray(request.candidate_restaurant_ids, np.int64)))
-            unknown = int((candidate_rows < 0).sum())
+            ids = np.asarray(request.candidate_restaurant_ids, np.int64)
+            candidate_rows = self.geo.rows_of(ids)
+            known = candidate_rows >= 0
+            unknown = 0 if known.all() else len(np.unique(ids[~known]))
             rows, metres = self.geo.filter_candidates(request.latitude, request.longitude,
-                                                      candidate_rows[candidate_rows >= 0], request.max_dist)
+                                                      candidate_rows[known], request.max_dist)
+            # a repeated id counts once: removed among the few within range, not the whole list
+            rows, first = np.unique(rows, return_index=True)
+            metres = metres[first]
         return Plan(request, self.geo.ids[rows], metres, unknown)
 
     def finish(self, plan: Plan, fetched: Fetched) -> Answer:

@@ -65,6 +65,15 @@ def test_unknown_candidates_are_ignored_and_counted(recommender, serving_artifac
     assert answer.unknown_candidates == 3 and set(answer.ids) <= {1, 2, 3}
 
 
+def test_a_repeated_candidate_counts_once(recommender):
+    repeated = recommender.recommend(Request(3, 13.9, 100.6, (1, 2, 2, 3, 1, 99_999, 99_999, 3), 20, 60_000.0))
+    once = recommender.recommend(Request(3, 13.9, 100.6, (1, 2, 3, 99_999), 20, 60_000.0))
+    assert sorted(repeated.ids) == sorted(set(repeated.ids)) == [1, 2, 3]
+    np.testing.assert_array_equal(repeated.ids, once.ids)
+    np.testing.assert_array_equal(repeated.scores, once.scores)
+    assert repeated.unknown_candidates == once.unknown_candidates == 1 and repeated.within == once.within == 3
+
+
 def test_errors_unknown_user_and_invalid_fields(recommender):
     with pytest.raises(UnknownUser):
         recommender.recommend(Request(10**9, 13.9, 100.6, (1, 2)))

@@ -1,0 +1,166 @@
+"""What the API benchmarks share: a warehouse with a reference dataset's serving artifacts, its
+features loaded into an online store, and ``pipeline serve`` (this checkout's code or another's)
+started on it, with the process measurements they report."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+from pipeline.data.layout import ReferenceDataset, Warehouse
+from pipeline.geo.index import GeoIndex
+from pipeline.store.base import FeatureTable
+from pipeline_devtools.published_copies import copy_warehouse
+from pipeline_devtools.redis_server import free_port
+from pipeline_devtools.warehouse_build import build_from_reference
+
+START = date(2026, 1, 1)  # any: only the feature tables are used
+SEED = 0
+
+# The seeded reference module exported by whichever checkout's code is on the path: the server of a
+# baseline reads an export its own code wrote (an older reader may not know a newer export's formats).
+_EXPORT = """
+import sys, numpy as np, torch
+from pathlib import Path
+from pipeline.model.export import publish_export
+from pipeline.model.network import ClickMLP
+sample = torch.from_numpy(np.load(sys.argv[2]))
+torch.manual_seed(int(sys.argv[3]))
+publish_export(ClickMLP().eval(), Path(sys.argv[1]), sample, record={})
+"""
+
+
+def export_seeded_model(export_path: Path, sample_file: Path, code: Path | None = None) -> None:
+    """Publish the seeded reference module at ``export_path`` with ``code``'s exporter (default:
+    this checkout's), in a fresh process."""
+    env = {**os.environ}
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code.resolve()), env.get("PYTHONPATH")]))
+    # run where no checkout lies: ``-c`` puts the working directory first on the path
+    subprocess.run([sys.executable, "-c", _EXPORT, str(export_path.resolve()), str(sample_file.resolve()), str(SEED)],
+                   env=env, check=True, cwd=sample_file.parent)
+
+
+def serving_warehouse(data: Path, root: Path, store, model: Path | None = None,
+                      baseline_code: Path | None = None) -> tuple[Warehouse, Warehouse | None]:
+    """A warehouse at ``root`` with ``data``'s feature snapshots and geo index and a model export
+    (``model``, a TorchScript file, or the seeded reference module in every format), and
+    ``store`` loaded with the features. With ``baseline_code``: a second warehouse beside it with
+    the same snapshots and index and the same model exported by that checkout's code."""
+    import numpy as np
+
+    from pipeline.model.export import publish_torchscript_file
+
+    warehouse = Warehouse(root)
+    users, restaurants = build_from_reference(ReferenceDataset(data, START), warehouse, days=0)
+    GeoIndex.build(restaurants.ids, restaurants.locations[:, 0], restaurants.locations[:, 1]).publish(
+        warehouse.geo_index, restaurants.ids)
+    sample_file = root.parent / f"{root.name}-sample.npy"
+    np.save(sample_file, np.concatenate([users.values[:64], restaurants.values[:64]], axis=1))
+    store.publish(FeatureTable.of(users), FeatureTable.of(restaurants))
+    del users, restaurants
+    baseline = copy_warehouse(warehouse, root.parent / f"{root.name}-baseline") if baseline_code else None
+    if model:
+        import torch
+
+        for one in filter(None, (warehouse, baseline)):
+            publish_torchscript_file(model, one.export, torch.from_numpy(np.load(sample_file)), record={})
+    else:
+        export_seeded_model(warehouse.export, sample_file)
+        if baseline is not None:
+            export_seeded_model(baseline.export, sample_file, baseline_code)
+    return warehouse, baseline
+
+
+def wait_ready(base: str, process: subprocess.Popen, timeout_s: float = 60, log: Path | None = None) -> float:
+    """Seconds until ``/health`` answers 200; a server that exits or never gets ready raises with
+    the end of its ``log``."""
+    started = time.monotonic()
+    while True:
+        with contextlib.suppress(OSError):
+            if urllib.request.urlopen(base + "/health", timeout=2).status == 200:
+                return time.monotonic() - started
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}: {_tail(log)}")
+        if time.monotonic() - started > timeout_s:
+            raise RuntimeError(f"the server did not become ready: {_tail(log)}")
+        time.sleep(0.05)
+
+
+def _tail(log: Path | None) -> str:
+    return log.read_text()[-3000:] if log is not None and log.exists() else ""
+
+
+@contextlib.contextmanager
+def serving(warehouse: Warehouse, settings: dict[str, str], workers: int = 1, code: Path | None = None,
+            command: list[str] | None = None, log: Path | None = None,
+            hide: list[str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``pipeline serve`` (or ``command``, given ``--port``'s value as ``{port}``) on a free port for
+    ``warehouse``, with ``code`` first on the path if given, its output to ``log`` (default:
+    discarded), and the modules in ``hide`` made unimportable in it (a baseline's server without
+    packages its lock lacked); yields (base URL, process) once ready."""
+    port = free_port()
+    env = {**os.environ, "PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "PIPELINE_API_DRAIN_S": "0", **settings}
+    path = [str(code.resolve())] if code is not None else []
+    if hide:
+        hiding = Path(tempfile.mkdtemp(prefix="hide-"))
+        (hiding / "sitecustomize.py").write_text(
+            "import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in hide))
+        path.append(str(hiding))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [*path, env.get("PYTHONPATH")]))
+    argv = ([part.replace("{port}", str(port)) for part in command] if command else
+            [str(Path(sys.executable).parent / "pipeline"), "serve", "--port", str(port)])
+    if workers != 1 and not command:
+        argv += ["--workers", str(workers)]
+    output = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    process = subprocess.Popen(argv, env=env, stdout=output, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        process.ready_s = wait_ready(base, process, log=log)  # type: ignore[attr-defined]
+        yield base, process
+    finally:
+        if log is not None:
+            output.close()
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (a server and its workers)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [pid, *map(int, children)]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of its live children, seconds."""
+    ticks = 0
+    for one in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def status_mb(pid: int, field: str) -> float:
+    """A memory field of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``) in MiB; NaN when gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
