@@ -22,7 +22,7 @@ import h3.api.basic_int as h3
 import numpy as np
 import pyarrow as pa
 
-from pipeline.arrow_ipc import read_ipc, write_ipc
+from pipeline.arrow_ipc import column_values, read_ipc, write_ipc
 from pipeline.audits import AuditResult
 from pipeline.data.id_index import IdIndex
 from pipeline.geo.distance import haversine_m, within_box
@@ -169,7 +169,5 @@ class GeoIndex:
         files = [verify_file(directory, f) if verify else directory / f for f in (TABLE_FILE, CELLS_FILE)]
         table, lookup = read_ipc(files[0]), read_ipc(files[1])
         resolution = int(table.schema.metadata[b"h3_resolution"])
-        ids, lats, lons, cells = (table.column(c).to_numpy()
-                                  for c in ("restaurant_id", "latitude", "longitude", "cell"))
-        return cls(ids, lats, lons, cells, resolution, lookup.column("cell").to_numpy(),
-                   lookup.column("start").to_numpy())
+        ids, lats, lons, cells = (column_values(table, c) for c in ("restaurant_id", "latitude", "longitude", "cell"))
+        return cls(ids, lats, lons, cells, resolution, column_values(lookup, "cell"), column_values(lookup, "start"))

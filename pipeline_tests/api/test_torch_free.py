@@ -1,6 +1,7 @@
 """A server set to serve ONNX (``PIPELINE_API_MODEL_FORMAT=onnx``) never imports torch: not to
 load the model, not to verify a newly published version, not to answer (real ``pipeline serve``
-processes; whether torch was loaded is read from each process's memory map)."""
+processes; whether torch was loaded is read from each process's memory map). Nor pandas, which
+pyarrow would import on its own."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from pipeline.serving.formats import MODEL_FILE
 from pipeline_devtools.api_process import BODY, ApiProcess, health, post, sqlite_serving, wait_for
 
 
-def _loaded_torch(api: ApiProcess) -> list[str]:
-    """The server's processes that have torch's library mapped."""
-    return [pid for pid in api.pids() if "libtorch" in Path(f"/proc/{pid}/maps").read_text()]
+def _loaded(api: ApiProcess, library: str) -> list[int]:
+    """The server's processes that have a file whose path contains ``library`` mapped."""
+    return [pid for pid in api.pids() if library in Path(f"/proc/{pid}/maps").read_text()]
 
 
 def _both_workers_serve(api: ApiProcess, version: str) -> bool:
@@ -50,7 +51,8 @@ def test_an_onnx_server_answers_and_takes_new_versions_without_importing_torch(s
         assert failure["version"] == only_torchscript.version
         assert "not the onnx format this server is set to serve" in failure["reason"]
         assert _both_workers_serve(api, new.version)
-        assert len(api.pids()) >= 3 and _loaded_torch(api) == []  # the supervisor, both workers (and any helper)
+        assert len(api.pids()) >= 3 and _loaded(api, "libtorch") == []  # the supervisor, both workers (and any helper)
+        assert _loaded(api, "/pandas/") == []  # ~45 MB a worker: pyarrow's to_numpy would import it
     finally:
         api.stop()
     assert Artifact(warehouse.export).live_version() == only_torchscript.version
