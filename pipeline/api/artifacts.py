@@ -1,6 +1,7 @@
 """What the API serves, kept current: the exported model and the geo index, each reloaded when
 the pipeline publishes a new version, verified before it is swapped in, and swapped in by one
-assignment so no request sees a half-built state.
+assignment so no request sees a half-built state. The same poll holds the online store's live
+restaurant snapshot in the recommender (:mod:`pipeline.serving.held_restaurants`).
 
 A candidate is served only once it has passed every check: its files match their published
 sizes and checksums; the model loads, takes the server's input width, gives finite outputs on
@@ -32,7 +33,7 @@ from pipeline.geo.index import GeoIndex
 from pipeline.publish import Artifact
 from pipeline.serving.recommender import Recommender
 from pipeline.serving.scorer import ModelScorer, check_scorer, served_scorer
-from pipeline.store.base import FeatureStore
+from pipeline.store.base import FeaturesNotLoaded, FeatureStore, FeatureTable, StoreUnavailable
 
 log = logging.getLogger("pipeline.api")
 SERVED_ARTIFACTS = ("model", "geo_index")  # what the API loads and serves together
@@ -93,6 +94,8 @@ class Artifacts:
         self.last_failure: ReloadFailure | None = None
         self._rejected: set[tuple[str, str]] = set()
         self._retry: dict[tuple[str, str], tuple[int, float]] = {}  # unreadable version → (failures, next try)
+        self.restaurants: FeatureTable | None = None  # the live version's restaurant snapshot, as read
+        self._hold_failure = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -178,14 +181,43 @@ class Artifacts:
         if not changed or len(self.loaded) < len(SERVED_ARTIFACTS):
             return False
         model, geo = self.loaded["model"], self.loaded["geo_index"]
-        self.recommender = Recommender(geo.value, self.store, model.value)  # one assignment: atomic for readers
+        recommender = Recommender(geo.value, self.store, model.value)
+        if self.restaurants is not None:
+            recommender.hold(self.restaurants)
+        self.recommender = recommender  # one assignment: atomic for readers
         self.reloads += 1
         log.info("serving model %s (trained on features %s), geo index %s", model.version,
                  model.record.get("feature_versions"), geo.version)
         return True
 
+    def hold_live_restaurants(self) -> bool:
+        """Hold the restaurant snapshot of the store's live version in the recommender, if it is
+        not held already; True when a new one is held. A store that does not answer, or holds
+        nothing, leaves things as they are: requests read their restaurants from the store."""
+        recommender = self.recommender
+        if recommender is None:
+            return False
+        try:
+            live = self.store.live()
+            if live is None or (recommender.held is not None
+                                and recommender.held.snapshot_version == live.restaurants_version):
+                return False
+            if self.restaurants is None or self.restaurants.version != live.restaurants_version:
+                self.restaurants = self.store.restaurant_features(live.number)
+        except (StoreUnavailable, FeaturesNotLoaded) as error:
+            if str(error) != self._hold_failure:
+                log.warning("restaurant features not held (requests read them from the store): %s", error)
+                self._hold_failure = str(error)
+            return False
+        self._hold_failure = ""
+        recommender.hold(self.restaurants)
+        log.info("holding restaurant features %s (%d restaurants)", self.restaurants.version,
+                 len(self.restaurants.ids))
+        return True
+
     def start(self) -> None:
         self.refresh()
+        self.hold_live_restaurants()
         if not self.ready:
             log.warning("artifacts not ready yet: %s", self.not_ready_reason())
         self._thread = threading.Thread(target=self._poll, name="artifact-poller", daemon=True)
@@ -196,6 +228,7 @@ class Artifacts:
         while not self._stop.wait(self.poll_interval_s):
             try:
                 self.refresh()
+                self.hold_live_restaurants()
             except Exception as error:  # noqa: BLE001 - e.g. the warehouse unmounted: keep serving, say it once
                 if str(error) != said:
                     log.exception("looking for new artifacts failed; still serving model %s", self.model_version)

@@ -22,7 +22,7 @@ from pipeline.api.public import public_value
 from pipeline.api.schemas import RecommendBody, UserId
 from pipeline.api.state import api_state
 from pipeline.api.store_reads import read_within
-from pipeline.serving.recommender import UnknownUser
+from pipeline.serving.recommender import Recommender, UnknownUser
 from pipeline.serving.request import RequestError
 from pipeline.store.base import FeaturesNotLoaded, StoreUnavailable, StoreVersion
 
@@ -40,8 +40,7 @@ async def recommend(user_id: UserId, body: RecommendBody, request: Request) -> R
     wanted = body.request(user_id)
     try:
         plan = recommender.plan(wanted)
-        fetched = await read_within(artifacts.store.fetch_async(wanted.user_id, plan.ids), breaker,
-                                    api.limits.deadline_s)
+        fetched = await read_within(recommender.read_async(plan), breaker, api.limits.deadline_s)
         answer = recommender.finish(plan, fetched)
         api.metrics.rows_scored.observe(answer.scored)
     except StoreUnavailable as unavailable:
@@ -65,6 +64,14 @@ def _store_health(live: StoreVersion | None) -> dict:
         store["error"] = (f"the live store version {live.number} holds {live.users_rows} users and "
                           f"{live.restaurants_rows} restaurants: no request can be answered")
     return store
+
+
+def _held(recommender: Recommender | None) -> dict | None:
+    held = recommender.held if recommender is not None else None
+    if recommender is None or held is None:
+        return None
+    return {"snapshot_version": held.snapshot_version, "restaurants": int(held.present.sum()),
+            "user_only_reads": recommender.user_only_reads, "full_reads": recommender.full_reads}
 
 
 async def health(request: Request) -> JSONResponse:
@@ -93,7 +100,8 @@ async def health(request: Request) -> JSONResponse:
         "model_version": artifacts.model_version,
         "model_format": artifacts.model_format or None,
         "model_feature_versions": model.get("feature_versions", {}),
-        "geo_index_version": artifacts.geo_version, "store": store, "reloads": artifacts.reloads,
+        "geo_index_version": artifacts.geo_version, "store": store,
+        "held_restaurants": _held(artifacts.recommender), "reloads": artifacts.reloads,
         "last_reload_failure": artifacts.last_failure.as_json() if artifacts.last_failure else None,
     }, api.root), status_code=status, headers=headers)
 

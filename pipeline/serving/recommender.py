@@ -7,7 +7,8 @@ descending (ties: nearer first) or, with sort_dist, by displacement ascending; a
 
 Distance filtering happens before anything is read or scored: with the reference's 1,000
 uniform candidates only ~19 (5 km) to ~70 (10 km) remain, and only those are read from the store,
-together with the user, in one round trip.
+together with the user, in one round trip. When the worker holds the live version's restaurant
+snapshot (:mod:`pipeline.serving.held_restaurants`), only the user is read.
 
 Every request's cost is bounded. With a candidate list: at most ``MAX_CANDIDATES`` ids. Without
 one (every restaurant near the point): ``max_dist`` at most ``MAX_DIST_WITHOUT_CANDIDATES_M``
@@ -24,8 +25,9 @@ import numpy as np
 
 from pipeline.data.model_input import one_user
 from pipeline.geo.index import GeoIndex, TooManyRows
+from pipeline.serving.held_restaurants import HeldRestaurants
 from pipeline.serving.request import MAX_CANDIDATES, Request, RequestError
-from pipeline.store.base import FeatureStore, Fetched
+from pipeline.store.base import FeatureStore, FeatureTable, Fetched, UserRead
 
 MAX_DIST_WITHOUT_CANDIDATES_M = 50_000.0
 MAX_EXAMINED = 50_000
@@ -39,9 +41,10 @@ class UnknownUser(LookupError):
 
 @dataclass(frozen=True)
 class Plan:
-    """A validated request and the restaurants within ``max_dist`` (ids, metres)."""
+    """A validated request and the restaurants within ``max_dist`` (geo index rows, ids, metres)."""
 
     request: Request
+    rows: np.ndarray
     ids: np.ndarray
     metres: np.ndarray
     unknown_candidates: int
@@ -71,13 +74,42 @@ class Recommender:
 
     def __init__(self, geo: GeoIndex, store: FeatureStore, scorer):
         self.geo, self.store, self.scorer = geo, store, scorer
+        self.held: HeldRestaurants | None = None
         self.answers = self.rows_scored = 0  # since it was made: what benchmarks report per request
+        self.user_only_reads = self.full_reads = 0  # reads with the restaurants from ``held``, or from the store
+
+    def hold(self, restaurants: FeatureTable) -> None:
+        """Hold a restaurant snapshot's features (one assignment: atomic for readers)."""
+        self.held = HeldRestaurants.aligned(self.geo, restaurants)
 
     def recommend(self, request: Request) -> Answer:
-        """The whole request, validated, with the store's blocking ``fetch``."""
+        """The whole request, validated, with the store's blocking reads."""
         request.validate()
         plan = self.plan(request)
+        held = self.held
+        if held is not None:
+            fetched = self._from_held(held, self.store.fetch_user(request.user_id), plan)
+            if fetched is not None:
+                return self.finish(plan, fetched)
+        self.full_reads += 1
         return self.finish(plan, self.store.fetch(request.user_id, plan.ids))
+
+    async def read_async(self, plan: Plan) -> Fetched:
+        """The store read of a plan for an asyncio caller: the user alone when the live version
+        holds the restaurant snapshot held here, else the user and the restaurants in range."""
+        held = self.held
+        if held is not None:
+            fetched = self._from_held(held, await self.store.fetch_user_async(plan.request.user_id), plan)
+            if fetched is not None:
+                return fetched
+        self.full_reads += 1
+        return await self.store.fetch_async(plan.request.user_id, plan.ids)
+
+    def _from_held(self, held: HeldRestaurants, user: UserRead, plan: Plan) -> Fetched | None:
+        if user.restaurants_version != held.snapshot_version:
+            return None  # the live version holds another snapshot: read them from the store
+        self.user_only_reads += 1
+        return held.read(user, plan.rows)
 
     def plan(self, request: Request) -> Plan:
         """Filter by distance: the restaurants whose features must be read. The request's fields
@@ -107,7 +139,7 @@ class Recommender:
             # a repeated id counts once: removed among the few within range, not the whole list
             rows, first = np.unique(rows, return_index=True)
             metres = metres[first]
-        return Plan(request, self.geo.ids[rows], metres, unknown)
+        return Plan(request, rows, self.geo.ids[rows], metres, unknown)
 
     def finish(self, plan: Plan, fetched: Fetched) -> Answer:
         """Score what was read, sort, cut to ``size``."""

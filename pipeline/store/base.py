@@ -70,6 +70,16 @@ class Fetched:
 
 
 @dataclass(frozen=True)
+class UserRead:
+    """A user's features (None if unknown) from the live version, and which restaurant snapshot
+    that version holds: a caller holding that snapshot's restaurants needs nothing else."""
+
+    user: np.ndarray | None
+    version: int
+    restaurants_version: str
+
+
+@dataclass(frozen=True)
 class StoreVersion:
     """A version of the store's contents: its number and the snapshot versions it holds."""
 
@@ -149,6 +159,17 @@ class FeatureStore(Protocol):
     async def fetch_async(self, user_id: int, restaurant_ids: Iterable[int]) -> Fetched:
         """``fetch`` for an asyncio caller, never blocking its event loop."""
 
+    def fetch_user(self, user_id: int) -> UserRead:
+        """The user's features and the live version's restaurant snapshot, in one round trip;
+        raises as ``fetch``."""
+
+    async def fetch_user_async(self, user_id: int) -> UserRead:
+        """``fetch_user`` for an asyncio caller."""
+
+    def restaurant_features(self, number: int) -> FeatureTable:
+        """Every restaurant row of version ``number`` (its ``version`` the snapshot's);
+        :class:`FeaturesNotLoaded` when the version is gone or changed while read."""
+
     def publish(self, users: FeatureTable, restaurants: FeatureTable,
                 on_wait: Callable[[str], None] | None = None, guard: ShrinkGuard | None = None) -> StoreVersion:
         """Load a new version, audit it, make it live, remove superseded ones; :class:`Rejected`
@@ -171,4 +192,4 @@ class FeatureStore(Protocol):
 
 
 __all__ = ["FeatureStore", "FeatureTable", "Fetched", "FeaturesNotLoaded", "Rejected", "StoreUnavailable",
-           "StoreVersion"]
+           "StoreVersion", "UserRead"]

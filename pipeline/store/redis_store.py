@@ -33,6 +33,7 @@ from pipeline.store.base import (
     Fetched,
     StoreUnavailable,
     StoreVersion,
+    UserRead,
     decode,
     encode,
 )
@@ -53,6 +54,14 @@ for first = 3, n, 4000 do
 end
 return {v, user, found}
 """
+# The user and the live version's restaurant snapshot, for a reader that holds the restaurants.
+_FETCH_USER = """
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local base = ARGV[1] .. 'v' .. v
+return {v, redis.call('HGET', base .. ':meta', 'restaurants_version'), redis.call('HGET', base .. ':u', ARGV[2])}
+"""
+_SCAN_COUNT = 10_000
 _LEASE_S = 30  # a killed loader's lock expires after this long
 
 
@@ -78,6 +87,7 @@ class RedisStore:
         self._async_client: redis.asyncio.Redis | None = None  # made in the event loop that uses it
         self.user_width, self.restaurant_width = user_width, restaurant_width
         self._fetch = self.client.register_script(_FETCH)
+        self._fetch_user = self.client.register_script(_FETCH_USER)
 
     def _key(self, *parts: object) -> str:
         return self.namespace + "".join(str(p) for p in parts)
@@ -93,21 +103,64 @@ class RedisStore:
             raise self._unavailable(error) from error
         return self._fetched(answer, ids)
 
-    async def fetch_async(self, user_id: int, restaurant_ids: Iterable[int]) -> Fetched:
-        """``fetch`` on an asyncio client (same timeouts and retry): the caller's event loop is
-        never blocked, and no thread is woken per request."""
+    def _async_scripts(self):
+        """The read scripts on an asyncio client (same timeouts and retry), made in the event loop
+        that first uses them."""
         if self._async_client is None:
             self._async_client = redis.asyncio.Redis.from_url(
                 self._url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
                 retry=redis.asyncio.retry.Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
                 **self._options)
             self._async_fetch = self._async_client.register_script(_FETCH)
+            self._async_fetch_user = self._async_client.register_script(_FETCH_USER)
+        return self._async_fetch, self._async_fetch_user
+
+    async def fetch_async(self, user_id: int, restaurant_ids: Iterable[int]) -> Fetched:
+        """``fetch`` on an asyncio client: the caller's event loop is never blocked, and no thread
+        is woken per request."""
+        fetch, _ = self._async_scripts()
         ids = [int(i) for i in restaurant_ids]
         try:
-            answer = await self._async_fetch(keys=[self._key("live")], args=[self.namespace, int(user_id), *ids])
+            answer = await fetch(keys=[self._key("live")], args=[self.namespace, int(user_id), *ids])
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise self._unavailable(error) from error
         return self._fetched(answer, ids)
+
+    def fetch_user(self, user_id: int) -> UserRead:
+        try:
+            answer = self._fetch_user(keys=[self._key("live")], args=[self.namespace, int(user_id)])
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise self._unavailable(error) from error
+        return self._user_read(answer)
+
+    async def fetch_user_async(self, user_id: int) -> UserRead:
+        _, fetch_user = self._async_scripts()
+        try:
+            answer = await fetch_user(keys=[self._key("live")], args=[self.namespace, int(user_id)])
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise self._unavailable(error) from error
+        return self._user_read(answer)
+
+    def _user_read(self, answer) -> UserRead:
+        if answer is None:
+            raise FeaturesNotLoaded(f"no feature version is live in {self.name} (namespace {self.namespace!r})")
+        version, restaurants_version, user_blob = answer
+        user = decode([user_blob], self.user_width)[0] if user_blob is not None else None
+        return UserRead(user, int(version), (restaurants_version or b"").decode())
+
+    def restaurant_features(self, number: int) -> FeatureTable:
+        """Scanned in slices (HSCAN), so Redis never serves one long command; a scan may return
+        an entry twice, so rows are keyed by id."""
+        try:
+            version = self._version(number)
+            rows = dict(self.client.hscan_iter(self._rows_key(number, "restaurants"), count=_SCAN_COUNT))
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise self._unavailable(error) from error
+        if version is None or len(rows) != version.restaurants_rows:
+            raise FeaturesNotLoaded(f"version {number} of {self.name} is gone or changed while read "
+                                    f"({len(rows)} restaurants read)")
+        ids = np.fromiter((int(i) for i in rows), dtype=np.int64, count=len(rows))
+        return FeatureTable(ids, decode(list(rows.values()), self.restaurant_width), version.restaurants_version)
 
     def _fetched(self, answer, ids: list[int]) -> Fetched:
         if answer is None:

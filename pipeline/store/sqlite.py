@@ -34,6 +34,7 @@ from pipeline.store.base import (
     Fetched,
     StoreUnavailable,
     StoreVersion,
+    UserRead,
     decode,
     encode,
 )
@@ -63,6 +64,16 @@ UNION ALL
 SELECT 0, id, f FROM user_features WHERE v = {_LIVE} AND id = ?
 UNION ALL
 SELECT 1, r.id, r.f FROM json_each(?) AS j CROSS JOIN restaurant_features AS r ON r.v = {_LIVE} AND r.id = j.value
+"""
+# The user and the live version's restaurant snapshot, for a reader that holds the restaurants.
+_FETCH_USER = """
+SELECT l.v, fv.restaurants_version, (SELECT f FROM user_features WHERE v = l.v AND id = ?)
+FROM live_version AS l JOIN feature_versions AS fv ON fv.v = l.v WHERE l.id = 0
+"""
+# One statement, one snapshot: a version's restaurants and how many it was loaded with.
+_RESTAURANTS = """
+SELECT r.id, r.f, fv.restaurants_version, fv.restaurants_rows
+FROM feature_versions AS fv JOIN restaurant_features AS r ON r.v = fv.v WHERE fv.v = ?
 """
 _VERSION_COLUMNS = "v, users_version, restaurants_version, users_rows, restaurants_rows, state, created_at, previous"
 
@@ -133,6 +144,25 @@ class SQLiteStore:
     async def fetch_async(self, user_id: int, restaurant_ids: Iterable[int]) -> Fetched:
         """``fetch`` on a worker thread: SQLite has no asynchronous interface."""
         return await asyncio.to_thread(self.fetch, user_id, restaurant_ids)
+
+    def fetch_user(self, user_id: int) -> UserRead:
+        rows = self._read(_FETCH_USER, (int(user_id),))
+        if not rows:
+            raise FeaturesNotLoaded(f"no feature version is live in {self.path}")
+        version, restaurants_version, blob = rows[0]
+        return UserRead(decode([blob], self.user_width)[0] if blob is not None else None, version,
+                        restaurants_version)
+
+    async def fetch_user_async(self, user_id: int) -> UserRead:
+        return await asyncio.to_thread(self.fetch_user, user_id)
+
+    def restaurant_features(self, number: int) -> FeatureTable:
+        rows = self._read(_RESTAURANTS, (int(number),))
+        if not rows or len(rows) != rows[0][3]:
+            raise FeaturesNotLoaded(f"version {number} of {self.path} is gone or incomplete "
+                                    f"({len(rows)} restaurants read)")
+        return FeatureTable(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+                            decode([r[1] for r in rows], self.restaurant_width), rows[0][2])
 
     # ----- versions
 

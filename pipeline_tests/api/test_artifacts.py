@@ -1,6 +1,7 @@
 """What the API serves, kept current: a version that could not be read for a moment is served once it
 can be; one that fails its checks (a wrong width, a corrupt model, a torn geo index) stays rejected while
-the previous one keeps serving (the server's artifacts over real published files, a real store)."""
+the previous one keeps serving; the live restaurant snapshot is held and follows the store (the
+server's artifacts over real published files, a real store)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,12 @@ from pipeline.model.export import publish_export
 from pipeline.model.network import ClickMLP
 from pipeline.publish import Artifact, write_audit_publish
 from pipeline.serving.formats import MODEL_FILE
+from pipeline.store.base import FeatureTable
+from pipeline.store.redis_store import RedisStore
 from pipeline.store.sqlite import SQLiteStore
 from pipeline_devtools.api_process import BODY, health, load_features, metric, post, wait_for
 from pipeline_devtools.published_copies import copy_warehouse
+from pipeline_devtools.redis_server import free_port
 
 
 def _artifacts(serving_artifacts, tmp_path, caplog) -> Artifacts:
@@ -155,3 +159,42 @@ def test_a_torn_geo_index_is_rejected(redis_api, serving_artifacts):
     assert body["last_reload_failure"]["version"] == torn_version
     assert body["geo_index_version"] == other.version and post(api.base, "/recommend/7", BODY)[0] == 200
     assert metric(api.base, "artifact_reload_failures_total", 'artifact="geo_index"') == 1
+
+
+def test_the_live_restaurant_snapshot_is_held_and_follows_the_store(serving_artifacts, tmp_path, caplog):
+    artifacts = _artifacts(serving_artifacts, tmp_path, caplog)
+    tables = serving_artifacts[1]
+    store, restaurants = artifacts.store, tables.restaurant_snapshot
+    try:
+        assert artifacts.hold_live_restaurants() and not artifacts.hold_live_restaurants()
+        assert artifacts.recommender.held.snapshot_version == restaurants.version
+        assert artifacts.recommender.held.present.all()
+        store.publish(FeatureTable.of(tables.user_snapshot),
+                      FeatureTable(restaurants.ids, restaurants.values + 1, "plus-one"))
+        assert artifacts.hold_live_restaurants()
+        held = artifacts.recommender.held
+        row = artifacts.recommender.geo.rows_of(restaurants.ids[:1])[0]
+        assert held.snapshot_version == "plus-one"
+        assert (held.values[row] == restaurants.values[0] + 1).all()
+        # a new geo index: a new recommender, holding the same snapshot from the start
+        _publish_model(artifacts, seed=9)
+        assert artifacts.refresh() and artifacts.recommender.held.snapshot_version == "plus-one"
+        # the store gone: what is held stays (requests see "features not loaded" from the store itself)
+        store.close()
+        os.remove(store.path)
+        assert not artifacts.hold_live_restaurants()
+        assert artifacts.recommender.held.snapshot_version == "plus-one"
+    finally:
+        artifacts.stop()
+
+
+def test_a_store_that_does_not_answer_leaves_the_restaurants_unheld_and_is_said_once(serving_artifacts, tmp_path,
+                                                                                      caplog):
+    source = serving_artifacts[0]
+    warehouse = copy_warehouse(source, tmp_path / "warehouse")
+    artifacts = Artifacts(warehouse, RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2))
+    caplog.set_level("INFO", logger="pipeline.api")
+    assert artifacts.refresh()
+    assert not artifacts.hold_live_restaurants() and not artifacts.hold_live_restaurants()
+    assert artifacts.recommender.held is None
+    assert caplog.text.count("restaurant features not held (requests read them from the store): redis") == 1

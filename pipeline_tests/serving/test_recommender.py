@@ -15,15 +15,20 @@ from pipeline.store.sqlite import SQLiteStore
 from pipeline_devtools.reference_recommender import as_arrays, brute_force
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "sqlite, restaurants held", "redis, restaurants held"])
 def recommender(request, serving_artifacts, tmp_path):
     warehouse, tables, geo, model = serving_artifacts
-    if request.param == "sqlite":
+    if request.param.startswith("sqlite"):
         store = SQLiteStore(tmp_path / "online.db")
     else:
         store = RedisStore(request.getfixturevalue("redis_url"), namespace=f"r{uuid.uuid4().hex[:8]}:")
-    store.publish(FeatureTable.of(tables.user_snapshot), FeatureTable.of(tables.restaurant_snapshot))
-    yield Recommender(geo, store, ModelScorer(warehouse.torchscript))
+    live = store.publish(FeatureTable.of(tables.user_snapshot), FeatureTable.of(tables.restaurant_snapshot))
+    recommender = Recommender(geo, store, ModelScorer(warehouse.torchscript))
+    if request.param.endswith("held"):
+        recommender.hold(store.restaurant_features(live.number))
+    yield recommender
+    if request.param.endswith("held"):  # every read took its restaurants from what was held
+        assert recommender.full_reads == 0 and recommender.user_only_reads > 0
     store.close()
 
 
@@ -110,3 +115,20 @@ def test_retrieval_without_candidates_is_bounded_and_refusals_name_max_dist(serv
         Recommender(sparse, store, scorer=None).recommend(Request(1, 13.8, 100.6, None, 20, 5_000))
     assert refused.value.field == "max_dist"
     store.close()
+
+
+def test_a_held_snapshot_serves_only_while_it_is_live(recommender, serving_artifacts):
+    _, tables, _, _ = serving_artifacts
+    request = Request(42, 13.9, 100.6, None, 10, 6000.0)
+    before = recommender.recommend(request)
+    restaurants = tables.restaurant_snapshot
+    shifted = FeatureTable(restaurants.ids, restaurants.values[::-1].copy(), "reversed")
+    recommender.store.publish(FeatureTable.of(tables.user_snapshot), shifted)
+    full_reads = recommender.full_reads
+    after = recommender.recommend(request)  # whatever is held, the live version's restaurants
+    assert recommender.full_reads == full_reads + 1 and not np.array_equal(after.scores, before.scores)
+    recommender.hold(recommender.store.restaurant_features(recommender.store.live().number))
+    held = recommender.recommend(request)
+    np.testing.assert_array_equal(held.ids, after.ids)
+    np.testing.assert_array_equal(held.scores, after.scores)
+    recommender.full_reads = 0  # for the fixture's check: the one full read above was meant

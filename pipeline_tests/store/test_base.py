@@ -1,5 +1,6 @@
 """The store interface on a real SQLite file and a real redis-server: exact rows in request order, the
-load audit, and every read from one version while versions switch."""
+load audit, every read from one version while versions switch, and the reads of a server that holds
+the restaurants (the user alone with the live snapshot's name; a whole version's restaurants)."""
 
 import threading
 
@@ -73,3 +74,34 @@ def test_every_read_comes_from_one_version_while_versions_switch(store):
     thread.join()
     assert reads[0] > 10 and problems == []
     np.testing.assert_array_equal(store.fetch(int(users.ids[5]), []).user, users.values[5] + 3)
+
+
+def test_a_user_read_names_the_live_restaurant_snapshot(store):
+    with pytest.raises(FeaturesNotLoaded):
+        store.fetch_user(0)
+    users, restaurants = feature_tables()
+    store.publish(users, restaurants)
+    read = store.fetch_user(int(users.ids[7]))
+    np.testing.assert_array_equal(read.user, users.values[7])
+    assert (read.version, read.restaurants_version) == (1, "rv")
+    assert store.fetch_user(1).user is None and store.fetch_user(1).restaurants_version == "rv"
+    store.publish(*feature_tables(shift=1.0, version="2"))
+    read = store.fetch_user(int(users.ids[7]))
+    assert (read.version, read.restaurants_version) == (2, "r2")
+    np.testing.assert_array_equal(read.user, users.values[7] + 1)
+    store.rollback()
+    assert (store.fetch_user(0).version, store.fetch_user(0).restaurants_version) == (1, "rv")
+
+
+def test_a_versions_restaurants_are_read_whole(store):
+    users, restaurants = feature_tables(users=50, restaurants=12_345)  # more than one scan slice
+    first = store.publish(users, restaurants)
+    store.publish(*feature_tables(users=50, restaurants=12_400, shift=1.0, version="2"))
+    held = store.restaurant_features(first.number)
+    order = np.argsort(held.ids)
+    assert held.version == "rv" and held.values.dtype == np.float32
+    np.testing.assert_array_equal(held.ids[order], restaurants.ids)
+    np.testing.assert_array_equal(held.values[order], restaurants.values)
+    assert len(store.restaurant_features(first.number + 1).ids) == 12_400
+    with pytest.raises(FeaturesNotLoaded, match="version 7"):
+        store.restaurant_features(7)
