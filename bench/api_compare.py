@@ -36,18 +36,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from pipeline.api.loadtest import request_bodies, run
-from pipeline.data.schema import LAT_RANGE, LON_RANGE
 from pipeline.store.redis_store import RedisStore
 from pipeline.store.sqlite import SQLiteStore
 from pipeline_devtools.benchmarks import machine
 from pipeline_devtools.redis_server import redis_server
-from pipeline_devtools.serving_bench import cpu_seconds, process_tree, serving, serving_warehouse, status_mb
+from pipeline_devtools.serving_bench import (
+    cpu_seconds,
+    nearby_requests,
+    process_tree,
+    serving,
+    serving_warehouse,
+    status_mb,
+)
 
-CENTRE = (sum(LAT_RANGE) / 2, sum(LON_RANGE) / 2)
 # wrk's script: replay "path<TAB>body" lines in order; report one JSON line when done
 REPLAY_LUA = """
 local paths, bodies, i = {}, {}, 0
@@ -70,17 +72,6 @@ done = function(summary, latency, requests)
     e.connect + e.read + e.write + e.status + e.timeout))
 end
 """
-
-
-def nearby_requests(requests: Path, out: Path, max_dist: float) -> Path:
-    """requests.parquet's users and sizes without candidates, at the city centre."""
-    table = pq.read_table(requests)
-    n = table.num_rows
-    pq.write_table(pa.table({
-        "user_id": table["user_id"], "latitude": pa.array([CENTRE[0]] * n), "longitude": pa.array([CENTRE[1]] * n),
-        "candidate_restaurant_ids": pa.nulls(n, pa.list_(pa.int64())), "size": table["size"],
-        "max_dist": pa.array([max_dist] * n), "sort_dist": table["sort_dist"]}), out)
-    return out
 
 
 def wrk(base: str, script: Path, bodies: Path, seconds: float, connections: int) -> dict:

@@ -2,14 +2,18 @@
 
     python bench/side_by_side.py --data DIR --what epoch [--code /tmp/baseline] [--warehouse W]
     python bench/side_by_side.py --data DIR --what reads --store {sqlite,redis} [--code /tmp/baseline]
+                                 [--nearby METRES]
 
 ``--code`` is the repository whose ``pipeline`` package is measured (default: this one), e.g. a
 ``git worktree add /tmp/baseline <commit>``; run the two alternately. ``epoch``: one full-mode
 training epoch over every processed day of ``--warehouse`` (built by that code's
 ``bench/training.py`` first), default config. ``reads``: the recommender over ``--requests``
 requests of requests.parquet with all their candidates, features read from the store on every
-request (after 200 warm-up requests), 1 torch thread. It also drives the store API before
-versioned loads (``store.load`` per kind), so commits from before can be measured with it.
+request (after 200 warm-up requests), 1 torch thread; with ``--nearby M``, the same users without
+a candidate list at the city centre, ``max_dist`` M metres. Each checkout serves as its API does:
+the folded export as ONNX where the code has it (else the unfolded TorchScript), and the live
+restaurant snapshot held where the code holds it. It also drives the store API before versioned
+loads (``store.load`` per kind), so commits from before can be measured with it.
 ``peak_rss_mb`` is the process's high-water mark. Prints one JSON object as its last line.
 """
 
@@ -52,17 +56,32 @@ def epoch(warehouse: Path) -> dict:
     return {"epoch_seconds": round(report.epoch_seconds[0], 2), "rows": report.rows}
 
 
-def reads(data: Path, store_kind: str, count: int) -> dict:
+def _scorer(directory: Path):
+    """The model as this checkout's API serves it (``directory`` scratch space)."""
+    import torch
+
+    from pipeline.model import export
+    from pipeline.model.network import ClickMLP
+    from pipeline.serving.scorer import ModelScorer
+
+    torch.manual_seed(0)
+    model = ClickMLP().eval()
+    if hasattr(export, "write_formats"):  # the folded export, served as ONNX
+        export.write_formats(model, directory)
+        return ModelScorer(directory / "model.onnx", fmt="onnx"), "onnx"
+    export.export_torchscript(model, directory / "model.pt")
+    return ModelScorer(directory / "model.pt"), "torchscript"
+
+
+def reads(data: Path, store_kind: str, count: int, nearby_m: float | None = None) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
     import torch
 
     from pipeline.data.features import RESTAURANTS, USERS, read_source_features
+    from pipeline.data.schema import LAT_RANGE, LON_RANGE
     from pipeline.geo.index import GeoIndex
-    from pipeline.model.export import export_torchscript
-    from pipeline.model.network import ClickMLP
     from pipeline.serving.recommender import Recommender
-    from pipeline.serving.scorer import ModelScorer
     from pipeline.store.redis_store import RedisStore
     from pipeline.store.sqlite import SQLiteStore
     from pipeline_devtools.redis_server import local_redis_server
@@ -76,12 +95,16 @@ def reads(data: Path, store_kind: str, count: int) -> dict:
     users = read_source_features(data / "user_features.parquet", USERS)
     restaurants = read_source_features(data / "restaurant_features.parquet", RESTAURANTS)
     geo = GeoIndex.build(restaurants.ids, restaurants.locations[:, 0], restaurants.locations[:, 1])
-    requests = [Request(r["user_id"], r["latitude"], r["longitude"], tuple(r["candidate_restaurant_ids"]),
-                        int(r["size"]), float(r["max_dist"]), bool(r["sort_dist"]))
-                for r in pq.read_table(data / "requests.parquet").to_pylist()[:count]]
+    rows = pq.read_table(data / "requests.parquet").to_pylist()[:count]
+    if nearby_m is None:
+        requests = [Request(r["user_id"], r["latitude"], r["longitude"], tuple(r["candidate_restaurant_ids"]),
+                            int(r["size"]), float(r["max_dist"]), bool(r["sort_dist"])) for r in rows]
+    else:
+        centre = (sum(LAT_RANGE) / 2, sum(LON_RANGE) / 2)
+        requests = [Request(r["user_id"], *centre, None, int(r["size"]), nearby_m, bool(r["sort_dist"]))
+                    for r in rows]
     with tempfile.TemporaryDirectory(prefix="bench-sbs-") as tmp, local_redis_server() as url:
-        torch.manual_seed(0)
-        export_torchscript(ClickMLP().eval(), Path(tmp) / "model.pt")
+        scorer, served_format = _scorer(Path(tmp))
         store = SQLiteStore(Path(tmp) / "online.db") if store_kind == "sqlite" else RedisStore(url)
         started = time.perf_counter()
         if hasattr(store, "publish"):
@@ -92,7 +115,10 @@ def reads(data: Path, store_kind: str, count: int) -> dict:
             store.load("users", users.ids, users.values, users.version)
             store.load("restaurants", restaurants.ids, restaurants.values, restaurants.version)
         load_seconds = time.perf_counter() - started
-        recommender = Recommender(geo, store, ModelScorer(Path(tmp) / "model.pt"))
+        recommender = Recommender(geo, store, scorer)
+        held = hasattr(recommender, "hold")
+        if held:
+            recommender.hold(store.restaurant_features(store.live().number))
         for request in requests[:200]:
             recommender.recommend(request)
         times = []
@@ -102,7 +128,9 @@ def reads(data: Path, store_kind: str, count: int) -> dict:
             times.append(time.perf_counter() - began)
         store.close()
     ms = np.array(times) * 1000
-    return {"store": store_kind, "requests": len(ms), "candidates": len(requests[0].candidate_restaurant_ids),
+    candidates = requests[0].candidate_restaurant_ids
+    return {"store": store_kind, "requests": len(ms), "served_format": served_format, "restaurants_held": held,
+            **({"candidates": len(candidates)} if candidates is not None else {"nearby_m": nearby_m}),
             "p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3),
             "load_seconds": round(load_seconds, 2)}
 
@@ -116,10 +144,11 @@ def main() -> None:
     parser.add_argument("--warehouse", type=Path, help="a prepared warehouse (epoch)")
     parser.add_argument("--store", choices=("sqlite", "redis"), default="sqlite")
     parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--nearby", type=float, help="metres: requests without candidates at the city centre")
     args = parser.parse_args()
     sys.path.insert(0, str(args.code.resolve()))
     result = (epoch(args.warehouse.resolve()) if args.what == "epoch"
-              else reads(args.data.resolve(), args.store, args.requests))
+              else reads(args.data.resolve(), args.store, args.requests, args.nearby))
     from pipeline_devtools.benchmarks import machine
     from pipeline_devtools.process_metrics import peak_rss_mb
 

@@ -15,7 +15,11 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from pipeline.data.layout import ReferenceDataset, Warehouse
+from pipeline.data.schema import LAT_RANGE, LON_RANGE
 from pipeline.geo.index import GeoIndex
 from pipeline.store.base import FeatureTable
 from pipeline_devtools.published_copies import copy_warehouse
@@ -24,6 +28,7 @@ from pipeline_devtools.warehouse_build import build_from_reference
 
 START = date(2026, 1, 1)  # any: only the feature tables are used
 SEED = 0
+CENTRE = (sum(LAT_RANGE) / 2, sum(LON_RANGE) / 2)
 
 # The seeded reference module exported by whichever checkout's code is on the path: the server of a
 # baseline reads an export its own code wrote (an older reader may not know a newer export's formats).
@@ -164,3 +169,14 @@ def status_mb(pid: int, field: str) -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def nearby_requests(requests: Path, out: Path, max_dist: float) -> Path:
+    """requests.parquet's users and sizes without candidates, at the city centre."""
+    table = pq.read_table(requests)
+    n = table.num_rows
+    pq.write_table(pa.table({
+        "user_id": table["user_id"], "latitude": pa.array([CENTRE[0]] * n), "longitude": pa.array([CENTRE[1]] * n),
+        "candidate_restaurant_ids": pa.nulls(n, pa.list_(pa.int64())), "size": table["size"],
+        "max_dist": pa.array([max_dist] * n), "sort_dist": table["sort_dist"]}), out)
+    return out

@@ -65,8 +65,8 @@ class Answer:
         return self.within - self.missing_features
 
     def as_json(self) -> dict:
-        return {"restaurants": [{"id": int(i), "score": float(s), "displacement": float(d)}
-                                for i, s, d in zip(self.ids, self.scores, self.displacements, strict=True)]}
+        return {"restaurants": [{"id": i, "score": s, "displacement": d} for i, s, d in zip(
+            self.ids.tolist(), self.scores.tolist(), self.displacements.tolist(), strict=True)]}
 
 
 class Recommender:
@@ -148,8 +148,22 @@ class Recommender:
             raise UnknownUser(request.user_id)
         ids, metres = plan.ids[fetched.found], plan.metres[fetched.found]
         scores = self.scorer.probabilities(one_user(fetched.user, fetched.restaurants))
-        order = np.lexsort((metres, -scores)) if not request.sort_dist else np.lexsort((-scores, metres))
-        order = order[:request.size]
+        order = rank(scores, metres, request.sort_dist, request.size)
         self.answers, self.rows_scored = self.answers + 1, self.rows_scored + len(scores)
         return Answer(ids[order], scores[order], metres[order], unknown_candidates=plan.unknown_candidates,
                       within=len(plan.ids), missing_features=int((~fetched.found).sum()))
+
+
+def rank(scores: np.ndarray, metres: np.ndarray, sort_dist: bool, size: int) -> np.ndarray:
+    """The first ``size`` positions by score descending (ties: nearer first), or with
+    ``sort_dist`` by distance ascending (ties: higher score first).
+
+    Only the rows that can make the cut are sorted: those whose first key is within the
+    ``size``-th smallest (ties at the boundary included, so the second key still decides them).
+    A request without candidates scores thousands of rows and keeps 20."""
+    first, second = (metres, -scores) if sort_dist else (-scores, metres)
+    if size < len(first):
+        boundary = np.partition(first, size - 1)[size - 1]
+        contenders = np.flatnonzero(first <= boundary)
+        return contenders[np.lexsort((second[contenders], first[contenders]))][:size]
+    return np.lexsort((second, first))[:size]

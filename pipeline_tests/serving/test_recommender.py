@@ -5,8 +5,10 @@ import uuid
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipeline.serving.recommender import Recommender, UnknownUser
+from pipeline.serving.recommender import Recommender, UnknownUser, rank
 from pipeline.serving.request import Request, RequestError
 from pipeline.serving.scorer import ModelScorer
 from pipeline.store.base import FeatureTable
@@ -132,3 +134,18 @@ def test_a_held_snapshot_serves_only_while_it_is_live(recommender, serving_artif
     np.testing.assert_array_equal(held.ids, after.ids)
     np.testing.assert_array_equal(held.scores, after.scores)
     recommender.full_reads = 0  # for the fixture's check: the one full read above was meant
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 60), st.integers(1, 80), st.booleans(), st.integers(0, 2**32 - 1))
+def test_rank_sorts_only_the_contenders_and_agrees_with_a_full_sort(n, size, sort_dist, seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.choice(np.float32([0.1, 0.5, 0.9, 0.25]), n)  # few values: many ties
+    metres = rng.choice([10.0, 20.0, 30.0], n)
+    full = np.lexsort((-scores, metres)) if sort_dist else np.lexsort((metres, -scores))
+    got = rank(scores, metres, sort_dist, size)
+    first, second = (metres, -scores) if sort_dist else (-scores, metres)
+    # the same keys in the same order (positions may differ only between rows equal in both keys)
+    np.testing.assert_array_equal(first[got], first[full[:size]])
+    np.testing.assert_array_equal(second[got], second[full[:size]])
+    assert len(set(got.tolist())) == len(got) == min(n, size)
