@@ -4,10 +4,13 @@ one to serve, and loading one as a function from model input rows to logits.
 - ``torchscript`` (``model.pt``) and ``exported_program`` (``model.pt2``) run in torch; loading
   either imports torch.
 - ``onnx`` (``model.onnx``) runs in ONNX Runtime, which a server can use without torch installed;
-  the file is a standard ONNX graph (opset 17) any ONNX runtime takes.
+  the file is a standard ONNX graph (opset 17) any ONNX runtime takes. Its first layer is split
+  by input: ``user`` [u, 30] and ``restaurants`` [n, 10] (u = n, or 1 for one user), so a request
+  (one user, n restaurants) multiplies the user's part once instead of once a row.
 
-All three hold the same folded network (:class:`pipeline.model.network.FoldedClickMLP`) and take
-[n, 40] float32 to n float32 logits.
+All three hold the same folded network (:class:`pipeline.model.network.FoldedClickMLP`). Loaded,
+each is a :class:`LoadedModel`: [n, 40] float32 rows to n float32 logits, and one user [30] with
+n restaurants [n, 10] to n logits.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ import contextlib
 import math
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.data.model_input import USER_WIDTH, check_widths, one_user
 
 MODEL_FILE = "model.pt"
 PROGRAM_FILE = "model.pt2"
@@ -31,6 +37,13 @@ ONNX_OPSET = 17
 JIT_DEPRECATION = r"`torch\.jit\.\w+` is deprecated"
 
 Logits = Callable[[np.ndarray], np.ndarray]
+OneUserLogits = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    logits: Logits                  # [n, 40] float32 → [n] float32
+    one_user_logits: OneUserLogits  # user [30] and restaurants [n, 10] float32 → [n] float32
 
 
 @contextlib.contextmanager
@@ -63,25 +76,41 @@ def format_of(path: Path) -> str:
     return {".onnx": "onnx", ".pt2": "exported_program"}.get(path.suffix, "torchscript")
 
 
-def load_logits(path: Path, fmt: str, threads: int = 1) -> Logits:
-    """The model in ``path`` as a function [n, 40] float32 → n float32 logits, computing on
-    ``threads`` threads (ONNX Runtime's session option; for the torch formats torch's setting,
-    which is process-wide and which this sets). Only the torch formats import torch."""
+def load_model(path: Path, fmt: str, threads: int = 1) -> LoadedModel:
+    """The model in ``path``, computing on ``threads`` threads (ONNX Runtime's session option; for
+    the torch formats torch's setting, which is process-wide and which this sets). Only the torch
+    formats import torch."""
     if fmt == "onnx":
-        return _onnx_logits(path, threads)
+        return _onnx_model(path, threads)
     if fmt in ("torchscript", "exported_program"):
-        return _torch_logits(path, fmt, threads)
+        logits = _torch_logits(path, fmt, threads)
+        return LoadedModel(logits, lambda user, restaurants: logits(one_user(user, restaurants)))
     raise ValueError(f"unknown model format {fmt!r}; known: {sorted(FORMAT_FILES)}")
 
 
-def _onnx_logits(path: Path, threads: int) -> Logits:
+def _onnx_model(path: Path, threads: int) -> LoadedModel:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
+    names = [one.name for one in session.get_inputs()]
+    if names == ["x"]:  # a graph of [n, 40] rows, exported before the first layer was split by input
+        def rows(x: np.ndarray) -> np.ndarray:
+            return session.run(None, {"x": x})[0]
+
+        return LoadedModel(rows, lambda user, restaurants: rows(one_user(user, restaurants)))
+
+    def split(x: np.ndarray) -> np.ndarray:
+        return session.run(None, {"user": np.ascontiguousarray(x[:, :USER_WIDTH]),
+                                  "restaurants": np.ascontiguousarray(x[:, USER_WIDTH:])})[0]
+
+    def for_user(user: np.ndarray, restaurants: np.ndarray) -> np.ndarray:
+        check_widths(len(user), restaurants.shape[1])
+        return session.run(None, {"user": np.ascontiguousarray(user, np.float32).reshape(1, -1),
+                                  "restaurants": np.ascontiguousarray(restaurants, np.float32)})[0]
+
+    return LoadedModel(split, for_user)
 
 
 def _torch_logits(path: Path, fmt: str, threads: int) -> Logits:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.data.model_input import one_user
 from pipeline.geo.index import GeoIndex, TooManyRows
 from pipeline.serving.held_restaurants import HeldRestaurants
 from pipeline.serving.request import MAX_CANDIDATES, Request, RequestError
@@ -147,7 +146,7 @@ class Recommender:
         if fetched.user is None:
             raise UnknownUser(request.user_id)
         ids, metres = plan.ids[fetched.found], plan.metres[fetched.found]
-        scores = self.scorer.probabilities(one_user(fetched.user, fetched.restaurants))
+        scores = self.scorer.probabilities_for_user(fetched.user, fetched.restaurants)
         order = rank(scores, metres, request.sort_dist, request.size)
         self.answers, self.rows_scored = self.answers + 1, self.rows_scored + len(scores)
         return Answer(ids[order], scores[order], metres[order], unknown_candidates=plan.unknown_candidates,

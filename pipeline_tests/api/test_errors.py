@@ -30,10 +30,10 @@ def test_an_unexpected_exception_is_a_json_500_counted_by_status(serving_artifac
         wait_for(lambda: artifacts.ready and server.started, what="the in-process server")
         assert post(base, "/recommend/7", BODY)[0] == 200
 
-        def broken(x):
+        def broken(user, restaurants):
             raise RuntimeError("injected")
 
-        artifacts.recommender.scorer.probabilities = broken
+        artifacts.recommender.scorer.probabilities_for_user = broken
         status, body, _ = post(base, "/recommend/7", BODY)
         assert status == 500 and body["error"].startswith("internal error (RuntimeError)")
         assert metric(base, "recommend_requests_total", 'status="500"') == 1

@@ -34,14 +34,17 @@ def test_every_folded_export_matches_the_unfolded_eager_model_in_a_fresh_process
         warnings.simplefilter("error", DeprecationWarning)  # the narrow filter must cover TorchScript's
         sizes = write_formats(model, tmp_path)
     assert set(sizes) == {"torchscript", "exported_program", "onnx"} and all(b > 10_000 for b in sizes.values())
-    # folded: one 40→128 layer where the model of record has 40→256→128
-    assert onnx.load(str(tmp_path / "model.onnx")).graph.initializer[0].dims == [128, 40]
+    # folded: one 40→128 layer where the model of record has 40→256→128, split by input in ONNX
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    assert [list(w.dims) for w in graph.initializer[:2]] == [[128, 30], [128, 10]]
+    assert [i.name for i in graph.input] == ["user", "restaurants"]
     x = torch.from_numpy(np.random.default_rng(0).normal(0, 2, (2048, 40)).astype(np.float32))
     verified = verify_export(tmp_path, model, x)
     assert not verified["imported_project"]
     for fmt in ("torchscript", "exported_program", "onnx"):
         one = verified["formats"][fmt]
         assert one["shape_ok"] and one["parity_difference"] <= 1e-5 and one["max_abs_diff"] < 1e-4, fmt
+        assert one["one_user_parity_difference"] <= 1e-5, fmt
         assert all(0 < one["latency"][str(n)]["p50_ms"] <= one["latency"][str(n)]["p99_ms"] < 100
                    for n in (20, 70, 1000)), fmt
 
@@ -62,6 +65,11 @@ def test_the_dynamic_batch_formats_take_any_batch_size_and_a_broken_format_block
         for rows in (1, 7, 1000, 5000):  # dynamic batch: not the sizes it was traced with
             x = np.random.default_rng(rows).normal(0, 2, (rows, 40)).astype(np.float32)
             np.testing.assert_allclose(scorer.logits(x), model(torch.from_numpy(x)).detach().numpy(), atol=1e-5)
+            # one user against every restaurant: as requests are scored
+            same_user = x.copy()
+            same_user[:, :30] = x[0, :30]
+            np.testing.assert_allclose(scorer.one_user_logits(x[0, :30], x[:, 30:]),
+                                       model(torch.from_numpy(same_user)).detach().numpy(), atol=1e-5)
     assert live_scorer(warehouse.export).format == record["serve"]
 
     # a format holding another model: its check fails, nothing is published, the live version stays

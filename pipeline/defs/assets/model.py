@@ -189,7 +189,7 @@ def _export_metadata(record: dict) -> dict:
 
 
 @dg.asset(group_name="model", kinds={"pytorch", "onnx"}, deps=["model_evaluation", "click_model"],
-          pool="model_export", owners=[OWNER], code_version="3", automation_condition=FOLLOWS_PARENTS,
+          pool="model_export", owners=[OWNER], code_version="4", automation_condition=FOLLOWS_PARENTS,
           check_specs=check_specs("model_exports", {check: (
               f"fresh-process {fmt.replace('_', ' ')} logits within {PARITY_TOLERANCE} × max(1, |logit|) of the "
               f"unfolded eager model; checked on the candidate before it is published")
