@@ -1,7 +1,8 @@
 """What the API serves, kept current: the exported model and the geo index, each reloaded when
 the pipeline publishes a new version, verified before it is swapped in, and swapped in by one
 assignment so no request sees a half-built state. The same poll holds the online store's live
-restaurant snapshot in the recommender (:mod:`pipeline.serving.held_restaurants`).
+restaurant snapshot in the recommender (:mod:`pipeline.serving.held_restaurants`), read again
+for a new geo index (its rows in the new index's order), not kept twice.
 
 A candidate is served only once it has passed every check: its files match their published
 sizes and checksums; the model loads, takes the server's input width, gives finite outputs on
@@ -30,10 +31,11 @@ from typing import Any
 
 from pipeline.data.layout import Warehouse
 from pipeline.geo.index import GeoIndex
+from pipeline.memory import release_free_memory
 from pipeline.publish import Artifact
 from pipeline.serving.recommender import Recommender
 from pipeline.serving.scorer import ModelScorer, check_scorer, served_scorer
-from pipeline.store.base import FeaturesNotLoaded, FeatureStore, FeatureTable, StoreUnavailable
+from pipeline.store.base import FeaturesNotLoaded, FeatureStore, StoreUnavailable
 
 log = logging.getLogger("pipeline.api")
 SERVED_ARTIFACTS = ("model", "geo_index")  # what the API loads and serves together
@@ -94,7 +96,6 @@ class Artifacts:
         self.last_failure: ReloadFailure | None = None
         self._rejected: set[tuple[str, str]] = set()
         self._retry: dict[tuple[str, str], tuple[int, float]] = {}  # unreadable version → (failures, next try)
-        self.restaurants: FeatureTable | None = None  # the live version's restaurant snapshot, as read
         self._hold_failure = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -181,9 +182,10 @@ class Artifacts:
         if not changed or len(self.loaded) < len(SERVED_ARTIFACTS):
             return False
         model, geo = self.loaded["model"], self.loaded["geo_index"]
+        previous = self.recommender
         recommender = Recommender(geo.value, self.store, model.value)
-        if self.restaurants is not None:
-            recommender.hold(self.restaurants)
+        if previous is not None and previous.held is not None and previous.geo is geo.value:
+            recommender.held = previous.held  # the same geo index: its rows still line up
         self.recommender = recommender  # one assignment: atomic for readers
         self.reloads += 1
         log.info("serving model %s (trained on features %s), geo index %s", model.version,
@@ -202,17 +204,17 @@ class Artifacts:
             if live is None or (recommender.held is not None
                                 and recommender.held.snapshot_version == live.restaurants_version):
                 return False
-            if self.restaurants is None or self.restaurants.version != live.restaurants_version:
-                self.restaurants = self.store.restaurant_features(live.number)
+            restaurants = self.store.restaurant_features(live.number)
         except (StoreUnavailable, FeaturesNotLoaded) as error:
             if str(error) != self._hold_failure:
                 log.warning("restaurant features not held (requests read them from the store): %s", error)
                 self._hold_failure = str(error)
             return False
         self._hold_failure = ""
-        recommender.hold(self.restaurants)
-        log.info("holding restaurant features %s (%d restaurants)", self.restaurants.version,
-                 len(self.restaurants.ids))
+        recommender.hold(restaurants)
+        log.info("holding restaurant features %s (%d restaurants)", restaurants.version, len(restaurants.ids))
+        del restaurants
+        release_free_memory()  # the read's transient slices, in every worker, for as long as it runs
         return True
 
     def start(self) -> None:

@@ -33,7 +33,7 @@ class HeldRestaurants:
         rows = geo.rows_of(table.ids)
         known = rows >= 0
         values = np.zeros((len(geo.ids), table.values.shape[1]), np.float32)
-        values[rows[known]] = table.values[known]
+        values[rows[known]] = table.values if known.all() else table.values[known]
         present = np.zeros(len(geo.ids), bool)
         present[rows[known]] = True
         return cls(table.version, values, present)

@@ -105,6 +105,14 @@ def decode(blobs: Sequence[bytes], width: int) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), width)
 
 
+def joined_rows(slices: Sequence[tuple[np.ndarray, np.ndarray]], width: int, version: str) -> FeatureTable:
+    """One table of slices of (ids, values) read one after another."""
+    if not slices:
+        return FeatureTable(np.empty(0, np.int64), np.empty((0, width), np.float32), version)
+    return FeatureTable(np.concatenate([ids for ids, _ in slices]),
+                        np.concatenate([values for _, values in slices]), version)
+
+
 def validate_tables(store, users: FeatureTable, restaurants: FeatureTable) -> None:
     for kind, table, width in (("users", users, store.user_width), ("restaurants", restaurants,
                                                                      store.restaurant_width)):

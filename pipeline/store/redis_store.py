@@ -36,6 +36,7 @@ from pipeline.store.base import (
     UserRead,
     decode,
     encode,
+    joined_rows,
 )
 from pipeline.store.redis_connection import client_options, display_url
 from pipeline.store.versioned import load_version, rollback_version
@@ -149,18 +150,29 @@ class RedisStore:
         return UserRead(user, int(version), (restaurants_version or b"").decode())
 
     def restaurant_features(self, number: int) -> FeatureTable:
-        """Scanned in slices (HSCAN), so Redis never serves one long command; a scan may return
-        an entry twice, so rows are keyed by id."""
+        """Scanned in slices (HSCAN), so Redis never serves one long command, each slice turned
+        into arrays before the next is read (a reader's Python objects stay few); a scan may
+        return an entry twice, so repeated ids are dropped."""
+        key, cursor, slices = self._rows_key(number, "restaurants"), 0, []
         try:
             version = self._version(number)
-            rows = dict(self.client.hscan_iter(self._rows_key(number, "restaurants"), count=_SCAN_COUNT))
+            while True:
+                cursor, reply = self.client.hscan(key, cursor, count=_SCAN_COUNT)
+                part = cast(dict[bytes, bytes], reply)  # field → value, bytes (no decode_responses)
+                if part:
+                    slices.append((np.fromiter(map(int, part), np.int64, len(part)),
+                                   decode(list(part.values()), self.restaurant_width)))
+                if cursor == 0:
+                    break
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise self._unavailable(error) from error
-        if version is None or len(rows) != version.restaurants_rows:
+        table = joined_rows(slices, self.restaurant_width, version.restaurants_version if version else "")
+        ids, first = np.unique(table.ids, return_index=True)
+        table = FeatureTable(ids, table.values[first], table.version)
+        if version is None or len(table.ids) != version.restaurants_rows:
             raise FeaturesNotLoaded(f"version {number} of {self.name} is gone or changed while read "
-                                    f"({len(rows)} restaurants read)")
-        ids = np.fromiter((int(i) for i in rows), dtype=np.int64, count=len(rows))
-        return FeatureTable(ids, decode(list(rows.values()), self.restaurant_width), version.restaurants_version)
+                                    f"({len(table.ids)} restaurants read)")
+        return table
 
     def _fetched(self, answer, ids: list[int]) -> Fetched:
         if answer is None:

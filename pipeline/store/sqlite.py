@@ -37,6 +37,7 @@ from pipeline.store.base import (
     UserRead,
     decode,
     encode,
+    joined_rows,
 )
 from pipeline.store.versioned import load_version, rollback_version
 
@@ -157,12 +158,22 @@ class SQLiteStore:
         return await asyncio.to_thread(self.fetch_user, user_id)
 
     def restaurant_features(self, number: int) -> FeatureTable:
-        rows = self._read(_RESTAURANTS, (int(number),))
-        if not rows or len(rows) != rows[0][3]:
+        """One statement (one snapshot), fetched in slices, each turned into arrays before the
+        next (a reader's Python objects stay few)."""
+        slices, snapshot, expected = [], "", -1
+        try:
+            cursor = self._connection().execute(_RESTAURANTS, (int(number),))
+            while part := cursor.fetchmany(LOAD_BATCH):
+                snapshot, expected = part[0][2], part[0][3]
+                slices.append((np.fromiter((r[0] for r in part), np.int64, len(part)),
+                               decode([r[1] for r in part], self.restaurant_width)))
+        except sqlite3.DatabaseError as error:
+            raise FeaturesNotLoaded(f"{self.path}: restaurants of version {number} unreadable ({error})") from None
+        table = joined_rows(slices, self.restaurant_width, snapshot)
+        if len(table.ids) != expected:
             raise FeaturesNotLoaded(f"version {number} of {self.path} is gone or incomplete "
-                                    f"({len(rows)} restaurants read)")
-        return FeatureTable(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
-                            decode([r[1] for r in rows], self.restaurant_width), rows[0][2])
+                                    f"({len(table.ids)} restaurants read)")
+        return table
 
     # ----- versions
 

@@ -176,9 +176,17 @@ def test_the_live_restaurant_snapshot_is_held_and_follows_the_store(serving_arti
         row = artifacts.recommender.geo.rows_of(restaurants.ids[:1])[0]
         assert held.snapshot_version == "plus-one"
         assert (held.values[row] == restaurants.values[0] + 1).all()
-        # a new geo index: a new recommender, holding the same snapshot from the start
+        # a new model with the same geo index: a new recommender, holding the same snapshot from the start
         _publish_model(artifacts, seed=9)
-        assert artifacts.refresh() and artifacts.recommender.held.snapshot_version == "plus-one"
+        assert artifacts.refresh() and artifacts.recommender.held is held
+        # a new geo index version: the snapshot is read again and placed in its rows
+        half = GeoIndex.build(restaurants.ids[::2], restaurants.locations[::2, 0], restaurants.locations[::2, 1])
+        half.publish(artifacts.warehouse.geo_index, restaurants.ids[::2])
+        assert artifacts.refresh() and artifacts.recommender.held is None
+        assert artifacts.hold_live_restaurants() and artifacts.recommender.held.snapshot_version == "plus-one"
+        row = artifacts.recommender.geo.rows_of(restaurants.ids[:1])[0]
+        assert (artifacts.recommender.held.values[row] == restaurants.values[0] + 1).all()
+        assert artifacts.recommender.held.present.sum() == len(restaurants.ids[::2])
         # the store gone: what is held stays (requests see "features not loaded" from the store itself)
         store.close()
         os.remove(store.path)
