@@ -64,7 +64,9 @@ def shares(raw: Path) -> tuple[int, dict[str, float], list[tuple[str, float]]]:
     by_leaf: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw.read_text().splitlines():
-        stack, count = line.rsplit(" ", 1)
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():  # not a sample line
+            continue
         frames, n = stack.split(";"), int(count)
         total += n
         by_stage[stage_of(frames)] += n
