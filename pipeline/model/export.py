@@ -46,6 +46,9 @@ from pipeline.settings import PublishingSettings
 
 PROBE_ROWS = 16
 MAX_BATCH = 1 << 20
+# What an export version's files are, recorded with it; a live export of an older revision is redone
+# even for the same checkpoint. 2: ONNX's first layer split by input, the one-user probe logits.
+EXPORT_REVISION = 2
 
 
 def export_torchscript(model: torch.nn.Module, path: Path) -> int:
@@ -128,7 +131,8 @@ def _served_record(record: dict, module, sample: torch.Tensor, formats: dict[str
         probe_logits = module.eval()(probe)
         one_user_logits = module(one_user_rows(probe))
     formats = formats or {"torchscript": {}}
-    return {**record, "serve": fastest(formats) if len(formats) > 1 else next(iter(formats)),
+    return {**record, "export_revision": EXPORT_REVISION,
+            "serve": fastest(formats) if len(formats) > 1 else next(iter(formats)),
             "formats": {f: {"file": FORMAT_FILES[f], **numbers} for f, numbers in formats.items()},
             "input_width": int(sample.shape[1]), "probe": {"x": probe.tolist(), "logits": probe_logits.tolist(),
                                                           "one_user_logits": one_user_logits.tolist()}}

@@ -1,5 +1,6 @@
 """The model assets on a test instance: train → gate → publish → export, and what guards each step."""
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -13,7 +14,7 @@ from pipeline.defs.assets.features import user_features
 from pipeline.defs.assets.model import click_model, model_exports
 from pipeline.defs.resources import LocalParquetSourceResource, WarehouseResource
 from pipeline.model.checkpoint import load_checkpoint_model
-from pipeline.model.export import export_torchscript, publish_export
+from pipeline.model.export import EXPORT_REVISION, export_torchscript, publish_export
 from pipeline.publish import Artifact, write_audit_publish
 from pipeline.serving.formats import MODEL_FILE
 from pipeline_devtools.dagster_runs import step_failures
@@ -133,7 +134,19 @@ def test_an_export_with_fewer_formats_than_today_is_redone_for_the_same_checkpoi
             "torchscript_matches_eager", "exported_program_matches_eager", "onnx_matches_eager"}
         record = Artifact(warehouse.export).record()
         assert set(record["formats"]) == {"torchscript", "exported_program", "onnx"}
-        assert record["checkpoint_version"] == checkpoint
+        assert record["checkpoint_version"] == checkpoint and record["export_revision"] == EXPORT_REVISION
+        # the same again: kept as it is
+        live = Artifact(warehouse.export).live_version()
+        assert _run(tiny_dataset, warehouse, instance, assets=[model_exports]).success
+        assert Artifact(warehouse.export).live_version() == live
+        # all three formats, but of an older revision (ONNX's graph of [n, 40] rows): redone
+        old = {k: v for k, v in record.items() if k not in ("export_revision", "files")}
+        source = Artifact(warehouse.export).version_path(live)
+        write_audit_publish(warehouse.export, lambda staging: [shutil.copy(source / f["file"], staging / f["file"])
+                                                               for f in record["formats"].values()],
+                            lambda staging, _: [], record=old)
+        assert _run(tiny_dataset, warehouse, instance, assets=[model_exports]).success
+        assert Artifact(warehouse.export).record()["export_revision"] == EXPORT_REVISION
 
 
 def test_export_uses_the_features_the_model_was_trained_on_or_fails(dataset_copy, tmp_path):
