@@ -23,44 +23,19 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import date
 from pathlib import Path
 
-import torch
-
 from pipeline.api.loadtest import DEFAULT_RAMP, ramp, run
-from pipeline.data.layout import ReferenceDataset, Warehouse
-from pipeline.geo.index import GeoIndex
-from pipeline.model.export import publish_export, publish_torchscript_file
-from pipeline.model.network import ClickMLP
-from pipeline.store.base import FeatureTable
 from pipeline.store.redis_store import RedisStore
 from pipeline_devtools.benchmarks import machine
-from pipeline_devtools.redis_server import free_port, redis_server
-from pipeline_devtools.warehouse_build import build_from_reference
-
-START = date(2026, 1, 1)  # any: only the feature tables are used
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of a process and of its workers (children, alive), seconds."""
-    pids = [pid, *map(int, subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split())]
-    ticks = 0
-    for one in pids:
-        try:
-            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
+from pipeline_devtools.redis_server import redis_server
+from pipeline_devtools.serving_bench import cpu_seconds, serving, serving_warehouse, status_mb
 
 
 def _rows_scored(base: str) -> tuple[float, float] | None:
@@ -70,13 +45,6 @@ def _rows_scored(base: str) -> tuple[float, float] | None:
     if "recommend_rows_scored_sum" not in values:
         return None
     return float(values["recommend_rows_scored_sum"]), float(values["recommend_rows_scored_count"])
-
-
-def _vm_hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _with_redis_paused(base: str, requests: Path, redis_process, pause_s: float) -> dict:
@@ -135,62 +103,32 @@ def main() -> None:
     args = parser.parse_args()
     data = args.data.resolve()
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp, redis_server() as redis_process:
-        redis_url = redis_process.url
-        warehouse = Warehouse(Path(tmp) / "warehouse")
-        users, restaurants = build_from_reference(ReferenceDataset(data, START), warehouse, days=0)
-        GeoIndex.build(restaurants.ids, restaurants.locations[:, 0], restaurants.locations[:, 1]).publish(
-            warehouse.geo_index, restaurants.ids)
-        sample = torch.cat([torch.from_numpy(users.values[:64]), torch.from_numpy(restaurants.values[:64])], 1)
-        if args.model:
-            publish_torchscript_file(args.model, warehouse.export, sample, record={})
-        else:
-            torch.manual_seed(0)
-            publish_export(ClickMLP().eval(), warehouse.export, sample, record={})
-        store = RedisStore(redis_url)
-        store.publish(FeatureTable.of(users), FeatureTable.of(restaurants))
+        store = RedisStore(redis_process.url)
+        warehouse, _ = serving_warehouse(data, Path(tmp) / "warehouse", store, model=args.model)
         store.close()
-        del users, restaurants
-        port = free_port()
-        env = {**os.environ, "PIPELINE_WAREHOUSE_DIR": str(warehouse.root), "REDIS_URL": redis_url,
-               "PIPELINE_ONLINE_STORE": "redis", "PIPELINE_API_MODEL_FORMAT": args.model_format}
-        command = [str(Path(sys.executable).parent / "pipeline"), "serve", "--port", str(port)]
+        settings = {"REDIS_URL": redis_process.url, "PIPELINE_ONLINE_STORE": "redis",
+                    "PIPELINE_API_MODEL_FORMAT": args.model_format}
+        command = None
         if args.server == "granian":  # its own bounds: headers within 5 s, at most 1000 requests at once
-            command = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--port", str(port),
+            command = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--port", "{port}",
                        "--http", "1", "--loop", "uvloop", "--http1-header-read-timeout", "5000",
-                       "--backpressure", "1000", "--log-level", "warning", "pipeline.api.server:build_app"]
-        if args.server_code:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.server_code.resolve()), env.get("PYTHONPATH")]))
-        if args.workers != 1:
-            command += ["--workers", str(args.workers)]
-        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if urllib.request.urlopen(base + "/health", timeout=2).status == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the server did not become ready")
-                time.sleep(0.2)
+                       "--backpressure", "1000", "--log-level", "warning", "pipeline.api.server:build_app",
+                       *(["--workers", str(args.workers)] if args.workers != 1 else [])]
+        with serving(warehouse, settings, args.workers, code=args.server_code, command=command,
+                     log=Path(tmp) / "server.log") as (base, server):
             requests = data / "requests.parquet"
             run(base, requests, 30, 3)  # warm-up
             served_format = json.loads(urllib.request.urlopen(base + "/health", timeout=5).read()).get("model_format")
-            cpu_before, scored_before = _cpu_seconds(server.pid), _rows_scored(base)
+            cpu_before, scored_before = cpu_seconds(server.pid), _rows_scored(base)
             steady = run(base, requests, 30, args.duration)
-            cpu_ms = 1000 * (_cpu_seconds(server.pid) - cpu_before) / max(steady["requests"], 1)
+            cpu_ms = 1000 * (cpu_seconds(server.pid) - cpu_before) / max(steady["requests"], 1)
             scored_after = _rows_scored(base)
             rows_scored = ((scored_after[0] - scored_before[0]) / max(scored_after[1] - scored_before[1], 1)
                            if scored_before and scored_after else None)
             print(json.dumps(steady), file=sys.stderr)
             ramped = ramp(base, requests, DEFAULT_RAMP, args.ramp_step, log=lambda m: print(m, file=sys.stderr))
             paused = _with_redis_paused(base, requests, redis_process, args.pause_redis) if args.pause_redis else None
-            server_rss = _vm_hwm_mb(server.pid)
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+            server_rss = status_mb(server.pid, "VmHWM")
     result = {**{k: steady[k] for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "achieved_rps", "errors")},
               "rate": 30, "duration_s": args.duration, "store": "redis", "max_rps": ramped["max_rps"],
               "ramp": [{k: s[k] for k in ("rate", "p50_ms", "p95_ms", "p99_ms", "achieved_rps", "errors")}

@@ -37,13 +37,11 @@ import tempfile
 from pathlib import Path
 
 from pipeline.api.loadtest import request_bodies, run
-from pipeline.store.redis_store import RedisStore
-from pipeline.store.sqlite import SQLiteStore
 from pipeline_devtools.benchmarks import machine
-from pipeline_devtools.redis_server import redis_server
 from pipeline_devtools.serving_bench import (
     cpu_seconds,
     nearby_requests,
+    online_store,
     process_tree,
     serving,
     serving_warehouse,
@@ -106,12 +104,7 @@ def main() -> None:
         sys.exit("wrk not found: apt-get install wrk")
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp, contextlib.ExitStack() as stack:
         tmp_path = Path(tmp)
-        if args.store == "redis":
-            url = stack.enter_context(redis_server()).url
-            store, settings = RedisStore(url), {"PIPELINE_ONLINE_STORE": "redis", "REDIS_URL": url}
-        else:
-            store = SQLiteStore(tmp_path / "features.db")
-            settings = {"PIPELINE_ONLINE_STORE": "sqlite", "PIPELINE_SQLITE_PATH": str(store.path)}
+        store, settings = online_store(args.store, tmp_path, stack)
         warehouse, baseline = serving_warehouse(args.data.resolve(), tmp_path / "warehouse", store,
                                                 baseline_code=args.baseline)
         store.close()

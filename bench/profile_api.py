@@ -27,11 +27,8 @@ import tempfile
 from pathlib import Path
 
 from pipeline.api.loadtest import run
-from pipeline.store.redis_store import RedisStore
-from pipeline.store.sqlite import SQLiteStore
 from pipeline_devtools.benchmarks import machine
-from pipeline_devtools.redis_server import redis_server
-from pipeline_devtools.serving_bench import cpu_seconds, nearby_requests, serving, serving_warehouse
+from pipeline_devtools.serving_bench import cpu_seconds, nearby_requests, online_store, serving, serving_warehouse
 
 # (stage, fragments of a py-spy frame "function (file:line)"); the innermost frame that has one decides
 STAGES = (
@@ -89,12 +86,7 @@ def main() -> None:
     py_spy = Path(sys.executable).parent / "py-spy"
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp, contextlib.ExitStack() as stack:
         tmp_path = Path(tmp)
-        if args.store == "redis":
-            url = stack.enter_context(redis_server()).url
-            store, settings = RedisStore(url), {"PIPELINE_ONLINE_STORE": "redis", "REDIS_URL": url}
-        else:
-            store = SQLiteStore(tmp_path / "features.db")
-            settings = {"PIPELINE_ONLINE_STORE": "sqlite", "PIPELINE_SQLITE_PATH": str(store.path)}
+        store, settings = online_store(args.store, tmp_path, stack)
         warehouse, _ = serving_warehouse(args.data.resolve(), tmp_path / "warehouse", store)
         store.close()
         requests = args.data / "requests.parquet"

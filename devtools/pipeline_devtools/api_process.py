@@ -15,6 +15,7 @@ from pathlib import Path
 from pipeline.data.layout import Warehouse
 from pipeline.store.base import FeatureTable
 from pipeline.store.sqlite import SQLiteStore
+from pipeline_devtools.commands import stop
 from pipeline_devtools.published_copies import copy_warehouse
 from pipeline_devtools.redis_server import free_port
 
@@ -137,12 +138,6 @@ class ApiProcess:
 
     def stop(self) -> str:
         """Stop the server; its log."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process)
         self._log_handle.close()
         return self.log.read_text()

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from pipeline.data.layout import ReferenceDataset, parse_day
 from pipeline_devtools import CHECKOUT
+from pipeline_devtools.commands import stop
 from pipeline_devtools.redis_server import free_port
 
 ENV_DIR = Path(os.environ.get("PIPELINE_BIGQUERY_EMULATOR_ENV", CHECKOUT / ".venv-bigquery"))
@@ -92,12 +93,7 @@ def bigquery_emulator(timeout_s: float = 60.0) -> Iterator[Emulator]:
             _wait_ready(emulator, timeout_s, Path(data_dir) / "emulator.log")
             yield emulator
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, timeout_s=10)
             log.close()
 
 

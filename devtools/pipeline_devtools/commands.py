@@ -28,3 +28,14 @@ def pipeline_command(env: dict, *args: str) -> tuple[int, str]:
     done = subprocess.run([str(BIN / "pipeline"), *args], env={**os.environ, **env}, capture_output=True, text=True,
                           timeout=120)
     return done.returncode, done.stdout + done.stderr
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 15) -> None:
+    """SIGTERM ``process`` and wait for it; SIGKILL it if it has not exited within ``timeout_s``."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,8 +23,11 @@ from pipeline.data.layout import ReferenceDataset, Warehouse
 from pipeline.data.schema import LAT_RANGE, LON_RANGE
 from pipeline.geo.index import GeoIndex
 from pipeline.store.base import FeatureTable
+from pipeline.store.redis_store import RedisStore
+from pipeline.store.sqlite import SQLiteStore
+from pipeline_devtools.commands import stop
 from pipeline_devtools.published_copies import copy_warehouse
-from pipeline_devtools.redis_server import free_port
+from pipeline_devtools.redis_server import free_port, redis_server
 from pipeline_devtools.warehouse_build import build_from_reference
 
 START = date(2026, 1, 1)  # any: only the feature tables are used
@@ -85,6 +89,16 @@ def serving_warehouse(data: Path, root: Path, store, model: Path | None = None,
     return warehouse, baseline
 
 
+def online_store(kind: str, directory: Path, stack: contextlib.ExitStack) -> tuple[Any, dict[str, str]]:
+    """An empty online store of ``kind`` (``redis``: a local redis-server for the life of ``stack``;
+    ``sqlite``: a file in ``directory``) and the settings that point ``pipeline serve`` at it."""
+    if kind == "redis":
+        url = stack.enter_context(redis_server()).url
+        return RedisStore(url), {"PIPELINE_ONLINE_STORE": "redis", "REDIS_URL": url}
+    store = SQLiteStore(directory / "features.db")
+    return store, {"PIPELINE_ONLINE_STORE": "sqlite", "PIPELINE_SQLITE_PATH": str(store.path)}
+
+
 def wait_ready(base: str, process: subprocess.Popen, timeout_s: float = 60, log: Path | None = None) -> float:
     """Seconds until ``/health`` answers 200; a server that exits or never gets ready raises with
     the end of its ``log``."""
@@ -134,12 +148,7 @@ def serving(warehouse: Warehouse, settings: dict[str, str], workers: int = 1, co
     finally:
         if log is not None:
             output.close()
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def process_tree(pid: int) -> list[int]:
