@@ -31,9 +31,11 @@ x, (expected, expected_one_user) = torch.load(sample_path), torch.load(expected_
 user, restaurants = x[:1, :user_width].contiguous(), x[:, user_width:].contiguous()  # one user, many restaurants
 
 
+# each loader: (rows → logits, (user, restaurants) → logits, a timed request of n restaurants as a server makes it)
 def torch_model(module):
     # a torch format scores one user's request as rows: the user's features repeated beside each restaurant's
-    return module, lambda u, r: module(torch.cat([u.expand(len(r), -1), r], 1))
+    one_user = lambda u, r: module(torch.cat([u.expand(len(r), -1), r], 1))
+    return module, one_user, lambda n: (lambda request=restaurants[:n].contiguous(): one_user(user, request))
 
 
 def onnx_model(path):
@@ -42,7 +44,12 @@ def onnx_model(path):
     options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     run = lambda u, r: torch.from_numpy(session.run(None, {"user": u.numpy(), "restaurants": r.numpy()})[0])
-    return lambda rows: run(rows[:, :user_width].contiguous(), rows[:, user_width:].contiguous()), run
+
+    def request(n):  # numpy in and out, as the server calls it
+        feeds = {"user": user.numpy(), "restaurants": restaurants[:n].contiguous().numpy()}
+        return lambda: session.run(None, feeds)
+
+    return lambda rows: run(rows[:, :user_width].contiguous(), rows[:, user_width:].contiguous()), run, request
 
 
 def relative(got, want):  # pipeline.serving.formats.parity_difference
@@ -54,17 +61,17 @@ loaders = {"torchscript": lambda p: torch_model(torch.jit.load(p).eval()),
 files = json.loads(sys.argv[5])
 out = {"formats": {}}
 for fmt, file in files.items():
-    rows_model, one_user_model = loaders[fmt](directory + "/" + file)
+    rows_model, one_user_model, timed_request = loaders[fmt](directory + "/" + file)
     with torch.inference_mode():
         got, got_one_user = rows_model(x), one_user_model(user, restaurants)
         latency = {}
         for n in sizes:  # one request: one user against n restaurants, as this format serves it
-            request = restaurants[:n].contiguous()
+            call = timed_request(n)
             for _ in range(30):
-                one_user_model(user, request)
+                call()
             times = []
             for _ in range(300):
-                t = time.perf_counter(); one_user_model(user, request); times.append(time.perf_counter() - t)
+                t = time.perf_counter(); call(); times.append(time.perf_counter() - t)
             times.sort()
             latency[str(n)] = {"p50_ms": 1000 * times[len(times) // 2], "p99_ms": 1000 * times[int(len(times) * 0.99)]}
     out["formats"][fmt] = {"shape_ok": list(got.shape) == [x.shape[0]] == list(got_one_user.shape),
