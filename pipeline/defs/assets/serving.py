@@ -102,6 +102,9 @@ class ScoringBenchmarkConfig(dg.Config):
                                                                          "the maximum throughput.")
     threads: int = Field(default=1, gt=0, description="The model's threads while scoring (requests go one at a time, "
                                                       "each too small to gain from a second thread).")
+    hold_restaurants: bool = Field(default=True, description="Hold the live store version's restaurant features in "
+                                   "memory, as each API worker does, so a request reads only its user; false reads "
+                                   "every request's restaurants from the store too.")
 
 
 def _requests(path: Path) -> list[Request]:
@@ -112,17 +115,22 @@ def _requests(path: Path) -> list[Request]:
 
 @dg.asset(group_name="serving", kinds={"pytorch"},
           deps=[online_features, restaurant_geo_index, model_exports], pool="scoring_benchmark",
-          owners=[OWNER], code_version="1", automation_condition=FOLLOWS_PARENTS,
+          owners=[OWNER], code_version="2", automation_condition=FOLLOWS_PARENTS,
           check_specs=[dg.AssetCheckSpec(LATENCY_CHECK, asset="scoring_benchmark",
                                          description=f"open-loop p95 ≤ {REFERENCE_P95_MS} ms")])
 def scoring_benchmark(config: ScoringBenchmarkConfig, source: SourceResource, warehouse: WarehouseResource,
                       online_store: OnlineStoreResource) -> dg.MaterializeResult:
-    """requests.parquet replayed through the recommender (features read from the online store on
-    every request): open loop at `rate` for `duration_s`, then back to back at full speed."""
+    """requests.parquet replayed through the recommender as an API worker serves them (the user's
+    features read from the online store on every request, the live version's restaurant features
+    held in memory unless `hold_restaurants` is false): open loop at `rate` for `duration_s`, then
+    back to back at full speed."""
     layout = warehouse.layout()
     store = online_store.open()
     try:
         recommender = Recommender(GeoIndex.load(layout.geo_index), store, live_scorer(layout.export, config.threads))
+        live = store.live() if config.hold_restaurants else None
+        if live is not None:
+            recommender.hold(store.restaurant_features(live.number))
         with tempfile.TemporaryDirectory(prefix="requests-") as scratch:
             requests = _requests(source.open().requests_file(Path(scratch)))
         for request in requests[:20]:  # warm-up
@@ -142,6 +150,7 @@ def scoring_benchmark(config: ScoringBenchmarkConfig, source: SourceResource, wa
         **{f"open_loop_{k}": v for k, v in steady.items()}, **{f"max_throughput_{k}": v for k, v in peak.items()},
         "latency_histogram": picture(histogram, "latency histogram"), "backend": backend,
         "candidates_per_request": candidates, "served_format": recommender.scorer.format,
+        "restaurants_held": recommender.held is not None,
         "rows_scored_per_request": (recommender.rows_scored - scored_before) / answered if answered else 0.0},
         check_results=[dg.AssetCheckResult(
         check_name=LATENCY_CHECK, passed=bool(steady["p95_ms"] <= REFERENCE_P95_MS and steady["errors"] == 0),

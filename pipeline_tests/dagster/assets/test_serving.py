@@ -42,6 +42,7 @@ def test_refresh_builds_index_loads_store_and_benchmarks(backend, request, datas
     assert 0 < bench["rows_scored_per_request"] <= bench["candidates_per_request"]
     assert 0 < bench["max_throughput_cpu_ms_per_request"] < 1000 / 30
     assert bench["candidates_per_request"] == 1000
+    assert bench["restaurants_held"] is True  # as an API worker serves: the live restaurant features in memory
     if backend == "redis":  # the store really is the Redis server
         store = resources["online_store"].open()
         assert store.live().users_version == metadata["online_features"]["users_version"]
