@@ -18,6 +18,7 @@ stops and by the next scrape when it was killed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -99,7 +100,10 @@ class ApiMetrics:
         pids = {int(m.group(1)) for m in map(LIVE_GAUGE_FILE.match, os.listdir(self.directory)) if m}
         for pid in pids:
             if not _alive(pid):
-                mark_process_dead(pid, self.directory)
+                # another worker's scrape may forget the same dead worker at the same moment, and
+                # mark_process_dead removes its files unguarded: gone already is done
+                with contextlib.suppress(FileNotFoundError):
+                    mark_process_dead(pid, self.directory)
 
     def close(self) -> None:
         if self.directory and Path(self.directory).is_dir():
