@@ -14,6 +14,10 @@ client, SQLite on a worker thread) under a deadline, every store call has its ow
 a :class:`~pipeline.serving.breaker.Breaker` refuses requests at once while the store is known to
 be down (probing it again after a cool-down), so ``/health`` and ``/metrics`` answer at once
 whatever the store does (:mod:`pipeline.api.routes`, :mod:`pipeline.api.store_reads`).
+
+Every ``/recommend`` answer carries ``X-Request-Id``; with the impression log on, each answered
+one is queued for the log and published by a background writer, never waited on
+(:mod:`pipeline.feedback.log_writer`).
 """
 
 from __future__ import annotations
@@ -29,19 +33,24 @@ from pipeline.api.json_body import OrjsonRoute
 from pipeline.api.lifecycle import lifespan
 from pipeline.api.limits import ApiLimits, BoundedBody
 from pipeline.api.metrics import ApiMetrics, CountRecommendations
+from pipeline.api.request_ids import RequestIds
 from pipeline.api.routes import health, metrics, recommend
 from pipeline.api.schemas import ErrorBody, RecommendResponse
 from pipeline.api.state import ApiState
+from pipeline.feedback.log_writer import ImpressionLog
 from pipeline.serving.breaker import Breaker
 
 ERROR_STATUSES = (400, 401, 404, 408, 413, 422, 503)
 
 
-def create_app(artifacts: Artifacts, limits: ApiLimits | None = None, api_token: str = "") -> FastAPI:
-    """The app; with ``api_token``, /recommend needs it and /health without it says only whether it is ready."""
+def create_app(artifacts: Artifacts, limits: ApiLimits | None = None, api_token: str = "",
+               impression_log: ImpressionLog | None = None) -> FastAPI:
+    """The app; with ``api_token``, /recommend needs it and /health without it says only whether it
+    is ready; with ``impression_log``, every answered /recommend is logged to it."""
     limits = limits or ApiLimits()
     breaker = Breaker(limits.cooldown_s)
-    api = ApiState(artifacts, limits, ApiToken(api_token), breaker, ApiMetrics(artifacts, breaker))
+    api = ApiState(artifacts, limits, ApiToken(api_token), breaker, ApiMetrics(artifacts, breaker, impression_log),
+                   RequestIds(impression_log.token if impression_log else None), impression_log)
 
     # Swagger UI only: ReDoc's page still fetches its logo from a CDN
     app = FastAPIOffline(title="Restaurant recommendations", version="1", lifespan=lifespan, redoc_url=None)

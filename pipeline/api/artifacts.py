@@ -33,7 +33,7 @@ from pipeline.data.layout import Warehouse
 from pipeline.geo.index import GeoIndex
 from pipeline.memory import release_free_memory
 from pipeline.publish import Artifact
-from pipeline.serving.recommender import Recommender
+from pipeline.serving.recommender import Recommender, Served
 from pipeline.serving.scorer import ModelScorer, check_scorer, served_scorer
 from pipeline.store.base import FeaturesNotLoaded, FeatureStore, StoreUnavailable
 
@@ -183,7 +183,8 @@ class Artifacts:
             return False
         model, geo = self.loaded["model"], self.loaded["geo_index"]
         previous = self.recommender
-        recommender = Recommender(geo.value, self.store, model.value)
+        recommender = Recommender(geo.value, self.store, model.value,
+                                  Served(model.version, model.value.format, geo.version))
         if previous is not None and previous.held is not None and previous.geo is geo.value:
             recommender.held = previous.held  # the same geo index: its rows still line up
         self.recommender = recommender  # one assignment: atomic for readers

@@ -1,5 +1,6 @@
 """The app's lifespan: at start, load the artifacts (and poll for new ones), install the drain on
-SIGTERM and refresh the metrics every poll interval; at the end, stop all of it and close the store."""
+SIGTERM, start the impression log's writer and refresh the metrics every poll interval; at the end
+(after the last answer), publish what the log still holds, stop all of it and close the store."""
 
 from __future__ import annotations
 
@@ -24,10 +25,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start and stop what ``app.state.api`` holds around the app's life."""
     api: ApiState = app.state.api
     api.artifacts.start()
+    if api.log is not None:
+        api.log.start()
     DRAIN.install(api.limits.drain_s)
     refresher = asyncio.create_task(_refresh_metrics(api))
     yield
     refresher.cancel()
+    if api.log is not None:
+        await asyncio.to_thread(api.log.close)
+        api.metrics.refresh()
     api.metrics.close()
     await api.artifacts.store.close_async()
     api.artifacts.stop()

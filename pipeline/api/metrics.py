@@ -29,26 +29,18 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.api.artifacts import SERVED_ARTIFACTS, Artifacts
+from pipeline.feedback.log_writer import ImpressionLog
+from pipeline.processes import pid_alive
 from pipeline.serving.breaker import Breaker
 
 LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class ApiMetrics:
     """The metrics of one server process and the exposition of all of them."""
 
-    def __init__(self, artifacts: Artifacts, breaker: Breaker):
-        self.artifacts, self.breaker = artifacts, breaker
+    def __init__(self, artifacts: Artifacts, breaker: Breaker, impression_log: ImpressionLog | None = None):
+        self.artifacts, self.breaker, self.impression_log = artifacts, breaker, impression_log
         registry = CollectorRegistry()
         self.requests = Counter("recommend_requests", "Recommendation requests by HTTP status", ["status"],
                                 registry=registry)
@@ -68,6 +60,16 @@ class ApiMetrics:
                               multiprocess_mode="livemax", registry=registry)
         self.store_available = Gauge("store_available", "1 unless the online store failed its last call "
                                      "(in any worker)", multiprocess_mode="livemin", registry=registry)
+        self.impressions = Counter("impressions_logged", "Answered recommendations published to the impression log",
+                                   registry=registry)
+        self.impressions_dropped = Counter("impressions_dropped", "Answered recommendations not logged, by reason: "
+                                           "queue_full (never waited on), write_failed (a segment not published)",
+                                           ["reason"], registry=registry)
+        self.segments = Counter("impression_segments", "Impression log segments by outcome (published, failed)",
+                                ["outcome"], registry=registry)
+        self.queued = Gauge("impressions_queued", "Records waiting for the impression log's writer",
+                            multiprocess_mode="livesum", registry=registry)
+        self._log_counts = dict.fromkeys(("logged", "dropped", "lost", "segments", "failed_segments"), 0)
         self.directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         if self.directory:
             self.scraped = CollectorRegistry()
@@ -89,6 +91,21 @@ class ApiMetrics:
         for kind in SERVED_ARTIFACTS:
             self.failures.labels(kind).set(self.artifacts.failures[kind])
         self.store_available.set(0 if self.breaker.is_open else 1)
+        if self.impression_log is not None:
+            self._count_log(self.impression_log)
+
+    def _count_log(self, impression_log: ImpressionLog) -> None:
+        """Add what the log's counts grew by since the last refresh (its writer thread counts in
+        plain integers; the counters are incremented here, in the event loop)."""
+        counters = {"logged": self.impressions, "dropped": self.impressions_dropped.labels("queue_full"),
+                    "lost": self.impressions_dropped.labels("write_failed"),
+                    "segments": self.segments.labels("published"), "failed_segments": self.segments.labels("failed")}
+        for name, counter in counters.items():
+            now = getattr(impression_log, name)
+            if now > self._log_counts[name]:
+                counter.inc(now - self._log_counts[name])
+                self._log_counts[name] = now
+        self.queued.set(impression_log.queued)
 
     def exposition(self) -> bytes:
         self.refresh()
@@ -99,7 +116,7 @@ class ApiMetrics:
     def _forget_dead_workers(self) -> None:
         pids = {int(m.group(1)) for m in map(LIVE_GAUGE_FILE.match, os.listdir(self.directory)) if m}
         for pid in pids:
-            if not _alive(pid):
+            if not pid_alive(pid):
                 # another worker's scrape may forget the same dead worker at the same moment, and
                 # mark_process_dead removes its files unguarded: gone already is done
                 with contextlib.suppress(FileNotFoundError):

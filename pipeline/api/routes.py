@@ -10,6 +10,7 @@ would cost. The store is only ever awaited, within the deadline
 # no "from __future__ import annotations": FastAPI reads the routes' annotations
 import asyncio
 import os
+import time
 
 import orjson
 from fastapi import Request, Response
@@ -19,24 +20,34 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pipeline.api.drain import DRAIN
 from pipeline.api.errors import error_response
 from pipeline.api.public import public_value
+from pipeline.api.request_ids import HEADER
 from pipeline.api.schemas import RecommendBody, UserId
 from pipeline.api.state import api_state
 from pipeline.api.store_reads import read_within
+from pipeline.feedback.log_format import REQUEST_ID_RULE, Impression
 from pipeline.serving.recommender import Recommender, UnknownUser
 from pipeline.serving.request import RequestError
 from pipeline.store.base import FeaturesNotLoaded, StoreUnavailable, StoreVersion
 
 
 async def recommend(user_id: UserId, body: RecommendBody, request: Request) -> Response:
-    """Restaurants within ``max_dist`` of the point, scored for the user, best first."""
+    """Restaurants within ``max_dist`` of the point, scored for the user, best first. The answer
+    carries ``X-Request-Id``: the caller's (letters, digits and ``._:-``, at most 128 characters),
+    else one made here; with the impression log on, the answer is logged under it."""
     api = api_state(request)
     artifacts, breaker, root = api.artifacts, api.breaker, api.root
+    request_id = request.headers.get(HEADER)
+    if request_id is None:
+        request_id = api.request_ids.make()
+    elif not api.request_ids.valid(request_id):
+        return error_response(400, f"X-Request-Id: {REQUEST_ID_RULE}", root, "X-Request-Id")
+    headers = {"X-Request-Id": request_id}
     recommender = artifacts.recommender
     if recommender is None:
-        return error_response(503, f"not ready: {artifacts.not_ready_reason()}", root, retry_after=1)
+        return error_response(503, f"not ready: {artifacts.not_ready_reason()}", root, retry_after=1, headers=headers)
     if not breaker.allow():
         return error_response(503, f"online store unavailable: {breaker.last_error}", root,
-                              retry_after=breaker.retry_after_s)
+                              retry_after=breaker.retry_after_s, headers=headers)
     wanted = body.request(user_id)
     try:
         plan = recommender.plan(wanted)
@@ -44,14 +55,24 @@ async def recommend(user_id: UserId, body: RecommendBody, request: Request) -> R
         answer = recommender.finish(plan, fetched)
         api.metrics.rows_scored.observe(answer.scored)
     except StoreUnavailable as unavailable:
-        return error_response(503, f"online store unavailable: {unavailable}", root, retry_after=breaker.retry_after_s)
+        return error_response(503, f"online store unavailable: {unavailable}", root,
+                              retry_after=breaker.retry_after_s, headers=headers)
     except FeaturesNotLoaded as not_loaded:
-        return error_response(503, f"features not loaded: {not_loaded}", root, retry_after=1)
+        return error_response(503, f"features not loaded: {not_loaded}", root, retry_after=1, headers=headers)
     except UnknownUser as unknown:
-        return error_response(404, "unknown user", root, "user_id", [{"user_id": unknown.user_id}])
+        return error_response(404, "unknown user", root, "user_id", [{"user_id": unknown.user_id}], headers=headers)
     except RequestError as invalid_field:
-        return error_response(422, str(invalid_field), root, invalid_field.field)
-    return Response(orjson.dumps(answer.as_json()), media_type="application/json")
+        return error_response(422, str(invalid_field), root, invalid_field.field, headers=headers)
+    response = Response(orjson.dumps(answer.as_json()), media_type="application/json", headers=headers)
+    if api.log is not None:
+        served = recommender.served
+        candidates = wanted.candidate_restaurant_ids
+        api.log.add(Impression(
+            request_id, time.time_ns(), wanted.user_id, served.model_version, served.model_format,
+            answer.store_version, served.geo_version, wanted.latitude, wanted.longitude, wanted.size,
+            wanted.max_dist, wanted.sort_dist, None if candidates is None else len(candidates), answer.within,
+            answer.ids, answer.scores, answer.displacements, answer.propensities, answer.explored_slot))
+    return response
 
 
 def _store_health(live: StoreVersion | None) -> dict:

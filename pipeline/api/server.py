@@ -34,6 +34,7 @@ from pipeline.api.artifacts import Artifacts
 from pipeline.api.limits import ApiLimits
 from pipeline.api.protocol import BoundedHttpProtocol
 from pipeline.data.layout import Warehouse
+from pipeline.feedback.log_writer import ImpressionLog
 from pipeline.redaction import install_log_redaction
 from pipeline.serving.telemetry import disable_onnxruntime_telemetry
 from pipeline.settings import Settings, load_settings
@@ -55,8 +56,11 @@ def build_app(settings: Settings | None = None):
     store = open_store(store_settings.backend, store_settings.redis_url,
                        str(Path(store_settings.sqlite_path).resolve()), timeout_s=limits.store_timeout_s,
                        redis_ca_file=store_settings.redis_ca_file)
+    feedback = settings.feedback
+    impression_log = ImpressionLog(feedback.log_dir(warehouse.root), feedback.flush_s, feedback.flush_records,
+                                   feedback.queue_records) if feedback.logging else None
     return create_app(Artifacts(warehouse, store, settings.api.poll_interval_s, settings.api.model_format), limits,
-                      api_token=settings.api.token)
+                      api_token=settings.api.token, impression_log=impression_log)
 
 
 class _ServerConfig(uvicorn.Config):

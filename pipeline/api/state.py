@@ -11,6 +11,8 @@ from pipeline.api.artifacts import Artifacts
 from pipeline.api.auth import ApiToken
 from pipeline.api.limits import ApiLimits
 from pipeline.api.metrics import ApiMetrics
+from pipeline.api.request_ids import RequestIds
+from pipeline.feedback.log_writer import ImpressionLog
 from pipeline.serving.breaker import Breaker
 
 
@@ -21,6 +23,8 @@ class ApiState:
     token: ApiToken
     breaker: Breaker
     metrics: ApiMetrics
+    request_ids: RequestIds
+    log: ImpressionLog | None  # None: logging is off
 
     @property
     def root(self) -> Path:

@@ -49,6 +49,15 @@ class Plan:
     unknown_candidates: int
 
 
+@dataclass(frozen=True)
+class Served:
+    """What a recommender serves: the versions an answer is logged with."""
+
+    model_version: str = ""
+    model_format: str = ""
+    geo_version: str = ""
+
+
 @dataclass
 class Answer:
     ids: np.ndarray
@@ -57,6 +66,9 @@ class Answer:
     unknown_candidates: int = 0
     within: int = 0
     missing_features: int = 0
+    store_version: int = 0
+    propensities: np.ndarray | None = None  # each shown item's probability at its slot; None: all 1
+    explored_slot: int | None = None        # the rank (1-based) that shows an explored restaurant
 
     @property
     def scored(self) -> int:
@@ -71,8 +83,8 @@ class Answer:
 class Recommender:
     """Answers requests from a geo index, an online feature store and a scorer."""
 
-    def __init__(self, geo: GeoIndex, store: FeatureStore, scorer):
-        self.geo, self.store, self.scorer = geo, store, scorer
+    def __init__(self, geo: GeoIndex, store: FeatureStore, scorer, served: Served = Served()):
+        self.geo, self.store, self.scorer, self.served = geo, store, scorer, served
         self.held: HeldRestaurants | None = None
         self.answers = self.rows_scored = 0  # since it was made: what benchmarks report per request
         self.user_only_reads = self.full_reads = 0  # reads with the restaurants from ``held``, or from the store
@@ -150,7 +162,8 @@ class Recommender:
         order = rank(scores, metres, request.sort_dist, request.size)
         self.answers, self.rows_scored = self.answers + 1, self.rows_scored + len(scores)
         return Answer(ids[order], scores[order], metres[order], unknown_candidates=plan.unknown_candidates,
-                      within=len(plan.ids), missing_features=int((~fetched.found).sum()))
+                      within=len(plan.ids), missing_features=int((~fetched.found).sum()),
+                      store_version=fetched.version)
 
 
 def rank(scores: np.ndarray, metres: np.ndarray, sort_dist: bool, size: int) -> np.ndarray:

@@ -25,6 +25,7 @@ from pipeline.settings.groups import (
     ApiSettings,
     CelerySettings,
     DagsterSettings,
+    FeedbackSettings,
     NativeSettings,
     OnlineStoreSettings,
     PathSettings,
@@ -32,7 +33,7 @@ from pipeline.settings.groups import (
     SourceSettings,
 )
 
-__all__ = ["ApiSettings", "BigQuerySettings", "CelerySettings", "DagsterSettings", "NativeSettings",
+__all__ = ["ApiSettings", "BigQuerySettings", "CelerySettings", "DagsterSettings", "FeedbackSettings", "NativeSettings",
            "OnlineStoreSettings", "PathSettings", "PublishingSettings", "Settings", "SettingsError", "SourceSettings",
            "all_specs", "load_settings"]
 
@@ -50,6 +51,7 @@ class Settings:
     publishing: PublishingSettings = field(default_factory=PublishingSettings)
     store: OnlineStoreSettings = field(default_factory=OnlineStoreSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
 
 
 def groups() -> dict[str, type]:

@@ -153,3 +153,33 @@ class ApiSettings:
         "how often the API looks for newly published artifacts (`--poll-interval`)"), _SECONDS)
     token: str = env("PIPELINE_API_TOKEN", "", (
         "a bearer token `/recommend` requires (≥ 16 characters); unset = no authentication (\"Secrets\")"), text())
+
+
+@dataclass(frozen=True)
+class FeedbackSettings:
+    impression_log: str = env("PIPELINE_IMPRESSION_LOG", "on", (
+        "`on`: every answered `/recommend` is logged off the response path (docs/SERVING.md, \"The impression "
+        "log\"); `off`: nothing is logged"), choice("on", "off"))
+    impression_log_dir: str = env("PIPELINE_IMPRESSION_LOG_DIR", "", (
+        "where the API's workers publish impression log segments; unset = `WAREHOUSE/impression_log`"))
+    flush_s: float = env("PIPELINE_IMPRESSION_FLUSH_S", 1.0, (
+        "a worker publishes a segment of what it queued at least this often (what a SIGKILL may lose)"), _SECONDS)
+    flush_records: int = env("PIPELINE_IMPRESSION_FLUSH_RECORDS", 5000, (
+        "and as soon as this many records are queued"), integer(1, "a number of records"))
+    queue_records: int = env("PIPELINE_IMPRESSION_QUEUE_RECORDS", 50000, (
+        "records a worker queues at most; past it records are dropped and counted, never blocking an answer"),
+        integer(1, "a number of records"))
+    exploration_epsilon: float = env("PIPELINE_EXPLORATION_EPSILON", 0.0, (
+        "the share of score-sorted answers in which one of the lower slots shows a restaurant chosen uniformly "
+        "among the others within range (its propensity logged); 0 = no exploration"), fraction())
+    click_events_dir: str = env("PIPELINE_CLICK_EVENTS_DIR", "data/click_events", (
+        "where the local source finds click events (`date=YYYY-MM-DD/*.parquet`, docs/SERVING.md; `pipeline "
+        "simulate` writes there)"))
+
+    @property
+    def logging(self) -> bool:
+        return self.impression_log == "on"
+
+    def log_dir(self, warehouse_dir: str | Path) -> Path:
+        """The impression log's directory (absolute)."""
+        return Path(self.impression_log_dir or Path(warehouse_dir) / "impression_log").resolve()

@@ -1,0 +1,163 @@
+"""The impression log's format: one parquet row per answered ``/recommend`` request.
+
+The API's workers write it (:mod:`pipeline.feedback.log_writer`) as segments under the log
+directory (``PIPELINE_IMPRESSION_LOG_DIR``, default ``WAREHOUSE/impression_log``)::
+
+    LOG/date=YYYY-MM-DD/seg-<first served, UTC>-p<pid>-<writer>-<seq>.parquet
+
+A segment holds the records of one worker over one flush interval, all served on its UTC day. It
+appears by one rename once complete and checked; a writer killed mid-write leaves only a hidden
+``.seg-…tmp-…`` file, which no reader lists and the next writer on the machine removes.
+
+Columns (:data:`SCHEMA`); the shown list is four parallel lists, ``rank`` = position + 1:
+
+=================  ==================  ======================================================
+request_id         string              the ``X-Request-Id`` answered (the caller's, or made)
+served_at          timestamp[us, UTC]  when the answer was ready
+user_id            int64
+model_version      string              the published model version that scored it
+model_format       string              onnx, torchscript or exported_program
+store_version      int64               the online store's live version the features came from
+geo_version        string              the geo index version that filtered it
+latitude           float64             the request's parameters …
+longitude          float64
+size               int64
+max_dist           float64             metres
+sort_dist          bool
+candidates         int32 (nullable)    candidate ids sent; null = none sent (all within range)
+within             int32               candidates (known, distinct) within max_dist
+restaurant_ids     list<int64>         the shown list, best first
+scores             list<float32>       the model's click probability of each
+displacements      list<float32>       metres from the request's point
+propensities       list<float32>       probability each was shown at its slot (1 without exploration)
+explored_slot      int32 (nullable)    the rank that showed an explored restaurant; null = none
+=================  ==================  ======================================================
+
+polars (``pl.read_parquet("LOG/date=*/seg-*.parquet")``), DuckDB and pandas read it as is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA = pa.schema([
+    ("request_id", pa.string()), ("served_at", pa.timestamp("us", tz="UTC")), ("user_id", pa.int64()),
+    ("model_version", pa.string()), ("model_format", pa.string()), ("store_version", pa.int64()),
+    ("geo_version", pa.string()), ("latitude", pa.float64()), ("longitude", pa.float64()), ("size", pa.int64()),
+    ("max_dist", pa.float64()), ("sort_dist", pa.bool_()), ("candidates", pa.int32()), ("within", pa.int32()),
+    ("restaurant_ids", pa.list_(pa.int64())), ("scores", pa.list_(pa.float32())),
+    ("displacements", pa.list_(pa.float32())), ("propensities", pa.list_(pa.float32())),
+    ("explored_slot", pa.int32()),
+])
+SEGMENT = re.compile(r"^seg-(\d{8}T\d{12})-p(\d+)-([0-9a-f]+)-(\d+)\.parquet$")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+REQUEST_ID_RULE = "1 to 128 characters: letters, digits and . _ : - (not first)"
+
+
+class Impression(NamedTuple):
+    """One answered request, as the route hands it to the log (arrays are not copied)."""
+
+    request_id: str
+    served_at_ns: int
+    user_id: int
+    model_version: str
+    model_format: str
+    store_version: int
+    geo_version: str
+    latitude: float
+    longitude: float
+    size: int
+    max_dist: float
+    sort_dist: bool
+    candidates: int | None
+    within: int
+    restaurant_ids: np.ndarray
+    scores: np.ndarray
+    displacements: np.ndarray
+    propensities: np.ndarray | None  # None: every item shown with probability 1
+    explored_slot: int | None
+
+
+def day_of(ns: int) -> str:
+    """The UTC day of a time in nanoseconds since the epoch."""
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).date().isoformat()
+
+
+def day_directory(log_dir: Path, day: str) -> Path:
+    return log_dir / f"date={day}"
+
+
+def _list_column(arrays: list[np.ndarray], dtype: type[np.generic], value_type: pa.DataType) -> pa.ListArray:
+    lengths = np.fromiter((len(a) for a in arrays), np.int32, len(arrays))
+    offsets = np.zeros(len(arrays) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.empty(0, dtype)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, value_type))
+
+
+def to_table(records: list[Impression]) -> pa.Table:
+    """The records as a table of :data:`SCHEMA`."""
+    columns = list(zip(*records, strict=True)) if records else [()] * len(Impression._fields)
+    by_name = dict(zip(Impression._fields, columns, strict=True))
+    propensities = [p if p is not None else np.ones(len(ids), np.float32)
+                    for p, ids in zip(by_name["propensities"], by_name["restaurant_ids"], strict=True)]
+    return pa.table({
+        "request_id": pa.array(by_name["request_id"], pa.string()),
+        "served_at": pa.array(np.asarray(by_name["served_at_ns"], np.int64) // 1000, pa.int64()).cast(
+            SCHEMA.field("served_at").type),
+        "user_id": pa.array(by_name["user_id"], pa.int64()),
+        "model_version": pa.array(by_name["model_version"], pa.string()),
+        "model_format": pa.array(by_name["model_format"], pa.string()),
+        "store_version": pa.array(by_name["store_version"], pa.int64()),
+        "geo_version": pa.array(by_name["geo_version"], pa.string()),
+        "latitude": pa.array(by_name["latitude"], pa.float64()),
+        "longitude": pa.array(by_name["longitude"], pa.float64()),
+        "size": pa.array(by_name["size"], pa.int64()),
+        "max_dist": pa.array(by_name["max_dist"], pa.float64()),
+        "sort_dist": pa.array(by_name["sort_dist"], pa.bool_()),
+        "candidates": pa.array(by_name["candidates"], pa.int32()),
+        "within": pa.array(by_name["within"], pa.int32()),
+        "restaurant_ids": _list_column(list(by_name["restaurant_ids"]), np.int64, pa.int64()),
+        "scores": _list_column(list(by_name["scores"]), np.float32, pa.float32()),
+        "displacements": _list_column(list(by_name["displacements"]), np.float32, pa.float32()),
+        "propensities": _list_column(propensities, np.float32, pa.float32()),
+        "explored_slot": pa.array(by_name["explored_slot"], pa.int32()),
+    }, schema=SCHEMA)
+
+
+class BadSegment(ValueError):
+    """A segment that cannot be read as the log's format; the message names it and why."""
+
+
+def read_segment(path: Path) -> pa.Table:
+    """A published segment, read whole with its page checksums verified; :class:`BadSegment`
+    naming it when it is truncated, corrupt or of another schema."""
+    try:
+        table = pq.read_table(path, page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as error:
+        raise BadSegment(f"{path.name}: not a readable segment (truncated or corrupt): "
+                         f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+    if not table.schema.equals(SCHEMA):
+        missing = [f.name for f in SCHEMA if table.schema.get_field_index(f.name) < 0]
+        raise BadSegment(f"{path.name}: not the impression log's schema"
+                         + (f" (missing {', '.join(missing)})" if missing else " (a column's type differs)"))
+    return table
+
+
+def segments(log_dir: Path, day: str) -> list[Path]:
+    """The published segments of ``day``, in name order (first served, then writer)."""
+    directory = day_directory(log_dir, day)
+    return sorted(p for p in directory.glob("seg-*.parquet") if SEGMENT.match(p.name)) if directory.is_dir() else []
+
+
+def logged_days(log_dir: Path) -> list[str]:
+    """Days with a directory in the log, in order."""
+    return sorted(p.name.removeprefix("date=") for p in log_dir.glob("date=*") if p.is_dir()) \
+        if log_dir.is_dir() else []
