@@ -26,10 +26,12 @@ BODY = {"candidate_restaurant_ids": list(range(0, 2000, 7)), "latitude": 13.8, "
 BIN = Path(sys.executable).parent
 
 
-def post(base: str, path: str, body=None, raw: bytes | None = None, timeout: float = 10) -> tuple[int, dict, dict]:
+def post(base: str, path: str, body=None, raw: bytes | None = None, timeout: float = 10,
+         headers: dict[str, str] | None = None) -> tuple[int, dict, dict]:
     """(status, JSON body, headers with lower-case names) of a POST; a non-JSON answer fails the test."""
     data = raw if raw is not None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(base + path, data=data,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read()), {k.lower(): v for k, v in response.headers.items()}
