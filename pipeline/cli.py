@@ -84,6 +84,28 @@ def _loadtest(args: argparse.Namespace) -> int:
     return 0 if result["errors"] == 0 else 1
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from pipeline.feedback.simulate import simulate
+
+    settings = args.settings
+    dataset = Path(args.data or settings.paths.dataset_dir)
+    out = Path(args.out or settings.feedback.click_events_dir)
+    try:
+        summary = simulate(dataset, args.url, args.rate, args.duration, args.seed, out, args.size,
+                           token=settings.api.token)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"pipeline simulate: {error}", file=sys.stderr)
+        return 2
+    expected = summary["expected"]
+    print(f"{summary['answered']} of {summary['requests']} requests answered ({summary['errors']} errors, "
+          f"{summary['skipped']} skipped), {summary['impressions']} impressions, {summary['clicks']} clicks; "
+          f"CTR@5 {summary['ctr_at_5']:.3f} (expected: served {expected['served']['ctr_at_5']:.3f}, random "
+          f"{expected['random']['ctr_at_5']:.3f}, best {expected['best']['ctr_at_5']:.3f}); click events in {out}",
+          file=sys.stderr)
+    print(json.dumps(summary))
+    return 0 if summary["answered"] else 1
+
+
 def _open_store(settings: Settings):
     from pipeline.store.factory import open_store
 
@@ -191,6 +213,17 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     load.add_argument("--ramp", action="store_true", help="find the highest rate with p95 <= 100 ms and no errors")
     load.add_argument("--ramp-rates", default="", help="comma-separated rates for --ramp")
     load.set_defaults(func=_loadtest)
+    sim = commands.add_parser("simulate", help=(
+        "traffic from the synthetic population against a running API, clicks decided by the dataset's ground "
+        "truth with position bias; writes click events (docs/SERVING.md, \"Closing the loop\")"))
+    sim.add_argument("--url", required=True, help="e.g. http://127.0.0.1:8000")
+    sim.add_argument("--rate", type=float, default=30.0, help="requests per second (at most 1000)")
+    sim.add_argument("--duration", type=float, default=60.0, help="seconds (at most 86400)")
+    sim.add_argument("--seed", type=int, default=0, help="the same seed and model give the same requests and clicks")
+    sim.add_argument("--size", type=int, default=20, help="restaurants asked for per request")
+    sim.add_argument("--data", default=None, help="the dataset (default: $PIPELINE_DATASET_DIR)")
+    sim.add_argument("--out", default=None, help="click events directory (default: $PIPELINE_CLICK_EVENTS_DIR)")
+    sim.set_defaults(func=_simulate)
     work = commands.add_parser("worker", help=(
         "a Celery worker taking the steps of runs that use PIPELINE_EXECUTOR=celery (checks the shared "
         "warehouse, data, store, Dagster storage and broker first)"))
