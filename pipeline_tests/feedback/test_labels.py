@@ -1,0 +1,59 @@
+"""The join of impressions and clicks, row for row against an independent computation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.feedback import click_events, labels
+from pipeline.feedback.log_format import Impression, to_table
+from pipeline_tests.feedback.test_log_writer import NOON
+
+
+def _day(rng: np.random.Generator, prefix: str, requests: int):
+    records = []
+    for n in range(requests):
+        shown = int(rng.integers(0, 8))
+        ids = rng.choice(50, shown, replace=False).astype(np.int64)
+        records.append(Impression(f"{prefix}-{n}", NOON + n * 10**9, int(rng.integers(0, 20)), "m1", "onnx", 3, "g1",
+                                  13.7, 100.5, 10, 5000.0, False, 100, shown, ids,
+                                  np.sort(rng.random(shown).astype(np.float32))[::-1].copy(),
+                                  rng.random(shown).astype(np.float32) * 5000, None, None))
+    return records
+
+
+def test_the_join_matches_an_independent_computation_row_for_row():
+    rng = np.random.default_rng(11)
+    records, earlier = _day(rng, "d", 40), _day(rng, "prev", 5)
+    shown_pairs = [(r.request_id, int(i)) for r in records for i in r.restaurant_ids]
+    # clicks: some shown pairs (one twice), a pair of a known request not shown, unknown requests,
+    # a click on yesterday's request, one explicit non-click, and next-day clicks
+    picked = [shown_pairs[i] for i in rng.choice(len(shown_pairs), 25, replace=False)]
+    day_events = picked[:20] + [picked[0], ("d-1", 999), ("nobody-1", 3), ("nobody-2", 4),
+                                (earlier[0].request_id, int(earlier[0].restaurant_ids[0]) if len(
+                                    earlier[0].restaurant_ids) else 1)]
+    clicked_flags = [True] * len(day_events)
+    day_events.append(picked[20])
+    clicked_flags.append(False)  # an explicit non-click is not a click
+    next_events = picked[21:]
+    day = click_events.table([r for r, _ in day_events], [i for _, i in day_events], [0] * len(day_events),
+                             clicked_flags)
+    following = click_events.table([r for r, _ in next_events], [i for _, i in next_events], [0] * len(next_events))
+    impressions = to_table(records)
+    labeled = labels.label(impressions, day, following, to_table(earlier).column("request_id"))
+
+    clicked = {pair for pair, flag in zip(day_events, clicked_flags, strict=True) if flag} | set(next_events)
+    expected = [(r.request_id, rank, int(i), (r.request_id, int(i)) in clicked)
+                for r in records for rank, i in enumerate(r.restaurant_ids.tolist(), 1)]
+    got = labeled.rows.select("request_id", "rank", "restaurant_id", "clicked").rows()
+    assert sorted(got) == sorted(expected)
+    assert labeled.shown == len(shown_pairs) == len(got)
+    assert labeled.clicks == sum(flag for *_, flag in expected)
+    assert labeled.unknown_request_clicks == 2     # nobody-1, nobody-2 (yesterday's request is known)
+    assert labeled.clicks_not_shown == 1           # d-1 never showed 999
+    assert labeled.repeated_clicks == 1
+    training = labeled.training_clicks()
+    assert training.schema.names == ["user_id", "restaurant_id", "click"]
+    assert int(np.sum(training.column("click").to_numpy())) == labeled.clicks
+    users = {r.request_id: r.user_id for r in records}
+    assert sorted(zip(training.column("user_id").to_pylist(), training.column("restaurant_id").to_pylist(),
+                      strict=True)) == sorted((users[r], i) for r, _, i, _ in expected)
