@@ -15,9 +15,14 @@ write-audit-publish (``pipeline.publish``): the name is a symlink to its live, a
     WAREHOUSE/models/click_model/checkpoint/{checkpoint.pt,evaluation.json}   the model of record
     WAREHOUSE/models/click_model/export/model.pt               the exported (served) model
     WAREHOUSE/serving/geo_index/{table.arrow,cells.arrow}      the H3 restaurant table and its lookup
+    WAREHOUSE/impressions/date=YYYY-MM-DD/impressions.parquet  what the API served that day
+    WAREHOUSE/click_events/date=YYYY-MM-DD/events.parquet      what users clicked that day
+    WAREHOUSE/labeled_impressions/date=YYYY-MM-DD/{labeled,training_clicks}.parquet
+    WAREHOUSE/online_metrics/date=YYYY-MM-DD/metrics.json      click rates per model version
 
 and, not published (private to the one training writer): WAREHOUSE/models/click_model/training/run.pt,
-the unfinished training run's state.
+the unfinished training run's state. The API's workers append segments to the impression log,
+WAREHOUSE/impression_log/date=YYYY-MM-DD/seg-*.parquet (:mod:`pipeline.feedback.log_format`).
 """
 
 from __future__ import annotations
@@ -117,6 +122,22 @@ class Warehouse:
 
     def processed_clicks(self, day: str) -> Path:
         return self.root / "processed_clicks" / f"date={parse_day(day).isoformat()}"
+
+    def impressions(self, day: str) -> Path:
+        """The day's impression log, collected and deduplicated (artifact)."""
+        return self.root / "impressions" / f"date={parse_day(day).isoformat()}"
+
+    def click_events(self, day: str) -> Path:
+        """The day's click events from the source (artifact)."""
+        return self.root / "click_events" / f"date={parse_day(day).isoformat()}"
+
+    def labeled_impressions(self, day: str) -> Path:
+        """The day's impressions joined to their clicks, and the same as training clicks (artifact)."""
+        return self.root / "labeled_impressions" / f"date={parse_day(day).isoformat()}"
+
+    def online_metrics(self, day: str) -> Path:
+        """The day's click rates per model version (artifact)."""
+        return self.root / "online_metrics" / f"date={parse_day(day).isoformat()}"
 
     @property
     def models(self) -> Path:

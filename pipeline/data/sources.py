@@ -19,6 +19,7 @@ from pipeline.audits import AuditResult
 from pipeline.data.features import FeatureKind
 from pipeline.data.layout import ReferenceDataset
 from pipeline.data.raw_clicks import open_click_file
+from pipeline.feedback import click_events
 from pipeline.integrity import RECORD, crc32_of, verify_file
 from pipeline.publish import Artifact, Published
 
@@ -61,6 +62,9 @@ class Source(Protocol):
 
     def has_day(self, day: str) -> bool: ...
 
+    def click_event_files(self, day: str, scratch_dir: Path) -> list[Path]:
+        """The click event files of ``day`` (:mod:`pipeline.feedback.click_events`); none is not an error."""
+
     def describe(self) -> str: ...
 
 
@@ -92,9 +96,10 @@ def content_version(path: Path) -> str:
 
 @dataclass(frozen=True)
 class LocalParquetSource:
-    """A reference-format directory on local disk, used as is."""
+    """A reference-format directory on local disk, used as is, and a directory of click events."""
 
     dataset: ReferenceDataset
+    click_events_dir: Path | None = None
 
     def describe(self) -> str:
         return f"local parquet {self.dataset.root} (shard N = day {self.dataset.start_date} + N)"
@@ -121,6 +126,9 @@ class LocalParquetSource:
 
     def has_day(self, day: str) -> bool:
         return self.dataset.shard_of_day(day) in self.dataset.train_shards()
+
+    def click_event_files(self, day: str, scratch_dir: Path) -> list[Path]:
+        return click_events.day_files(self.click_events_dir, day) if self.click_events_dir else []
 
     def test_files(self, scratch_dir: Path) -> list[Path]:
         files = self.dataset.test_files()
@@ -149,34 +157,69 @@ def raw_audits(extract: Extract) -> list[AuditResult]:
                         "" if rows == extract.rows else f"files hold {rows} rows, the source wrote {extract.rows}")]
 
 
-def kept_raw_partition(source: Source, day: str, artifact: Artifact) -> tuple[Extract, Published] | None:
-    """The published extract of ``day`` when the source's version of it has not changed since (a
-    source that cannot tell for free, BigQuery, reports None: its published days are kept)."""
+def kept_raw_partition(source_version: str | None, artifact: Artifact,
+                       labeled: LabeledClicks | None = None) -> tuple[Extract, Published] | None:
+    """The published extract of ``day`` when neither the source's version of it nor the labeled
+    impressions added to it changed since (a source that cannot tell for free, BigQuery, reports
+    None: its published days are kept)."""
     try:
         published = artifact.current()
     except FileNotFoundError:
         return None
-    if published.record.get("source_version") != source.partition_version(day):
+    if published.record.get("source_version") != source_version or \
+            published.record.get("labeled_version") != (labeled.version if labeled else None):
         return None
     files = [published.path / name for name in sorted(published.record["files"]) if name.startswith("part-")]
     return Extract(files, published.record["rows"], published.bytes, published.record["origin"]), published
 
 
-def publish_raw_partition(source: Source, day: str, target: Path, on_wait=None,
-                          reextract: bool = False) -> tuple[Extract, Published, bool]:
-    """Extract ``day`` from ``source`` into a candidate of the raw partition ``target``, audit it,
-    and publish it (each file's crc32 is recorded, and checked again when it is processed).
-    A day already published from the same source version is kept, not extracted again, unless
+@dataclass(frozen=True)
+class LabeledClicks:
+    """The training clicks of a day's labeled impressions (:mod:`pipeline.feedback.labels`): a
+    published file in the reference click format and its artifact version."""
+
+    path: Path
+    version: str
+
+
+LABELED_PART = "part-labeled.parquet"
+
+
+def _with_labeled(source: Source, day: str, staging: Path, labeled: LabeledClicks | None) -> Extract:
+    """The source's extract of ``day`` plus the labeled impressions' training clicks as one more
+    part; without the source's day (a day only served, not in the reference data) the latter alone."""
+    if labeled is not None and not source.has_day(day):
+        extract = Extract([], 0, 0, "")
+    else:
+        extract = source.extract_clicks(day, staging)
+    if labeled is None:
+        return extract
+    part = staging / LABELED_PART
+    copy_owned(labeled.path, part)
+    rows = open_click_file(part).metadata.num_rows
+    origin = " + ".join(o for o in (extract.origin, f"labeled impressions {labeled.version}") if o)
+    return Extract([*extract.files, part], extract.rows + rows, extract.bytes + part.stat().st_size, origin,
+                   {**extract.metadata, "labeled_rows": rows}, extract.notes)
+
+
+def publish_raw_partition(source: Source, day: str, target: Path, on_wait=None, reextract: bool = False,
+                          labeled: LabeledClicks | None = None) -> tuple[Extract, Published, bool]:
+    """Extract ``day`` from ``source`` (with ``labeled``, the day's labeled impressions as training
+    clicks too) into a candidate of the raw partition ``target``, audit it, and publish it (each
+    file's crc32 is recorded, and checked again when it is processed). A day already published
+    from the same source version and labeled impressions is kept, not extracted again, unless
     ``reextract``. Returns (extract, published, whether it was extracted now)."""
     artifact = Artifact(target)
     with artifact.lock(on_wait=on_wait):  # decided under the lock: of two runs at once, one extracts
-        if not reextract and (kept := kept_raw_partition(source, day, artifact)):
+        version = source.partition_version(day) if labeled is None or source.has_day(day) else None
+        if not reextract and (kept := kept_raw_partition(version, artifact, labeled)):
             return (*kept, False)
-        version = source.partition_version(day)
         published = artifact.write_audit_publish_locked(
-            lambda staging: source.extract_clicks(day, staging), lambda staging, extract: raw_audits(extract),
+            lambda staging: _with_labeled(source, day, staging, labeled),
+            lambda staging, extract: raw_audits(extract),
             record=lambda extract: {"day": day, "rows": extract.rows, "origin": extract.origin,
-                                    "source_version": version, "extract": extract.metadata})
+                                    "source_version": version, "labeled_version": labeled.version if labeled else None,
+                                    "extract": extract.metadata})
     return published.written, published, True
 
 

@@ -75,3 +75,26 @@ def picture(svg: str, alt: str) -> dg.MetadataValue:
     """Markdown metadata showing ``svg`` as an image."""
     encoded = base64.b64encode(svg.encode()).decode()
     return dg.MetadataValue.md(f"![{alt}](data:image/svg+xml;base64,{encoded})")
+
+
+COLOURS = ("#4f43dd", "#d33", "#1a8f3c", "#c77c00", "#777")
+
+
+def ctr_by_rank_svg(rates: dict[str, list[float]]) -> str:
+    """Click rate at each rank, one line per model version (position bias and ranking quality)."""
+    ranks = max((len(r) for r in rates.values()), default=0)
+    finite = [v for r in rates.values() for v in r if math.isfinite(v)]
+    top = max([0.05, *finite]) * 1.1
+    body = ""
+    for n, (version, values) in enumerate(rates.items()):
+        colour = COLOURS[n % len(COLOURS)]
+        points = [(_x(i / max(ranks - 1, 1)), _y(v / top)) for i, v in enumerate(values) if math.isfinite(v)]
+        body += (f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
+                 + " ".join(f"{x:.1f},{y:.1f}" for x, y in points) + '"/>'
+                 + "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in points)
+                 + f'<text x="{_x(1) - 2}" y="{40 + 13 * n}" text-anchor="end" fill="{colour}">'
+                 f'{escape(version[:28])}</text>')
+    body += (f'<text x="{MARGIN - 4}" y="{_y(1) + 4}" text-anchor="end">{top:.2f}</text>'
+             f'<text x="{_x(0)}" y="{_y(0) + 12}" text-anchor="middle">1</text>'
+             f'<text x="{_x(1)}" y="{_y(0) + 12}" text-anchor="middle">{ranks}</text>')
+    return _svg(body, "Click rate by rank", "rank", "click rate")

@@ -7,6 +7,7 @@ import dagster as dg
 
 from pipeline.defs.assets.clicks import processed_clicks, raw_clicks
 from pipeline.defs.assets.features import restaurant_features, user_features
+from pipeline.defs.assets.feedback import click_events, impressions, labeled_impressions, online_metrics
 from pipeline.defs.assets.model import click_model, model_exports
 from pipeline.defs.partitions import click_days
 from pipeline.defs.policies import CLICKS_CRON
@@ -36,6 +37,16 @@ train_model_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(click_model, model_exports), run_tags=IN_LOCATION,
     description=("Update the click model (incremental by default), evaluate the candidate on held-out data, "
                  "publish it if it passes, export it and verify each export format."),
+)
+
+
+close_the_loop_job = dg.define_asset_job(
+    "close_the_loop",
+    selection=dg.AssetSelection.assets(impressions, click_events, labeled_impressions, online_metrics),
+    run_tags=IN_LOCATION,
+    description=("One served day: the impression log and the click events → labeled impressions → online metrics. "
+                 "raw_clicks then takes the day's labels as training clicks (automation; by hand: ingest_clicks for "
+                 "the day). Started by feedback_sensor when a finished day's log or clicks change, or by hand."),
 )
 
 

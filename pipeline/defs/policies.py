@@ -1,12 +1,16 @@
 """Who owns the assets, when they run by themselves and how fresh they must be.
 
-- ``raw_clicks`` is started by ``daily_clicks_schedule`` (01:00 UTC, once the source has the day).
+- ``raw_clicks`` is started by ``daily_clicks_schedule`` (01:00 UTC, once the source has the day),
+  and extracts a day again when its labeled impressions are published (they add training clicks).
 - ``processed_clicks`` follows ``raw_clicks`` day by day: any day whose raw extract is new (a schedule
   run, a backfill, a re-extract) is processed; a feature refresh does not reprocess history.
 - ``click_model`` trains at 03:00 UTC, and only when processed days arrived since it last trained and
   every blocking check on them passed; no new day, no run.
 - The export, the geo index, the online features and the scoring benchmark follow their parents, so
   nothing downstream of a retrain or a feature refresh stays stale.
+- ``labeled_impressions`` and ``online_metrics`` follow their parents day by day;
+  ``feedback_sensor`` publishes a finished day's impressions and click events again when a late
+  log segment or click file arrives.
 - ``feature_tables`` (outside the pipeline) is observed by ``feature_source_sensor``.
 
 Declarative automation runs in the daemon (``dg dev`` starts it) through
@@ -33,6 +37,10 @@ FOLLOWS_RAW = (
     (AC.newly_missing() | AC.any_deps_updated().ignore(FEATURE_ASSETS)).since_last_handled()
     & ~AC.any_deps_missing() & _IDLE
 ).with_label("follows raw_clicks, every day")
+
+# The feedback assets: a day follows its parents' days (a late segment, a late click file).
+FOLLOWS_PARENTS_EVERY_DAY = (AC.any_deps_updated().since_last_handled() & ~AC.any_deps_missing() & _IDLE
+                             ).with_label("follows its parents, every day")
 
 _checked_new_day = (AC.newly_updated() & AC.all_checks_match(AC.check_passed(), blocking_only=True)
                     ).with_label("newly processed, blocking checks passed")

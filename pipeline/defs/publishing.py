@@ -27,11 +27,11 @@ def _metadata_value(value):
     return dg.MetadataValue.json(value)
 
 
-def check_results(audits: Iterable[AuditResult], asset: str | None = None,
-                  names: Sequence[str] | None = None) -> list[dg.AssetCheckResult]:
+def check_results(audits: Iterable[AuditResult], asset: str | None = None, names: Sequence[str] | None = None,
+                  severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> list[dg.AssetCheckResult]:
     """One check result per audit (only those in ``names``, when given)."""
     return [dg.AssetCheckResult(
-        check_name=a.name, passed=a.passed, asset_key=dg.AssetKey(asset) if asset else None,
+        check_name=a.name, passed=a.passed, asset_key=dg.AssetKey(asset) if asset else None, severity=severity,
         description=a.description or None,
         metadata={k: _metadata_value(v) for k, v in a.metadata.items()})
         for a in audits if names is None or a.name in names]

@@ -10,7 +10,14 @@ from pipeline.data.bigquery import BigQuerySettings, BigQuerySource
 from pipeline.data.layout import ReferenceDataset, Warehouse, parse_day
 from pipeline.data.sources import LocalParquetSource, Source, SourceConfigError
 from pipeline.defs.settings import SETTINGS, resource_value
-from pipeline.settings import OnlineStoreSettings, PathSettings, Settings, SettingsError, SourceSettings
+from pipeline.settings import (
+    FeedbackSettings,
+    OnlineStoreSettings,
+    PathSettings,
+    Settings,
+    SettingsError,
+    SourceSettings,
+)
 from pipeline.settings.fields import spec_of, specs
 from pipeline.store.base import FeatureStore
 from pipeline.store.factory import open_store, resolve_backend
@@ -29,9 +36,14 @@ class WarehouseResource(dg.ConfigurableResource):
     """Root directory of every file the pipeline writes (``PIPELINE_WAREHOUSE_DIR``)."""
 
     root: str = _setting_field(PathSettings, "warehouse_dir", required=True)
+    impression_log_dir: str = _setting_field(FeedbackSettings, "impression_log_dir")
 
     def layout(self) -> Warehouse:
         return Warehouse(Path(self.root).resolve())
+
+    def impression_log(self) -> Path:
+        """Where the API publishes impression log segments."""
+        return FeedbackSettings(impression_log_dir=self.impression_log_dir).log_dir(self.root)
 
 
 class SourceResource(dg.ConfigurableResource):
@@ -56,12 +68,13 @@ class LocalParquetSourceResource(SourceResource):
 
     dataset_dir: str = _setting_field(PathSettings, "dataset_dir", required=True)
     start_date: str = _setting_field(SourceSettings, "start_date", required=True)
+    click_events_dir: str = _setting_field(FeedbackSettings, "click_events_dir")
 
     def dataset(self) -> ReferenceDataset:
         return ReferenceDataset(Path(self.dataset_dir).resolve(), parse_day(self.start_date))
 
     def open(self) -> Source:
-        return LocalParquetSource(self.dataset())
+        return LocalParquetSource(self.dataset(), Path(self.click_events_dir).resolve())
 
 
 class BigQuerySourceResource(SourceResource):
@@ -104,7 +117,8 @@ def source_from_settings(settings: Settings) -> SourceResource:
     """``PIPELINE_SOURCE``: local (default) or bigquery, each field an ``EnvVar`` when its variable is set."""
     if settings.source.kind == "local":
         return LocalParquetSourceResource(dataset_dir=resource_value(PathSettings, "dataset_dir"),
-                                          start_date=resource_value(SourceSettings, "start_date"))
+                                          start_date=resource_value(SourceSettings, "start_date"),
+                                          click_events_dir=resource_value(FeedbackSettings, "click_events_dir"))
     # every setting of BigQuerySettings is a str field of the resource (page_rows, an int, is none of them)
     return BigQuerySourceResource(**{name: resource_value(BigQuerySettings, name)  # type: ignore[arg-type]
                                      for name in specs(BigQuerySettings)})
@@ -130,7 +144,8 @@ class OnlineStoreResource(dg.ConfigurableResource):
 def default_resources(settings: Settings) -> dict:
     """Resources on the settings' values; a variable that is set is bound as an ``EnvVar``."""
     return {
-        "warehouse": WarehouseResource(root=resource_value(PathSettings, "warehouse_dir")),
+        "warehouse": WarehouseResource(root=resource_value(PathSettings, "warehouse_dir"),
+                                       impression_log_dir=resource_value(FeedbackSettings, "impression_log_dir")),
         "source": source_from_settings(settings),
         "online_store": OnlineStoreResource(**{name: resource_value(OnlineStoreSettings, name)
                                                for name in specs(OnlineStoreSettings)}),

@@ -1,13 +1,22 @@
 """The sensors: the feature-refresh sensor (observes the source's feature tables and refreshes on each
-new version) and the one that evaluates the assets' automation conditions (policies.py)."""
+new version), the feedback sensor (a served day's log or clicks changed) and the one that evaluates
+the assets' automation conditions (policies.py)."""
+
+import datetime as dt
+import hashlib
+import json
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 
 from pipeline.data.sources import TransientSourceError
 from pipeline.defs.assets.features import SOURCE_VERSION, feature_tables, restaurant_features, user_features
 from pipeline.defs.assets.serving import online_features, restaurant_geo_index, scoring_benchmark
-from pipeline.defs.jobs import IN_LOCATION
-from pipeline.defs.resources import SourceResource
+from pipeline.defs.jobs import IN_LOCATION, close_the_loop_job
+from pipeline.defs.partitions import click_days
+from pipeline.defs.resources import SourceResource, WarehouseResource
+from pipeline.feedback.log_format import logged_days, segments
 
 refresh_features_job = dg.define_asset_job(
     "refresh_features",
@@ -59,3 +68,53 @@ automation_conditions_sensor = dg.AutomationConditionSensorDefinition(
     description=("Evaluates every asset's automation condition every 30 s (pipeline/defs/policies.py): processed "
                  "days follow raw ones, training at 03:00 UTC on new checked days, the export, geo index, online "
                  "features and scoring benchmark follow their parents."))
+
+
+FEEDBACK_LOOKBACK_DAYS = 7
+FEEDBACK_GRACE = dt.timedelta(minutes=10)
+
+
+def _fingerprint(names: list[str]) -> str:
+    return hashlib.blake2b("\n".join(names).encode(), digest_size=8).hexdigest()
+
+
+def feedback_requests(log_days: dict[str, list[str]], click_days_files: dict[str, list[str]], cursor: dict,
+                      now: dt.datetime, partition_keys: set[str]) -> tuple[list[dg.RunRequest], dict]:
+    """Run requests for the finished days (ended more than ``FEEDBACK_GRACE`` ago, within the last
+    ``FEEDBACK_LOOKBACK_DAYS``) whose log segments or click files differ from the cursor's, and the
+    new cursor."""
+    last = (now - FEEDBACK_GRACE).date() - dt.timedelta(days=1)
+    first = last - dt.timedelta(days=FEEDBACK_LOOKBACK_DAYS - 1)
+    requests, seen = [], {}
+    for day in sorted(set(log_days) | set(click_days_files)):
+        if not first.isoformat() <= day <= last.isoformat() or day not in partition_keys:
+            continue
+        seen[day] = _fingerprint(log_days.get(day, []) + ["--"] + click_days_files.get(day, []))
+        if cursor.get(day) != seen[day]:
+            requests.append(dg.RunRequest(run_key=f"loop-{day}-{seen[day]}", partition_key=day))
+    return requests, seen
+
+
+@dg.sensor(target=close_the_loop_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description=("Every minute, lists the impression log's segments and the click event files of the last "
+                        f"{FEEDBACK_LOOKBACK_DAYS} finished days (a day is finished {FEEDBACK_GRACE.seconds // 60} "
+                        "minutes after it ends, UTC). A day whose files changed since its last run (a new day, a late "
+                        "segment, late clicks) starts close_the_loop for it. Run key = the day and its files."))
+def feedback_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource, source: SourceResource):
+    """Requests close_the_loop for each finished day whose log or clicks changed."""
+    log_dir = warehouse.impression_log()
+    opened = source.open()
+    days = logged_days(log_dir)[-FEEDBACK_LOOKBACK_DAYS - 1:]
+    log_files = {day: [p.name for p in segments(log_dir, day)] for day in days}
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            click_files = {day: [p.name for p in opened.click_event_files(day, Path(scratch))] for day in days}
+    except Exception as error:  # noqa: BLE001 - a source without local click files: the log alone decides
+        context.log.info(f"click files not listed: {error}")
+        click_files = {}
+    now = dt.datetime.now(dt.UTC)
+    keys = set(click_days.get_partition_keys(current_time=now))
+    requests, seen = feedback_requests(log_files, click_files, json.loads(context.cursor or "{}"), now, keys)
+    if not requests:
+        return dg.SkipReason(f"no finished day's impression log or clicks changed (looked at {len(days)} days)")
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen))

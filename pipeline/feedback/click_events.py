@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.atomic import staged_file
+from pipeline.audits import AuditResult
+from pipeline.publish import Published, write_audit_publish
 
 SCHEMA = pa.schema([("request_id", pa.string()), ("restaurant_id", pa.int64()),
                     ("clicked_at", pa.timestamp("us", tz="UTC")), ("clicked", pa.bool_())])
@@ -73,3 +75,44 @@ def day_files(directory: Path, day: str) -> list[Path]:
     """The click event files of ``day`` (hidden temporaries are not listed)."""
     folder = directory / f"date={day}"
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
+
+
+EVENTS = "events.parquet"
+ROWS_CHECK = "rows_match_files"
+FILES_CHECK = "click_files_readable"
+
+
+def publish_day(files: list[Path], day: str, target: Path, on_wait=None) -> tuple[dict[str, str], Published]:
+    """The day's click event files as one published table at ``target``; a file that cannot be
+    read is rejected by name (returned: name → why) and the rest published."""
+    tables, rejected = [], {}
+    for path in files:
+        try:
+            tables.append(read(path))
+        except BadClickFile as bad:
+            rejected[path.name] = str(bad).removeprefix(f"{path}: ")
+    events = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+
+    def write(staging: Path) -> pa.Table:
+        pq.write_table(events, staging / EVENTS, compression="zstd", write_page_checksum=True)
+        return events
+
+    def audit(staging: Path, written: pa.Table) -> list[AuditResult]:
+        rows = pq.read_metadata(staging / EVENTS).num_rows
+        return [AuditResult(ROWS_CHECK, rows == written.num_rows, {"rows": rows, "files": len(tables)},
+                            "" if rows == written.num_rows else f"{rows} rows written of {written.num_rows}")]
+
+    published = write_audit_publish(target, write, audit, on_wait=on_wait, record={
+        "day": day, "events": events.num_rows, "files": [p.name for p in files if p.name not in rejected],
+        "rejected_files": rejected})
+    return rejected, published
+
+
+def files_audit(rejected: dict[str, str], files: int) -> AuditResult:
+    """Not blocking: a rejected file is named, the rest of the day is published."""
+    return AuditResult(FILES_CHECK, not rejected, {"files": files, "rejected": len(rejected)},
+                       "; ".join(f"{name}: {why}" for name, why in rejected.items()))
+
+
+def read_published(published_dir: Path) -> pa.Table:
+    return pq.read_table(published_dir / EVENTS)

@@ -15,7 +15,7 @@ from pipeline.data.bigquery.sink import arrow_schema, selected, write
 from pipeline.data.features import FeatureKind
 from pipeline.data.layout import parse_day
 from pipeline.data.schema import CLICKS, REQUESTS, TableSpec
-from pipeline.data.sources import Extract
+from pipeline.data.sources import Extract, SourceConfigError
 from pipeline.settings.bigquery import BigQuerySettings
 
 
@@ -124,6 +124,10 @@ class BigQuerySource:
                        f"/{s.day_column}={day}",
                        {**stats.metadata(), "bigquery_seconds": round(time.perf_counter() - started, 3)},
                        stats.notes())
+
+    def click_event_files(self, day: str, scratch_dir: Path) -> list[Path]:
+        raise SourceConfigError("click events are read from local files only so far (PIPELINE_SOURCE=local, "
+                                "PIPELINE_CLICK_EVENTS_DIR); a BigQuery click events table is not supported yet")
 
     def has_day(self, day: str) -> bool:
         """Whether the day's partition holds rows: a read session's streams (free), else a COUNT query."""

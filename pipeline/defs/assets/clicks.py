@@ -19,16 +19,19 @@ from pydantic import Field
 from pipeline.audits import AuditResult, Rejected
 from pipeline.data.clicks import CHUNKS_CHECK, DEFAULT_CHUNK_ROWS, RECONCILE_CHECK, publish_partition
 from pipeline.data.features import RESTAURANTS, USERS, load_id_index
+from pipeline.data.layout import Warehouse
 from pipeline.data.raw_clicks import DEFAULT_BATCH_ROWS
-from pipeline.data.sources import RAW_CHECK, publish_raw_partition, raw_files
+from pipeline.data.sources import RAW_CHECK, LabeledClicks, publish_raw_partition, raw_files
 from pipeline.defs.columns import PROCESSED_CLICKS, RAW_CLICKS, column_schema
 from pipeline.defs.metadata import throughput
 from pipeline.defs.partitions import click_days
-from pipeline.defs.policies import FOLLOWS_RAW, OWNER, PROCESSED_FRESHNESS
+from pipeline.defs.policies import FOLLOWS_PARENTS_EVERY_DAY, FOLLOWS_RAW, OWNER, PROCESSED_FRESHNESS
 from pipeline.defs.publishing import check_results, check_specs, published_metadata, rejection
 from pipeline.defs.resources import SourceResource, WarehouseResource
 from pipeline.defs.retries import SOURCE_RETRY, only_transient_retried
 from pipeline.defs.settings import SETTINGS
+from pipeline.feedback.labels import TRAINING
+from pipeline.publish import Artifact
 
 
 def backfill_policy(days_per_run: int) -> dg.BackfillPolicy:
@@ -47,12 +50,15 @@ PROCESSED_CHECKS = {RECONCILE_CHECK: "raw rows = kept rows + dropped rows",
 
 
 class RawClicksConfig(dg.Config):
-    """Whether days already extracted are extracted again."""
+    """Whether days already extracted are extracted again, and whether served days add their labels."""
 
     reextract: bool = Field(default=False, description=(
         "Extract the selected days again even if they are published. By default a published day is kept while "
         "the source's version of it is unchanged; BigQuery cannot tell that for free, so its published days are "
         "kept until this is set (each BigQuery extract is billed)."))
+    include_labeled_impressions: bool = Field(default=True, description=(
+        "Add the day's labeled impressions (what the API showed, clicked or not) as training clicks, when "
+        "published. A day with them and without source clicks (a day only served) is extracted from them alone."))
 
 
 class ProcessingConfig(dg.Config):
@@ -93,22 +99,34 @@ def _publish_days(context: dg.AssetExecutionContext, publish_day):
     yield dg.MaterializeResult(check_results=check_results(_combined(audits)))
 
 
+def _labeled_clicks(layout: Warehouse, day: str) -> LabeledClicks | None:
+    """The training clicks of the day's published labeled impressions, if any."""
+    artifact = Artifact(layout.labeled_impressions(day))
+    version = artifact.live_version()
+    return LabeledClicks(artifact.version_path(version) / TRAINING, version) if version else None
+
+
 @dg.asset(partitions_def=click_days, backfill_policy=BACKFILL, group_name="clicks", kinds={"parquet"},
+          deps=["labeled_impressions"], automation_condition=FOLLOWS_PARENTS_EVERY_DAY,
           check_specs=check_specs("raw_clicks", RAW_CHECKS), owners=[OWNER], code_version="1",
           metadata=column_schema(RAW_CLICKS), retry_policy=SOURCE_RETRY)
 def raw_clicks(context: dg.AssetExecutionContext, config: RawClicksConfig, source: SourceResource,
                warehouse: WarehouseResource):
     """The day's raw click log (user_id, restaurant_id, click) as extracted from the source (local
-    parquet, or BigQuery: streamed, its cost reported), schema-checked, published with each file's
-    crc32. A day already published from the same source version is kept, not extracted (or billed)
-    again, unless reextract is set. Transient source errors are retried."""
+    parquet, or BigQuery: streamed, its cost reported), with the day's labeled impressions added as
+    training clicks when published; schema-checked, published with each file's crc32. A day already
+    published from the same source version and labels is kept, not extracted (or billed) again,
+    unless reextract is set. Transient source errors are retried."""
     with only_transient_retried():
         src = source.open()
 
         def publish_day(day: str):
             started = time.perf_counter()
+            layout = warehouse.layout()
+            labeled = _labeled_clicks(layout, day) if config.include_labeled_impressions else None
             extract, published, extracted = publish_raw_partition(
-                src, day, warehouse.layout().raw_clicks(day), on_wait=context.log.info, reextract=config.reextract)
+                src, day, layout.raw_clicks(day), on_wait=context.log.info, reextract=config.reextract,
+                labeled=labeled)
             if extracted:
                 context.log.info(f"raw_clicks {day}: {extract.rows} rows from {extract.origin}")
                 for note in extract.notes:
