@@ -31,9 +31,12 @@ def step_failures(result) -> str:
     return "\n".join(messages)
 
 
-def local_resources(dataset: ReferenceDataset, warehouse_root: Path) -> dict:
-    """The source (``dataset``, from 2026-01-01) and warehouse resources of a run in this process."""
-    return {"source": LocalParquetSourceResource(dataset_dir=str(dataset.root), start_date="2026-01-01"),
+def local_resources(dataset: ReferenceDataset, warehouse_root: Path, click_events_dir: Path | None = None) -> dict:
+    """The source (``dataset``, from 2026-01-01; click events under ``click_events_dir``, default
+    ``WAREHOUSE_ROOT/../click_events``) and warehouse resources of a run in this process."""
+    clicks = click_events_dir or warehouse_root.parent / "click_events"
+    return {"source": LocalParquetSourceResource(dataset_dir=str(dataset.root), start_date="2026-01-01",
+                                                 click_events_dir=str(clicks)),
             "warehouse": WarehouseResource(root=str(warehouse_root))}
 
 

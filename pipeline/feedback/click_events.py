@@ -103,7 +103,7 @@ def publish_day(files: list[Path], day: str, target: Path, on_wait=None) -> tupl
                             "" if rows == written.num_rows else f"{rows} rows written of {written.num_rows}")]
 
     published = write_audit_publish(target, write, audit, on_wait=on_wait, record={
-        "day": day, "events": events.num_rows, "files": [p.name for p in files if p.name not in rejected],
+        "day": day, "events": events.num_rows, "source_files": [p.name for p in files if p.name not in rejected],
         "rejected_files": rejected})
     return rejected, published
 
