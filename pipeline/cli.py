@@ -44,11 +44,25 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _days(args: argparse.Namespace) -> int:
-    dataset = ReferenceDataset(Path(args.data), parse_day(args.start_date))
-    days = dataset.days()
-    if not days:
-        print(f"pipeline days: no train/train_NN.parquet under {args.data}", file=sys.stderr)
-        return 1
+    if args.served:
+        from pipeline.feedback.log_format import logged_days
+
+        log_dir = args.settings.feedback.log_dir(args.settings.paths.warehouse_dir)
+        days = logged_days(log_dir)
+        if not days:
+            print(f"pipeline days: the impression log {log_dir} holds no day yet", file=sys.stderr)
+            return 1
+    elif not args.data:
+        print("pipeline days: --data DATASET, or --served", file=sys.stderr)
+        return 2
+    else:
+        days = ReferenceDataset(Path(args.data), parse_day(args.start_date)).days()
+        if not days:
+            print(f"pipeline days: no train/train_NN.parquet under {args.data}", file=sys.stderr)
+            return 1
+    if args.format == "last":
+        print(days[-1])
+        return 0
     tags = {"dagster/asset_partition_range_start": days[0],
             "dagster/asset_partition_range_end": days[-1]}
     if args.format == "range":
@@ -92,8 +106,8 @@ def _simulate(args: argparse.Namespace) -> int:
     out = Path(args.out or settings.feedback.click_events_dir)
     try:
         summary = simulate(dataset, args.url, args.rate, args.duration, args.seed, out, args.size,
-                           token=settings.api.token)
-    except (ValueError, FileNotFoundError) as error:
+                           token=settings.api.token, wait_s=args.wait)
+    except (ValueError, FileNotFoundError, TimeoutError) as error:
         print(f"pipeline simulate: {error}", file=sys.stderr)
         return 2
     expected = summary["expected"]
@@ -179,12 +193,14 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         gen.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, help=help_text)
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_generate)
-    days = commands.add_parser("days", help="the click partitions (days) a dataset holds")
-    days.add_argument("--data", required=True, help="reference-format dataset directory")
+    days = commands.add_parser("days", help="the click partitions (days) a dataset holds, or the API served")
+    days.add_argument("--data", help="reference-format dataset directory")
+    days.add_argument("--served", action="store_true",
+                      help="the days the impression log holds ($PIPELINE_IMPRESSION_LOG_DIR) instead")
     days.add_argument("--start-date", default=settings.source.start_date,
                       help="day of shard 00 (default: $PIPELINE_START_DATE or 2026-01-01)")
-    days.add_argument("--format", choices=("json", "range", "tags"), default="json",
-                      help="range: FIRST...LAST; tags: dagster run tags for a ranged run")
+    days.add_argument("--format", choices=("json", "range", "tags", "last"), default="json",
+                      help="range: FIRST...LAST; tags: dagster run tags for a ranged run; last: the last day")
     days.set_defaults(func=_days)
     srv = commands.add_parser("serve", help="the recommendation API (artifacts and store from the pipeline's settings)")
     srv.add_argument("--host", default="127.0.0.1")
@@ -221,6 +237,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     sim.add_argument("--duration", type=float, default=60.0, help="seconds (at most 86400)")
     sim.add_argument("--seed", type=int, default=0, help="the same seed and model give the same requests and clicks")
     sim.add_argument("--size", type=int, default=20, help="restaurants asked for per request")
+    sim.add_argument("--wait", type=float, default=0.0, help="first wait up to this many seconds for /health")
     sim.add_argument("--data", default=None, help="the dataset (default: $PIPELINE_DATASET_DIR)")
     sim.add_argument("--out", default=None, help="click events directory (default: $PIPELINE_CLICK_EVENTS_DIR)")
     sim.set_defaults(func=_simulate)

@@ -5,7 +5,8 @@ Where the partitions end is ``PIPELINE_END_DATE``:
 - empty (the default): the last day the local dataset holds, so a demo's 16 days are exactly its
   partitions (none missing, and the UI's plots and backfill dialog open on days that exist), or
   the last day the API logged impressions on, if later: a served day is a partition too (its
-  impressions, labels and training clicks). A new shard or a new served day shows up as a
+  impressions, labels and training clicks), today's included while it is served (``make demo``
+  closes it by hand; ``feedback_sensor`` waits until a day has ended). A new shard or a new served day shows up as a
   partition when the code location reloads. With ``PIPELINE_SOURCE=bigquery`` empty means
   ``open`` (loading definitions never queries BigQuery).
 - ``open``: production, where a day arrives every day: partitions run to yesterday (UTC).
@@ -45,7 +46,9 @@ def click_days_definition(start_date: str, end_setting: str, dataset_dir: str, s
                           last_served_day: str | None = None) -> dg.DailyPartitionsDefinition:
     last = last_click_day(start_date, end_setting, dataset_dir, source, last_served_day)
     end = (last + dt.timedelta(days=1)).isoformat() if last else None  # Dagster's end_date is exclusive
-    return dg.DailyPartitionsDefinition(start_date=start_date, end_date=end)
+    # Dagster's partitions stop at the last finished day; a day being served is one too (end_offset=1)
+    being_served = last is not None and last >= dt.datetime.now(dt.UTC).date()
+    return dg.DailyPartitionsDefinition(start_date=start_date, end_date=end, end_offset=1 if being_served else 0)
 
 
 _served = logged_days(SETTINGS.feedback.log_dir(SETTINGS.paths.warehouse_dir))

@@ -29,6 +29,8 @@ import asyncio
 import datetime as dt
 import os
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,10 +248,30 @@ class Simulator:
         return written
 
 
+def wait_until_ready(url: str, timeout_s: float) -> None:
+    """Poll ``/health`` until the API says it is ready; TimeoutError naming the last answer after ``timeout_s``."""
+    deadline, last = time.monotonic() + timeout_s, "no answer"
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except urllib.error.HTTPError as error:
+            last = f"{error.code} {error.read()[:200].decode(errors='replace')}"
+        except OSError as error:
+            last = str(error)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} was not ready within {timeout_s:g} s (last: {last})")
+        time.sleep(0.25)
+
+
 def simulate(dataset: Path, url: str, rate: float, duration_s: float, seed: int, out: Path, size: int = 20,
-             token: str = "") -> dict:
-    """Run the traffic, write its click events under ``out``; the summary (and the files)."""
+             token: str = "", wait_s: float = 0.0) -> dict:
+    """Run the traffic (after waiting up to ``wait_s`` for the API to be ready), write its click
+    events under ``out``; the summary (and the files)."""
     simulator = Simulator(dataset, seed, size)
+    if wait_s > 0:
+        wait_until_ready(url, wait_s)
     summary = asyncio.run(simulator.run(url, rate, duration_s, token=token))
     files = simulator.write_clicks(out)
     return {**summary, "seed": seed, "rate": rate, "duration_s": duration_s,

@@ -63,7 +63,8 @@ def test_every_answer_is_logged_once_with_what_served_it_and_sigterm_loses_nothi
     row = logged.filter(pl.col("request_id") == "t-3").row(0, named=True)
     assert (row["user_id"], row["model_version"], row["geo_version"], row["model_format"]) == (
         3, served["model_version"], served["geo_index_version"], served["model_format"])
-    assert row["store_version"] == served["store"]["version"] and row["candidates"] == len(BODY["candidate_restaurant_ids"])
+    assert row["store_version"] == served["store"]["version"]
+    assert row["candidates"] == len(BODY["candidate_restaurant_ids"])
     assert row["within"] >= len(row["restaurant_ids"]) > 0 and row["scores"] == sorted(row["scores"], reverse=True)
 
 

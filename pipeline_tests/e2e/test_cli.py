@@ -10,17 +10,20 @@ import pytest
 
 from pipeline.data.processed_partition import read_manifest
 from pipeline.publish import Artifact
+from pipeline_devtools.api_process import ApiProcess
 from pipeline_devtools.commands import console
 
 BIN = Path(sys.executable).parent
 
 
 @pytest.mark.slow
-def test_generate_ingest_a_range_and_train_through_dagster_cli(tmp_path):
+def test_generate_ingest_a_range_train_serve_and_close_the_loop_through_the_cli(tmp_path):
     home, data, warehouse = tmp_path / "home", tmp_path / "dataset", tmp_path / "warehouse"
     home.mkdir()
     env = {**os.environ, "DAGSTER_HOME": str(home), "PIPELINE_DATASET_DIR": str(data),
            "PIPELINE_WAREHOUSE_DIR": str(warehouse), "PIPELINE_START_DATE": "2026-03-01",
+           "PIPELINE_SQLITE_PATH": str(tmp_path / "online" / "features.db"),
+           "PIPELINE_CLICK_EVENTS_DIR": str(tmp_path / "click_events"),
            "VIRTUAL_ENV": str(BIN.parent), "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("PIPELINE_END_DATE", None)  # the partitions end on the dataset's last day
     console("pipeline", "generate", "--out", str(data), "--preset", "tiny", "--train-files", "4",
@@ -54,3 +57,33 @@ def test_generate_ingest_a_range_and_train_through_dagster_cli(tmp_path):
         assert {r.tags.get(".dagster/repository") for r in runs} == {"__repository__@pipeline"}
         ranged = [r for r in runs if r.tags.get("dagster/asset_partition_range_start")]
         assert len(ranged) == 1 and ranged[0].tags["dagster/asset_partition_range_end"] == "2026-03-03"
+    _serve_a_simulated_day_and_train_on_it(env, tmp_path, warehouse, days)
+
+
+def _serve_a_simulated_day_and_train_on_it(env: dict, tmp_path: Path, warehouse: Path, days: list[str]) -> None:
+    """As make demo: the API serves simulated traffic, the day's log and clicks are labeled, measured,
+    added to the day's raw clicks and trained on."""
+    console("dg", "launch", "--job", "refresh_features", "-c", "deploy/run_configs/quick_refresh.yaml", env=env)
+    api = ApiProcess(tmp_path, {k: v for k, v in env.items() if k.startswith("PIPELINE_")})
+    try:
+        api.wait_until(ready=True)
+        output = console("pipeline", "simulate", "--url", api.base, "--rate", "40", "--duration", "3", "--seed", "2",
+                         env=env)
+        simulated = json.loads(next(line for line in output.splitlines() if line.startswith("{")))
+    finally:
+        api.stop()
+    assert simulated["answered"] == simulated["requests"] == 120 and simulated["clicks"] > 0
+    expected = simulated["expected"]
+    assert expected["served"]["ctr_at_5"] > expected["random"]["ctr_at_5"]
+    served = console("pipeline", "days", "--served", "--format", "last", env=env).strip()
+    console("dg", "launch", "--job", "close_the_loop", "--partition", served, env=env)
+    console("dg", "launch", "--job", "ingest_clicks", "--partition", served, env=env)
+    console("dg", "launch", "--job", "train_model", env=env)
+    labeled = Artifact(warehouse / f"labeled_impressions/date={served}").record()
+    assert labeled["rows"] == simulated["impressions"] and labeled["clicks"] == simulated["clicks"]
+    assert labeled["unknown_request_clicks"] == 0
+    assert read_manifest(warehouse / f"processed_clicks/date={served}")["rows"] == simulated["impressions"]
+    assert Artifact(warehouse / "models/click_model/checkpoint").record()["trained_days"] == [*days, served]
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        metrics = instance.get_latest_materialization_event(dg.AssetKey("online_metrics")).asset_materialization
+        assert metrics.partition == served and metrics.metadata["clicks"].value == simulated["clicks"]
