@@ -14,6 +14,8 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export PIPELINE_DATASET_DIR ?= $(CURDIR)/$(DATA)
 export PIPELINE_WAREHOUSE_DIR ?= $(CURDIR)/data/warehouse
 export PIPELINE_SQLITE_PATH ?= $(CURDIR)/data/online/features.db
+export PIPELINE_CLICK_EVENTS_DIR ?= $(CURDIR)/data/click_events
+DEMO_PORT ?= 8765
 # One core of throughput here: more threads only contend (docs/PERFORMANCE.md).
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
@@ -92,9 +94,19 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(LAUNCH) --job ingest_clicks --partition-range "$$($(BIN)/pipeline days --data $(DATA) --format range)"
 	$(LAUNCH) --job train_model
 	$(LAUNCH) --job refresh_features -c deploy/run_configs/quick_refresh.yaml
+	@echo "A simulated day: the API serves 20 s of the synthetic users' traffic, logging what it shows; they click"
+	PIPELINE_API_DRAIN_S=0 $(BIN)/pipeline serve --port $(DEMO_PORT) > data/demo-api.log 2>&1 & api=$$!; \
+	  $(BIN)/pipeline simulate --url http://127.0.0.1:$(DEMO_PORT) --rate 30 --duration 20 --seed 1 --wait 120; \
+	  status=$$?; kill -TERM $$api; wait $$api; exit $$status
+	day=$$($(BIN)/pipeline days --served --format last) && \
+	  $(LAUNCH) --job close_the_loop --partition $$day && \
+	  $(LAUNCH) --job ingest_clicks --partition $$day
+	$(LAUNCH) --job train_model
 	@echo
 	@echo "Dataset:    $(DATA)"
-	@echo "Warehouse:  $(PIPELINE_WAREHOUSE_DIR) (features/, raw_clicks/, processed_clicks/, models/)"
+	@echo "Warehouse:  $(PIPELINE_WAREHOUSE_DIR) (features/, raw_clicks/, processed_clicks/, models/, impressions/,"
+	@echo "            click_events/, labeled_impressions/, online_metrics/; the API's log: impression_log/)"
+	@echo "Clicks:     $(PIPELINE_CLICK_EVENTS_DIR) (the simulated users' click events)"
 	@echo "Model:      $(PIPELINE_WAREHOUSE_DIR)/models/click_model/export/ (model.onnx, model.pt TorchScript, model.pt2 ExportedProgram)"
 	@echo "Live:       $(BIN)/pipeline status"
 	@echo "Online:     $(PIPELINE_SQLITE_PATH) (SQLite online features; REDIS_URL selects Redis)"
@@ -129,4 +141,4 @@ loadtest: install
 	$(BIN)/pipeline loadtest --url http://$(HOST):$(PORT) --requests $(DATA)/requests.parquet --rate 30 --duration 60
 
 clean:
-	rm -rf data/dataset data/warehouse data/dagster_home data/online
+	rm -rf data/dataset data/warehouse data/dagster_home data/online data/click_events data/demo-api.log
