@@ -83,8 +83,9 @@ class Artifacts:
     """Holds the current :class:`Recommender`; a background thread polls the published artifacts."""
 
     def __init__(self, warehouse: Warehouse, store: FeatureStore, poll_interval_s: float = 1.0,
-                 model_format: str = "recorded"):
+                 model_format: str = "recorded", exploration: float = 0.0):
         self.warehouse, self.store, self.poll_interval_s = warehouse, store, poll_interval_s
+        self.exploration = exploration
         self.input_width = store.user_width + store.restaurant_width
         self._paths = {"model": warehouse.export, "geo_index": warehouse.geo_index}
         self._loaders: dict[str, Callable] = {"model": functools.partial(load_scorer, fmt=model_format),
@@ -184,7 +185,7 @@ class Artifacts:
         model, geo = self.loaded["model"], self.loaded["geo_index"]
         previous = self.recommender
         recommender = Recommender(geo.value, self.store, model.value,
-                                  Served(model.version, model.value.format, geo.version))
+                                  Served(model.version, model.value.format, geo.version), self.exploration)
         if previous is not None and previous.held is not None and previous.geo is geo.value:
             recommender.held = previous.held  # the same geo index: its rows still line up
         self.recommender = recommender  # one assignment: atomic for readers

@@ -59,8 +59,9 @@ def build_app(settings: Settings | None = None):
     feedback = settings.feedback
     impression_log = ImpressionLog(feedback.log_dir(warehouse.root), feedback.flush_s, feedback.flush_records,
                                    feedback.queue_records) if feedback.logging else None
-    return create_app(Artifacts(warehouse, store, settings.api.poll_interval_s, settings.api.model_format), limits,
-                      api_token=settings.api.token, impression_log=impression_log)
+    artifacts = Artifacts(warehouse, store, settings.api.poll_interval_s, settings.api.model_format,
+                          feedback.exploration_epsilon)
+    return create_app(artifacts, limits, api_token=settings.api.token, impression_log=impression_log)
 
 
 class _ServerConfig(uvicorn.Config):

@@ -4,6 +4,8 @@ Request (the reference's): user_id, latitude, longitude, optional candidate_rest
 size (default 20), max_dist (metres, default 5000), sort_dist (default false). Answer: restaurants
 within max_dist with id, score (click probability) and displacement (metres), sorted by score
 descending (ties: nearer first) or, with sort_dist, by displacement ascending; at most ``size``.
+With exploration on (``PIPELINE_EXPLORATION_EPSILON``), a score-sorted answer may show one
+restaurant of its lower slots out of order (:mod:`pipeline.serving.exploration`).
 
 Distance filtering happens before anything is read or scored: with the reference's 1,000
 uniform candidates only ~19 (5 km) to ~70 (10 km) remain, and only those are read from the store,
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.geo.index import GeoIndex, TooManyRows
+from pipeline.serving.exploration import explore
 from pipeline.serving.held_restaurants import HeldRestaurants
 from pipeline.serving.request import MAX_CANDIDATES, Request, RequestError
 from pipeline.store.base import FeatureStore, FeatureTable, Fetched, UserRead
@@ -83,8 +86,10 @@ class Answer:
 class Recommender:
     """Answers requests from a geo index, an online feature store and a scorer."""
 
-    def __init__(self, geo: GeoIndex, store: FeatureStore, scorer, served: Served = Served()):
+    def __init__(self, geo: GeoIndex, store: FeatureStore, scorer, served: Served = Served(),
+                 exploration: float = 0.0, seed: int | None = None):
         self.geo, self.store, self.scorer, self.served = geo, store, scorer, served
+        self.exploration, self._rng = exploration, np.random.default_rng(seed)
         self.held: HeldRestaurants | None = None
         self.answers = self.rows_scored = 0  # since it was made: what benchmarks report per request
         self.user_only_reads = self.full_reads = 0  # reads with the restaurants from ``held``, or from the store
@@ -160,10 +165,13 @@ class Recommender:
         ids, metres = plan.ids[fetched.found], plan.metres[fetched.found]
         scores = self.scorer.probabilities_for_user(fetched.user, fetched.restaurants)
         order = rank(scores, metres, request.sort_dist, request.size)
+        propensities, explored = None, None
+        if self.exploration and not request.sort_dist:
+            order, propensities, explored = explore(order, len(scores), self.exploration, self._rng)
         self.answers, self.rows_scored = self.answers + 1, self.rows_scored + len(scores)
         return Answer(ids[order], scores[order], metres[order], unknown_candidates=plan.unknown_candidates,
                       within=len(plan.ids), missing_features=int((~fetched.found).sum()),
-                      store_version=fetched.version)
+                      store_version=fetched.version, propensities=propensities, explored_slot=explored)
 
 
 def rank(scores: np.ndarray, metres: np.ndarray, sort_dist: bool, size: int) -> np.ndarray:

@@ -10,6 +10,7 @@ import threading
 import time
 
 import polars as pl
+import pytest
 
 from pipeline.feedback.log_format import logged_days, read_segment, segments
 from pipeline_devtools.api_process import BODY, ApiProcess, health, metric, post, sqlite_serving, wait_for
@@ -151,3 +152,26 @@ def test_logging_off_writes_nothing(serving_artifacts, tmp_path):
     finally:
         api.stop()
     assert not _log_dir(warehouse).exists()
+
+
+def test_exploration_shows_a_lower_slot_out_of_order_and_logs_its_propensity(serving_artifacts, tmp_path):
+    warehouse, env = sqlite_serving(serving_artifacts, tmp_path)
+    api = ApiProcess(tmp_path, {**env, "PIPELINE_EXPLORATION_EPSILON": "1", "PIPELINE_IMPRESSION_FLUSH_S": "600"})
+    try:
+        api.wait_until(ready=True)
+        for n, sort_dist in ((1, False), (2, False), (3, True)):
+            status, _, _ = post(api.base, f"/recommend/{n}", {**BODY, "size": 6, "sort_dist": sort_dist},
+                                headers={"X-Request-Id": f"e-{n}"})
+            assert status == 200
+    finally:
+        api.stop()
+    rows = {r["request_id"]: r for r in _logged(warehouse).iter_rows(named=True)}
+    for request_id in ("e-1", "e-2"):
+        row = rows[request_id]
+        assert row["within"] > 6 and 4 <= row["explored_slot"] <= 6
+        slot = row["explored_slot"] - 1
+        assert row["propensities"][:3] == [1.0, 1.0, 1.0]
+        assert row["propensities"][slot] == pytest.approx(1 / (3 * (row["within"] - 6)))
+        others = [p for i, p in enumerate(row["propensities"][3:], 3) if i != slot]
+        assert others == pytest.approx([1 - 1 / 3] * 2)
+    assert rows["e-3"]["explored_slot"] is None and rows["e-3"]["propensities"] == [1.0] * 6
