@@ -30,8 +30,6 @@ import argparse
 import contextlib
 import json
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -39,49 +37,17 @@ from pathlib import Path
 from pipeline.api.loadtest import request_bodies, run
 from pipeline_devtools.benchmarks import machine
 from pipeline_devtools.serving_bench import (
+    REPLAY_LUA,
     cpu_seconds,
+    median_of,
     nearby_requests,
     online_store,
     process_tree,
     serving,
     serving_warehouse,
     status_mb,
+    wrk,
 )
-
-# wrk's script: replay "path<TAB>body" lines in order; report one JSON line when done
-REPLAY_LUA = """
-local paths, bodies, i = {}, {}, 0
-init = function(args)
-  for line in io.lines(args[1]) do
-    local tab = line:find("\\t")
-    paths[#paths + 1] = line:sub(1, tab - 1)
-    bodies[#bodies + 1] = line:sub(tab + 1)
-  end
-end
-request = function()
-  i = i % #bodies + 1
-  return wrk.format("POST", paths[i], {["Content-Type"] = "application/json"}, bodies[i])
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('{"requests": %d, "seconds": %.6f, "p50_ms": %.3f, "p95_ms": %.3f, ' ..
-    '"p99_ms": %.3f, "errors": %d}\\n', summary.requests, summary.duration / 1e6,
-    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000,
-    e.connect + e.read + e.write + e.status + e.timeout))
-end
-"""
-
-
-def wrk(base: str, script: Path, bodies: Path, seconds: float, connections: int) -> dict:
-    """One closed-loop run: its JSON line, with requests/s."""
-    result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "-s",
-                             str(script), base, "--", str(bodies)], capture_output=True, text=True, check=True)
-    line = json.loads(result.stdout.strip().splitlines()[-1])
-    return {**line, "rps": line["requests"] / line["seconds"]}
-
-
-def median_of(runs: list[dict], key: str) -> float:
-    return round(statistics.median(r[key] for r in runs), 3)
 
 
 def main() -> None:

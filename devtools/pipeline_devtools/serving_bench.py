@@ -5,7 +5,9 @@ started on it, with the process measurements they report."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -189,3 +191,39 @@ def nearby_requests(requests: Path, out: Path, max_dist: float) -> Path:
         "candidate_restaurant_ids": pa.nulls(n, pa.list_(pa.int64())), "size": table["size"],
         "max_dist": pa.array([max_dist] * n), "sort_dist": table["sort_dist"]}), out)
     return out
+
+
+# wrk's script: replay "path<TAB>body" lines in order; report one JSON line when done
+REPLAY_LUA = """
+local paths, bodies, i = {}, {}, 0
+init = function(args)
+  for line in io.lines(args[1]) do
+    local tab = line:find("\\t")
+    paths[#paths + 1] = line:sub(1, tab - 1)
+    bodies[#bodies + 1] = line:sub(tab + 1)
+  end
+end
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", paths[i], {["Content-Type"] = "application/json"}, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests": %d, "seconds": %.6f, "p50_ms": %.3f, "p95_ms": %.3f, ' ..
+    '"p99_ms": %.3f, "errors": %d}\\n', summary.requests, summary.duration / 1e6,
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000,
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+def wrk(base: str, script: Path, bodies: Path, seconds: float, connections: int) -> dict:
+    """One closed-loop run: its JSON line, with requests/s."""
+    result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "-s",
+                             str(script), base, "--", str(bodies)], capture_output=True, text=True, check=True)
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    return {**line, "rps": line["requests"] / line["seconds"]}
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return round(statistics.median(r[key] for r in runs), 3)

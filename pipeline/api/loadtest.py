@@ -35,9 +35,12 @@ def request_bodies(path: Path) -> list[tuple[str, bytes]]:
 
 
 async def _open_loop(url: str, bodies: list[tuple[str, bytes]], rate: float, duration_s: float,
-                     timeout_s: float, answers: list | None = None, token: str = "") -> LoadResult:
+                     timeout_s: float, answers: list | None = None, token: str = "",
+                     answered_ids: list | None = None) -> LoadResult:
     """``answers``, if given, receives (due, seconds to answer, status; 0 for no answer) per request;
-    ``token`` is sent as ``Authorization: Bearer`` (the API's PIPELINE_API_TOKEN)."""
+    ``token`` is sent as ``Authorization: Bearer`` (the API's PIPELINE_API_TOKEN); with
+    ``answered_ids``, request i is sent with ``X-Request-Id: loadtest-<run>-i`` and each answered
+    (2xx) id is appended to it (to find the answers in the impression log)."""
     total = max(1, int(rate * duration_s))
     latencies, errors = [], [0]
     loop_start = time.perf_counter()
@@ -45,16 +48,22 @@ async def _open_loop(url: str, bodies: list[tuple[str, bytes]], rate: float, dur
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s),
                                      headers={"Content-Type": "application/json",
                                               **({"Authorization": f"Bearer {token}"} if token else {})}) as session:
-        async def send(path: str, body: bytes, due: float) -> None:
+        run_id = f"{time.time_ns():x}"
+
+        async def send(path: str, body: bytes, due: float, i: int) -> None:
             status = 0
+            request_id = f"loadtest-{run_id}-{i}" if answered_ids is not None else None
             try:
-                async with session.post(url + path, data=body) as response:
+                async with session.post(url + path, data=body,
+                                        headers={"X-Request-Id": request_id} if request_id else None) as response:
                     await response.read()
                     status = response.status
                     if response.status >= 300:
                         errors[0] += 1
                         return
                 latencies.append(time.perf_counter() - due)
+                if answered_ids is not None and request_id is not None:
+                    answered_ids.append(request_id)
             except (TimeoutError, aiohttp.ClientError):
                 errors[0] += 1
             finally:
@@ -68,16 +77,17 @@ async def _open_loop(url: str, bodies: list[tuple[str, bytes]], rate: float, dur
             if delay > 0:
                 await asyncio.sleep(delay)
             path, body = bodies[i % len(bodies)]
-            tasks.append(asyncio.create_task(send(path, body, due)))
+            tasks.append(asyncio.create_task(send(path, body, due, i)))
         await asyncio.gather(*tasks)
         seconds = time.perf_counter() - loop_start
     return LoadResult(np.array(latencies) * 1000, errors[0], seconds)
 
 
 def run(url: str, requests_file: Path, rate: float, duration_s: float, timeout_s: float = 10.0,
-        answers: list | None = None, token: str = "") -> dict:
+        answers: list | None = None, token: str = "", answered_ids: list | None = None) -> dict:
     bodies = request_bodies(requests_file)
-    result = uvloop.run(_open_loop(url.rstrip("/"), bodies, rate, duration_s, timeout_s, answers, token))
+    result = uvloop.run(_open_loop(url.rstrip("/"), bodies, rate, duration_s, timeout_s, answers, token,
+                                   answered_ids))
     return {"rate": rate, "duration_s": duration_s, **result.summary()}
 
 

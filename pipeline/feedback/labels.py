@@ -45,10 +45,15 @@ class Labeled:
     clicks_not_shown: int
     repeated_clicks: int
 
-    def training_clicks(self) -> pa.Table:
-        """The rows in the reference click format."""
-        return self.rows.select("user_id", "restaurant_id", pl.col("clicked").cast(pl.Int64).alias("click")
-                                ).to_arrow().cast(TRAINING_SCHEMA)
+    def training_rows(self, ranks: int = 0) -> pl.DataFrame:
+        """The rows shown at ranks ≤ ``ranks`` (0: every rank)."""
+        return self.rows.filter(pl.col("rank") <= ranks) if ranks else self.rows
+
+    def training_clicks(self, ranks: int = 0) -> pa.Table:
+        """The rows shown at ranks ≤ ``ranks`` (0: every rank) in the reference click format."""
+        return self.training_rows(ranks).select("user_id", "restaurant_id",
+                                                pl.col("clicked").cast(pl.Int64).alias("click")
+                                                ).to_arrow().cast(TRAINING_SCHEMA)
 
 
 def _clicked_pairs(events: list[pa.Table]) -> tuple[pl.DataFrame, int]:
@@ -91,28 +96,33 @@ def label(impressions: pa.Table, day_events: pa.Table, next_day_events: pa.Table
                    int(rows.get_column("clicked").sum()), len(unknown), len(not_shown), repeated)
 
 
-def audits(staging: Path, labeled: Labeled) -> list[AuditResult]:
+def audits(staging: Path, labeled: Labeled, ranks: int = 0) -> list[AuditResult]:
     rows = pq.read_metadata(staging / LABELED).num_rows
     training = pq.read_metadata(staging / TRAINING).num_rows
-    clicks = int(pq.read_table(staging / TRAINING, columns=["click"]).column("click").to_numpy().sum())
+    clicks = int(pq.read_table(staging / LABELED, columns=["clicked"]).column("clicked").to_numpy().sum())
+    expected = len(labeled.training_rows(ranks))
     return [
-        AuditResult(ROWS_CHECK, rows == training == labeled.shown, {"rows": rows, "training_rows": training,
-                                                                    "shown": labeled.shown},
-                    "" if rows == training == labeled.shown else
-                    f"{rows} labeled rows and {training} training rows for {labeled.shown} restaurants shown"),
+        AuditResult(ROWS_CHECK, rows == labeled.shown and training == expected,
+                    {"rows": rows, "training_rows": training, "shown": labeled.shown, "training_ranks": ranks},
+                    "" if rows == labeled.shown and training == expected else
+                    f"{rows} labeled rows for {labeled.shown} restaurants shown, {training} training rows for "
+                    f"{expected} shown at ranks ≤ {ranks or 'any'}"),
         AuditResult(CLICKS_CHECK, clicks == labeled.clicks, {"clicks": clicks, "joined": labeled.clicks},
                     "" if clicks == labeled.clicks else f"{clicks} clicks written, {labeled.clicks} joined"),
     ]
 
 
-def publish(labeled: Labeled, day: str, target: Path, sources: dict, on_wait=None) -> Published:
+def publish(labeled: Labeled, day: str, target: Path, sources: dict, on_wait=None, ranks: int = 0) -> Published:
+    """Publish the labeled rows, and as training clicks those shown at ranks ≤ ``ranks`` (0: all)."""
     def write(staging: Path) -> Labeled:
         pq.write_table(labeled.rows.to_arrow(), staging / LABELED, compression="zstd", write_page_checksum=True)
-        pq.write_table(labeled.training_clicks(), staging / TRAINING, write_page_checksum=True)
+        pq.write_table(labeled.training_clicks(ranks), staging / TRAINING, write_page_checksum=True)
         return labeled
 
-    return write_audit_publish(target, write, audits, on_wait=on_wait, record={
-        "day": day, "rows": labeled.shown, "clicks": labeled.clicks, "click_events": labeled.click_events,
+    return write_audit_publish(target, write, lambda staging, written: audits(staging, written, ranks),
+                               on_wait=on_wait, record={
+        "day": day, "rows": labeled.shown, "clicks": labeled.clicks, "training_ranks": ranks,
+        "training_rows": len(labeled.training_rows(ranks)), "click_events": labeled.click_events,
         "unknown_request_clicks": labeled.unknown_request_clicks, "clicks_not_shown": labeled.clicks_not_shown,
         "repeated_clicks": labeled.repeated_clicks, "sources": sources})
 

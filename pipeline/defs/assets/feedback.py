@@ -116,12 +116,21 @@ def _label_day(layout: Warehouse, day: str) -> tuple[labels.Labeled, dict]:
     return labeled, sources
 
 
+class LabelingConfig(dg.Config):
+    """Which labeled rows become training clicks."""
+
+    training_ranks: int = Field(default=1, ge=0, description=(
+        "Rows shown at ranks 1..N become training clicks (0: every rank). Below the top, a restaurant not "
+        "clicked was often not looked at (position bias): a label there says 'not examined' as much as 'not "
+        "wanted' (docs/SERVING.md, 'Training on what was shown')."))
+
+
 @dg.asset(partitions_def=click_days, group_name="feedback", kinds={"parquet"}, owners=[OWNER], code_version="1",
           deps=[impressions, click_events], automation_condition=FOLLOWS_PARENTS_EVERY_DAY,
           check_specs=check_specs("labeled_impressions", {
               labels.ROWS_CHECK: "one labeled row and one training row per restaurant shown",
               labels.CLICKS_CHECK: "the clicks written are the clicks joined"}))
-def labeled_impressions(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+def labeled_impressions(context: dg.AssetExecutionContext, config: LabelingConfig, warehouse: WarehouseResource):
     """Every restaurant shown that day, with whether it was clicked (joined on request id and
     restaurant id; clicks of the next day count once published), and the same rows as training
     clicks in the reference format, which raw_clicks adds to the day. Clicks naming an unknown
@@ -130,7 +139,8 @@ def labeled_impressions(context: dg.AssetExecutionContext, warehouse: WarehouseR
     layout = warehouse.layout()
     labeled, sources = _label_day(layout, day)
     published = yield from published_or_failed(lambda: labels.publish(
-        labeled, day, layout.labeled_impressions(day), sources, on_wait=context.log.info))
+        labeled, day, layout.labeled_impressions(day), sources, on_wait=context.log.info,
+        ranks=config.training_ranks))
     if labeled.unknown_request_clicks or labeled.clicks_not_shown:
         context.log.warning(f"labeled_impressions {day}: {labeled.unknown_request_clicks} clicks for unknown "
                             f"requests, {labeled.clicks_not_shown} for restaurants not shown: not joined")

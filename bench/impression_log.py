@@ -1,0 +1,128 @@
+"""Benchmark: what the impression log costs, side by side with logging off, and how much of the
+traffic it keeps.
+
+    python bench/impression_log.py --data DIR [--workers 1] [--rounds 6] [--seconds 6]
+                                   [--connections 16] [--rate 30] [--store redis|sqlite]
+
+Builds the serving artifacts of a reference dataset once and starts two ``pipeline serve`` of this
+checkout on them, one with ``PIPELINE_IMPRESSION_LOG=on`` (its log in a scratch directory) and
+one with it ``off``. Then, ``--rounds`` times, the order swapped every round:
+
+- **capacity**: ``wrk`` closed loop (``--connections`` connections, ``--seconds`` seconds) replaying
+  requests.parquet: requests/s (the ``max_rps`` the issue's 5% budget is of), server CPU per request;
+- **latency**: the open-loop generator of ``pipeline loadtest`` at ``--rate`` requests/s: p50/p95/p99.
+
+Then completeness: a fresh logging server (its own log) takes ``--complete-seconds`` of open-loop
+traffic at ``--rate`` requests/s, each request with its own ``X-Request-Id``, and is stopped with
+SIGTERM; every answered request should be in its log once (``complete.logged_share``,
+``complete.repeated_ids``). Prints one JSON object as its last line; ``cost`` is on minus off
+(p95 ms at the open-loop rate, CPU ms per request) and on over off (requests/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.api.loadtest import request_bodies, run
+from pipeline.feedback.log_format import logged_days, read_segment, segments
+from pipeline_devtools.benchmarks import machine
+from pipeline_devtools.serving_bench import (
+    REPLAY_LUA,
+    cpu_seconds,
+    median_of,
+    online_store,
+    serving,
+    serving_warehouse,
+    wrk,
+)
+
+
+def completeness(warehouse, settings: dict, args, requests: Path, log_dir: Path) -> dict:
+    """A fresh logging server under open-loop traffic with request ids, stopped with SIGTERM: how
+    many of the answered requests its log holds, and how many ids it holds twice."""
+    answered: list[str] = []
+    with serving(warehouse, {**settings, "PIPELINE_IMPRESSION_LOG": "on", "PIPELINE_IMPRESSION_LOG_DIR": str(log_dir)},
+                 args.workers) as (base, _):
+        result = run(base, requests, args.rate, args.complete_seconds, answered_ids=answered)
+    files = [path for day in logged_days(log_dir) for path in segments(log_dir, day)]
+    ids = pl.concat([pl.from_arrow(read_segment(p)).select("request_id") for p in files]).get_column("request_id") \
+        if files else pl.Series([], dtype=pl.String)
+    found = len(set(answered) & set(ids.to_list()))
+    return {"rate": args.rate, "seconds": args.complete_seconds, "sent": result["requests"],
+            "answered": len(answered), "logged": len(ids), "segments": len(files),
+            "logged_share": round(found / len(answered), 5) if answered else 0.0,
+            "repeated_ids": len(ids) - ids.n_unique()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=30.0)
+    parser.add_argument("--store", choices=("redis", "sqlite"), default="redis")
+    parser.add_argument("--complete-seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install wrk")
+    with tempfile.TemporaryDirectory(prefix="bench-log-") as tmp, contextlib.ExitStack() as stack:
+        tmp_path = Path(tmp)
+        store, settings = online_store(args.store, tmp_path, stack)
+        warehouse, _ = serving_warehouse(args.data.resolve(), tmp_path / "warehouse", store)
+        store.close()
+        requests = args.data / "requests.parquet"
+        bodies, script = tmp_path / "bodies.tsv", tmp_path / "replay.lua"
+        bodies.write_text("".join(f"{path}\t{body.decode()}\n" for path, body in request_bodies(requests)))
+        script.write_text(REPLAY_LUA)
+        sides = {
+            "on": stack.enter_context(serving(warehouse, {
+                **settings, "PIPELINE_IMPRESSION_LOG": "on", "PIPELINE_IMPRESSION_LOG_DIR": str(tmp_path / "log")},
+                args.workers, log=tmp_path / "on.log")),
+            "off": stack.enter_context(serving(warehouse, {**settings, "PIPELINE_IMPRESSION_LOG": "off"},
+                                               args.workers, log=tmp_path / "off.log")),
+        }
+        capacity: dict[str, list[dict]] = {name: [] for name in sides}
+        latency: dict[str, list[dict]] = {name: [] for name in sides}
+        cpu = dict.fromkeys(sides, 0.0)
+        for base, _ in sides.values():  # warm-up
+            wrk(base, script, bodies, 2, args.connections)
+        for round_number in range(args.rounds):
+            for name in (sides if round_number % 2 == 0 else reversed(list(sides))):
+                base, process = sides[name]
+                before = cpu_seconds(process.pid)
+                one = wrk(base, script, bodies, args.seconds, args.connections)
+                cpu[name] += cpu_seconds(process.pid) - before
+                capacity[name].append(one)
+                latency[name].append(run(base, requests, args.rate, args.seconds))
+                print(name, json.dumps({"capacity": one, "latency": latency[name][-1]}), file=sys.stderr)
+        complete = completeness(warehouse, settings, args, requests, tmp_path / "complete")
+        results = {name: {"rps_median": median_of(capacity[name], "rps"),
+                          "rps": [round(r["rps"]) for r in capacity[name]],
+                          "wrk_p95_ms_median": median_of(capacity[name], "p95_ms"),
+                          "errors": sum(r["errors"] for r in capacity[name]),
+                          "cpu_ms_per_request": round(1000 * cpu[name] / sum(r["requests"] for r in capacity[name]), 4),
+                          "open_loop": {"rate": args.rate, **{k: median_of(latency[name], k)
+                                                              for k in ("p50_ms", "p95_ms", "p99_ms")},
+                                        "errors": sum(r["errors"] for r in latency[name])}}
+                   for name in sides}
+    cost = {"open_loop_p95_ms": round(results["on"]["open_loop"]["p95_ms"] - results["off"]["open_loop"]["p95_ms"], 3),
+            "cpu_ms_per_request": round(results["on"]["cpu_ms_per_request"] - results["off"]["cpu_ms_per_request"], 4),
+            "rps_ratio": round(results["on"]["rps_median"] / results["off"]["rps_median"], 3)}
+    print(json.dumps({"store": args.store, "workers": args.workers, "connections": args.connections,
+                      "seconds": args.seconds, "rounds": args.rounds, "on": results["on"], "off": results["off"],
+                      "cost": cost, "complete": complete, "machine": machine(),
+                      "command": " ".join(["python", "bench/impression_log.py", *sys.argv[1:]])}))
+
+
+if __name__ == "__main__":
+    main()
