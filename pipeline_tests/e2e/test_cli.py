@@ -82,7 +82,8 @@ def _serve_a_simulated_day_and_train_on_it(env: dict, tmp_path: Path, warehouse:
     labeled = Artifact(warehouse / f"labeled_impressions/date={served}").record()
     assert labeled["rows"] == simulated["impressions"] and labeled["clicks"] == simulated["clicks"]
     assert labeled["unknown_request_clicks"] == 0
-    assert read_manifest(warehouse / f"processed_clicks/date={served}")["rows"] == simulated["impressions"]
+    assert labeled["training_rows"] == simulated["answered"]  # one per answer: rank 1 (training_ranks)
+    assert read_manifest(warehouse / f"processed_clicks/date={served}")["rows"] == simulated["answered"]
     assert Artifact(warehouse / "models/click_model/checkpoint").record()["trained_days"] == [*days, served]
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         metrics = instance.get_latest_materialization_event(dg.AssetKey("online_metrics")).asset_materialization

@@ -57,3 +57,14 @@ def test_the_join_matches_an_independent_computation_row_for_row():
     users = {r.request_id: r.user_id for r in records}
     assert sorted(zip(training.column("user_id").to_pylist(), training.column("restaurant_id").to_pylist(),
                       strict=True)) == sorted((users[r], i) for r, _, i, _ in expected)
+
+
+def test_training_ranks_keep_the_rows_shown_at_the_top():
+    rng = np.random.default_rng(2)
+    records = _day(rng, "d", 30)
+    labeled = labels.label(to_table(records), click_events.table([], [], []))
+    top = labeled.training_clicks(1)
+    assert top.num_rows == sum(1 for r in records if len(r.restaurant_ids))
+    assert sorted(top.column("restaurant_id").to_pylist()) == sorted(
+        int(r.restaurant_ids[0]) for r in records if len(r.restaurant_ids))
+    assert labeled.training_clicks(0).num_rows == labeled.shown

@@ -25,17 +25,19 @@ AT = int(dt.datetime(2026, 1, 2, 9, tzinfo=dt.UTC).timestamp() * 1e9)
 LOOP = [impressions, click_events, labeled_impressions, online_metrics]
 
 
-def _serve_a_day(log_dir, click_dir, requests: int = 300, seed: int = 5) -> tuple[int, set]:
+def _serve_a_day(log_dir, click_dir, requests: int = 300, seed: int = 5) -> tuple[int, set, dict]:
     """Impressions of ``requests`` answers over the tiny dataset's ids in two segments, and clicks on
-    some shown restaurants (and one for an unknown request); (restaurants shown, clicked pairs)."""
+    some shown restaurants (and one for an unknown request); (restaurants shown, clicked pairs,
+    each request's restaurant at rank 1)."""
     rng = np.random.default_rng(seed)
-    log, shown, clicked = ImpressionLog(log_dir, flush_s=60), 0, set()
+    log, shown, clicked, first = ImpressionLog(log_dir, flush_s=60), 0, set(), {}
     for n in range(requests):
         ids = rng.choice(2000, 10, replace=False).astype(np.int64)
         log.add(Impression(f"q-{n}", AT + n * 10**9, int(rng.integers(0, 5000)), "m1", "onnx", 2, "g1", 13.7, 100.5,
                            10, 5000.0, False, 1000, 10, ids, np.linspace(0.9, 0.1, 10, dtype=np.float32),
                            np.full(10, 800.0, np.float32), None, None))
         shown += 10
+        first[f"q-{n}"] = int(ids[0])
         for rank in np.flatnonzero(rng.random(10) < 0.3 / np.arange(1, 11)):
             clicked.add((f"q-{n}", int(ids[rank])))
         if n == requests // 2:
@@ -44,12 +46,12 @@ def _serve_a_day(log_dir, click_dir, requests: int = 300, seed: int = 5) -> tupl
     pairs = sorted(clicked)
     clicks.write(click_dir / f"date={DAY}" / "clicks-a.parquet", clicks.table(
         [r for r, _ in pairs] + ["nobody"], [i for _, i in pairs] + [1], [AT // 1000 + 5_000_000] * (len(pairs) + 1)))
-    return shown, clicked
+    return shown, clicked, first
 
 
 def test_a_served_day_is_labeled_measured_and_becomes_training_clicks(tiny_dataset, tmp_path):
     warehouse = tmp_path / "warehouse"
-    shown, clicked = _serve_a_day(warehouse / "impression_log", tmp_path / "click_events")
+    shown, clicked, first_shown = _serve_a_day(warehouse / "impression_log", tmp_path / "click_events")
     resources = local_resources(tiny_dataset, warehouse)
     with dg.instance_for_test() as instance:
         assert dg.materialize([user_features, restaurant_features, *LOOP, raw_clicks, processed_clicks],
@@ -64,11 +66,12 @@ def test_a_served_day_is_labeled_measured_and_becomes_training_clicks(tiny_datas
     assert metrics["clicks"] == len(clicked) and metrics["impressions"] == shown
     assert metrics["ctr_at_1"] > metrics["ctr_at_10"] > 0  # the clicks above favour the top ranks
     assert "ctr_by_rank" in metrics and metrics["ctr_at_5/m1"] == metrics["ctr_at_5"]
-    # the day's extract: the reference shard (4,000 rows) and the labels as training clicks
-    assert raw["rows"] == 4_000 + shown and raw["labeled_rows"] == shown
-    assert processed["rows"] == 4_000 + shown
+    # the day's extract: the reference shard (4,000 rows) and, as training clicks, the rows shown at
+    # rank 1 (training_ranks' default): one per request
+    assert raw["rows"] == 4_000 + 300 and raw["labeled_rows"] == 300 and processed["rows"] == 4_000 + 300
     training = pl.read_parquet(warehouse / "raw_clicks" / f"date={DAY}" / "part-labeled.parquet")
-    assert int(training["click"].sum()) == len(clicked)
+    assert int(training["click"].sum()) == sum(1 for request, restaurant in clicked
+                                               if restaurant == first_shown[request])
 
 
 def test_a_damaged_segment_is_a_warning_naming_it_and_the_rest_is_published(tiny_dataset, tmp_path):
