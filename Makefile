@@ -97,7 +97,7 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	@echo "A simulated day: the API serves 20 s of the synthetic users' traffic, logging what it shows; they click"
 	PIPELINE_API_DRAIN_S=0 $(BIN)/pipeline serve --port $(DEMO_PORT) > data/demo-api.log 2>&1 & api=$$!; \
 	  $(BIN)/pipeline simulate --url http://127.0.0.1:$(DEMO_PORT) --rate 30 --duration 20 --seed 1 --wait 120; \
-	  status=$$?; kill -TERM $$api; wait $$api; exit $$status
+	  status=$$?; kill -TERM $$api; { wait $$api; } 2>/dev/null; exit $$status
 	day=$$($(BIN)/pipeline days --served --format last) && \
 	  $(LAUNCH) --job close_the_loop --partition $$day && \
 	  $(LAUNCH) --job ingest_clicks --partition $$day
