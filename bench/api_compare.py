@@ -34,11 +34,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.api.loadtest import request_bodies, run
+from pipeline.api.loadtest import request_bodies
 from pipeline_devtools.benchmarks import machine
 from pipeline_devtools.serving_bench import (
     REPLAY_LUA,
-    cpu_seconds,
+    alternating_rounds,
     median_of,
     nearby_requests,
     online_store,
@@ -46,7 +46,6 @@ from pipeline_devtools.serving_bench import (
     serving,
     serving_warehouse,
     status_mb,
-    wrk,
 )
 
 
@@ -89,22 +88,8 @@ def main() -> None:
                                                     hide=args.baseline_hide)),
         }
         ready = {name: round(process.ready_s, 2) for name, (_, process) in sides.items()}  # type: ignore[attr-defined]
-        capacity: dict[str, list[dict]] = {name: [] for name in sides}
-        latency: dict[str, list[dict]] = {name: [] for name in sides}
-        cpu = dict.fromkeys(sides, 0.0)
-        for base, _ in sides.values():  # warm-up
-            wrk(base, script, bodies, 2, args.connections)
-        for round_number in range(args.rounds):
-            for name in (sides if round_number % 2 == 0 else reversed(list(sides))):
-                base, process = sides[name]
-                before = cpu_seconds(process.pid)
-                one = wrk(base, script, bodies, args.seconds, args.connections)
-                cpu[name] += cpu_seconds(process.pid) - before
-                capacity[name].append(one)
-                if args.rate:
-                    latency[name].append(run(base, requests, args.rate, args.seconds))
-                print(name, json.dumps({"capacity": one, "latency": latency[name][-1] if args.rate else None}),
-                      file=sys.stderr)
+        capacity, latency, cpu = alternating_rounds(sides, script, bodies, requests, args.rounds, args.seconds,
+                                                    args.connections, args.rate)
         results = {}
         for name, (_, process) in sides.items():
             runs = capacity[name]

@@ -36,12 +36,11 @@ from pipeline.feedback.log_format import logged_days, read_segment, segments
 from pipeline_devtools.benchmarks import machine
 from pipeline_devtools.serving_bench import (
     REPLAY_LUA,
-    cpu_seconds,
+    alternating_rounds,
     median_of,
     online_store,
     serving,
     serving_warehouse,
-    wrk,
 )
 
 
@@ -91,20 +90,8 @@ def main() -> None:
             "off": stack.enter_context(serving(warehouse, {**settings, "PIPELINE_IMPRESSION_LOG": "off"},
                                                args.workers, log=tmp_path / "off.log")),
         }
-        capacity: dict[str, list[dict]] = {name: [] for name in sides}
-        latency: dict[str, list[dict]] = {name: [] for name in sides}
-        cpu = dict.fromkeys(sides, 0.0)
-        for base, _ in sides.values():  # warm-up
-            wrk(base, script, bodies, 2, args.connections)
-        for round_number in range(args.rounds):
-            for name in (sides if round_number % 2 == 0 else reversed(list(sides))):
-                base, process = sides[name]
-                before = cpu_seconds(process.pid)
-                one = wrk(base, script, bodies, args.seconds, args.connections)
-                cpu[name] += cpu_seconds(process.pid) - before
-                capacity[name].append(one)
-                latency[name].append(run(base, requests, args.rate, args.seconds))
-                print(name, json.dumps({"capacity": one, "latency": latency[name][-1]}), file=sys.stderr)
+        capacity, latency, cpu = alternating_rounds(sides, script, bodies, requests, args.rounds, args.seconds,
+                                                    args.connections, args.rate)
         complete = completeness(warehouse, settings, args, requests, tmp_path / "complete")
         results = {name: {"rps_median": median_of(capacity[name], "rps"),
                           "rps": [round(r["rps"]) for r in capacity[name]],

@@ -227,3 +227,31 @@ def wrk(base: str, script: Path, bodies: Path, seconds: float, connections: int)
 
 def median_of(runs: list[dict], key: str) -> float:
     return round(statistics.median(r[key] for r in runs), 3)
+
+
+def alternating_rounds(sides: dict[str, tuple[str, subprocess.Popen]], script: Path, bodies: Path, requests: Path,
+                       rounds: int, seconds: float, connections: int, rate: float
+                       ) -> tuple[dict[str, list[dict]], dict[str, list[dict]], dict[str, float]]:
+    """``rounds`` rounds over ``sides`` (name → (base URL, server process)), the order swapped every
+    round: per side a ``wrk`` capacity run and, with ``rate``, an open-loop latency run at ``rate``
+    requests/s, each ``seconds`` long, after a 2-second warm-up. Returns (capacity runs, latency
+    runs, server CPU seconds over the capacity runs), by side."""
+    from pipeline.api.loadtest import run
+
+    capacity: dict[str, list[dict]] = {name: [] for name in sides}
+    latency: dict[str, list[dict]] = {name: [] for name in sides}
+    cpu = dict.fromkeys(sides, 0.0)
+    for base, _ in sides.values():  # warm-up
+        wrk(base, script, bodies, 2, connections)
+    for round_number in range(rounds):
+        for name in (sides if round_number % 2 == 0 else reversed(list(sides))):
+            base, process = sides[name]
+            before = cpu_seconds(process.pid)
+            one = wrk(base, script, bodies, seconds, connections)
+            cpu[name] += cpu_seconds(process.pid) - before
+            capacity[name].append(one)
+            if rate:
+                latency[name].append(run(base, requests, rate, seconds))
+            print(name, json.dumps({"capacity": one, "latency": latency[name][-1] if rate else None}),
+                  file=sys.stderr)
+    return capacity, latency, cpu

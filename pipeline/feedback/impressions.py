@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.audits import AuditResult
-from pipeline.feedback.log_format import SCHEMA, BadSegment, read_segment, segments
+from pipeline.feedback.log_format import SCHEMA, BadSegment, read_segment, segments, write_segment
 from pipeline.publish import Published, write_audit_publish
 
 FILE = "impressions.parquet"
@@ -82,7 +82,7 @@ def publish(log_dir: Path, day: str, target: Path, on_wait=None) -> tuple[DayImp
     collected = collect(log_dir, day)
 
     def write(staging: Path) -> DayImpressions:
-        pq.write_table(collected.table, staging / FILE, compression="zstd", write_page_checksum=True)
+        write_segment(collected.table, staging / FILE)
         return collected
 
     published = write_audit_publish(target, write, audits, on_wait=on_wait, record={

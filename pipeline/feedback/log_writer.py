@@ -29,10 +29,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipeline.atomic import staged_file
-from pipeline.feedback.log_format import SCHEMA, Impression, day_directory, day_of, to_table
+from pipeline.feedback.log_format import SCHEMA, Impression, day_directory, day_of, to_table, write_segment
 from pipeline.processes import pid_alive
 
 log = logging.getLogger("pipeline.api")
+SERVED_AT = Impression._fields.index("served_at_ns")
 
 
 class ImpressionLog:
@@ -44,7 +45,7 @@ class ImpressionLog:
                              f"{capacity}")
         self.directory, self.flush_s, self.flush_records, self.capacity = directory, flush_s, flush_records, capacity
         self.token = secrets.token_hex(4)  # this writer's part of segment names and request ids
-        self._queue: list[Impression] = []
+        self._queue: list[tuple] = []
         self._lock = threading.Lock()
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
@@ -58,12 +59,16 @@ class ImpressionLog:
 
     def add(self, record: Impression) -> bool:
         """Queue one record; False (and counted) when the queue is full."""
+        # kept as a plain tuple: the garbage collector stops tracking a tuple of strings, numbers and
+        # arrays, where a NamedTuple stays tracked and, queued for a second, ages into the oldest
+        # generation, whose collections then come more often and walk the whole heap
+        plain = tuple.__new__(tuple, record)
         with self._lock:
             queue = self._queue
             if len(queue) >= self.capacity:
                 self.dropped += 1
                 return False
-            queue.append(record)
+            queue.append(plain)
             full = len(queue) == self.flush_records
         if full:
             self._wake.set()
@@ -90,9 +95,9 @@ class ImpressionLog:
             records, self._queue = self._queue, []
         if not records:
             return 0
-        by_day: dict[str, list[Impression]] = defaultdict(list)
+        by_day: dict[str, list[tuple]] = defaultdict(list)
         for record in records:
-            by_day[day_of(record.served_at_ns)].append(record)
+            by_day[day_of(record[SERVED_AT])].append(record)
         published = 0
         for day, day_records in by_day.items():
             try:
@@ -110,14 +115,14 @@ class ImpressionLog:
             published += len(day_records)
         return published
 
-    def _write(self, day: str, records: list[Impression]) -> None:
+    def _write(self, day: str, records: list[tuple]) -> None:
         self._seq += 1
-        first = time.strftime("%Y%m%dT%H%M%S", time.gmtime(records[0].served_at_ns // 10**9))
-        micros = (records[0].served_at_ns // 1000) % 10**6
+        first = time.strftime("%Y%m%dT%H%M%S", time.gmtime(records[0][SERVED_AT] // 10**9))
+        micros = (records[0][SERVED_AT] // 1000) % 10**6
         name = f"seg-{first}{micros:06d}-p{os.getpid()}-{self.token}-{self._seq:06d}.parquet"
         table = to_table(records)
         with staged_file(day_directory(self.directory, day) / name) as tmp:
-            pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
+            write_segment(table, tmp)
             written = pq.ParquetFile(tmp)
             if written.metadata.num_rows != len(records) or not written.schema_arrow.equals(SCHEMA):
                 raise ValueError(f"{name}: the written segment holds {written.metadata.num_rows} rows of "
