@@ -63,7 +63,8 @@ def test_generate_ingest_a_range_train_serve_and_close_the_loop_through_the_cli(
 def _serve_a_simulated_day_and_train_on_it(env: dict, tmp_path: Path, warehouse: Path, days: list[str]) -> None:
     """As make demo: the API serves simulated traffic, the day's log and clicks are labeled, measured,
     added to the day's raw clicks and trained on."""
-    console("dg", "launch", "--job", "refresh_features", "-c", "deploy/run_configs/quick_refresh.yaml", env=env)
+    config = json.dumps({"ops": {"scoring_benchmark": {"config": {"duration_s": 2, "max_throughput_requests": 100}}}})
+    console("dg", "launch", "--job", "refresh_features", "--config-json", config, env=env)
     api = ApiProcess(tmp_path, {k: v for k, v in env.items() if k.startswith("PIPELINE_")})
     try:
         api.wait_until(ready=True)
