@@ -94,10 +94,41 @@ def day_directory(log_dir: Path, day: str) -> Path:
     return log_dir / f"date={day}"
 
 
-def _lists(arrays: tuple[np.ndarray, ...], offsets: pa.Array, dtype: type[np.generic],
-           value_type: pa.DataType) -> pa.ListArray:
+# The arrays are built from buffers: pyarrow's pa.array() imports pandas wherever it is installed
+# (~45 MB in every API worker), whatever it is given.
+
+def _numbers(values, dtype: type[np.generic], arrow_type: pa.DataType) -> pa.Array:
+    data = np.ascontiguousarray(np.asarray(values, dtype))
+    return pa.Array.from_buffers(arrow_type, len(data), [None, pa.py_buffer(data)])
+
+
+def _bitmap(flags: np.ndarray) -> pa.Buffer:
+    return pa.py_buffer(np.packbits(flags, bitorder="little"))
+
+
+def _booleans(values) -> pa.Array:
+    flags = np.asarray(values, bool)
+    return pa.Array.from_buffers(pa.bool_(), len(flags), [None, _bitmap(flags)])
+
+
+def _optional_int32(values) -> pa.Array:
+    valid = np.fromiter((v is not None for v in values), bool, len(values))
+    data = np.fromiter((v if v is not None else 0 for v in values), np.int32, len(values))
+    return pa.Array.from_buffers(pa.int32(), len(data), [None if valid.all() else _bitmap(valid), pa.py_buffer(data)],
+                                 null_count=int((~valid).sum()))
+
+
+def _strings(values) -> pa.Array:
+    encoded = [v.encode() for v in values]
+    offsets = np.zeros(len(encoded) + 1, np.int32)
+    np.cumsum(np.fromiter(map(len, encoded), np.int32, len(encoded)), out=offsets[1:])
+    return pa.Array.from_buffers(pa.string(), len(encoded),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+
+
+def _lists(arrays, offsets: pa.Array, dtype: type[np.generic], value_type: pa.DataType) -> pa.ListArray:
     values = np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.empty(0, dtype)
-    return pa.ListArray.from_arrays(offsets, pa.array(values, value_type))
+    return pa.ListArray.from_arrays(offsets, _numbers(values, dtype, value_type))
 
 
 def to_table(records: list[Impression] | list[tuple]) -> pa.Table:
@@ -107,32 +138,32 @@ def to_table(records: list[Impression] | list[tuple]) -> pa.Table:
     lengths = np.fromiter(map(len, by_name["restaurant_ids"]), np.int32, len(records))
     offsets = np.zeros(len(records) + 1, np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    shared = pa.array(offsets)
+    shared = _numbers(offsets, np.int32, pa.int32())
     propensities = np.ones(int(offsets[-1]), np.float32)
     for start, given in zip(offsets[:-1].tolist(), by_name["propensities"], strict=True):
         if given is not None:
             propensities[start:start + len(given)] = given
     return pa.table({
-        "request_id": pa.array(by_name["request_id"], pa.string()),
-        "served_at": pa.array(np.asarray(by_name["served_at_ns"], np.int64) // 1000, pa.int64()).cast(
-            SCHEMA.field("served_at").type),
-        "user_id": pa.array(by_name["user_id"], pa.int64()),
-        "model_version": pa.array(by_name["model_version"], pa.string()),
-        "model_format": pa.array(by_name["model_format"], pa.string()),
-        "store_version": pa.array(by_name["store_version"], pa.int64()),
-        "geo_version": pa.array(by_name["geo_version"], pa.string()),
-        "latitude": pa.array(by_name["latitude"], pa.float64()),
-        "longitude": pa.array(by_name["longitude"], pa.float64()),
-        "size": pa.array(by_name["size"], pa.int64()),
-        "max_dist": pa.array(by_name["max_dist"], pa.float64()),
-        "sort_dist": pa.array(by_name["sort_dist"], pa.bool_()),
-        "candidates": pa.array(by_name["candidates"], pa.int32()),
-        "within": pa.array(by_name["within"], pa.int32()),
+        "request_id": _strings(by_name["request_id"]),
+        "served_at": _numbers(np.asarray(by_name["served_at_ns"], np.int64) // 1000, np.int64,
+                              SCHEMA.field("served_at").type),
+        "user_id": _numbers(by_name["user_id"], np.int64, pa.int64()),
+        "model_version": _strings(by_name["model_version"]),
+        "model_format": _strings(by_name["model_format"]),
+        "store_version": _numbers(by_name["store_version"], np.int64, pa.int64()),
+        "geo_version": _strings(by_name["geo_version"]),
+        "latitude": _numbers(by_name["latitude"], np.float64, pa.float64()),
+        "longitude": _numbers(by_name["longitude"], np.float64, pa.float64()),
+        "size": _numbers(by_name["size"], np.int64, pa.int64()),
+        "max_dist": _numbers(by_name["max_dist"], np.float64, pa.float64()),
+        "sort_dist": _booleans(by_name["sort_dist"]),
+        "candidates": _optional_int32(by_name["candidates"]),
+        "within": _numbers(by_name["within"], np.int32, pa.int32()),
         "restaurant_ids": _lists(by_name["restaurant_ids"], shared, np.int64, pa.int64()),
         "scores": _lists(by_name["scores"], shared, np.float32, pa.float32()),
         "displacements": _lists(by_name["displacements"], shared, np.float32, pa.float32()),
-        "propensities": pa.ListArray.from_arrays(shared, pa.array(propensities, pa.float32())),
-        "explored_slot": pa.array(by_name["explored_slot"], pa.int32()),
+        "propensities": pa.ListArray.from_arrays(shared, _numbers(propensities, np.float32, pa.float32())),
+        "explored_slot": _optional_int32(by_name["explored_slot"]),
     }, schema=SCHEMA)
 
 
