@@ -65,6 +65,9 @@ class Source(Protocol):
     def click_event_files(self, day: str, scratch_dir: Path) -> list[Path]:
         """The click event files of ``day`` (:mod:`pipeline.feedback.click_events`); none is not an error."""
 
+    def click_events_version(self, day: str) -> str | None:
+        """A stamp of the day's click events if the source can tell for free (None: it cannot)."""
+
     def describe(self) -> str: ...
 
 
@@ -129,6 +132,10 @@ class LocalParquetSource:
 
     def click_event_files(self, day: str, scratch_dir: Path) -> list[Path]:
         return click_events.day_files(self.click_events_dir, day) if self.click_events_dir else []
+
+    def click_events_version(self, day: str) -> str | None:
+        """The day's click files' versions (inode, size, mtime)."""
+        return ",".join(f"{p.name}:{file_version(p)}" for p in self.click_event_files(day, Path()))
 
     def test_files(self, scratch_dir: Path) -> list[Path]:
         files = self.dataset.test_files()

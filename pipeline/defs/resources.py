@@ -91,6 +91,7 @@ class BigQuerySourceResource(SourceResource):
     restaurants_table: str = _setting_field(BigQuerySettings, "restaurants_table")
     test_table: str = _setting_field(BigQuerySettings, "test_table")
     requests_table: str = _setting_field(BigQuerySettings, "requests_table")
+    click_events_table: str = _setting_field(BigQuerySettings, "click_events_table")
     credentials_file: str = _setting_field(BigQuerySettings, "credentials_file")
     endpoint: str = _setting_field(BigQuerySettings, "endpoint")
     storage_endpoint: str = _setting_field(BigQuerySettings, "storage_endpoint")

@@ -5,8 +5,6 @@ the assets' automation conditions (policies.py)."""
 import datetime as dt
 import hashlib
 import json
-import tempfile
-from pathlib import Path
 
 import dagster as dg
 
@@ -78,43 +76,39 @@ def _fingerprint(names: list[str]) -> str:
     return hashlib.blake2b("\n".join(names).encode(), digest_size=8).hexdigest()
 
 
-def feedback_requests(log_days: dict[str, list[str]], click_days_files: dict[str, list[str]], cursor: dict,
+def feedback_requests(log_days: dict[str, list[str]], click_versions: dict[str, str | None], cursor: dict,
                       now: dt.datetime, partition_keys: set[str]) -> tuple[list[dg.RunRequest], dict]:
     """Run requests for the finished days (ended more than ``FEEDBACK_GRACE`` ago, within the last
-    ``FEEDBACK_LOOKBACK_DAYS``) whose log segments or click files differ from the cursor's, and the
-    new cursor."""
+    ``FEEDBACK_LOOKBACK_DAYS``) whose log segments or click events' version differ from the
+    cursor's, and the new cursor."""
     last = (now - FEEDBACK_GRACE).date() - dt.timedelta(days=1)
     first = last - dt.timedelta(days=FEEDBACK_LOOKBACK_DAYS - 1)
     requests, seen = [], {}
-    for day in sorted(set(log_days) | set(click_days_files)):
+    for day in sorted(set(log_days) | {d for d, v in click_versions.items() if v}):
         if not first.isoformat() <= day <= last.isoformat() or day not in partition_keys:
             continue
-        seen[day] = _fingerprint(log_days.get(day, []) + ["--"] + click_days_files.get(day, []))
+        seen[day] = _fingerprint(log_days.get(day, []) + ["--", click_versions.get(day) or ""])
         if cursor.get(day) != seen[day]:
             requests.append(dg.RunRequest(run_key=f"loop-{day}-{seen[day]}", partition_key=day))
     return requests, seen
 
 
 @dg.sensor(target=close_the_loop_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-           description=("Every minute, lists the impression log's segments and the click event files of the last "
-                        f"{FEEDBACK_LOOKBACK_DAYS} finished days (a day is finished {FEEDBACK_GRACE.seconds // 60} "
-                        "minutes after it ends, UTC). A day whose files changed since its last run (a new day, a late "
-                        "segment, late clicks) starts close_the_loop for it. Run key = the day and its files."))
+           description=("Every minute, lists the impression log's segments and the local click event files of the "
+                        f"last {FEEDBACK_LOOKBACK_DAYS} finished days (a day is finished "
+                        f"{FEEDBACK_GRACE.seconds // 60} minutes after it ends, UTC; BigQuery click events are not "
+                        "looked at, that would be billed). A day whose files changed since its last run (a new day, a "
+                        "late segment, late clicks) starts close_the_loop for it. Run key = the day and its files."))
 def feedback_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource, source: SourceResource):
     """Requests close_the_loop for each finished day whose log or clicks changed."""
     log_dir = warehouse.impression_log()
     opened = source.open()
     days = logged_days(log_dir)[-FEEDBACK_LOOKBACK_DAYS - 1:]
     log_files = {day: [p.name for p in segments(log_dir, day)] for day in days}
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            click_files = {day: [p.name for p in opened.click_event_files(day, Path(scratch))] for day in days}
-    except Exception as error:  # noqa: BLE001 - a source without local click files: the log alone decides
-        context.log.info(f"click files not listed: {error}")
-        click_files = {}
+    click_versions = {day: opened.click_events_version(day) for day in days}
     now = dt.datetime.now(dt.UTC)
     keys = set(click_days.get_partition_keys(current_time=now))
-    requests, seen = feedback_requests(log_files, click_files, json.loads(context.cursor or "{}"), now, keys)
+    requests, seen = feedback_requests(log_files, click_versions, json.loads(context.cursor or "{}"), now, keys)
     if not requests:
         return dg.SkipReason(f"no finished day's impression log or clicks changed (looked at {len(days)} days)")
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen))

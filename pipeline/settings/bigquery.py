@@ -29,6 +29,9 @@ class BigQuerySettings:
     test_table: str = env("PIPELINE_BIGQUERY_TEST_TABLE", "test_clicks", "held-out click rows, the release gate")
     requests_table: str = env("PIPELINE_BIGQUERY_REQUESTS_TABLE", "requests",
                               "recommendation requests for the scoring benchmark")
+    click_events_table: str = env("PIPELINE_BIGQUERY_CLICK_EVENTS_TABLE", "click_events", (
+        "click events (request_id, restaurant_id, clicked_at, clicked; docs/SERVING.md), partitioned by DAY on "
+        "the same DATE column as the click table"))
     credentials_file: str = env("GOOGLE_APPLICATION_CREDENTIALS", "", (
         "a service-account key file; unset = application-default credentials "
         "(`gcloud auth application-default login`, or the VM's service account)"))

@@ -83,11 +83,14 @@ class Reads:
             query_parameters=[bigquery.ScalarQueryParameter("day", "DATE", date)], dry_run=dry_run,
             use_query_cache=not dry_run, maximum_bytes_billed=self.settings.maximum_bytes_billed or None)
 
-    def query_batches(self, date: dt.date, stats: ReadStats) -> Iterator[pa.RecordBatch]:
-        """The day through a parameterized query: a dry run (its estimate checked against the cap),
-        the query, then its result read through the Storage API or REST pages."""
-        columns = ", ".join(f"`{c}`" for c in CLICKS.column_names)
-        sql = (f"SELECT {columns} FROM `{self.settings.table_id(self.settings.clicks_table)}` "
+    def query_batches(self, date: dt.date, stats: ReadStats, table: str | None = None,
+                      columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """The day of ``table`` (default: the clicks) through a parameterized query: a dry run (its
+        estimate checked against the cap), the query, then its result read through the Storage
+        API or REST pages."""
+        columns = columns or CLICKS.column_names
+        names = ", ".join(f"`{c}`" for c in columns)
+        sql = (f"SELECT {names} FROM `{self.settings.table_id(table or self.settings.clicks_table)}` "
                f"WHERE `{self.settings.day_column}` = @day")
         client, timeout, retry = self.clients.bigquery(), self.settings.timeout_s, self.clients.retry()
         dry = client.query(sql, job_config=self.query_config(date, dry_run=True), retry=retry, timeout=timeout)
@@ -99,7 +102,7 @@ class Reads:
         stats.bytes_billed = int(job.total_bytes_billed or 0)
         if self.clients.storage():
             d = job.destination
-            yield from self.storage_batches(f"{d.project}.{d.dataset_id}.{d.table_id}", CLICKS.column_names, "", stats)
+            yield from self.storage_batches(f"{d.project}.{d.dataset_id}.{d.table_id}", columns, "", stats)
         else:
             yield from counted(rows.to_arrow_iterable(bqstorage_client=None), stats)
 

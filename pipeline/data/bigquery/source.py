@@ -15,7 +15,8 @@ from pipeline.data.bigquery.sink import arrow_schema, selected, write
 from pipeline.data.features import FeatureKind
 from pipeline.data.layout import parse_day
 from pipeline.data.schema import CLICKS, REQUESTS, TableSpec
-from pipeline.data.sources import Extract, SourceConfigError
+from pipeline.data.sources import Extract
+from pipeline.feedback import click_events
 from pipeline.settings.bigquery import BigQuerySettings
 
 
@@ -126,8 +127,29 @@ class BigQuerySource:
                        stats.notes())
 
     def click_event_files(self, day: str, scratch_dir: Path) -> list[Path]:
-        raise SourceConfigError("click events are read from local files only so far (PIPELINE_SOURCE=local, "
-                                "PIPELINE_CLICK_EVENTS_DIR); a BigQuery click events table is not supported yet")
+        """The day's click events as one parquet file in ``scratch_dir``: a read session restricted
+        to the day's partition (or a parameterized query over REST), cost-capped like a click extract."""
+        date, s = parse_day(day), self.settings
+        table = self.table(s.click_events_table)
+        self.reads.check_partitioning(table)
+        columns = list(click_events.SCHEMA.names)
+        missing = [c for c in columns if c not in {f.name for f in table.schema}]
+        if missing:
+            raise ValueError(f"BigQuery table {table.full_table_id}: column {missing[0]} missing "
+                             f"(click events need {', '.join(columns)})")
+        stats = ReadStats("storage_read" if self.storage() else "query", "storage" if self.storage() else "rest")
+        target = scratch_dir / f"click_events-{day}.parquet"
+        with translated(f"reading {day} of {table.full_table_id}"):
+            batches = (self.reads.storage_batches(s.table_id(s.click_events_table), columns,
+                                                  day_restriction(s.day_column, date), stats)
+                       if self.storage() else self.reads.query_batches(date, stats, s.click_events_table, columns))
+            write(batches, target, s.page_rows, selected(table, columns))
+        return [target]
+
+    def click_events_version(self, day: str) -> str | None:
+        """None: telling would cost a read (late clicks are taken when a day's impressions change,
+        or when the day is closed again by hand)."""
+        return None
 
     def has_day(self, day: str) -> bool:
         """Whether the day's partition holds rows: a read session's streams (free), else a COUNT query."""

@@ -98,7 +98,7 @@ def test_the_sensor_asks_for_finished_days_whose_files_changed_once():
     assert [r.partition_key for r in requests] == ["2026-12-04", "2026-12-05"]  # today is not finished
     again, _ = feedback_requests(log, {}, cursor, now, keys)
     assert again == []
-    late, _ = feedback_requests({**log, "2026-12-04": ["seg-a", "seg-late"]}, {"2026-12-05": ["clicks-x"]}, cursor,
+    late, _ = feedback_requests({**log, "2026-12-04": ["seg-a", "seg-late"]}, {"2026-12-05": "clicks-x:1.2.3"}, cursor,
                                 now, keys)
     assert sorted(r.partition_key for r in late) == ["2026-12-04", "2026-12-05"]
     just_after_midnight, _ = feedback_requests(log, {}, {}, dt.datetime(2026, 12, 6, 0, 5, tzinfo=dt.UTC), keys)

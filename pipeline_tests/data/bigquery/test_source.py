@@ -228,3 +228,23 @@ def test_the_step_retries_a_source_that_stays_unavailable_past_the_clients_retri
                               tmp_path)
     assert result.success, step_failures(result)
     assert _retried(result) and _raw_metadata(result)["extracted"] == 1
+
+
+def test_click_events_come_from_their_table_one_day_at_a_time(emulator, tmp_path):
+    import datetime as dt
+
+    from pipeline.feedback import click_events
+    from pipeline_devtools.bigquery_emulator import load_table, with_day
+
+    noon = int(dt.datetime(2026, 1, 2, 12, tzinfo=dt.UTC).timestamp() * 1e6)
+    days = {"2026-01-02": click_events.table(["r-1", "r-2"], [5, 6], [noon, noon + 1], [True, False]),
+            "2026-01-03": click_events.table(["r-3"], [7], [noon + 86_400_000_000])}
+    loaded = pa.concat_tables(with_day(t, dt.date.fromisoformat(d)) for d, t in days.items())
+    load_table(emulator.client(), f"{emulator.project}.{DATASET}.click_events", loaded, partition_column="day")
+    for read_api in ("storage", "rest"):
+        source = _source(emulator, read_api=read_api)
+        [path] = source.click_event_files("2026-01-02", tmp_path)
+        assert click_events.read(path).to_pylist() == days["2026-01-02"].to_pylist()
+        assert source.click_events_version("2026-01-02") is None  # telling would be billed
+    with pytest.raises(FileNotFoundError, match="no_such_table"):
+        _source(emulator, click_events_table="no_such_table").click_event_files("2026-01-02", tmp_path)
