@@ -75,15 +75,18 @@ def main() -> None:
                      log=tmp_path / "api.log") as (base, _):
             summary = simulate(args.data, base, args.rate, args.duration, args.seed, clicks_dir)
         labeling = time.perf_counter()
-        rows_by_day, joined = [], {"clicks": 0, "unknown_request_clicks": 0, "rows": 0}
+        labeled_days, joined = [], {"clicks": 0, "unknown_request_clicks": 0, "rows": 0}
         for day in logged_days(log_dir):
+            out = tmp_path / "labeled" / day
+            out.mkdir(parents=True)
+            collect(log_dir, day, out / "impressions.parquet")
             events = [click_events.read(p) for p in click_events.day_files(clicks_dir, day)]
             day_events = pa.concat_tables(events) if events else click_events.SCHEMA.empty_table()
-            labeled = labels.label(collect(log_dir, day).table, day_events)
-            rows_by_day.append(labeled.rows)
+            labeled = labels.label_into(out / "impressions.parquet", labels.Clicks.of(day_events), None, out)
+            labeled_days.append(labels.scan(out))
             joined = {"clicks": joined["clicks"] + labeled.clicks, "rows": joined["rows"] + labeled.shown,
                       "unknown_request_clicks": joined["unknown_request_clicks"] + labeled.unknown_request_clicks}
-        metrics = online_metrics(pl.concat(rows_by_day), 100_000)[ALL] if rows_by_day else {}
+        metrics = online_metrics(pl.concat(labeled_days), 100_000)[ALL] if labeled_days else {}
         labeling_s = time.perf_counter() - labeling
     print(json.dumps({"train_days": args.train_days, "trained_rows": result.report.rows,
                       "prepared_s": round(prepared_s, 1), "simulator": summary, "joined": joined,

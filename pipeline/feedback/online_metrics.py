@@ -19,28 +19,42 @@ KS = (1, 5, 10)
 ALL = "all"
 
 
-def _summary(rows: pl.DataFrame, catalogue: int) -> dict:
-    clicked = rows.filter(pl.col("clicked"))
-    not_clicked = rows.filter(~pl.col("clicked"))
-    impressions = len(rows)
-    out = {"requests": rows.get_column("request_id").n_unique(), "impressions": impressions, "clicks": len(clicked),
-           "ctr": len(clicked) / impressions if impressions else 0.0}
+def _aggregations(catalogue: int) -> list[pl.Expr]:
+    clicked, rank = pl.col("clicked"), pl.col("rank")
+    return [pl.col("request_id").n_unique().alias("requests"), pl.len().alias("impressions"),
+            clicked.cast(pl.Int64).sum().alias("clicks"),
+            *[expression for k in KS for expression in (
+                (rank <= k).cast(pl.Int64).sum().alias(f"impressions_at_{k}"),
+                (clicked & (rank <= k)).cast(pl.Int64).sum().alias(f"clicks_at_{k}"))],
+            (pl.col("restaurant_id").n_unique() / max(catalogue, 1)).alias("coverage"),
+            pl.col("score").filter(clicked).mean().alias("mean_score_clicked"),
+            pl.col("score").filter(~clicked).mean().alias("mean_score_not_clicked")]
+
+
+def _rates(row: dict, catalogue: int) -> dict:
+    out = {"requests": row["requests"], "impressions": row["impressions"], "clicks": row["clicks"],
+           "ctr": row["clicks"] / row["impressions"] if row["impressions"] else 0.0}
     for k in KS:
-        top = rows.filter(pl.col("rank") <= k)
-        out[f"impressions_at_{k}"] = len(top)
-        out[f"ctr_at_{k}"] = int(top.get_column("clicked").sum()) / len(top) if len(top) else 0.0
-    out["coverage"] = rows.get_column("restaurant_id").n_unique() / catalogue if catalogue else 0.0
-    out["mean_score_clicked"] = float(clicked.get_column("score").to_numpy().mean()) if len(clicked) else 0.0
-    out["mean_score_not_clicked"] = float(not_clicked.get_column("score").to_numpy().mean()) \
-        if len(not_clicked) else 0.0
+        shown = row[f"impressions_at_{k}"]
+        out[f"impressions_at_{k}"] = shown
+        out[f"ctr_at_{k}"] = row[f"clicks_at_{k}"] / shown if shown else 0.0
+    out["coverage"] = float(row["coverage"] or 0.0) if catalogue else 0.0
+    out["mean_score_clicked"] = float(row["mean_score_clicked"] or 0.0)
+    out["mean_score_not_clicked"] = float(row["mean_score_not_clicked"] or 0.0)
     return out
 
 
-def online_metrics(rows: pl.DataFrame, catalogue: int) -> dict[str, dict]:
-    """{model version: metrics, ``"all"``: metrics over every version} of a day's labeled rows."""
-    metrics = {ALL: _summary(rows, catalogue)}
-    for (version,), group in rows.group_by("model_version", maintain_order=True):
-        metrics[str(version)] = _summary(group, catalogue)
+def online_metrics(rows: pl.LazyFrame | pl.DataFrame, catalogue: int) -> dict[str, dict]:
+    """{model version: metrics, ``"all"``: metrics over every version} of a day's labeled rows
+    (a lazy frame is aggregated by polars' streaming engine: memory does not grow with the day)."""
+    lazy = rows.lazy()
+    overall = lazy.select(_aggregations(catalogue)).collect(engine="streaming").row(0, named=True)
+    if not overall["impressions"]:
+        overall = {**overall, "requests": 0, "clicks": 0}
+    metrics = {ALL: _rates(overall, catalogue)}
+    versions = lazy.group_by("model_version").agg(_aggregations(catalogue)).collect(engine="streaming")
+    for row in versions.sort("model_version").iter_rows(named=True):
+        metrics[str(row["model_version"])] = _rates(row, catalogue)
     return metrics
 
 
@@ -56,12 +70,11 @@ def ctr_drops(today: dict[str, dict], previous: dict[str, dict] | None, margin: 
             if version != ALL and m["impressions_at_5"] >= min_impressions and m["ctr_at_5"] < bar}
 
 
-def ctr_by_rank(rows: pl.DataFrame, ranks: int = 10) -> dict[str, list[float]]:
+def ctr_by_rank(rows: pl.LazyFrame | pl.DataFrame, ranks: int = 10) -> dict[str, list[float]]:
     """{model version: click rate at rank 1…``ranks``} (NaN where nothing was shown at a rank)."""
-    out: dict[str, list[float]] = {}
-    top = rows.filter(pl.col("rank") <= ranks)
-    for (version,), group in top.group_by("model_version", maintain_order=True):
-        rates = group.group_by("rank").agg(pl.col("clicked").mean().alias("ctr"))
-        by_rank = dict(zip(rates.get_column("rank").to_list(), rates.get_column("ctr").to_list(), strict=True))
-        out[str(version)] = [float(by_rank.get(r, float("nan"))) for r in range(1, ranks + 1)]
-    return out
+    rates = (rows.lazy().filter(pl.col("rank") <= ranks).group_by("model_version", "rank")
+             .agg(pl.col("clicked").mean().alias("ctr")).collect(engine="streaming"))
+    out: dict[str, dict[int, float]] = {}
+    for row in rates.sort("model_version", "rank").iter_rows(named=True):
+        out.setdefault(str(row["model_version"]), {})[row["rank"]] = float(row["ctr"])
+    return {version: [by_rank.get(r, float("nan")) for r in range(1, ranks + 1)] for version, by_rank in out.items()}

@@ -66,4 +66,4 @@ def test_a_late_segment_is_taken_when_the_day_is_published_again(tmp_path):
 
 def test_a_day_without_traffic_publishes_an_empty_table(tmp_path):
     collected, published = impressions.publish(tmp_path / "log", DAY, tmp_path / "out")
-    assert collected.table.num_rows == 0 and pq.read_metadata(published.path / impressions.FILE).num_rows == 0
+    assert collected.requests == 0 and pq.read_metadata(published.path / impressions.FILE).num_rows == 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
 
 from pipeline.feedback import click_events, labels
 from pipeline.feedback.log_format import Impression, to_table
@@ -68,3 +70,25 @@ def test_training_ranks_keep_the_rows_shown_at_the_top():
     assert sorted(top.column("restaurant_id").to_pylist()) == sorted(
         int(r.restaurant_ids[0]) for r in records if len(r.restaurant_ids))
     assert labeled.training_clicks(0).num_rows == labeled.shown
+
+
+def test_labeling_a_file_in_batches_gives_the_rows_and_counts_of_labeling_it_whole(tmp_path, monkeypatch):
+    rng = np.random.default_rng(5)
+    records, earlier = _day(rng, "d", 60), _day(rng, "prev", 3)
+    shown = [(r.request_id, int(i)) for r in records for i in r.restaurant_ids]
+    picked = [shown[i] for i in rng.choice(len(shown), 30, replace=False)]
+    events = click_events.table([r for r, _ in picked] + ["nobody", "d-0"], [i for _, i in picked] + [1, 999],
+                                [0] * (len(picked) + 2))
+    path = tmp_path / "impressions.parquet"
+    pq.write_table(to_table(records), path, row_group_size=7)
+    whole = labels.label(to_table(records), events, None, to_table(earlier).column("request_id"))
+    monkeypatch.setattr(labels, "BATCH_ROWS", 7)  # many batches
+    (tmp_path / "out").mkdir()
+    streamed = labels.label_into(path, labels.Clicks.of(events), to_table(earlier).column("request_id"),
+                                 tmp_path / "out", ranks=2)
+    rows = pl.read_parquet(tmp_path / "out" / labels.LABELED)
+    assert rows.sort("request_id", "rank").equals(whole.rows.sort("request_id", "rank"))
+    assert (streamed.shown, streamed.clicks, streamed.unknown_request_clicks, streamed.clicks_not_shown) == (
+        whole.shown, whole.clicks, whole.unknown_request_clicks, whole.clicks_not_shown)
+    training = pq.read_table(tmp_path / "out" / labels.TRAINING)
+    assert training.num_rows == streamed.training_rows == len(rows.filter(pl.col("rank") <= 2))

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import Field
 
 from pipeline.audits import AuditResult
@@ -71,13 +73,11 @@ def impressions(context: dg.AssetExecutionContext, warehouse: WarehouseResource)
         warehouse.impression_log(), day, warehouse.layout().impressions(day), on_wait=context.log.info))
     for name, why in collected.rejected.items():
         context.log.warning(f"impressions {day}: segment {name} rejected: {why}")
-    table = collected.table
-    shown = sum(len(ids) for ids in table.column("restaurant_ids").to_pylist()) if table.num_rows else 0
-    models = sorted(set(table.column("model_version").to_pylist())) if table.num_rows else []
     yield dg.MaterializeResult(metadata={
-        **published_metadata(published), "dagster/row_count": table.num_rows, "requests": table.num_rows,
-        "restaurants_shown": shown, "segments": len(collected.segments), "segments_rejected": len(collected.rejected),
-        "duplicates": collected.duplicates, "model_versions": dg.MetadataValue.json(models)},
+        **published_metadata(published), "dagster/row_count": collected.requests, "requests": collected.requests,
+        "restaurants_shown": collected.shown, "segments": len(collected.segments),
+        "segments_rejected": len(collected.rejected), "duplicates": collected.duplicates,
+        "model_versions": dg.MetadataValue.json(sorted(collected.models))},
         check_results=[*check_results(published.audits), _warning(log_days.segment_audit(collected))])
 
 
@@ -101,19 +101,22 @@ def click_events(context: dg.AssetExecutionContext, source: SourceResource, ware
         check_results=[*check_results(published.audits), _warning(clicks.files_audit(rejected, len(files)))])
 
 
-def _label_day(layout: Warehouse, day: str) -> tuple[labels.Labeled, dict]:
+def _label_inputs(layout: Warehouse, day: str) -> tuple[Path, labels.Clicks, pa.ChunkedArray | None, dict]:
+    """The day's impressions file, its clicks (those of the next day too, once published), the
+    previous day's request ids (so a click on one is not called unknown) and where they came from."""
     shown_dir, events_dir = _live(layout.impressions(day)), _live(layout.click_events(day))
     missing = [name for name, found in (("impressions", shown_dir), ("click_events", events_dir)) if found is None]
     if shown_dir is None or events_dir is None:
         raise FileNotFoundError(f"labeled_impressions {day} needs the day's impressions and click_events "
                                 f"published (missing: {', '.join(missing)})")
     next_dir, previous_dir = _live(layout.click_events(_next_day(day))), _live(layout.impressions(_next_day(day, -1)))
-    labeled = labels.label(log_days.read(shown_dir), clicks.read_published(events_dir),
-                           clicks.read_published(next_dir) if next_dir else None,
-                           log_days.read(previous_dir).column("request_id") if previous_dir else None)
+    clicks_of_day = labels.Clicks.of(clicks.read_published(events_dir),
+                                     clicks.read_published(next_dir) if next_dir else None)
+    previous = pq.read_table(log_days.path(previous_dir), columns=["request_id"]).column("request_id") \
+        if previous_dir else None
     sources = {"impressions": shown_dir.name, "click_events": events_dir.name,
                "next_day_click_events": next_dir.name if next_dir else None}
-    return labeled, sources
+    return log_days.path(shown_dir), clicks_of_day, previous, sources
 
 
 class LabelingConfig(dg.Config):
@@ -137,10 +140,11 @@ def labeled_impressions(context: dg.AssetExecutionContext, config: LabelingConfi
     request, or a restaurant the answer did not show, are counted and not joined."""
     day = context.partition_key
     layout = warehouse.layout()
-    labeled, sources = _label_day(layout, day)
+    shown_file, clicks_of_day, previous, sources = _label_inputs(layout, day)
     published = yield from published_or_failed(lambda: labels.publish(
-        labeled, day, layout.labeled_impressions(day), sources, on_wait=context.log.info,
-        ranks=config.training_ranks))
+        shown_file, clicks_of_day, previous, day, layout.labeled_impressions(day), sources,
+        on_wait=context.log.info, ranks=config.training_ranks))
+    labeled = published.written
     if labeled.unknown_request_clicks or labeled.clicks_not_shown:
         context.log.warning(f"labeled_impressions {day}: {labeled.unknown_request_clicks} clicks for unknown "
                             f"requests, {labeled.clicks_not_shown} for restaurants not shown: not joined")
@@ -184,7 +188,7 @@ def online_metrics(context: dg.AssetExecutionContext, config: OnlineMetricsConfi
     labeled_dir = _live(layout.labeled_impressions(day))
     if labeled_dir is None:
         raise FileNotFoundError(f"online_metrics {day} needs labeled_impressions {day} published")
-    rows = labels.read(labeled_dir)
+    rows = labels.scan(labeled_dir)
     metrics = day_metrics(rows, _catalogue(layout))
     previous_dir = _live(layout.online_metrics(_next_day(day, -1)))
     previous = json.loads((previous_dir / "metrics.json").read_text()) if previous_dir else None
