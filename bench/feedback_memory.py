@@ -30,9 +30,9 @@ DAY = "2026-12-06"
 STEPS = {
     "impressions": "from pipeline.feedback import impressions; "
                    "impressions.publish(Path(a[1]) / 'log', a[3], Path(a[1]) / 'impressions')",
-    "labeled_impressions": "from pipeline.feedback import labels, click_events, impressions; "
+    "labeled_impressions": "from pipeline.feedback import labels, impressions; "
                            "from pipeline.publish import Artifact; "
-                           "c = labels.Clicks.of(click_events.read(Path(a[2]))); "
+                           "c = labels.Clicks.scan(Path(a[2])); "
                            "labels.publish(impressions.path(Artifact(Path(a[1]) / 'impressions').live()), c, None, "
                            "a[3], Path(a[1]) / 'labeled', {}, ranks=1)",
     "online_metrics": "from pipeline.feedback import labels; from pipeline.feedback.online_metrics import "
@@ -43,8 +43,9 @@ STEPS = {
 
 
 def run_step(code: str, root: Path, clicks: Path) -> dict:
-    script = f"import sys, resource; from pathlib import Path; a = sys.argv; {code}; " \
-             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    # VmHWM, not getrusage: a child forked from this (large) process would report this one's peak
+    script = f"import sys; from pathlib import Path; a = sys.argv; {code}; " \
+             "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", script, str(root), str(clicks), DAY], capture_output=True, text=True,
                           check=True)

@@ -116,3 +116,7 @@ def files_audit(rejected: dict[str, str], files: int) -> AuditResult:
 
 def read_published(published_dir: Path) -> pa.Table:
     return pq.read_table(published_dir / EVENTS)
+
+
+def published_file(published_dir: Path) -> Path:
+    return published_dir / EVENTS

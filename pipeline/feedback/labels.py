@@ -23,7 +23,6 @@ from typing import TypeAlias
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.audits import AuditResult
@@ -34,34 +33,40 @@ ROWS_CHECK = "one_row_per_shown_restaurant"
 CLICKS_CHECK = "clicks_joined"
 TRAINING_SCHEMA = pa.schema([("user_id", pa.int64()), ("restaurant_id", pa.int64()), ("click", pa.int64())])
 RequestIds: TypeAlias = pa.Array | pa.ChunkedArray | None
-LABELED_SCHEMA = pa.schema([
-    ("request_id", pa.string()), ("served_at", pa.timestamp("us", tz="UTC")), ("user_id", pa.int64()),
-    ("model_version", pa.string()), ("model_format", pa.string()), ("store_version", pa.int64()),
-    ("geo_version", pa.string()), ("rank", pa.int32()), ("restaurant_id", pa.int64()), ("score", pa.float32()),
-    ("displacement", pa.float32()), ("propensity", pa.float32()), ("explored", pa.bool_()), ("clicked", pa.bool_())])
 COLUMNS = ("request_id", "served_at", "user_id", "model_version", "model_format", "store_version", "geo_version",
            "rank", "restaurant_id", "score", "displacement", "propensity", "explored", "clicked")
 
 
 @dataclass(frozen=True)
 class Clicks:
-    """A day's click events as the join needs them."""
+    """A day's click events as the join needs them (lazy: built from files, they stream)."""
 
-    pairs: pl.DataFrame        # distinct clicked (request_id, restaurant_id) of day D and D+1, clicked = true
-    day_pairs: pl.DataFrame    # those of day D's events
+    pairs: pl.LazyFrame        # distinct clicked (request_id, restaurant_id) of day D and D+1, clicked = true
+    day_pairs: pl.LazyFrame    # those of day D's events
     events: int                # clicked events of day D
     repeated: int              # day D's clicked events beyond the first per pair
 
     @classmethod
     def of(cls, day_events: pa.Table, next_day_events: pa.Table | None = None) -> Clicks:
-        day_pairs, repeated = _clicked_pairs([day_events])
-        pairs, _ = _clicked_pairs([day_events] + ([next_day_events] if next_day_events is not None else []))
-        return cls(pairs.with_columns(pl.lit(True).alias("clicked")), day_pairs,
-                   int(day_events.column("clicked").to_numpy(zero_copy_only=False).sum()), repeated)
+        """From tables in memory."""
+        frames = [pl.from_arrow(t) for t in (day_events, next_day_events) if t is not None]
+        return cls._from([f.lazy() for f in frames if isinstance(f, pl.DataFrame)])
 
-    def unknown(self, known_request_ids: pl.Series) -> int:
-        """Day D's clicked pairs naming none of ``known_request_ids``."""
-        return len(self.day_pairs.filter(~pl.col("request_id").is_in(known_request_ids.implode())))
+    @classmethod
+    def scan(cls, day_file: Path, next_day_file: Path | None = None) -> Clicks:
+        """From published click event files."""
+        return cls._from([pl.scan_parquet(f) for f in (day_file, next_day_file) if f is not None])
+
+    @classmethod
+    def _from(cls, events: list[pl.LazyFrame]) -> Clicks:
+        def clicked(frame: pl.LazyFrame) -> pl.LazyFrame:
+            return frame.filter(pl.col("clicked")).select("request_id", pl.col("restaurant_id").cast(pl.Int64))
+
+        day = clicked(events[0])
+        counts = pl.concat([day.select(pl.len().alias("events")),
+                            day.unique().select(pl.len().alias("pairs"))], how="horizontal").collect(engine="streaming")
+        pairs = pl.concat([clicked(e) for e in events]).unique().with_columns(pl.lit(True).alias("clicked"))
+        return cls(pairs, day.unique(), int(counts["events"][0]), int(counts["events"][0] - counts["pairs"][0]))
 
 
 @dataclass
@@ -78,64 +83,64 @@ class Labeled:
     def training_clicks(self, ranks: int = 0) -> pa.Table:
         """The rows shown at ranks ≤ ``ranks`` (0: every rank) in the reference click format."""
         assert self.rows is not None, "streamed: read the published training clicks"
-        return training_clicks(self.rows, ranks)
+        return _training(self.rows.lazy(), ranks).collect().to_arrow().cast(TRAINING_SCHEMA)
 
 
-def training_clicks(rows: pl.DataFrame, ranks: int = 0) -> pa.Table:
+def _training(rows: pl.LazyFrame, ranks: int) -> pl.LazyFrame:
     """Labeled rows shown at ranks ≤ ``ranks`` (0: every rank) in the reference click format."""
     kept = rows.filter(pl.col("rank") <= ranks) if ranks else rows
-    return kept.select("user_id", "restaurant_id", pl.col("clicked").cast(pl.Int64).alias("click")
-                       ).to_arrow().cast(TRAINING_SCHEMA)
+    return kept.select("user_id", "restaurant_id", pl.col("clicked").cast(pl.Int64).alias("click"))
 
 
-def _clicked_pairs(events: list[pa.Table]) -> tuple[pl.DataFrame, int]:
-    """Distinct clicked (request_id, restaurant_id) pairs, and how many events repeated one."""
-    frames = [pl.from_arrow(e) for e in events if e.num_rows]
-    if not frames:
-        return pl.DataFrame(schema={"request_id": pl.String, "restaurant_id": pl.Int64}), 0
-    clicked = pl.concat([f for f in frames if isinstance(f, pl.DataFrame)]).filter(pl.col("clicked"))
-    pairs = clicked.select("request_id", "restaurant_id").unique()
-    return pairs, len(clicked) - len(pairs)
-
-
-def label_batch(impressions: pa.Table, clicks: Clicks) -> tuple[pl.DataFrame, int]:
-    """Some of day D's impressions joined to the day's clicks: (labeled rows, clicks of day D
-    naming these requests and a restaurant they did not show)."""
-    frame = pl.from_arrow(impressions)
-    assert isinstance(frame, pl.DataFrame)
-    shown = frame.select(
+def _labeled(impressions: pl.LazyFrame, clicks: Clicks) -> pl.LazyFrame:
+    """One row per restaurant shown, joined to the clicks (shown and not clicked: false)."""
+    shown = impressions.select(
         "request_id", "served_at", "user_id", "model_version", "model_format", "store_version", "geo_version",
         pl.int_ranges(1, pl.col("restaurant_ids").list.len() + 1, dtype=pl.Int32).alias("rank"),
         pl.col("restaurant_ids").alias("restaurant_id"), pl.col("scores").alias("score"),
         pl.col("displacements").alias("displacement"), pl.col("propensities").alias("propensity"),
         "explored_slot",
     ).explode("rank", "restaurant_id", "score", "displacement", "propensity").drop_nulls("restaurant_id")
-    rows = shown.join(clicks.pairs, on=["request_id", "restaurant_id"], how="left").with_columns(
+    return shown.join(clicks.pairs, on=["request_id", "restaurant_id"], how="left").with_columns(
         pl.col("clicked").fill_null(False),
         (pl.col("rank") == pl.col("explored_slot")).fill_null(False).alias("explored"),
-    ).select(COLUMNS).sort("served_at", "request_id", "rank")
-    of_these = clicks.day_pairs.filter(pl.col("request_id").is_in(frame.get_column("request_id").implode()))
-    not_shown = of_these.join(shown.select("request_id", "restaurant_id"), on=["request_id", "restaurant_id"],
-                              how="anti")
-    return rows, len(not_shown)
+    ).select(COLUMNS)
+
+
+def _counts(impressions: pl.LazyFrame, labeled: pl.LazyFrame, clicks: Clicks, previous_request_ids: RequestIds
+            ) -> tuple[int, int]:
+    """(clicks of day D naming an unknown request, clicks of day D naming a request of D and a
+    restaurant it did not show)."""
+    today = impressions.select("request_id")
+    previous = pl.DataFrame({"request_id": pl.Series(
+        previous_request_ids.to_pylist() if previous_request_ids is not None else [], dtype=pl.String)}).lazy()
+    known = pl.concat([today, previous])
+    unknown = clicks.day_pairs.join(known, on="request_id", how="anti").select(pl.len())
+    not_shown = (clicks.day_pairs.join(today, on="request_id", how="semi")
+                 .join(labeled.select("request_id", "restaurant_id"), on=["request_id", "restaurant_id"], how="anti")
+                 .select(pl.len()))
+    both = pl.concat([unknown.rename({"len": "unknown"}), not_shown.rename({"len": "not_shown"})],
+                     how="horizontal").collect(engine="streaming")
+    return int(both["unknown"][0]), int(both["not_shown"][0])
 
 
 def label(impressions: pa.Table, day_events: pa.Table, next_day_events: pa.Table | None = None,
           previous_request_ids: RequestIds = None) -> Labeled:
     """Day D's impressions joined to its clicks, in memory (see the module docstring)."""
     clicks = Clicks.of(day_events, next_day_events)
-    rows, not_shown = label_batch(impressions, clicks)
-    known = pl.Series(impressions.column("request_id").to_pylist() + (
-        previous_request_ids.to_pylist() if previous_request_ids is not None else []), dtype=pl.String)
-    return Labeled(rows, len(rows), clicks.events, int(rows.get_column("clicked").sum()), clicks.unknown(known),
-                   not_shown, clicks.repeated, len(rows))
+    frame = pl.from_arrow(impressions)
+    assert isinstance(frame, pl.DataFrame)
+    rows = _labeled(frame.lazy(), clicks).collect()
+    unknown, not_shown = _counts(frame.lazy(), rows.lazy(), clicks, previous_request_ids)
+    return Labeled(rows, len(rows), clicks.events, int(rows.get_column("clicked").sum()), unknown, not_shown,
+                   clicks.repeated, len(rows))
 
 
 def audits(staging: Path, labeled: Labeled, ranks: int = 0) -> list[AuditResult]:
     rows = pq.read_metadata(staging / LABELED).num_rows
     training = pq.read_metadata(staging / TRAINING).num_rows
-    clicks = int(pc.sum(pq.read_table(staging / LABELED, columns=["clicked"]).column("clicked").cast(pa.int64())
-                        ).as_py() or 0)
+    clicks = int(pl.scan_parquet(staging / LABELED).select(pl.col("clicked").cast(pl.Int64).sum())
+                 .collect(engine="streaming").item() or 0)
     expected = labeled.training_rows
     return [
         AuditResult(ROWS_CHECK, rows == labeled.shown and training == expected,
@@ -148,31 +153,19 @@ def audits(staging: Path, labeled: Labeled, ranks: int = 0) -> list[AuditResult]
     ]
 
 
-BATCH_ROWS = 50_000  # answers labeled at a time: ~1-2M labeled rows in memory at the reference's sizes
-
-
 def label_into(impressions_file: Path, clicks: Clicks, previous_request_ids: RequestIds, staging: Path,
                ranks: int = 0) -> Labeled:
-    """Label the day's impressions ``BATCH_ROWS`` answers at a time into ``staging``'s labeled rows
-    and training clicks (rows shown at ranks ≤ ``ranks``; 0: all)."""
-    ids = pq.read_table(impressions_file, columns=["request_id"]).column("request_id")
-    known = pl.Series(ids.to_pylist() + (previous_request_ids.to_pylist() if previous_request_ids is not None
-                                         else []), dtype=pl.String)
-    labeled = Labeled(None, click_events=clicks.events, unknown_request_clicks=clicks.unknown(known),
-                      repeated_clicks=clicks.repeated)
-    rows_out = pq.ParquetWriter(staging / LABELED, LABELED_SCHEMA, compression="zstd", write_page_checksum=True)
-    training_out = pq.ParquetWriter(staging / TRAINING, TRAINING_SCHEMA, write_page_checksum=True)
-    with rows_out, training_out:
-        for batch in pq.ParquetFile(impressions_file).iter_batches(batch_size=BATCH_ROWS):
-            rows, not_shown = label_batch(pa.Table.from_batches([batch]), clicks)
-            training = training_clicks(rows, ranks)
-            rows_out.write_table(rows.to_arrow().cast(LABELED_SCHEMA))
-            training_out.write_table(training)
-            labeled.shown += len(rows)
-            labeled.clicks += int(rows.get_column("clicked").sum())
-            labeled.clicks_not_shown += not_shown
-            labeled.training_rows += training.num_rows
-    return labeled
+    """Label the day's impressions into ``staging``'s labeled rows and training clicks (rows shown
+    at ranks ≤ ``ranks``; 0: all), streamed by polars: memory holds the day's click pairs, not its
+    impressions."""
+    impressions = pl.scan_parquet(impressions_file)
+    _labeled(impressions, clicks).sink_parquet(staging / LABELED, compression="zstd")
+    written = pl.scan_parquet(staging / LABELED)
+    _training(written, ranks).sink_parquet(staging / TRAINING)
+    unknown, not_shown = _counts(impressions, written, clicks, previous_request_ids)
+    joined = int(written.select(pl.col("clicked").cast(pl.Int64).sum()).collect(engine="streaming").item() or 0)
+    return Labeled(None, pq.read_metadata(staging / LABELED).num_rows, clicks.events, joined, unknown, not_shown,
+                   clicks.repeated, pq.read_metadata(staging / TRAINING).num_rows)
 
 
 def publish(impressions_file: Path, clicks: Clicks, previous_request_ids: RequestIds, day: str, target: Path,

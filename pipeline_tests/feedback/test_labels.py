@@ -72,7 +72,7 @@ def test_training_ranks_keep_the_rows_shown_at_the_top():
     assert labeled.training_clicks(0).num_rows == labeled.shown
 
 
-def test_labeling_a_file_in_batches_gives_the_rows_and_counts_of_labeling_it_whole(tmp_path, monkeypatch):
+def test_labeling_a_file_streamed_gives_the_rows_and_counts_of_labeling_it_in_memory(tmp_path):
     rng = np.random.default_rng(5)
     records, earlier = _day(rng, "d", 60), _day(rng, "prev", 3)
     shown = [(r.request_id, int(i)) for r in records for i in r.restaurant_ids]
@@ -82,7 +82,6 @@ def test_labeling_a_file_in_batches_gives_the_rows_and_counts_of_labeling_it_who
     path = tmp_path / "impressions.parquet"
     pq.write_table(to_table(records), path, row_group_size=7)
     whole = labels.label(to_table(records), events, None, to_table(earlier).column("request_id"))
-    monkeypatch.setattr(labels, "BATCH_ROWS", 7)  # many batches
     (tmp_path / "out").mkdir()
     streamed = labels.label_into(path, labels.Clicks.of(events), to_table(earlier).column("request_id"),
                                  tmp_path / "out", ranks=2)

@@ -110,8 +110,8 @@ def _label_inputs(layout: Warehouse, day: str) -> tuple[Path, labels.Clicks, pa.
         raise FileNotFoundError(f"labeled_impressions {day} needs the day's impressions and click_events "
                                 f"published (missing: {', '.join(missing)})")
     next_dir, previous_dir = _live(layout.click_events(_next_day(day))), _live(layout.impressions(_next_day(day, -1)))
-    clicks_of_day = labels.Clicks.of(clicks.read_published(events_dir),
-                                     clicks.read_published(next_dir) if next_dir else None)
+    clicks_of_day = labels.Clicks.scan(clicks.published_file(events_dir),
+                                       clicks.published_file(next_dir) if next_dir else None)
     previous = pq.read_table(log_days.path(previous_dir), columns=["request_id"]).column("request_id") \
         if previous_dir else None
     sources = {"impressions": shown_dir.name, "click_events": events_dir.name,
