@@ -116,9 +116,10 @@ def _counts(impressions: pl.LazyFrame, labeled: pl.LazyFrame, clicks: Clicks, pr
         previous_request_ids.to_pylist() if previous_request_ids is not None else [], dtype=pl.String)}).lazy()
     known = pl.concat([today, previous])
     unknown = clicks.day_pairs.join(known, on="request_id", how="anti").select(pl.len())
+    # a day-D click on a restaurant shown is a clicked labeled row: anti-join those (fewer than all rows)
+    clicked = labeled.filter(pl.col("clicked")).select("request_id", "restaurant_id")
     not_shown = (clicks.day_pairs.join(today, on="request_id", how="semi")
-                 .join(labeled.select("request_id", "restaurant_id"), on=["request_id", "restaurant_id"], how="anti")
-                 .select(pl.len()))
+                 .join(clicked, on=["request_id", "restaurant_id"], how="anti").select(pl.len()))
     both = pl.concat([unknown.rename({"len": "unknown"}), not_shown.rename({"len": "not_shown"})],
                      how="horizontal").collect(engine="streaming")
     return int(both["unknown"][0]), int(both["not_shown"][0])
