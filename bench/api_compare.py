@@ -34,10 +34,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.api.loadtest import request_bodies
 from pipeline_devtools.benchmarks import machine
 from pipeline_devtools.serving_bench import (
-    REPLAY_LUA,
     alternating_rounds,
     median_of,
     nearby_requests,
@@ -46,6 +44,7 @@ from pipeline_devtools.serving_bench import (
     serving,
     serving_warehouse,
     status_mb,
+    wrk_replay,
 )
 
 
@@ -77,9 +76,7 @@ def main() -> None:
         requests = args.data / "requests.parquet"
         if args.kind == "nearby":
             requests = nearby_requests(requests, tmp_path / "nearby.parquet", args.max_dist)
-        bodies, script = tmp_path / "bodies.tsv", tmp_path / "replay.lua"
-        bodies.write_text("".join(f"{path}\t{body.decode()}\n" for path, body in request_bodies(requests)))
-        script.write_text(REPLAY_LUA)
+        bodies, script = wrk_replay(requests, tmp_path)
         sides = {
             "now": stack.enter_context(serving(warehouse, {**settings, "PIPELINE_API_MODEL_FORMAT": args.model_format},
                                                args.workers, log=tmp_path / "now.log")),

@@ -31,16 +31,16 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.api.loadtest import request_bodies, run
+from pipeline.api.loadtest import run
 from pipeline.feedback.log_format import logged_days, read_segment, segments
 from pipeline_devtools.benchmarks import machine
 from pipeline_devtools.serving_bench import (
-    REPLAY_LUA,
     alternating_rounds,
     median_of,
     online_store,
     serving,
     serving_warehouse,
+    wrk_replay,
 )
 
 
@@ -80,9 +80,7 @@ def main() -> None:
         warehouse, _ = serving_warehouse(args.data.resolve(), tmp_path / "warehouse", store)
         store.close()
         requests = args.data / "requests.parquet"
-        bodies, script = tmp_path / "bodies.tsv", tmp_path / "replay.lua"
-        bodies.write_text("".join(f"{path}\t{body.decode()}\n" for path, body in request_bodies(requests)))
-        script.write_text(REPLAY_LUA)
+        bodies, script = wrk_replay(requests, tmp_path)
         sides = {
             "on": stack.enter_context(serving(warehouse, {
                 **settings, "PIPELINE_IMPRESSION_LOG": "on", "PIPELINE_IMPRESSION_LOG_DIR": str(tmp_path / "log")},

@@ -229,6 +229,16 @@ def median_of(runs: list[dict], key: str) -> float:
     return round(statistics.median(r[key] for r in runs), 3)
 
 
+def wrk_replay(requests: Path, directory: Path) -> tuple[Path, Path]:
+    """(bodies, script): ``requests`` as the "path<TAB>body" lines :data:`REPLAY_LUA` replays, and the script."""
+    from pipeline.api.loadtest import request_bodies
+
+    bodies, script = directory / "bodies.tsv", directory / "replay.lua"
+    bodies.write_text("".join(f"{path}\t{body.decode()}\n" for path, body in request_bodies(requests)))
+    script.write_text(REPLAY_LUA)
+    return bodies, script
+
+
 def alternating_rounds(sides: dict[str, tuple[str, subprocess.Popen]], script: Path, bodies: Path, requests: Path,
                        rounds: int, seconds: float, connections: int, rate: float
                        ) -> tuple[dict[str, list[dict]], dict[str, list[dict]], dict[str, float]]:
