@@ -142,16 +142,15 @@ def test_a_full_queue_drops_and_counts_and_every_request_is_still_answered(servi
     assert sorted(_logged(warehouse)["request_id"].to_list()) == sorted(f"q-{n}" for n in range(5))
 
 
-def test_logging_off_writes_nothing(serving_artifacts, tmp_path):
-    warehouse, env = sqlite_serving(serving_artifacts, tmp_path)
-    api = ApiProcess(tmp_path, {**env, "PIPELINE_IMPRESSION_LOG": "off"})
-    try:
-        api.wait_until(ready=True)
-        status, _, headers = post(api.base, "/recommend/3", BODY)
-        assert status == 200 and headers["x-request-id"]
-    finally:
-        api.stop()
-    assert not _log_dir(warehouse).exists()
+def test_logging_off_gives_the_app_no_log(tmp_path):
+    from pipeline.api.server import build_app
+    from pipeline.settings import load_settings
+
+    variables = {"PIPELINE_WAREHOUSE_DIR": str(tmp_path / "warehouse"), "PIPELINE_SQLITE_PATH": str(tmp_path / "f.db")}
+    assert build_app(load_settings({**variables, "PIPELINE_IMPRESSION_LOG": "off"})).state.api.log is None
+    logging = build_app(load_settings(variables)).state.api.log
+    assert logging is not None and logging.directory == tmp_path / "warehouse" / "impression_log"
+    assert not (tmp_path / "warehouse" / "impression_log").exists()  # made when the server starts
 
 
 def test_exploration_shows_a_lower_slot_out_of_order_and_logs_its_propensity(serving_artifacts, tmp_path):

@@ -63,23 +63,24 @@ def test_generate_ingest_a_range_train_serve_and_close_the_loop_through_the_cli(
 def _serve_a_simulated_day_and_train_on_it(env: dict, tmp_path: Path, warehouse: Path, days: list[str]) -> None:
     """As make demo: the API serves simulated traffic, the day's log and clicks are labeled, measured,
     added to the day's raw clicks and trained on."""
-    config = json.dumps({"ops": {"scoring_benchmark": {"config": {"duration_s": 2, "max_throughput_requests": 100}}}})
-    console("dg", "launch", "--job", "refresh_features", "--config-json", config, env=env)
+    module = ["-m", "pipeline.definitions"]
+    console("dagster", "asset", "materialize", *module, "--select", "restaurant_geo_index,online_features", env=env)
     api = ApiProcess(tmp_path, {k: v for k, v in env.items() if k.startswith("PIPELINE_")})
     try:
         api.wait_until(ready=True)
-        output = console("pipeline", "simulate", "--url", api.base, "--rate", "40", "--duration", "3", "--seed", "2",
+        output = console("pipeline", "simulate", "--url", api.base, "--rate", "40", "--duration", "2", "--seed", "2",
                          env=env)
         simulated = json.loads(next(line for line in output.splitlines() if line.startswith("{")))
     finally:
         api.stop()
-    assert simulated["answered"] == simulated["requests"] == 120 and simulated["clicks"] > 0
+    assert simulated["answered"] == simulated["requests"] == 80 and simulated["clicks"] > 0
     expected = simulated["expected"]
     assert expected["served"]["ctr_at_5"] > expected["random"]["ctr_at_5"]
     served = console("pipeline", "days", "--served", "--format", "last", env=env).strip()
-    console("dg", "launch", "--job", "close_the_loop", "--partition", served, env=env)
-    console("dg", "launch", "--job", "ingest_clicks", "--partition", served, env=env)
-    console("dg", "launch", "--job", "train_model", env=env)
+    # close_the_loop, then the day's raw and processed clicks, in one command
+    console("dagster", "asset", "materialize", *module, "--partition", served, "--select",
+            "impressions,click_events,labeled_impressions,online_metrics,raw_clicks,processed_clicks", env=env)
+    console("dagster", "asset", "materialize", *module, "--select", "click_model,model_evaluation", env=env)
     labeled = Artifact(warehouse / f"labeled_impressions/date={served}").record()
     assert labeled["rows"] == simulated["impressions"] and labeled["clicks"] == simulated["clicks"]
     assert labeled["unknown_request_clicks"] == 0
