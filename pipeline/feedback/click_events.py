@@ -114,9 +114,5 @@ def files_audit(rejected: dict[str, str], files: int) -> AuditResult:
                        "; ".join(f"{name}: {why}" for name, why in rejected.items()))
 
 
-def read_published(published_dir: Path) -> pa.Table:
-    return pq.read_table(published_dir / EVENTS)
-
-
 def published_file(published_dir: Path) -> Path:
     return published_dir / EVENTS

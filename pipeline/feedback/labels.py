@@ -181,10 +181,6 @@ def publish(impressions_file: Path, clicks: Clicks, previous_request_ids: Reques
             "repeated_clicks": labeled.repeated_clicks, "sources": sources})
 
 
-def read(published_dir: Path) -> pl.DataFrame:
-    return pl.read_parquet(published_dir / LABELED)
-
-
 def scan(published_dir: Path) -> pl.LazyFrame:
     """The labeled rows, lazily (aggregations over them stream)."""
     return pl.scan_parquet(published_dir / LABELED)
