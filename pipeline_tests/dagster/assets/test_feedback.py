@@ -10,6 +10,7 @@ import os
 import dagster as dg
 import numpy as np
 import polars as pl
+import pytest
 
 from pipeline.defs.assets.clicks import processed_clicks, raw_clicks
 from pipeline.defs.assets.features import restaurant_features, user_features
@@ -49,6 +50,9 @@ def _serve_a_day(log_dir, click_dir, requests: int = 300, seed: int = 5) -> tupl
     return shown, clicked, first
 
 
+# one ephemeral job here holds raw_clicks (single-run backfills) and the feedback assets (none); the
+# jobs users run keep them apart (close_the_loop, ingest_clicks)
+@pytest.mark.filterwarnings("ignore:Asset job __ephemeral_asset_job__ materializes assets with varying")
 def test_a_served_day_is_labeled_measured_and_becomes_training_clicks(tiny_dataset, tmp_path):
     warehouse = tmp_path / "warehouse"
     shown, clicked, first_shown = _serve_a_day(warehouse / "impression_log", tmp_path / "click_events")
