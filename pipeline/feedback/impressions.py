@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.audits import AuditResult
-from pipeline.feedback.log_format import DICTIONARY_COLUMNS, SCHEMA, BadSegment, read_segment, segments
+from pipeline.feedback.log_format import BadSegment, read_segment, segment_writer, segments
 from pipeline.publish import Published, write_audit_publish
 
 FILE = "impressions.parquet"
@@ -45,8 +45,7 @@ def collect(log_dir: Path, day: str, path: Path) -> DayImpressions:
     order (first served, then writer)."""
     seen: set[str] = set()
     collected = DayImpressions()
-    with pq.ParquetWriter(path, SCHEMA, compression="zstd", write_page_checksum=True,
-                          use_dictionary=DICTIONARY_COLUMNS, write_statistics=False) as writer:
+    with segment_writer(path) as writer:
         for segment in segments(log_dir, day):
             try:
                 table = read_segment(segment)

@@ -172,9 +172,15 @@ def to_table(records: list[Impression] | list[tuple]) -> pa.Table:
 DICTIONARY_COLUMNS = ["model_version", "model_format", "geo_version"]
 
 
+def segment_writer(path: Path) -> pq.ParquetWriter:
+    """A parquet writer of the log's schema and encoding (a segment, or a day collected from them)."""
+    return pq.ParquetWriter(path, SCHEMA, compression="zstd", write_page_checksum=True,
+                            use_dictionary=DICTIONARY_COLUMNS, write_statistics=False)
+
+
 def write_segment(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path, compression="zstd", write_page_checksum=True, use_dictionary=DICTIONARY_COLUMNS,
-                   write_statistics=False)
+    with segment_writer(path) as writer:
+        writer.write_table(table)
 
 
 class BadSegment(ValueError):
