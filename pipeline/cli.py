@@ -4,7 +4,10 @@
     pipeline days --data DIR [--start-date YYYY-MM-DD] [--format {json,range,tags}]
     pipeline serve [--host 127.0.0.1] [--port 8000] [--workers 1]
     pipeline status                       # what is live, and what it pairs with
-    pipeline rollback {model,features}    # the previous published version becomes live again
+    pipeline models                       # every model version: role, metrics, window, lineage
+    pipeline promote VERSION --reason T   # make a version the champion (served to everyone)
+    pipeline retire VERSION --reason T    # take a challenger or the champion out of service for good
+    pipeline rollback {model,features}    # the former champion, or the previous feature version, again
     pipeline loadtest --url URL --requests FILE --rate R --duration S [--ramp]
     pipeline worker [--name N] [--concurrency C]   # a Celery worker (PIPELINE_EXECUTOR=celery)
 """
@@ -149,21 +152,55 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _release(args: argparse.Namespace) -> int:
+    """promote, retire: a release decision recorded with who took it and why."""
+    from pipeline.locks import LockTimeout
+    from pipeline.release import operations
+    from pipeline.release.registry import operator
+
+    decide = {"promote": operations.promote, "retire": operations.retire}[args.command]
+    try:
+        result = decide(_warehouse(args.settings), args.version, args.reason, args.by or operator())
+    except (operations.ReleaseError, FileNotFoundError, LockTimeout) as failed:
+        print(f"pipeline {args.command}: {failed}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from pipeline.release.operations import models
+
+    rows = models(_warehouse(args.settings))
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    print(f"{'version':<32} {'role':<16} {'accuracy':>8} {'auc':>7} {'ndcg@5':>7} {'days':>5}  decided")
+    for row in rows:
+        m = row["metrics"]
+        figures = [f"{m[k]:.4f}" if isinstance(m.get(k), float) else "-" for k in ("accuracy", "auc", "ndcg_at_5")]
+        print(f"{row['version']:<32} {row['role']:<16} {figures[0]:>8} {figures[1]:>7} {figures[2]:>7} "
+              f"{row.get('trained_days', '-'):>5}  {row['decided_at']} by {row['decided_by']}: {row['reason']}")
+    return 0
+
+
 def _rollback(args: argparse.Namespace) -> int:
     from pipeline.locks import LockTimeout
-    from pipeline.operations import rollback_features, rollback_model
+    from pipeline.operations import rollback_features
+    from pipeline.release.operations import ReleaseError, rollback
+    from pipeline.release.registry import operator
     from pipeline.store.base import StoreUnavailable
 
     try:
         if args.what == "model":
-            result = rollback_model(_warehouse(args.settings))
+            result = rollback(_warehouse(args.settings), args.reason, args.by or operator())
         else:
             store = _open_store(args.settings)
             try:
                 result = rollback_features(store)
             finally:
                 store.close()
-    except (FileNotFoundError, StoreUnavailable, LockTimeout) as failed:
+    except (FileNotFoundError, StoreUnavailable, LockTimeout, ReleaseError) as failed:
         print(f"pipeline rollback {args.what}: {redact(failed)}", file=sys.stderr)
         return 1
     print(json.dumps(redact_value(result)))
@@ -215,11 +252,24 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     show = commands.add_parser("status", help="what is live: every published artifact's version, what it pairs "
                                               "with, an unfinished training run, the online store's version")
     show.set_defaults(func=_status)
-    back = commands.add_parser("rollback", help="make the previous published version live again")
-    back.add_argument("what", choices=("model", "features"),
-                      help="model: the served export and the model of record it came from; "
-                           "features: the online store's feature version")
+    back = commands.add_parser("rollback", help="model: retire the champion (and the challenger), the former "
+                                                "champion serves again; features: the previous feature version")
+    back.add_argument("what", choices=("model", "features"))
+    back.add_argument("--reason", default="pipeline rollback model", help="why, for the record (model)")
+    back.add_argument("--by", default=None, help="who decides (default: $PIPELINE_OPERATOR or the login name)")
     back.set_defaults(func=_rollback)
+    for name, help_text in (("promote", "make a kept model version the champion: served to every user"),
+                            ("retire", "take the challenger or the champion out of service for good (the champion: "
+                                       "the former champion serves again); its retrain is not served again")):
+        decision = commands.add_parser(name, help=help_text)
+        decision.add_argument("version", help="a checkpoint version (pipeline models)")
+        decision.add_argument("--reason", required=True, help="why, for the record")
+        decision.add_argument("--by", default=None, help="who decides (default: $PIPELINE_OPERATOR or the login name)")
+        decision.set_defaults(func=_release)
+    listing = commands.add_parser("models", help="every model version: role, metrics, training window, feature "
+                                                 "versions, lineage, and the decision that gave it its role")
+    listing.add_argument("--format", choices=("table", "json"), default="table")
+    listing.set_defaults(func=_models)
     load = commands.add_parser("loadtest", help="open-loop load test replaying requests.parquet "
                                                 "(sends $PIPELINE_API_TOKEN when set)")
     load.add_argument("--url", required=True, help="e.g. http://127.0.0.1:8000")

@@ -1,5 +1,6 @@
-"""What is live, and going back one version: the pure logic behind ``pipeline status`` and
-``pipeline rollback``."""
+"""What is live, and going back one version of the online features: the pure logic behind
+``pipeline status`` and ``pipeline rollback features`` (a model's rollback is a release decision:
+:func:`pipeline.release.operations.rollback`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from pipeline.data.layout import Warehouse
 from pipeline.model.checkpoint import load_unfinished_run
 from pipeline.publish import Artifact
+from pipeline.release.registry import Registry
 from pipeline.store.base import FeatureStore
 
 
@@ -24,6 +26,13 @@ def _artifact(path: Path, *fields: str) -> dict | None:
             **{f: record.get(f) for f in fields}}
 
 
+def _roles(warehouse: Warehouse) -> dict:
+    roles = Registry(warehouse.registry).roles()
+    last = roles.history[-1] if roles.history else None
+    return {"champion": roles.champion, "challenger": roles.challenger, "former_champions": roles.former_champions,
+            "last_decision": last.as_json() if last else None}
+
+
 def status(warehouse: Warehouse, store: FeatureStore | None) -> dict:
     """Every published artifact's live version (and what it pairs with), the unfinished training
     run if there is one, and the online store's live version."""
@@ -33,6 +42,7 @@ def status(warehouse: Warehouse, store: FeatureStore | None) -> dict:
         "processed_days": warehouse.processed_days(),
         "checkpoint": _artifact(warehouse.checkpoint, "mode", "trained_days", "rows_in_model", "feature_versions"),
         "export": _artifact(warehouse.export, "checkpoint_version", "feature_versions"),
+        "roles": _roles(warehouse),
         "geo_index": _artifact(warehouse.geo_index, "restaurants"),
     }
     if result["checkpoint"]:
@@ -54,51 +64,6 @@ def status(warehouse: Warehouse, store: FeatureStore | None) -> dict:
         live = store.live()
         result["online_store"] = {"live": dataclasses.asdict(live) if live else None,
                                   "versions": [v.number for v in store.versions()]}
-    return result
-
-
-def rollback_model(warehouse: Warehouse) -> dict:
-    """The served export goes back to its previous version, and the model of record to the
-    checkpoint that export was made from (so the next incremental run continues from it).
-
-    Both targets are checked before anything switches (FileNotFoundError naming what is missing:
-    nothing was rolled back). The checkpoint, the model of record, switches first, then the export;
-    if the export cannot follow, the checkpoint is put back, and if even that fails the error says
-    which pair is live and what to run."""
-    export, checkpoint = Artifact(warehouse.export), Artifact(warehouse.checkpoint)
-    export_from = export.live_version()
-    if export_from is None:
-        raise FileNotFoundError(f"nothing published at {export.path}: nothing was rolled back")
-    export_to = export.record(export_from).get("previous")
-    if not export_to or export_to not in export.versions():
-        raise FileNotFoundError(f"{export.path}: no previous version is kept to roll back to (kept: "
-                                f"{', '.join(export.versions())}): nothing was rolled back")
-    wanted = export.record(export_to).get("checkpoint_version")
-    checkpoint_from = checkpoint.live_version()
-    switch_checkpoint = bool(wanted) and wanted != checkpoint_from
-    if switch_checkpoint and wanted not in checkpoint.versions():
-        raise FileNotFoundError(f"{checkpoint.path}: version {wanted}, which the previous export {export_to} was "
-                                f"made from, is not kept (kept: {', '.join(checkpoint.versions()) or 'none'}): "
-                                f"nothing was rolled back")
-    result = {"export": {"from": export_from, "to": export_to}}
-    if switch_checkpoint:
-        checkpoint.rollback(to=wanted)
-        result["checkpoint"] = {"from": checkpoint_from, "to": wanted}
-    try:
-        export.rollback(to=export_to)
-    except Exception as error:
-        if not switch_checkpoint:
-            raise
-        try:
-            checkpoint.rollback(to=checkpoint_from)
-        except Exception as undo:
-            raise RuntimeError(
-                f"the checkpoint was rolled back to {wanted} but the export could not follow ({error}) and the "
-                f"checkpoint could not be put back ({undo}): the live checkpoint {wanted} and export {export_from} "
-                f"do not pair; run `pipeline rollback model` again once that is fixed (it rolls the export back "
-                f"to {export_to}, made from {wanted})") from error
-        raise RuntimeError(f"the export could not be rolled back to {export_to} ({error}); the checkpoint was put "
-                           f"back to {checkpoint_from}: nothing was rolled back") from error
     return result
 
 

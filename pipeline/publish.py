@@ -36,7 +36,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -74,9 +74,10 @@ def new_version_id() -> str:
 class Artifact:
     """A published artifact at ``path`` (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike, keep: int = 2):
+    def __init__(self, path: str | os.PathLike, keep: int = 2, pinned: Callable[[], Iterable[str]] | None = None):
         self.path = Path(path)
         self.keep = max(keep, 1)
+        self.pinned = pinned  # versions a prune keeps besides the live one and its predecessors
         self.versions_dir = self.path.with_name(f".{self.path.name}.versions")
         self.lock_path = self.path.with_name(f".{self.path.name}.lock")
 
@@ -160,9 +161,10 @@ class Artifact:
             shutil.rmtree(staging, ignore_errors=True)
 
     def publish_candidate(self, staging: Path, audits: Sequence[AuditResult], version: str | None = None,
-                          record: dict | None = None) -> Published:
-        """Publish the audited ``staging`` directory as ``version`` (call with the lock held).
-        Raises :class:`Rejected` if any audit failed."""
+                          record: dict | None = None, live: bool = True) -> Published:
+        """Publish the audited ``staging`` directory as ``version`` (call with the lock held); with
+        ``live=False`` it is kept beside the live version, which stays live (a challenger's model:
+        :meth:`point_to` makes it live later). Raises :class:`Rejected` if any audit failed."""
         if not all(r.passed for r in audits):
             raise Rejected(self.path, audits)
         version = version or new_version_id()
@@ -181,11 +183,20 @@ class Artifact:
             with naming_disk_full(staging):
                 _fsync_dir_files(staging)
             os.rename(staging, final)
-        with naming_disk_full(self.path):
-            self._point_to(version)
+        if live:
+            with naming_disk_full(self.path):
+                self._point_to(version)
         self._prune()
         return Published(self.path, version, final, previous, list(audits),
                          sum(f["bytes"] for f in published["files"].values()), published)
+
+    def point_to(self, version: str) -> None:
+        """Make the kept ``version`` live (call with the lock held); FileNotFoundError naming the
+        versions kept when it is not one of them."""
+        if not (self.versions_dir / version / RECORD).exists():
+            raise FileNotFoundError(f"{self.path}: version {version} is not kept (kept: "
+                                    f"{', '.join(self.versions()) or 'none'})")
+        self._point_to(version)
 
     def _point_to(self, version: str) -> None:
         if self.path.exists() and not self.path.is_symlink():
@@ -201,7 +212,7 @@ class Artifact:
 
     def _prune(self) -> None:
         live = self.live_version()
-        keep = {live}
+        keep = {live, *(self.pinned() if self.pinned else ())}
         version = live
         while version and len(keep) < self.keep:
             try:
@@ -224,7 +235,8 @@ class Artifact:
     def write_audit_publish_locked(self, write: Callable[[Path], Any],
                                    audit: Callable[[Path, Any], Sequence[AuditResult]],
                                    version: str | Callable[[Any], str] | None = None,
-                                   record: dict | Callable[[Any], dict] | None = None) -> Published:
+                                   record: dict | Callable[[Any], dict] | None = None,
+                                   live: bool = True) -> Published:
         """Remove leftovers, check the free space (the live version's size as the estimate),
         ``write(candidate_dir)``, ``audit(candidate_dir, written)``, publish (call with the lock
         held). Raises :class:`Rejected` (nothing published) on a failed audit and
@@ -238,7 +250,7 @@ class Artifact:
             results = list(audit(staging, written))
             chosen = version(written) if callable(version) else version
             extra = record(written) if callable(record) else record
-            published = self.publish_candidate(staging, results, chosen, extra)
+            published = self.publish_candidate(staging, results, chosen, extra, live)
             published.written = written
             return published
 
@@ -253,7 +265,7 @@ class Artifact:
             if not target or not (self.versions_dir / target / RECORD).exists():
                 raise FileNotFoundError(f"{self.path}: {'version ' + to if to else 'no previous version'} is not "
                                         f"kept to roll back to (kept: {', '.join(self.versions())})")
-            self._point_to(target)
+            self.point_to(target)
             return live, target
 
 
@@ -262,13 +274,14 @@ def write_audit_publish(path: str | os.PathLike, write: Callable[[Path], Any],
                         version: str | Callable[[Any], str] | None = None,
                         record: dict | Callable[[Any], dict] | None = None, keep: int = 2,
                         lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-                        on_wait: Callable[[str], None] | None = None) -> Published:
+                        on_wait: Callable[[str], None] | None = None, live: bool = True,
+                        pinned: Callable[[], Iterable[str]] | None = None) -> Published:
     """The whole cycle for the artifact at ``path``: take the writer lock, remove leftovers,
     ``write(candidate_dir)``, ``audit(candidate_dir, written)``, publish. Returns :class:`Published`
     (``.written``: what ``write`` returned); raises :class:`Rejected` (nothing published) on a failed audit."""
-    artifact = Artifact(path, keep)
+    artifact = Artifact(path, keep, pinned)
     with artifact.lock(lock_timeout_s, on_wait):
-        return artifact.write_audit_publish_locked(write, audit, version, record)
+        return artifact.write_audit_publish_locked(write, audit, version, record, live)
 
 
 def _fsync_dir_files(directory: Path) -> None:

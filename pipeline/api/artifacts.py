@@ -33,8 +33,12 @@ from pipeline.data.layout import Warehouse
 from pipeline.geo.index import GeoIndex
 from pipeline.memory import release_free_memory
 from pipeline.publish import Artifact
+from pipeline.release.registry import Registry
+from pipeline.release.switch import export_of
+from pipeline.serving.arms import Challenger
 from pipeline.serving.recommender import Recommender, Served
 from pipeline.serving.scorer import ModelScorer, check_scorer, served_scorer
+from pipeline.settings import ReleaseSettings
 from pipeline.store.base import FeaturesNotLoaded, FeatureStore, StoreUnavailable
 
 log = logging.getLogger("pipeline.api")
@@ -83,9 +87,14 @@ class Artifacts:
     """Holds the current :class:`Recommender`; a background thread polls the published artifacts."""
 
     def __init__(self, warehouse: Warehouse, store: FeatureStore, poll_interval_s: float = 1.0,
-                 model_format: str = "recorded", exploration: float = 0.0):
+                 model_format: str = "recorded", exploration: float = 0.0,
+                 release: ReleaseSettings | None = None):
         self.warehouse, self.store, self.poll_interval_s = warehouse, store, poll_interval_s
-        self.exploration = exploration
+        self.exploration, self.release = exploration, release or ReleaseSettings()
+        self.registry = Registry(warehouse.registry)
+        self._registry_version: str | None = None
+        self._wanted_challenger: str | None = None  # the registry's challenger (a checkpoint version)
+        self.challenger: Loaded | None = None
         self.input_width = store.user_width + store.restaurant_width
         self._paths = {"model": warehouse.export, "geo_index": warehouse.geo_index}
         self._loaders: dict[str, Callable] = {"model": functools.partial(load_scorer, fmt=model_format),
@@ -176,16 +185,65 @@ class Artifacts:
             log.warning("could not read %s version %s: %s; still serving %s", kind, version, reason,
                         current.version if current else "nothing")
 
+    def _challenger_changed(self) -> bool:
+        """Follow the registry's challenger: load its export once published (checked as the
+        champion's is), drop it when the registry names none. True when the challenger changed."""
+        version = self.registry.version()
+        if version != self._registry_version:
+            self._wanted_challenger = self.registry.roles().challenger
+            self._registry_version = version
+        wanted = self._wanted_challenger
+        current = self.challenger
+        if wanted is None or wanted == self.champion_checkpoint:
+            self.challenger = None
+            return current is not None
+        if current is not None and current.record.get("checkpoint_version") == wanted:
+            return False
+        export = Artifact(self._paths["model"])
+        export_version = export_of(export, wanted)
+        if export_version is None or ("challenger", export_version) in self._rejected:
+            return False  # not exported yet (model_exports), or it failed the checks: the champion alone
+        try:
+            record = export.record(export_version)
+            scorer = self._loaders["model"](export.version_path(export_version), export_version, record,
+                                            self.input_width)
+        except Exception as error:  # noqa: BLE001 - a challenger that does not load never serves
+            self._rejected.add(("challenger", export_version))
+            self.last_failure = ReloadFailure("challenger", export_version, f"{type(error).__name__}: {error}",
+                                              dt.datetime.now(dt.UTC).isoformat())
+            log.error("rejected challenger export %s: %s; the champion serves alone", export_version, error)
+            return False
+        self.challenger = Loaded(export_version, scorer, record)
+        log.info("challenger %s (checkpoint %s): canary share %g, shadow share %g", export_version, wanted,
+                 self.release.canary_share, self.release.shadow_share)
+        return True
+
+    @property
+    def champion_checkpoint(self) -> str:
+        return self.model_record.get("checkpoint_version", "")
+
+    def _challenger(self) -> Challenger | None:
+        loaded = self.challenger
+        if loaded is None:
+            return None
+        return Challenger(loaded.value, loaded.version, loaded.value.format,
+                          loaded.record.get("checkpoint_version", ""), self.release.canary_share,
+                          self.release.shadow_share)
+
     def refresh(self) -> bool:
-        """Load whichever published artifact changed since the last look, if it passes its
-        checks; True when a new set is being served."""
+        """Load whichever published artifact changed since the last look (the champion's export,
+        the geo index, the registry's challenger), if it passes its checks; True when a new set is
+        being served."""
         changed = [kind for kind in SERVED_ARTIFACTS if self._try_load(kind)]
+        if self._challenger_changed():
+            changed.append("challenger")
         if not changed or len(self.loaded) < len(SERVED_ARTIFACTS):
             return False
         model, geo = self.loaded["model"], self.loaded["geo_index"]
         previous = self.recommender
         recommender = Recommender(geo.value, self.store, model.value,
-                                  Served(model.version, model.value.format, geo.version), self.exploration)
+                                  Served(model.version, model.value.format, geo.version), self.exploration,
+                                  challenger=self._challenger())
         if previous is not None and previous.held is not None and previous.geo is geo.value:
             recommender.held = previous.held  # the same geo index: its rows still line up
         self.recommender = recommender  # one assignment: atomic for readers

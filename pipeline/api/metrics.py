@@ -32,6 +32,7 @@ from pipeline.api.artifacts import SERVED_ARTIFACTS, Artifacts
 from pipeline.feedback.log_writer import ImpressionLog
 from pipeline.processes import pid_alive
 from pipeline.serving.breaker import Breaker
+from pipeline.serving.recommender import Answer
 
 LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
 
@@ -69,6 +70,22 @@ class ApiMetrics:
                                 ["outcome"], registry=registry)
         self.queued = Gauge("impressions_queued", "Records waiting for the impression log's writer",
                             multiprocess_mode="livesum", registry=registry)
+        self.arms = Counter("recommend_answers_by_model", "Answered recommendations by the role of the model "
+                            "that answered (champion, challenger: the canary)", ["role"], registry=registry)
+        self.challenger_errors = Counter("challenger_errors", "Canary requests the challenger failed on (the "
+                                         "champion answered them)", registry=registry)
+        self.shadow_overlap = Histogram("shadow_topk_overlap", "Share of the shown list the shadow model would "
+                                        "also have shown", buckets=(0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 1.0),
+                                        registry=registry)
+        self.shadow_correlation = Histogram("shadow_rank_correlation", "Spearman correlation of the answering and "
+                                            "the shadow model's scores over a request's candidates",
+                                            buckets=(-0.5, 0.0, 0.5, 0.8, 0.9, 0.95, 0.99, 1.0), registry=registry)
+        self.shadow_difference = Histogram("shadow_score_abs_difference", "Mean absolute difference of the two "
+                                           "models' click probabilities over a request's candidates",
+                                           buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
+                                           registry=registry)
+        self.challenger_info = Gauge("challenger_info", "Workers holding each challenger export version",
+                                     ["version"], multiprocess_mode="livesum", registry=registry)
         self._log_counts = dict.fromkeys(("logged", "dropped", "lost", "segments", "failed_segments"), 0)
         self.directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         if self.directory:
@@ -77,6 +94,20 @@ class ApiMetrics:
         else:
             self.scraped = registry
         self._served: str = ""
+        self._challenger: str = ""
+
+    def answered(self, answer: Answer) -> None:
+        """Count an answered recommendation: rows scored, which model answered, its shadow comparison."""
+        self.rows_scored.observe(answer.scored)
+        self.arms.labels("challenger" if answer.canary and not answer.challenger_failed else "champion").inc()
+        if answer.challenger_failed:
+            self.challenger_errors.inc()
+        shadow = answer.shadow
+        if shadow is not None:
+            self.shadow_overlap.observe(shadow.overlap)
+            if shadow.rank_correlation == shadow.rank_correlation:  # not NaN (fewer than 2 candidates)
+                self.shadow_correlation.observe(shadow.rank_correlation)
+            self.shadow_difference.observe(shadow.score_difference)
 
     def refresh(self) -> None:
         """Write this worker's view of what it serves into its gauges."""
@@ -87,6 +118,13 @@ class ApiMetrics:
             self._served = version
         if version:
             self.model_info.labels(version).set(1)
+        challenger = self.artifacts.challenger.version if self.artifacts.challenger else ""
+        if challenger != self._challenger:
+            if self._challenger:
+                self.challenger_info.labels(self._challenger).set(0)
+            self._challenger = challenger
+        if challenger:
+            self.challenger_info.labels(challenger).set(1)
         self.reloads.set(self.artifacts.reloads)
         for kind in SERVED_ARTIFACTS:
             self.failures.labels(kind).set(self.artifacts.failures[kind])

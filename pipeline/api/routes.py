@@ -34,6 +34,7 @@ async def recommend(user_id: UserId, body: RecommendBody, request: Request) -> R
     """Restaurants within ``max_dist`` of the point, scored for the user, best first. The answer
     carries ``X-Request-Id``: the caller's (letters, digits and ``._:-``, at most 128 characters),
     else one made here; with the impression log on, the answer is logged under it."""
+    started = time.perf_counter_ns()
     api = api_state(request)
     artifacts, breaker, root = api.artifacts, api.breaker, api.root
     request_id = request.headers.get(HEADER)
@@ -53,7 +54,7 @@ async def recommend(user_id: UserId, body: RecommendBody, request: Request) -> R
         plan = recommender.plan(wanted)
         fetched = await read_within(recommender.read_async(plan), breaker, api.limits.deadline_s)
         answer = recommender.finish(plan, fetched)
-        api.metrics.rows_scored.observe(answer.scored)
+        api.metrics.answered(answer)
     except StoreUnavailable as unavailable:
         return error_response(503, f"online store unavailable: {unavailable}", root,
                               retry_after=breaker.retry_after_s, headers=headers)
@@ -65,14 +66,26 @@ async def recommend(user_id: UserId, body: RecommendBody, request: Request) -> R
         return error_response(422, str(invalid_field), root, invalid_field.field, headers=headers)
     response = Response(orjson.dumps(answer.as_json()), media_type="application/json", headers=headers)
     if api.log is not None:
-        served = recommender.served
+        served, shadow = answer.served, answer.shadow
         candidates = wanted.candidate_restaurant_ids
         api.log.add(Impression(
             request_id, time.time_ns(), wanted.user_id, served.model_version, served.model_format,
             answer.store_version, served.geo_version, wanted.latitude, wanted.longitude, wanted.size,
             wanted.max_dist, wanted.sort_dist, None if candidates is None else len(candidates), answer.within,
-            answer.ids, answer.scores, answer.displacements, answer.propensities, answer.explored_slot))
+            answer.ids, answer.scores, answer.displacements, answer.propensities, answer.explored_slot,
+            answer.canary, (time.perf_counter_ns() - started) // 1000,
+            *((shadow.version, shadow.scores, shadow.overlap, shadow.rank_correlation, shadow.score_difference)
+              if shadow is not None else (None, None, None, None, None))))
     return response
+
+
+def _challenger(artifacts) -> dict | None:
+    loaded, release = artifacts.challenger, artifacts.release
+    if loaded is None:
+        return None
+    return {"version": loaded.version, "checkpoint_version": loaded.record.get("checkpoint_version"),
+            "model_format": loaded.value.format, "canary_share": release.canary_share,
+            "shadow_share": release.shadow_share}
 
 
 def _store_health(live: StoreVersion | None) -> dict:
@@ -120,6 +133,7 @@ async def health(request: Request) -> JSONResponse:
         "ready": not reasons, "reason": "; ".join(reasons), "pid": os.getpid(),
         "model_version": artifacts.model_version,
         "model_format": artifacts.model_format or None,
+        "challenger": _challenger(artifacts),
         "model_feature_versions": model.get("feature_versions", {}),
         "geo_index_version": artifacts.geo_version, "store": store,
         "held_restaurants": _held(artifacts.recommender), "reloads": artifacts.reloads,

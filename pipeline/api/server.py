@@ -60,7 +60,7 @@ def build_app(settings: Settings | None = None):
     impression_log = ImpressionLog(feedback.log_dir(warehouse.root), feedback.flush_s, feedback.flush_records,
                                    feedback.queue_records) if feedback.logging else None
     artifacts = Artifacts(warehouse, store, settings.api.poll_interval_s, settings.api.model_format,
-                          feedback.exploration_epsilon)
+                          feedback.exploration_epsilon, settings.release)
     return create_app(artifacts, limits, api_token=settings.api.token, impression_log=impression_log)
 
 

@@ -150,6 +150,11 @@ class Warehouse:
         return self.models / "checkpoint"
 
     @property
+    def registry(self) -> Path:
+        """Every decision about a model version's role: champion, challenger, retired, rejected (artifact)."""
+        return self.models / "registry"
+
+    @property
     def training_run(self) -> Path:
         """The unfinished training run's state (with its cursor), private to the training writer."""
         return self.models / "training" / "run.pt"

@@ -13,6 +13,10 @@ Published at ``WAREHOUSE/labeled_impressions/date=D``: ``labeled.parquet`` (:dat
 ``training_clicks.parquet``, the same rows in the reference click format (user_id, restaurant_id,
 click as int64), which ``raw_clicks`` adds to the day's extract so the model learns from what
 users were shown.
+
+A fixed share of requests (:data:`HELD_OUT_PERCENT`, chosen by a hash of the request id) is held out
+of the training clicks and marked ``held_out``: the release evaluation re-ranks those logged lists
+with the candidate and the champion (:mod:`pipeline.release.evaluation`), on rows neither trained on.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ CLICKS_CHECK = "clicks_joined"
 TRAINING_SCHEMA = pa.schema([("user_id", pa.int64()), ("restaurant_id", pa.int64()), ("click", pa.int64())])
 RequestIds: TypeAlias = pa.Array | pa.ChunkedArray | None
 COLUMNS = ("request_id", "served_at", "user_id", "model_version", "model_format", "store_version", "geo_version",
-           "rank", "restaurant_id", "score", "displacement", "propensity", "explored", "clicked")
+           "rank", "restaurant_id", "score", "displacement", "propensity", "explored", "clicked", "held_out")
+HELD_OUT_PERCENT = 10  # of requests: never training clicks, the release evaluation's logged lists
+_HELD_OUT_SEED = 27
 
 
 @dataclass(frozen=True)
@@ -81,14 +87,15 @@ class Labeled:
     training_rows: int = 0        # rows at the training ranks
 
     def training_clicks(self, ranks: int = 0) -> pa.Table:
-        """The rows shown at ranks ≤ ``ranks`` (0: every rank) in the reference click format."""
+        """The rows shown at ranks ≤ ``ranks`` (0: every rank), not held out, in the reference click format."""
         assert self.rows is not None, "streamed: read the published training clicks"
         return _training(self.rows.lazy(), ranks).collect().to_arrow().cast(TRAINING_SCHEMA)
 
 
 def _training(rows: pl.LazyFrame, ranks: int) -> pl.LazyFrame:
-    """Labeled rows shown at ranks ≤ ``ranks`` (0: every rank) in the reference click format."""
-    kept = rows.filter(pl.col("rank") <= ranks) if ranks else rows
+    """Labeled rows shown at ranks ≤ ``ranks`` (0: every rank), not held out, in the reference click format."""
+    kept = rows.filter(~pl.col("held_out"))
+    kept = kept.filter(pl.col("rank") <= ranks) if ranks else kept
     return kept.select("user_id", "restaurant_id", pl.col("clicked").cast(pl.Int64).alias("click"))
 
 
@@ -104,7 +111,14 @@ def _labeled(impressions: pl.LazyFrame, clicks: Clicks) -> pl.LazyFrame:
     return shown.join(clicks.pairs, on=["request_id", "restaurant_id"], how="left").with_columns(
         pl.col("clicked").fill_null(False),
         (pl.col("rank") == pl.col("explored_slot")).fill_null(False).alias("explored"),
+        held_out(pl.col("request_id")).alias("held_out"),
     ).select(COLUMNS)
+
+
+def held_out(request_id: pl.Expr) -> pl.Expr:
+    """Whether a request is held out of training: :data:`HELD_OUT_PERCENT` of request ids, by hash
+    (decided once, when the day is labeled, and stored with its rows)."""
+    return (request_id.hash(_HELD_OUT_SEED) % 100) < HELD_OUT_PERCENT
 
 
 def _counts(impressions: pl.LazyFrame, labeled: pl.LazyFrame, clicks: Clicks, previous_request_ids: RequestIds

@@ -31,7 +31,17 @@ scores             list<float32>       the model's click probability of each
 displacements      list<float32>       metres from the request's point
 propensities       list<float32>       probability each was shown at its slot (1 without exploration)
 explored_slot      int32 (nullable)    the rank that showed an explored restaurant; null = none
+canary             bool                the user is in the challenger's canary
+latency_us         int32               microseconds from the request's arrival to its answer
+shadow_version     string (nullable)   the model that scored the request beside the one that
+                                       answered (docs/OPERATIONS.md, "Releasing a model"); null = none
+shadow_scores      list<float32> (n.)  its probability of each shown restaurant
+shadow_overlap     float32 (nullable)  share of the shown list in its own top of the same size
+shadow_rank_corr   float32 (nullable)  Spearman correlation of the two models over every candidate
+shadow_score_diff  float32 (nullable)  mean absolute difference of the two probabilities
 =================  ==================  ======================================================
+
+A segment written before the last seven columns existed reads with them null (``canary`` false).
 
 polars (``pl.read_parquet("LOG/date=*/seg-*.parquet")``), DuckDB and pandas read it as is.
 """
@@ -55,7 +65,12 @@ SCHEMA = pa.schema([
     ("restaurant_ids", pa.list_(pa.int64())), ("scores", pa.list_(pa.float32())),
     ("displacements", pa.list_(pa.float32())), ("propensities", pa.list_(pa.float32())),
     ("explored_slot", pa.int32()),
+    ("canary", pa.bool_()), ("latency_us", pa.int32()), ("shadow_version", pa.string()),
+    ("shadow_scores", pa.list_(pa.float32())), ("shadow_overlap", pa.float32()),
+    ("shadow_rank_corr", pa.float32()), ("shadow_score_diff", pa.float32()),
 ])
+RELEASE_COLUMNS = ("canary", "latency_us", "shadow_version", "shadow_scores", "shadow_overlap", "shadow_rank_corr",
+                   "shadow_score_diff")
 SEGMENT = re.compile(r"^seg-(\d{8}T\d{12})-p(\d+)-([0-9a-f]+)-(\d+)\.parquet$")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 REQUEST_ID_RULE = "1 to 128 characters: letters, digits and . _ : - (not first)"
@@ -83,6 +98,13 @@ class Impression(NamedTuple):
     displacements: np.ndarray
     propensities: np.ndarray | None  # None: every item shown with probability 1
     explored_slot: int | None
+    canary: bool = False
+    latency_us: int = 0
+    shadow_version: str | None = None
+    shadow_scores: np.ndarray | None = None
+    shadow_overlap: float | None = None
+    shadow_rank_corr: float | None = None
+    shadow_score_diff: float | None = None
 
 
 def day_of(ns: int) -> str:
@@ -115,6 +137,22 @@ def _optional_int32(values) -> pa.Array:
     valid = np.fromiter((v is not None for v in values), bool, len(values))
     data = np.fromiter((v if v is not None else 0 for v in values), np.int32, len(values))
     return pa.Array.from_buffers(pa.int32(), len(data), [None if valid.all() else _bitmap(valid), pa.py_buffer(data)],
+                                 null_count=int((~valid).sum()))
+
+
+def _optional_float32(values) -> pa.Array:
+    valid = np.fromiter((v is not None for v in values), bool, len(values))
+    data = np.fromiter((v if v is not None else np.nan for v in values), np.float32, len(values))
+    return pa.Array.from_buffers(pa.float32(), len(data), [None if valid.all() else _bitmap(valid),
+                                                           pa.py_buffer(data)], null_count=int((~valid).sum()))
+
+
+def _optional_strings(values) -> pa.Array:
+    valid = np.fromiter((v is not None for v in values), bool, len(values))
+    strings = _strings([v if v is not None else "" for v in values])
+    if valid.all():
+        return strings
+    return pa.Array.from_buffers(pa.string(), len(values), [_bitmap(valid), *strings.buffers()[1:]],
                                  null_count=int((~valid).sum()))
 
 
@@ -164,7 +202,26 @@ def to_table(records: list[Impression] | list[tuple]) -> pa.Table:
         "displacements": _lists(by_name["displacements"], shared, np.float32, pa.float32()),
         "propensities": pa.ListArray.from_arrays(shared, _numbers(propensities, np.float32, pa.float32())),
         "explored_slot": _optional_int32(by_name["explored_slot"]),
+        "canary": _booleans(by_name["canary"]),
+        "latency_us": _numbers(by_name["latency_us"], np.int32, pa.int32()),
+        "shadow_version": _optional_strings(by_name["shadow_version"]),
+        "shadow_scores": _shadow_scores(by_name["shadow_scores"], offsets, shared),
+        "shadow_overlap": _optional_float32(by_name["shadow_overlap"]),
+        "shadow_rank_corr": _optional_float32(by_name["shadow_rank_corr"]),
+        "shadow_score_diff": _optional_float32(by_name["shadow_score_diff"]),
     }, schema=SCHEMA)
+
+
+def _shadow_scores(given, offsets: np.ndarray, shared: pa.Array) -> pa.Array:
+    """The shadow scores as lists beside the shown lists (the same offsets); null where none."""
+    values = np.full(int(offsets[-1]), np.nan, np.float32)
+    valid = np.zeros(len(given), bool)
+    for row, (start, scores) in enumerate(zip(offsets[:-1].tolist(), given, strict=True)):
+        if scores is not None:
+            values[start:start + len(scores)] = scores
+            valid[row] = True
+    mask = None if valid.all() else pa.Array.from_buffers(pa.bool_(), len(valid), [None, _bitmap(~valid)])
+    return pa.ListArray.from_arrays(shared, _numbers(values, np.float32, pa.float32()), mask=mask)
 
 
 # dictionary encoding where values repeat (the versions), none elsewhere; no column statistics:
@@ -195,11 +252,26 @@ def read_segment(path: Path) -> pa.Table:
     except (pa.ArrowException, OSError) as error:
         raise BadSegment(f"{path.name}: not a readable segment (truncated or corrupt): "
                          f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+    missing = [f.name for f in SCHEMA if table.schema.get_field_index(f.name) < 0]
+    if missing and set(missing) <= set(RELEASE_COLUMNS):  # written before the release columns: null
+        table = _with_release_columns(table)
     if not table.schema.equals(SCHEMA):
         missing = [f.name for f in SCHEMA if table.schema.get_field_index(f.name) < 0]
         raise BadSegment(f"{path.name}: not the impression log's schema"
                          + (f" (missing {', '.join(missing)})" if missing else " (a column's type differs)"))
     return table
+
+
+def _with_release_columns(table: pa.Table) -> pa.Table:
+    """A table of the log's earlier schema with the release columns added (null; canary false)."""
+    rows = table.num_rows
+    for name in RELEASE_COLUMNS:
+        if table.schema.get_field_index(name) < 0:
+            kind = SCHEMA.field(name).type
+            column = (pa.Array.from_buffers(pa.bool_(), rows, [None, _bitmap(np.zeros(rows, bool))])
+                      if name == "canary" else pa.nulls(rows, kind))
+            table = table.append_column(SCHEMA.field(name), column)
+    return table.select(SCHEMA.names)
 
 
 def segments(log_dir: Path, day: str) -> list[Path]:

@@ -35,7 +35,8 @@ class Cursor:
     which ``chunk`` chunks are done (incremental); ``pending`` holds that day's prequential scores
     until it is done. A full retrain with held-out ``validation`` days keeps each epoch's scores on
     them (``validations``) and the best epoch so far, weights included (``selection``). ``partitions``
-    pins each day's processed partition version, the one checked when the run was planned."""
+    pins each day's processed partition version, the one checked when the run was planned; ``parent``
+    names the checkpoint version it continues."""
 
     mode: str
     plan: list[tuple[int, tuple[tuple[str, int], ...]]]  # a pipeline.model.training.plan.TrainingPlan
@@ -47,6 +48,7 @@ class Cursor:
     validations: list[dict] = field(default_factory=list)
     selection: dict | None = None
     partitions: dict[str, str] = field(default_factory=dict)  # day → the processed version validated
+    parent: str = ""  # the published checkpoint version an incremental run continues ("" for a fresh model)
 
 
 @dataclass

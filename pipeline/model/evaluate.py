@@ -40,17 +40,23 @@ def evaluate_files(model: ClickMLP, files: Sequence[Path], tables: FeatureTables
             "dropped": dropped, "calibration": stream.calibration()}
 
 
+def accuracy_audit(evaluation: dict, files: Sequence[Path], check_name: str, bar: float = ACCURACY_BAR
+                   ) -> AuditResult:
+    """The absolute bar: held-out accuracy of ``evaluation`` (on ``files``) at least ``bar``."""
+    accuracy = evaluation["accuracy"]
+    passed = bool(accuracy >= bar)
+    why = "" if passed else (f"held-out accuracy {accuracy:.4f} < {bar} on {evaluation['rows']} rows of "
+                             f"{', '.join(Path(f).name for f in files)}")
+    return AuditResult(check_name, passed, {"accuracy": accuracy, "bar": bar,
+                                            "all_zeros_accuracy": evaluation["all_zeros_accuracy"]}, why)
+
+
 def accuracy_gate(files: Sequence[Path], check_name: str, bar: float = ACCURACY_BAR):
     """A release gate for :func:`pipeline.model.training.train`: the candidate's accuracy on the
     held-out ``files`` must reach ``bar``; the evaluation is stored with the checkpoint."""
 
     def gate(model: ClickMLP, tables: FeatureTables) -> tuple[list[AuditResult], dict]:
         evaluation = evaluate_files(model, files, tables)
-        accuracy = evaluation["accuracy"]
-        passed = bool(accuracy >= bar)
-        why = "" if passed else (f"held-out accuracy {accuracy:.4f} < {bar} on {evaluation['rows']} rows of "
-                                 f"{', '.join(Path(f).name for f in files)}")
-        metadata = {"accuracy": accuracy, "bar": bar, "all_zeros_accuracy": evaluation["all_zeros_accuracy"]}
-        return [AuditResult(check_name, passed, metadata, why)], evaluation
+        return [accuracy_audit(evaluation, files, check_name, bar)], evaluation
 
     return gate

@@ -23,6 +23,7 @@ record names the format with the lowest p50 over the three (geometric mean) as t
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -34,6 +35,7 @@ from pipeline.model.export_verify import VerificationTimeout, one_user_rows, ver
 from pipeline.model.network import ClickMLP, FoldedClickMLP
 from pipeline.publish import Published, write_audit_publish
 from pipeline.serving.formats import (
+    EXPORT_REVISION,
     FORMAT_FILES,
     MODEL_FILE,
     ONNX_OPSET,
@@ -46,9 +48,6 @@ from pipeline.settings import PublishingSettings
 
 PROBE_ROWS = 16
 MAX_BATCH = 1 << 20
-# What an export version's files are, recorded with it; a live export of an older revision is redone
-# even for the same checkpoint. 2: ONNX's first layer split by input, the one-user probe logits.
-EXPORT_REVISION = 2
 
 
 def export_torchscript(model: torch.nn.Module, path: Path) -> int:
@@ -139,14 +138,16 @@ def _served_record(record: dict, module, sample: torch.Tensor, formats: dict[str
 
 
 def publish_export(model: ClickMLP, path: Path, sample: torch.Tensor, record: dict,
-                   verify_timeout_s: float = PublishingSettings().export_verify_timeout_s) -> Published:
+                   verify_timeout_s: float = PublishingSettings().export_verify_timeout_s, live: bool = True,
+                   pinned: Callable[[], Iterable[str]] | None = None) -> Published:
     """Export the folded ``model`` in every format as a candidate, load each in a fresh process and
     compare it with the unfolded eager model on ``sample`` [n, 40]; publish only if all match. The
     version's record keeps ``record`` (the checkpoint and feature versions it pairs with), each
     format's measured latency, the format to serve, and a probe batch with the logits the eager
     model gives, so a server can check what it loads. A verification that outlasts
     ``verify_timeout_s`` (``PIPELINE_EXPORT_VERIFY_TIMEOUT_S``) is killed:
-    :class:`VerificationTimeout`, nothing published."""
+    :class:`VerificationTimeout`, nothing published. ``live=False`` keeps the version beside the
+    live one (a challenger's export); ``pinned``: versions a prune keeps (the roles' exports)."""
     def write(staging: Path) -> dict:
         write_formats(model, staging)
         try:
@@ -158,7 +159,8 @@ def publish_export(model: ClickMLP, path: Path, sample: torch.Tensor, record: di
         return [parity_audit(verified, fmt, len(sample)) for fmt in FORMAT_FILES]
 
     return write_audit_publish(path, write, audit, record=lambda verified: _served_record(
-        record, model, sample, {f: {"latency": verified["formats"][f]["latency"]} for f in FORMAT_FILES}))
+        record, model, sample, {f: {"latency": verified["formats"][f]["latency"]} for f in FORMAT_FILES}),
+        live=live, pinned=pinned)
 
 
 def publish_torchscript_file(model_file: Path, path: Path, sample: torch.Tensor, record: dict) -> Published:

@@ -79,3 +79,61 @@ class MetricStream:
                           "mean_predicted": float(self._bin_predicted[b] / count) if count else float("nan"),
                           "observed_rate": float(self._bin_clicks[b] / count) if count else float("nan")})
         return table
+
+
+def calibration_error(table: list[dict]) -> float:
+    """Expected calibration error of a :meth:`MetricStream.calibration` table: the rows-weighted
+    mean of |mean predicted − observed rate| over the bins (0 is perfectly calibrated)."""
+    rows = sum(b["rows"] for b in table)
+    if not rows:
+        return float("nan")
+    return float(sum(b["rows"] * abs(b["mean_predicted"] - b["observed_rate"]) for b in table if b["rows"]) / rows)
+
+
+def _groups(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For rows sorted by group: the start of each group and each row's group number."""
+    new = np.r_[True, groups[1:] != groups[:-1]]
+    return np.flatnonzero(new), np.cumsum(new) - 1
+
+
+def grouped_auc(logits: np.ndarray, clicks: np.ndarray, groups: np.ndarray) -> tuple[float, int]:
+    """AUC within each group (a user), averaged over the groups that hold both a click and a
+    non-click: (mean AUC, groups counted). Ties get average ranks, as in :func:`roc_auc`."""
+    if not len(logits):
+        return float("nan"), 0
+    order = np.lexsort((logits, groups))
+    g, s, y = np.asarray(groups)[order], np.asarray(logits)[order], np.asarray(clicks)[order] > 0.5
+    starts, group_of = _groups(g)
+    runs = np.flatnonzero(np.r_[True, (g[1:] != g[:-1]) | (s[1:] != s[:-1])])  # equal scores in one group
+    run_ends = np.r_[runs[1:], len(g)]
+    average_rank = (runs + run_ends + 1) / 2.0 - starts[group_of[runs]]  # 1-based, within the group
+    positives_per_run = np.add.reduceat(y.astype(np.int64), runs)
+    rank_sum = np.bincount(group_of[runs], weights=positives_per_run * average_rank, minlength=len(starts))
+    positives = np.bincount(group_of, weights=y, minlength=len(starts))
+    negatives = np.bincount(group_of, minlength=len(starts)) - positives
+    both = (positives > 0) & (negatives > 0)
+    if not both.any():
+        return float("nan"), 0
+    auc = (rank_sum[both] - positives[both] * (positives[both] + 1) / 2) / (positives[both] * negatives[both])
+    return float(auc.mean()), int(both.sum())
+
+
+def ndcg_at(k: int, scores: np.ndarray, clicks: np.ndarray, groups: np.ndarray) -> tuple[float, int]:
+    """NDCG@k of ranking each group's rows (a logged list) by ``scores`` descending, clicks as
+    gains, averaged over the groups with a click: (mean NDCG, groups counted). Rows are given in
+    their logged order, which breaks ties (a stable sort)."""
+    if not len(scores):
+        return float("nan"), 0
+    order = np.lexsort((-np.asarray(scores, np.float64), groups))
+    g, y = np.asarray(groups)[order], np.asarray(clicks)[order] > 0.5
+    starts, group_of = _groups(g)
+    position = np.arange(len(g)) - starts[group_of]  # 0-based within the group
+    top = position < k
+    dcg = np.bincount(group_of[top], weights=y[top] / np.log2(position[top] + 2.0), minlength=len(starts))
+    clicked = np.bincount(group_of, weights=y, minlength=len(starts)).astype(np.int64)
+    ideal_gains = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))
+    has = clicked > 0
+    if not has.any():
+        return float("nan"), 0
+    ideal = ideal_gains[np.minimum(clicked[has], k) - 1]
+    return float((dcg[has] / ideal).mean()), int(has.sum())

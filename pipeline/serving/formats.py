@@ -34,6 +34,9 @@ PARITY_CHECKS = {fmt: f"{fmt}_matches_eager" for fmt in FORMAT_FILES}
 PARITY_TOLERANCE = 1e-5  # of parity_difference
 LATENCY_ROWS = (20, 70, 1000)
 ONNX_OPSET = 17
+# What an export version's files are, recorded with it; a role's export of an older revision is redone
+# even for the same checkpoint. 2: ONNX's first layer split by input, the one-user probe logits.
+EXPORT_REVISION = 2
 JIT_DEPRECATION = r"`torch\.jit\.\w+` is deprecated"
 
 Logits = Callable[[np.ndarray], np.ndarray]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.geo.index import GeoIndex, TooManyRows
+from pipeline.serving.arms import Challenger, Shadow, compare, in_canary
 from pipeline.serving.exploration import explore
 from pipeline.serving.held_restaurants import HeldRestaurants
 from pipeline.serving.request import MAX_CANDIDATES, Request, RequestError
@@ -72,6 +73,10 @@ class Answer:
     store_version: int = 0
     propensities: np.ndarray | None = None  # each shown item's probability at its slot; None: all 1
     explored_slot: int | None = None        # the rank (1-based) that shows an explored restaurant
+    served: Served = Served()               # the model that answered (the champion's or the challenger's)
+    canary: bool = False                    # the user is in the challenger's canary
+    challenger_failed: bool = False         # the canary's challenger failed and the champion answered
+    shadow: Shadow | None = None            # how the other model ranked it, when it was shadow-scored
 
     @property
     def scored(self) -> int:
@@ -87,11 +92,13 @@ class Recommender:
     """Answers requests from a geo index, an online feature store and a scorer."""
 
     def __init__(self, geo: GeoIndex, store: FeatureStore, scorer, served: Served = Served(),
-                 exploration: float = 0.0, seed: int | None = None):
+                 exploration: float = 0.0, seed: int | None = None, challenger: Challenger | None = None):
         self.geo, self.store, self.scorer, self.served = geo, store, scorer, served
+        self.challenger = challenger
         self.exploration, self._rng = exploration, np.random.default_rng(seed)
         self.held: HeldRestaurants | None = None
         self.answers = self.rows_scored = 0  # since it was made: what benchmarks report per request
+        self.shadow_failures = 0
         self.user_only_reads = self.full_reads = 0  # reads with the restaurants from ``held``, or from the store
 
     def hold(self, restaurants: FeatureTable) -> None:
@@ -163,15 +170,42 @@ class Recommender:
         if fetched.user is None:
             raise UnknownUser(request.user_id)
         ids, metres = plan.ids[fetched.found], plan.metres[fetched.found]
-        scores = self.scorer.probabilities_for_user(fetched.user, fetched.restaurants)
+        challenger = self.challenger
+        canary = challenger is not None and in_canary(request.user_id, challenger.version, challenger.canary_share)
+        served, failed = self.served, False
+        if canary:
+            try:
+                scores = challenger.scorer.probabilities_for_user(fetched.user, fetched.restaurants)
+                served = Served(challenger.version, challenger.model_format, self.served.geo_version)
+            except Exception:  # noqa: BLE001 - whatever the challenger does wrong, the champion answers
+                failed = True
+        if not canary or failed:
+            scores = self.scorer.probabilities_for_user(fetched.user, fetched.restaurants)
         order = rank(scores, metres, request.sort_dist, request.size)
         propensities, explored = None, None
         if self.exploration and not request.sort_dist:
             order, propensities, explored = explore(order, len(scores), self.exploration, self._rng)
+        shadow = None
+        if challenger is not None and not failed and len(scores) and (
+                challenger.shadow_share >= 1.0 or self._rng.random() < challenger.shadow_share):
+            shadow = self._shadow(challenger, canary, fetched, scores, metres, order, request)
         self.answers, self.rows_scored = self.answers + 1, self.rows_scored + len(scores)
         return Answer(ids[order], scores[order], metres[order], unknown_candidates=plan.unknown_candidates,
                       within=len(plan.ids), missing_features=int((~fetched.found).sum()),
-                      store_version=fetched.version, propensities=propensities, explored_slot=explored)
+                      store_version=fetched.version, propensities=propensities, explored_slot=explored,
+                      served=served, canary=canary, challenger_failed=failed, shadow=shadow)
+
+    def _shadow(self, challenger: Challenger, canary: bool, fetched: Fetched, scores: np.ndarray,
+                metres: np.ndarray, order: np.ndarray, request: Request) -> Shadow | None:
+        """The model that did not answer, on the same candidates (None if it fails: counted)."""
+        scorer, version = (self.scorer, self.served.model_version) if canary else (challenger.scorer,
+                                                                                   challenger.version)
+        try:
+            other = scorer.probabilities_for_user(fetched.user, fetched.restaurants)
+        except Exception:  # noqa: BLE001 - a shadow never affects the answer
+            self.shadow_failures += 1
+            return None
+        return compare(version, scores, other, order, rank(other, metres, request.sort_dist, request.size))
 
 
 def rank(scores: np.ndarray, metres: np.ndarray, sort_dist: bool, size: int) -> np.ndarray:

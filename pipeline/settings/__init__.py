@@ -30,11 +30,13 @@ from pipeline.settings.groups import (
     OnlineStoreSettings,
     PathSettings,
     PublishingSettings,
+    ReleaseSettings,
     SourceSettings,
 )
 
 __all__ = ["ApiSettings", "BigQuerySettings", "CelerySettings", "DagsterSettings", "FeedbackSettings", "NativeSettings",
-           "OnlineStoreSettings", "PathSettings", "PublishingSettings", "Settings", "SettingsError", "SourceSettings",
+           "OnlineStoreSettings", "PathSettings", "PublishingSettings", "ReleaseSettings",
+           "Settings", "SettingsError", "SourceSettings",
            "all_specs", "load_settings"]
 
 
@@ -52,6 +54,7 @@ class Settings:
     store: OnlineStoreSettings = field(default_factory=OnlineStoreSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
+    release: ReleaseSettings = field(default_factory=ReleaseSettings)
 
 
 def groups() -> dict[str, type]:

@@ -183,3 +183,18 @@ class FeedbackSettings:
     def log_dir(self, warehouse_dir: str | Path) -> Path:
         """The impression log's directory (absolute)."""
         return Path(self.impression_log_dir or Path(warehouse_dir) / "impression_log").resolve()
+
+
+@dataclass(frozen=True)
+class ReleaseSettings:
+    canary_share: float = env("PIPELINE_CANARY_SHARE", 0.1, (
+        "the share of users the challenger answers while one is out (by a hash of user id and challenger "
+        "version: a user sees one model); 0 = no canary, the challenger is only shadow-scored (docs/OPERATIONS.md, "
+        "\"Releasing a model\")"), fraction())
+    shadow_share: float = env("PIPELINE_SHADOW_SHARE", 1.0, (
+        "the share of requests on which the model that did not answer scores the same candidates (logged, never "
+        "changing the answer); 0 = no shadow scoring"), fraction())
+    mlflow_tracking_uri: str = env("PIPELINE_MLFLOW_TRACKING_URI", "", (
+        "with the `mlflow` extra installed: an MLflow tracking store (e.g. `file:///srv/mlruns` or "
+        "`sqlite:///mlflow.db`) that training runs are logged to and the roles mirrored to as model-version "
+        "aliases; unset = off. The pipeline never reads its decisions from MLflow"))

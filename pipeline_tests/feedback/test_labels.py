@@ -54,11 +54,14 @@ def test_the_join_matches_an_independent_computation_row_for_row():
     assert labeled.clicks_not_shown == 1           # d-1 never showed 999
     assert labeled.repeated_clicks == 1
     training = labeled.training_clicks()
+    held = set(labeled.rows.filter(pl.col("held_out")).get_column("request_id").to_list())
+    trained = [(r, i, c) for r, _, i, c in expected if r not in held]
+    assert held and len(trained) < len(expected)
     assert training.schema.names == ["user_id", "restaurant_id", "click"]
-    assert int(np.sum(training.column("click").to_numpy())) == labeled.clicks
+    assert int(np.sum(training.column("click").to_numpy())) == sum(c for *_, c in trained)
     users = {r.request_id: r.user_id for r in records}
     assert sorted(zip(training.column("user_id").to_pylist(), training.column("restaurant_id").to_pylist(),
-                      strict=True)) == sorted((users[r], i) for r, _, i, _ in expected)
+                      strict=True)) == sorted((users[r], i) for r, i, _ in trained)
 
 
 def test_training_ranks_keep_the_rows_shown_at_the_top():
@@ -66,10 +69,21 @@ def test_training_ranks_keep_the_rows_shown_at_the_top():
     records = _day(rng, "d", 30)
     labeled = labels.label(to_table(records), click_events.table([], [], []))
     top = labeled.training_clicks(1)
-    assert top.num_rows == sum(1 for r in records if len(r.restaurant_ids))
-    assert sorted(top.column("restaurant_id").to_pylist()) == sorted(
-        int(r.restaurant_ids[0]) for r in records if len(r.restaurant_ids))
-    assert labeled.training_clicks(0).num_rows == labeled.shown
+    held = set(labeled.rows.filter(pl.col("held_out")).get_column("request_id").to_list())
+    trained = [r for r in records if len(r.restaurant_ids) and r.request_id not in held]
+    assert top.num_rows == len(trained)
+    assert sorted(top.column("restaurant_id").to_pylist()) == sorted(int(r.restaurant_ids[0]) for r in trained)
+    assert labeled.training_clicks(0).num_rows == labeled.shown - len(labeled.rows.filter(pl.col("held_out")))
+
+
+def test_a_tenth_of_requests_is_held_out_of_training_whole():
+    rng = np.random.default_rng(3)
+    labeled = labels.label(to_table(_day(rng, "d", 2000)), click_events.table([], [], []))
+    per_request = labeled.rows.group_by("request_id").agg(pl.col("held_out").min().alias("all"),
+                                                          pl.col("held_out").max().alias("any"))
+    assert per_request["all"].equals(per_request["any"])  # a request is held out with every row
+    share = per_request["any"].mean()
+    assert 0.07 < share < 0.13, share
 
 
 def test_labeling_a_file_streamed_gives_the_rows_and_counts_of_labeling_it_in_memory(tmp_path):
@@ -90,4 +104,4 @@ def test_labeling_a_file_streamed_gives_the_rows_and_counts_of_labeling_it_in_me
     assert (streamed.shown, streamed.clicks, streamed.unknown_request_clicks, streamed.clicks_not_shown) == (
         whole.shown, whole.clicks, whole.unknown_request_clicks, whole.clicks_not_shown)
     training = pq.read_table(tmp_path / "out" / labels.TRAINING)
-    assert training.num_rows == streamed.training_rows == len(rows.filter(pl.col("rank") <= 2))
+    assert training.num_rows == streamed.training_rows == len(rows.filter((pl.col("rank") <= 2) & ~pl.col("held_out")))

@@ -13,25 +13,25 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
-import torch
 from pydantic import Field
 
+from pipeline.audits import AuditResult
 from pipeline.defs.assets.clicks import processed_clicks
 from pipeline.defs.charts import calibration_svg, picture
 from pipeline.defs.policies import EVALUATED_WITH_THE_MODEL, FOLLOWS_PARENTS, MODEL_FRESHNESS, OWNER, TRAINS_ON_NEW_DAYS
 from pipeline.defs.publishing import check_results, check_specs, published_metadata, published_or_failed
 from pipeline.defs.resources import SourceResource, WarehouseResource
 from pipeline.defs.settings import SETTINGS
-from pipeline.model import inputs
-from pipeline.model.batches import FeatureTables
-from pipeline.model.checkpoint import load_checkpoint_model
-from pipeline.model.evaluate import ACCURACY_BAR, accuracy_gate
-from pipeline.model.export import EXPORT_REVISION, publish_export
+from pipeline.model.evaluate import ACCURACY_BAR
 from pipeline.model.training import EVALUATION_FILE, FINITE_CHECK, Mode, TrainConfig, TrainResult, train
+from pipeline.model.training.release import NOT_RETIRED_CHECK
 from pipeline.publish import Artifact
-from pipeline.serving.formats import FORMAT_FILES, LATENCY_ROWS, PARITY_CHECKS, PARITY_TOLERANCE
+from pipeline.release.exporting import current_roles, export_checkpoint, missing_exports
+from pipeline.release.gate import COMPARISON_CHECK, release_gate
+from pipeline.release.registry import Registry
+from pipeline.release.switch import export_of, follow_roles
+from pipeline.serving.formats import LATENCY_ROWS, PARITY_CHECKS, PARITY_TOLERANCE
 
-PARITY_ROWS = 4096
 ACCURACY_CHECK = "accuracy_meets_reference_bar"
 _DEFAULT = TrainConfig()  # the single source of the training defaults
 
@@ -122,9 +122,27 @@ def _training_metadata(result: TrainResult) -> dict:
     }
 
 
+def _comparison_metadata(evaluation: dict) -> dict:
+    """The champion's figures on the same data, and each comparison, when there was a champion."""
+    champion = evaluation.get("champion")
+    if not champion:
+        return {}
+    rows = evaluation.get("comparison", [])
+    return {"champion_version": champion["version"],
+            **{f"champion_{k}": v for k, v in champion.items() if isinstance(v, int | float)},
+            "comparison": dg.MetadataValue.md(
+                "| metric | candidate | champion | change | margin | verdict |\n|---|---|---|---|---|---|\n"
+                + "\n".join(
+                    f"| {r['metric']} | {r['candidate']:.4f} | {r['champion']:.4f} | {r['change']:+.4f} | "
+                    f"{r['margin']:g} | {'worse' if r['worse'] else ('ok' if r['compared'] else r['note'])} |"
+                    for r in rows))}
+
+
 def _evaluation_metadata(evaluation: dict) -> dict:
     calibration = evaluation["calibration"]
-    return {
+    return {**{k: evaluation[k] for k in ("calibration_error", "ndcg_at_5", "ndcg_at_10", "user_auc", "logged_rows",
+                                          "logged_requests_with_clicks") if k in evaluation},
+            **_comparison_metadata(evaluation),
         "accuracy": evaluation["accuracy"], "auc": evaluation["auc"], "log_loss": evaluation["log_loss"],
         "rows": evaluation["rows"], "dagster/row_count": evaluation["rows"],
         "all_zeros_accuracy": evaluation["all_zeros_accuracy"],
@@ -148,20 +166,30 @@ def _evaluation_metadata(evaluation: dict) -> dict:
                         owners=[OWNER], code_version="1", automation_condition=EVALUATED_WITH_THE_MODEL,
                         description="The model of record scored on the held-out test files: accuracy "
                                     "(threshold 0.5), ROC AUC, log loss and a calibration table.")],
-    check_specs=check_specs("click_model", {FINITE_CHECK: "every weight of the candidate is finite"})
-    + check_specs("model_evaluation", {ACCURACY_CHECK: f"held-out accuracy of the candidate ≥ {ACCURACY_BAR} "
-                                                       f"(the reference's bar); below it nothing is published"}),
+    check_specs=check_specs("click_model", {
+        FINITE_CHECK: "every weight of the candidate is finite",
+        NOT_RETIRED_CHECK: "the run would not recreate a retired model (same parent, days and settings); "
+                           "checked before training"})
+    + check_specs("model_evaluation", {
+        ACCURACY_CHECK: f"held-out accuracy of the candidate ≥ {ACCURACY_BAR} (the reference's bar); below it "
+                        f"nothing is published",
+        COMPARISON_CHECK: "no metric of the candidate worse than the champion's beyond its margin, both scored in "
+                          "this step on the test files and the held-out logged lists (docs/OPERATIONS.md, "
+                          "\"Releasing a model\"); otherwise it is recorded as rejected and serves no one"}),
     pool="click_model_checkpoint", can_subset=False)
 def click_model(context: dg.AssetExecutionContext, config: ClickModelConfig, source: SourceResource,
                 warehouse: WarehouseResource):
-    """Train a candidate, evaluate it on the held-out files, publish it if it passes."""
+    """Train a candidate; evaluate it and the champion on the same held-out data; publish it as the
+    champion (the first model) or the challenger if it passes, else record it as rejected."""
     layout = warehouse.layout()
     with tempfile.TemporaryDirectory(prefix="test-") as scratch:
         test_files = source.open().test_files(Path(scratch))
         result = yield from published_or_failed(
             lambda: train(layout, config.to_train_config(), log=context.log.info,
-                          gate=accuracy_gate(test_files, ACCURACY_CHECK), on_day=lambda d: _observe_day(context, d)),
-            assets={FINITE_CHECK: "click_model", ACCURACY_CHECK: "model_evaluation"})
+                          gate=release_gate(layout, test_files, ACCURACY_CHECK),
+                          on_day=lambda d: _observe_day(context, d), by=f"dagster run {context.run.run_id[:8]}"),
+            assets={FINITE_CHECK: "click_model", NOT_RETIRED_CHECK: "click_model",
+                    ACCURACY_CHECK: "model_evaluation", COMPARISON_CHECK: "model_evaluation"})
     published = result.published
     if published is None:
         if result.state is None:
@@ -170,14 +198,19 @@ def click_model(context: dg.AssetExecutionContext, config: ClickModelConfig, sou
         context.log.info("no new processed days: nothing trained; the model of record is unchanged")
         published = Artifact(layout.checkpoint).current()
     evaluation = published.read_json(EVALUATION_FILE)
+    role = Registry(layout.registry).roles().role_of(published.version)
     yield dg.MaterializeResult(asset_key="click_model",
-                               metadata={**_training_metadata(result), **published_metadata(published)},
+                               metadata={**_training_metadata(result), **published_metadata(published), "role": role},
                                data_version=dg.DataVersion(published.version),
-                               check_results=check_results(published.audits, "click_model", [FINITE_CHECK]))
+                               check_results=check_results(
+                                   [*published.audits, AuditResult(NOT_RETIRED_CHECK, True)], "click_model",
+                                   [FINITE_CHECK, NOT_RETIRED_CHECK]))
     yield dg.MaterializeResult(asset_key="model_evaluation",
-                               metadata={**_evaluation_metadata(evaluation), "model_version": published.version},
+                               metadata={**_evaluation_metadata(evaluation), "model_version": published.version,
+                                         "role": role},
                                data_version=dg.DataVersion(published.version),
-                               check_results=check_results(published.audits, "model_evaluation", [ACCURACY_CHECK]))
+                               check_results=check_results(published.audits, "model_evaluation",
+                                                           [ACCURACY_CHECK, COMPARISON_CHECK]))
 
 
 def _export_metadata(record: dict) -> dict:
@@ -195,47 +228,43 @@ def _export_metadata(record: dict) -> dict:
               f"unfolded eager model; checked on the candidate before it is published")
               for fmt, check in PARITY_CHECKS.items()}))
 def model_exports(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-    """The model of record, its first two layers multiplied out (no activation separates them),
-    exported three times: TorchScript (``model.pt``), a torch.export ExportedProgram (``model.pt2``)
-    and ONNX (``model.onnx``, for ONNX Runtime or any runtime that takes ONNX; its inputs are the
-    user's features and the restaurants' apart, so a request's user is multiplied once), each with
-    a dynamic batch. Each is loaded and checked against the unfolded eager model in a fresh process
-    that does not import this project, as rows and as one user against many restaurants, and timed
-    on requests of 20, 70 and 1,000 restaurants; the version is published only if all match, with
-    the checkpoint and feature versions it pairs with, and names the fastest format, which the API
-    serves. A live export of the same checkpoint and export revision is kept as it is."""
+    """The champion's and the challenger's models, each with its first two layers multiplied out
+    (no activation separates them), exported three times: TorchScript (``model.pt``), a torch.export
+    ExportedProgram (``model.pt2``) and ONNX (``model.onnx``, for ONNX Runtime or any runtime that
+    takes ONNX; its inputs are the user's features and the restaurants' apart, so a request's user
+    is multiplied once), each with a dynamic batch. Each is loaded and checked against the unfolded
+    eager model in a fresh process that does not import this project, as rows and as one user
+    against many restaurants, and timed on requests of 20, 70 and 1,000 restaurants; a version is
+    published only if all match, with the checkpoint and feature versions it pairs with, and names
+    the fastest format, which the API serves. The live export is the champion's (every user); the
+    challenger's is kept beside it for shadow scoring and the canary. A role's existing export of
+    the same export revision is kept as it is."""
     layout = warehouse.layout()
-    checkpoint_version = Artifact(layout.checkpoint).live_version()
-    model, state = load_checkpoint_model(layout.checkpoint, checkpoint_version)
-    export = Artifact(layout.export)
-    live_record = export.record() if export.live_version() else {}
-    if (live_record.get("checkpoint_version") == checkpoint_version
-            and live_record.get("export_revision") == EXPORT_REVISION
-            and set(live_record.get("formats", {})) == set(FORMAT_FILES)):
-        context.log.info(f"the live export already holds checkpoint {checkpoint_version}: nothing to do")
-        published = export.current()
-        yield dg.MaterializeResult(metadata={**published_metadata(published), "bytes": published.bytes,
-                                             **_export_metadata(published.record),
-                                             "checkpoint_version": checkpoint_version},
-                                   data_version=dg.DataVersion(published.version),
-                                   check_results=check_results(published.audits))
-        return
-    tables = FeatureTables.load(layout, state.versions)  # the snapshots it was trained on, or fail
-    g = torch.Generator().manual_seed(0)
-    users = torch.randint(0, len(tables.users), (PARITY_ROWS,), generator=g)
-    restaurants = torch.randint(0, len(tables.restaurants), (PARITY_ROWS,), generator=g)
-    sample = inputs.pairs(tables.users[users], tables.restaurants[restaurants])
-    published = yield from published_or_failed(lambda: publish_export(model, layout.export, sample, record={
-        "checkpoint_version": checkpoint_version, "feature_versions": state.versions},
-        verify_timeout_s=SETTINGS.publishing.export_verify_timeout_s))
-    verified = published.written
-    yield dg.MaterializeResult(
-        metadata={"bytes": published.bytes, **_export_metadata(published.record),
-                  "max_abs_diff": max(f["max_abs_diff"] for f in verified["formats"].values()),
+    roles = current_roles(layout)
+    if roles.champion is None:
+        raise dg.Failure("no champion: materialize click_model first")
+    made = {}
+    for role, version in missing_exports(layout, roles):
+        context.log.info(f"exporting the {role}, checkpoint {version}")
+        made[role] = yield from published_or_failed(lambda v=version: export_checkpoint(
+            layout, v, SETTINGS.publishing.export_verify_timeout_s))
+    switched = follow_roles(layout, roles)
+    if switched:
+        context.log.info(f"the served export follows the roles: {switched}")
+    published = Artifact(layout.export).current()
+    parity = {}
+    if "champion" in made:
+        verified = made["champion"].written
+        parity = {"max_abs_diff": max(f["max_abs_diff"] for f in verified["formats"].values()),
                   "parity_difference": max(f["parity_difference"] for f in verified["formats"].values()),
                   "one_user_parity_difference": max(f["one_user_parity_difference"]
-                                                    for f in verified["formats"].values()),
-                  **published_metadata(published), "checkpoint_version": published.record["checkpoint_version"],
-                  "feature_versions": dg.MetadataValue.json(state.versions)},
-        data_version=dg.DataVersion(published.version),
+                                                    for f in verified["formats"].values())}
+    challenger_export = export_of(Artifact(layout.export), roles.challenger) if roles.challenger else None
+    yield dg.MaterializeResult(
+        metadata={**published_metadata(published), "bytes": published.bytes, **_export_metadata(published.record),
+                  **parity, "checkpoint_version": published.record["checkpoint_version"],
+                  "champion": roles.champion, "challenger": roles.challenger or "",
+                  "challenger_export": challenger_export or "", "exported_now": len(made),
+                  "feature_versions": dg.MetadataValue.json(published.record.get("feature_versions", {}))},
+        data_version=dg.DataVersion(f"{published.version}+{challenger_export or ''}"),
         check_results=check_results(published.audits))

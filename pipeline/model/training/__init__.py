@@ -1,16 +1,18 @@
 """Incremental and full training over processed click partitions, resumable at chunk granularity.
 
-- incremental: warm-start from the published checkpoint (the model of record) and train once on
-  every processed day it has not been trained on (a fresh model when none is published);
+- incremental: warm-start from the published checkpoint (the lineage's head: the challenger, else
+  the champion) and train once on every processed day it has not been trained on (a fresh model when none is published);
 - full: a fresh model trained on every day of a window for N epochs (every row every epoch).
 
 One writer at a time (the checkpoint artifact's lock, held for the whole run). An unfinished run
 lives in its own file (``Warehouse.training_run``), saved atomically every few chunks and at the
 end of every step, so a run killed at any moment and started again continues where it stands and
-trains every (epoch, day, chunk) exactly once, with the same result as a run never killed. The
-model of record changes only when a run completes and its candidate passes the audits (finite
-weights, and the caller's gate, e.g. accuracy on held-out data); a non-finite loss or weight
-stops the run at once, naming the day and chunk, and discards the unfinished run.
+trains every (epoch, day, chunk) exactly once, with the same result as a run never killed. A
+completed run's candidate is published, as the lineage's head, only when it passes the audits
+(finite weights, and the caller's gate: the absolute bar and the comparison with the champion,
+:mod:`pipeline.release.gate`), and its role is recorded (:mod:`pipeline.release.registry`); a
+non-finite loss or weight stops the run at once, naming the day and chunk, and discards the
+unfinished run. A run that would recreate a retired model is rejected before it trains.
 
 The parts, in the order a run uses them:
 

@@ -21,6 +21,7 @@ from pipeline.model.network import ClickMLP, make_optimizer
 from pipeline.model.training.config import TrainConfig
 from pipeline.model.training.partitions import checked_manifests, resolve_partitions
 from pipeline.model.training.plan import build_plan, fingerprint, full_retrain_window
+from pipeline.publish import Artifact
 
 
 @dataclass
@@ -81,8 +82,10 @@ def _plan_new_run(warehouse: Warehouse, config: TrainConfig, discarded: bool) ->
     tables = FeatureTables.load(warehouse)
     incumbent = load_published_state(warehouse.checkpoint)
     validation: list[str] = []
+    parent = ""
     if config.mode == "incremental" and incumbent is not None:
         state = incumbent
+        parent = Artifact(warehouse.checkpoint).live_version() or ""
         model, optimizer = _restore(state, config)
         window = [d for d in days if d not in state.trained]
     else:
@@ -96,7 +99,8 @@ def _plan_new_run(warehouse: Warehouse, config: TrainConfig, discarded: bool) ->
     state.versions = tables.versions()
     state.cursor = cursor = Cursor(config.mode, plan, validation=validation,
                                    fingerprint=fingerprint(config, plan, state.versions, validation),
-                                   partitions={day: directory.name for day, directory in dirs.items()})
+                                   partitions={day: directory.name for day, directory in dirs.items()},
+                                   parent=parent)
     return RunStart(tables, discarded, False, state, cursor, model, optimizer, dirs, manifests)
 
 

@@ -49,7 +49,8 @@ def test_train_evaluate_export_with_plotted_metadata(tiny_dataset, tmp_path):
         result = _run(tiny_dataset, warehouse, instance, mode="full", epochs=4, lr=0.003)
         assert result.success
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-        assert checks == {"click_model_is_finite": True, "accuracy_meets_reference_bar": True,
+        assert checks == {"click_model_is_finite": True, "not_a_retired_model": True,
+                          "accuracy_meets_reference_bar": True, "not_worse_than_champion": True,
                           "torchscript_matches_eager": True, "exported_program_matches_eager": True,
                           "onnx_matches_eager": True}
         model = _metadata(result, "click_model")
@@ -170,6 +171,9 @@ def test_export_uses_the_features_the_model_was_trained_on_or_fails(dataset_copy
         assert f"version {trained_on} of" in _failure(result) and "is not kept any more" in _failure(result)
         assert Artifact(warehouse.export).live_version() is None
 
+    warehouse = build_warehouse(dataset_copy, tmp_path / "second", chunk_rows=1500)
+    resources = _resources(dataset_copy, warehouse)
+    with dg.instance_for_test() as instance:
         assert _run(dataset_copy, warehouse, instance, assets=[click_model], mode="full", epochs=2, lr=0.003).success
         trained_on = load_checkpoint_model(warehouse.checkpoint)[1].versions["users"]
         new_user_snapshot(instance)  # the snapshot trained on is now the previous one, still kept

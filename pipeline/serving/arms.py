@@ -1,0 +1,76 @@
+"""The challenger beside the champion in one worker: which model answers a request (the canary),
+and how the other one ranked it (shadow scoring).
+
+- **Canary**: a user is in the canary when ``crc32(challenger version : user id)`` falls in the
+  first ``canary_share`` of its range: a user sees one model for as long as one challenger is out,
+  and a new challenger draws a new set of users. The challenger answers canary users; the champion
+  answers everyone else. If the challenger fails on a request, the champion answers it (counted as
+  the challenger's error): a canary never fails a request.
+- **Shadow**: on a ``shadow_share`` of requests (a seeded draw) the model that did not answer
+  scores the same candidates too. The answer does not change; the comparison is logged with it:
+  the share of the shown list the other model would also have shown (top-k overlap), the rank
+  correlation (Spearman) over every candidate scored, the mean absolute difference of the
+  probabilities, and the other model's score of each shown restaurant.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+_RANGE = 2 ** 32
+
+
+def in_canary(user_id: int, challenger_version: str, share: float) -> bool:
+    """Whether the challenger answers ``user_id`` (see the module docstring)."""
+    if share <= 0.0:
+        return False
+    return zlib.crc32(f"{challenger_version}:{user_id}".encode()) < share * _RANGE
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """The challenger a recommender holds: its scorer, versions and the shares it is given."""
+
+    scorer: object            # a ModelScorer (probabilities_for_user)
+    version: str              # the challenger's export version (what the log records as its model)
+    model_format: str
+    checkpoint_version: str   # its role in the registry
+    canary_share: float
+    shadow_share: float
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """How the model that did not answer ranked the same request."""
+
+    version: str
+    scores: np.ndarray        # its probability of each shown restaurant, in the shown order
+    overlap: float            # share of the shown list in its own top len(shown)
+    rank_correlation: float   # Spearman over every candidate scored (NaN under 2 candidates)
+    score_difference: float   # mean |p_answer − p_shadow| over every candidate scored
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), np.float64)
+    ranks[order] = np.arange(len(values), dtype=np.float64)
+    return ranks
+
+
+def compare(version: str, answered: np.ndarray, other: np.ndarray, shown: np.ndarray, other_top: np.ndarray
+            ) -> Shadow:
+    """The :class:`Shadow` of ``other`` (scores of every candidate) against ``answered``; ``shown``
+    and ``other_top`` are candidate positions: the answer's list and the other model's own top."""
+    overlap = len(np.intersect1d(shown, other_top)) / len(shown) if len(shown) else float("nan")
+    correlation = float("nan")
+    if len(answered) >= 2:
+        a, b = _ranks(answered), _ranks(other)
+        a -= a.mean()
+        b -= b.mean()
+        denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
+        correlation = float((a * b).sum() / denominator) if denominator > 0 else float("nan")
+    difference = float(np.abs(answered - other).mean()) if len(answered) else float("nan")
+    return Shadow(version, other[shown].astype(np.float32), float(overlap), correlation, difference)
