@@ -155,6 +155,11 @@ class Warehouse:
         return self.models / "registry"
 
     @property
+    def drift(self) -> Path:
+        """The newest drift report: features and the challenger's scores against the reference (artifact)."""
+        return self.models / "drift"
+
+    @property
     def training_run(self) -> Path:
         """The unfinished training run's state (with its cursor), private to the training writer."""
         return self.models / "training" / "run.pt"

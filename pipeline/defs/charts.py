@@ -98,3 +98,38 @@ def ctr_by_rank_svg(rates: dict[str, list[float]]) -> str:
              f'<text x="{_x(0)}" y="{_y(0) + 12}" text-anchor="middle">1</text>'
              f'<text x="{_x(1)}" y="{_y(0) + 12}" text-anchor="middle">{ranks}</text>')
     return _svg(body, "Click rate by rank", "rank", "click rate")
+
+
+def bars_svg(values: Sequence[tuple[str, float]], lines: dict[str, float], title: str, x_label: str) -> str:
+    """Horizontal bars (label, value), largest first, with vertical ``lines`` (name → value)."""
+    top = max([*(v for _, v in values), *lines.values(), 1e-9]) * 1.1
+    row = (HEIGHT - MARGIN - 30) / max(len(values), 1)
+    left = MARGIN + 70
+    span = WIDTH - 10 - left
+    body = "".join(f'<rect x="{left}" y="{28 + i * row:.1f}" width="{span * v / top:.1f}" height="{row - 3:.1f}" '
+                   f'fill="{COLOURS[1] if v > lines.get("block", top) else COLOURS[0]}"/>'
+                   f'<text x="{left - 4}" y="{28 + i * row + row / 2 + 3:.1f}" text-anchor="end">{escape(name)}</text>'
+                   f'<text x="{left + span * v / top + 3:.1f}" y="{28 + i * row + row / 2 + 3:.1f}">{v:.3f}</text>'
+                   for i, (name, v) in enumerate(values))
+    for n, (name, v) in enumerate(lines.items()):
+        x = left + span * v / top
+        body += (f'<line x1="{x:.1f}" y1="26" x2="{x:.1f}" y2="{HEIGHT - MARGIN}" stroke="{COLOURS[2 + n]}" '
+                 f'stroke-dasharray="4"/><text x="{x + 2:.1f}" y="{HEIGHT - MARGIN - 4}" fill="{COLOURS[2 + n]}">'
+                 f'{escape(name)} {v:g}</text>')
+    return _svg(body, title, x_label, "")
+
+
+def shares_svg(reference: Sequence[float], current: Sequence[float], title: str) -> str:
+    """Two distributions over the same bins (the reference's deciles): reference and current."""
+    bins = len(reference)
+    top = max([*reference, *current, 1e-9]) * 1.1
+    width = (WIDTH - 10 - MARGIN) / max(bins, 1)
+    body = ""
+    for i, (r, c) in enumerate(zip(reference, current, strict=True)):
+        body += (f'<rect x="{_x(i / bins):.1f}" y="{_y(r / top):.1f}" width="{width / 2 - 1:.1f}" '
+                 f'height="{_y(0) - _y(r / top):.1f}" fill="{COLOURS[4]}"/>'
+                 f'<rect x="{_x(i / bins) + width / 2:.1f}" y="{_y(c / top):.1f}" width="{width / 2 - 1:.1f}" '
+                 f'height="{_y(0) - _y(c / top):.1f}" fill="{COLOURS[0]}"/>')
+    body += (f'<text x="{_x(1) - 2}" y="40" text-anchor="end" fill="{COLOURS[4]}">reference</text>'
+             f'<text x="{_x(1) - 2}" y="53" text-anchor="end" fill="{COLOURS[0]}">current</text>')
+    return _svg(body, title, "bins at the reference's deciles", "share")

@@ -50,6 +50,14 @@ close_the_loop_job = dg.define_asset_job(
 )
 
 
+release_model_job = dg.define_asset_job(
+    "release_model", selection=dg.AssetSelection.assets("model_release"), run_tags=IN_LOCATION,
+    description=("The canary's judge (promote, retire or wait on live traffic), or an operator's decision by run "
+                 "config: promote, retire, rollback or challenge a model version, with a reason. Started by "
+                 "release_judge_sensor while a challenger is out, or by hand."),
+)
+
+
 @dg.schedule(cron_schedule=CLICKS_CRON, target=ingest_clicks_job, execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.RUNNING,
              description=("At 01:00 UTC, ingest yesterday's clicks (raw_clicks and processed_clicks); skips, saying "

@@ -1,6 +1,7 @@
 """The sensors: the feature-refresh sensor (observes the source's feature tables and refreshes on each
-new version), the feedback sensor (a served day's log or clicks changed) and the one that evaluates
-the assets' automation conditions (policies.py)."""
+new version), the feedback sensor (a served day's log or clicks changed), the release judge's (a
+challenger's canary has new traffic) and the one that evaluates the assets' automation conditions
+(policies.py)."""
 
 import datetime as dt
 import hashlib
@@ -11,10 +12,13 @@ import dagster as dg
 from pipeline.data.sources import TransientSourceError
 from pipeline.defs.assets.features import SOURCE_VERSION, feature_tables, restaurant_features, user_features
 from pipeline.defs.assets.serving import online_features, restaurant_geo_index, scoring_benchmark
-from pipeline.defs.jobs import IN_LOCATION, close_the_loop_job
+from pipeline.defs.jobs import IN_LOCATION, close_the_loop_job, release_model_job
 from pipeline.defs.partitions import click_days
 from pipeline.defs.resources import SourceResource, WarehouseResource
 from pipeline.feedback.log_format import logged_days, segments
+from pipeline.publish import Artifact
+from pipeline.release.registry import Registry
+from pipeline.release.switch import export_of
 
 refresh_features_job = dg.define_asset_job(
     "refresh_features",
@@ -112,3 +116,35 @@ def feedback_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseRes
     if not requests:
         return dg.SkipReason(f"no finished day's impression log or clicks changed (looked at {len(days)} days)")
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen))
+
+
+def _canary_state(log_dir, click_files, since_day: str, today: str) -> str:
+    """A stamp of what the judge would read: the log's segment names and the click files' versions
+    from ``since_day`` to ``today``."""
+    day, names = dt.date.fromisoformat(since_day), []
+    while day.isoformat() <= today:
+        names += [p.name for p in segments(log_dir, day.isoformat())] + ["--", click_files(day.isoformat()) or ""]
+        day += dt.timedelta(days=1)
+    return _fingerprint(names)
+
+
+@dg.sensor(target=release_model_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description=("Every minute while a challenger is out and exported: when the impression log or the local "
+                        "click events grew since the judge last looked, starts release_model to judge the canary "
+                        "(promote, retire or wait). Run key = the challenger and the files it would read."))
+def release_judge_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource, source: SourceResource):
+    """Requests the judge whenever a challenger's canary has new traffic or clicks."""
+    layout = warehouse.layout()
+    roles = Registry(layout.registry).roles()
+    if roles.challenger is None:
+        return dg.SkipReason("no challenger is out")
+    if export_of(Artifact(layout.export), roles.challenger) is None:
+        return dg.SkipReason(f"challenger {roles.challenger} is not exported yet (model_exports)")
+    since = roles.latest[roles.challenger].at[:10]
+    opened = source.open()
+    stamp = _canary_state(warehouse.impression_log(), opened.click_events_version, since,
+                          dt.datetime.now(dt.UTC).date().isoformat())
+    key = f"judge-{roles.challenger}-{stamp}"
+    if context.cursor == key:
+        return dg.SkipReason(f"no new traffic or clicks for challenger {roles.challenger}")
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=key)], cursor=key)

@@ -4,12 +4,16 @@ moves the pointers to match (:func:`pipeline.release.switch.follow_roles`)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.data.layout import Warehouse
 from pipeline.model.training.release import EVALUATION_FILE
 from pipeline.publish import Artifact
+from pipeline.release import drift
+from pipeline.release.judge import Policy, Verdict, clicked_pairs, judge, logged_answers
 from pipeline.release.registry import Decision, Registry, Roles
 from pipeline.release.switch import export_of, follow_roles
 
@@ -24,7 +28,7 @@ def _kept_checkpoint(warehouse: Warehouse, version: str) -> None:
         raise ReleaseError(f"checkpoint {version} is not kept (kept: {', '.join(checkpoint.versions()) or 'none'})")
 
 
-def promote(warehouse: Warehouse, version: str, reason: str, by: str) -> dict:
+def promote(warehouse: Warehouse, version: str, reason: str, by: str, metrics: dict | None = None) -> dict:
     """Make ``version`` the champion: the challenger (the usual case), a former champion or a
     retired model still kept (an override). Its export must exist (model_exports makes the
     challenger's)."""
@@ -36,11 +40,11 @@ def promote(warehouse: Warehouse, version: str, reason: str, by: str) -> dict:
     if export_of(Artifact(warehouse.export), version) is None:
         raise ReleaseError(f"{version} has no export: materialize model_exports first (it exports the champion and "
                            f"the challenger)")
-    roles = registry.record(Decision(version, "champion", by, reason))
+    roles = registry.record(Decision(version, "champion", by, reason, metrics=metrics or {}))
     return {"champion": version, "former": roles.former_champions[-1:], "switched": follow_roles(warehouse, roles)}
 
 
-def retire(warehouse: Warehouse, version: str, reason: str, by: str) -> dict:
+def retire(warehouse: Warehouse, version: str, reason: str, by: str, metrics: dict | None = None) -> dict:
     """Take ``version`` out of service for good: a challenger (its canary ends), or the champion,
     which the newest kept former champion replaces (a rollback). Its lineage is not trained again."""
     registry = Registry(warehouse.registry)
@@ -50,7 +54,7 @@ def retire(warehouse: Warehouse, version: str, reason: str, by: str) -> dict:
     if version != roles.challenger and version not in roles.former_champions:
         raise ReleaseError(f"{version} is not serving (role: {roles.role_of(version) or 'none'}); the champion is "
                            f"{roles.champion}, the challenger {roles.challenger or 'none'}")
-    roles = registry.record(Decision(version, "retired", by, reason))
+    roles = registry.record(Decision(version, "retired", by, reason, metrics=metrics or {}))
     return {"retired": version, "switched": follow_roles(warehouse, roles)}
 
 
@@ -74,6 +78,52 @@ def rollback(warehouse: Warehouse, reason: str, by: str) -> dict:
     retired = roles.champion
     roles = registry.record(*decisions)
     return {"retired": retired, "champion": target, "switched": follow_roles(warehouse, roles)}
+
+
+def challenge(warehouse: Warehouse, version: str, reason: str, by: str) -> dict:
+    """Make a kept version the challenger without the offline comparison (an override: e.g. a model
+    trained elsewhere, or one to try on a canary anyway); the judge decides on live traffic as for
+    any challenger. A challenger already out is retired (superseded)."""
+    registry = Registry(warehouse.registry)
+    roles = registry.roles()
+    if version in (roles.champion, roles.challenger):
+        raise ReleaseError(f"{version} is already the {roles.role_of(version)}")
+    _kept_checkpoint(warehouse, version)
+    decisions = [Decision(roles.challenger, "retired", by, f"superseded by {version}")] if roles.challenger else []
+    roles = registry.record(*decisions, Decision(version, "challenger", by, reason))
+    return {"challenger": version, "switched": follow_roles(warehouse, roles)}
+
+
+def judge_canary(warehouse: Warehouse, log_dir: Path, click_files: Callable[[str], list[Path]],
+                 policy: Policy | None = None, by: str = "judge") -> tuple[Verdict | None, dict]:
+    """Judge the challenger on the traffic logged since it was recorded (``click_files(day)``: the
+    click event files of a day) and act on the verdict: promote it, retire it, or wait. Returns
+    (the verdict, what was done); (None, {}) when there is no challenger or either role's export is
+    not published yet."""
+    roles = Registry(warehouse.registry).roles()
+    if roles.challenger is None or roles.champion is None:
+        return None, {}
+    export = Artifact(warehouse.export)
+    champion_export, challenger_export = export_of(export, roles.champion), export_of(export, roles.challenger)
+    if champion_export is None or challenger_export is None:
+        return None, {}
+    since = dt.datetime.fromisoformat(roles.latest[roles.challenger].at)
+    answers = logged_answers(log_dir, since)
+    first, last = since.date(), dt.datetime.now(dt.UTC).date()
+    days = [(first + dt.timedelta(n)).isoformat() for n in range((last - first).days + 1)]
+    clicks = clicked_pairs([f for day in days for f in click_files(day)])
+    verdict = judge(answers, clicks, champion_export, challenger_export, policy or Policy(), since=since.isoformat())
+    report = drift.latest(warehouse.drift)
+    blocked = report.blocking() if report is not None and report.challenger == roles.challenger else []
+    if verdict.action == "promote" and blocked:
+        verdict.action = "wait"
+        verdict.reasons.append(f"promotion blocked by drift: {'; '.join(blocked)}")
+    done: dict = {}
+    if verdict.action == "promote":
+        done = promote(warehouse, roles.challenger, verdict.describe(), by, verdict.metrics())
+    elif verdict.action == "rollback":
+        done = retire(warehouse, roles.challenger, verdict.describe(), by, verdict.metrics())
+    return verdict, done
 
 
 def models(warehouse: Warehouse) -> list[dict]:
