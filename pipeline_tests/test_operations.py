@@ -1,20 +1,15 @@
-"""``pipeline status`` and ``pipeline rollback`` through the real command, on a real SQLite store."""
+"""``pipeline status`` and ``pipeline rollback features`` through the real command, on a real SQLite store
+(a model's rollback: pipeline_tests/release/test_operations.py)."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 from pipeline.data.features import RESTAURANTS, USERS, load_snapshot
-from pipeline.model.batches import FeatureTables
-from pipeline.model.checkpoint import load_checkpoint_model
-from pipeline.model.export import publish_export
 from pipeline.model.training import TrainConfig, train
-from pipeline.publish import Artifact
+from pipeline.release.exporting import export_roles
 from pipeline.store.base import FeatureTable
 from pipeline.store.sqlite import SQLiteStore
 from pipeline_devtools.warehouse_build import build_warehouse
@@ -29,14 +24,10 @@ def _pipeline(*args, env):
 
 def _train_and_export(warehouse):
     train(warehouse, TrainConfig(batch_size=512, threads=1), log=lambda message: None)
-    model, state = load_checkpoint_model(warehouse.checkpoint)
-    tables = FeatureTables.load(warehouse, state.versions)
-    sample = torch.cat([tables.users[:64], tables.restaurants[:64]], dim=1)
-    return publish_export(model, warehouse.export, sample, record={
-        "checkpoint_version": Artifact(warehouse.checkpoint).live_version(), "feature_versions": state.versions})
+    return export_roles(warehouse, 120)[0]
 
 
-def test_status_then_roll_back_the_model_and_the_online_features(tiny_dataset, tmp_path):
+def test_status_then_roll_back_the_online_features(tiny_dataset, tmp_path):
     warehouse = build_warehouse(tiny_dataset, tmp_path / "wh", chunk_rows=1500, days=2)
     first = _train_and_export(warehouse)
     build_warehouse(tiny_dataset, warehouse.root, chunk_rows=1500)  # day 3 arrives
@@ -52,38 +43,16 @@ def test_status_then_roll_back_the_model_and_the_online_features(tiny_dataset, t
 
     code, out, _ = _pipeline("status", env=env)
     live = json.loads(out)
-    assert code == 0 and live["export"]["version"] == second.version
-    assert live["export"]["checkpoint_version"] == second.record["checkpoint_version"]
+    assert code == 0 and live["roles"]["champion"] == first.champion == live["export"]["checkpoint_version"]
+    assert live["roles"]["challenger"] == second.challenger == live["checkpoint"]["version"]
+    assert live["roles"]["last_decision"]["role"] == "challenger"
     assert live["checkpoint"]["trained_days"] == 3 and live["processed_days"] == tiny_dataset.days()
     assert live["features"]["users"]["version"] == users.version and live["unfinished_training_run"] is None
     assert live["online_store"]["live"]["number"] == 2 and live["online_store"]["versions"] == [1, 2]
 
-    code, out, _ = _pipeline("rollback", "model", env=env)
-    assert code == 0 and json.loads(out) == {
-        "export": {"from": second.version, "to": first.version},
-        "checkpoint": {"from": second.record["checkpoint_version"], "to": first.record["checkpoint_version"]}}
-    assert Artifact(warehouse.checkpoint).live_version() == first.record["checkpoint_version"]
-    assert sorted(load_checkpoint_model(warehouse.checkpoint)[1].trained) == tiny_dataset.days()[:2]
     code, out, _ = _pipeline("rollback", "features", env=env)
     assert code == 0 and json.loads(out) == {"online_store": {"from": 2, "to": 1}}
     assert store.live().number == 1 and store.fetch(0, []).version == 1
     code, _, err = _pipeline("rollback", "features", env=env)
     assert code == 1 and "no previous version is kept" in err
     store.close()
-
-
-def test_a_model_rollback_that_cannot_complete_switches_nothing(tiny_dataset, tmp_path):
-    warehouse = build_warehouse(tiny_dataset, tmp_path / "wh", chunk_rows=1500, days=2)
-    first = _train_and_export(warehouse)
-    build_warehouse(tiny_dataset, warehouse.root, chunk_rows=1500)  # day 3 arrives
-    second = _train_and_export(warehouse)
-    checkpoint = Artifact(warehouse.checkpoint)
-    gone = first.record["checkpoint_version"]
-    shutil.rmtree(checkpoint.versions_dir / gone)  # the checkpoint the previous export was made from is lost
-    env = {**os.environ, "PIPELINE_WAREHOUSE_DIR": str(warehouse.root)}
-
-    code, out, err = _pipeline("rollback", "model", env=env)
-    # the served export and the model of record still pair
-    assert Artifact(warehouse.export).live_version() == second.version
-    assert checkpoint.live_version() == second.record["checkpoint_version"]
-    assert code == 1 and out == "" and gone in err and "nothing was rolled back" in err, err

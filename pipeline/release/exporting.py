@@ -14,7 +14,7 @@ from pipeline.model.export import publish_export
 from pipeline.publish import Artifact, Published
 from pipeline.release.decide import ADOPTED
 from pipeline.release.registry import Decision, Registry, Roles
-from pipeline.release.switch import export_of, pinned_exports
+from pipeline.release.switch import export_of, follow_roles, pinned_exports
 
 PARITY_ROWS = 4096
 
@@ -48,3 +48,15 @@ def missing_exports(warehouse: Warehouse, roles: Roles) -> list[tuple[str, str]]
     export = Artifact(warehouse.export)
     return [(role, version) for role, version in (("champion", roles.champion), ("challenger", roles.challenger))
             if version and export_of(export, version) is None]
+
+
+def export_roles(warehouse: Warehouse, verify_timeout_s: float, log=lambda message: None
+                 ) -> tuple[Roles, dict[str, Published], dict]:
+    """Export each serving role whose export is missing, then point the live export at the
+    champion's: (the roles, the exports made by role, what switched)."""
+    roles = current_roles(warehouse)
+    made = {}
+    for role, version in missing_exports(warehouse, roles):
+        log(f"exporting the {role}, checkpoint {version}")
+        made[role] = export_checkpoint(warehouse, version, verify_timeout_s)
+    return roles, made, follow_roles(warehouse, roles)

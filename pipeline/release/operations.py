@@ -134,8 +134,9 @@ def models(warehouse: Warehouse) -> list[dict]:
     kept = set(checkpoint.versions())
     rows = []
     for version, decision in sorted(roles.latest.items(), reverse=True):
+        lineage = next((d.lineage for d in reversed(roles.history) if d.version == version and d.lineage), "")
         row = {"version": version, "role": roles.role_of(version), "decided_at": decision.at,
-               "decided_by": decision.by, "reason": decision.reason, "lineage": decision.lineage,
+               "decided_by": decision.by, "reason": decision.reason, "lineage": lineage,
                "kept": version in kept, "metrics": _metrics(checkpoint, version, roles)}
         if version in kept:
             record = checkpoint.record(version)

@@ -26,10 +26,10 @@ from pipeline.model.evaluate import ACCURACY_BAR
 from pipeline.model.training import EVALUATION_FILE, FINITE_CHECK, Mode, TrainConfig, TrainResult, train
 from pipeline.model.training.release import NOT_RETIRED_CHECK
 from pipeline.publish import Artifact
-from pipeline.release.exporting import current_roles, export_checkpoint, missing_exports
+from pipeline.release.exporting import current_roles, export_roles
 from pipeline.release.gate import COMPARISON_CHECK, release_gate
 from pipeline.release.registry import Registry
-from pipeline.release.switch import export_of, follow_roles
+from pipeline.release.switch import export_of
 from pipeline.serving.formats import LATENCY_ROWS, PARITY_CHECKS, PARITY_TOLERANCE
 
 ACCURACY_CHECK = "accuracy_meets_reference_bar"
@@ -240,15 +240,10 @@ def model_exports(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     challenger's is kept beside it for shadow scoring and the canary. A role's existing export of
     the same export revision is kept as it is."""
     layout = warehouse.layout()
-    roles = current_roles(layout)
-    if roles.champion is None:
+    if current_roles(layout).champion is None:
         raise dg.Failure("no champion: materialize click_model first")
-    made = {}
-    for role, version in missing_exports(layout, roles):
-        context.log.info(f"exporting the {role}, checkpoint {version}")
-        made[role] = yield from published_or_failed(lambda v=version: export_checkpoint(
-            layout, v, SETTINGS.publishing.export_verify_timeout_s))
-    switched = follow_roles(layout, roles)
+    roles, made, switched = yield from published_or_failed(lambda: export_roles(
+        layout, SETTINGS.publishing.export_verify_timeout_s, context.log.info))
     if switched:
         context.log.info(f"the served export follows the roles: {switched}")
     published = Artifact(layout.export).current()
