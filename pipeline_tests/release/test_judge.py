@@ -42,7 +42,8 @@ def test_a_better_challenger_is_promoted_once_the_canary_is_large_enough():
     verdict = judge(answers, clicks, "champ", "chal", Policy(min_requests=500))
     assert verdict.action == "promote" and verdict.lower > -0.01
     assert verdict.challenger.requests == int(answers["canary"].sum()) and verdict.challenger.errors == 0
-    assert verdict.challenger.ctr == pytest.approx(0.45, abs=0.03) and verdict.champion.ctr == pytest.approx(0.40, abs=0.02)
+    assert verdict.challenger.ctr == pytest.approx(0.45, abs=0.03)
+    assert verdict.champion.ctr == pytest.approx(0.40, abs=0.02)
 
 
 def test_a_clearly_worse_challenger_is_rolled_back_and_an_equal_one_is_not():
