@@ -7,6 +7,7 @@
     pipeline models                       # every model version: role, metrics, window, lineage
     pipeline promote VERSION --reason T   # make a version the champion (served to everyone)
     pipeline retire VERSION --reason T    # take a challenger or the champion out of service for good
+    pipeline challenge VERSION --reason T # put a kept version on the canary (the judge decides)
     pipeline rollback {model,features}    # the former champion, or the previous feature version, again
     pipeline loadtest --url URL --requests FILE --rate R --duration S [--ramp]
     pipeline worker [--name N] [--concurrency C]   # a Celery worker (PIPELINE_EXECUTOR=celery)
@@ -153,12 +154,13 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _release(args: argparse.Namespace) -> int:
-    """promote, retire: a release decision recorded with who took it and why."""
+    """promote, retire, challenge: a release decision recorded with who took it and why."""
     from pipeline.locks import LockTimeout
     from pipeline.release import operations
     from pipeline.release.registry import operator
 
-    decide = {"promote": operations.promote, "retire": operations.retire}[args.command]
+    decide = {"promote": operations.promote, "retire": operations.retire,
+              "challenge": operations.challenge}[args.command]
     try:
         result = decide(_warehouse(args.settings), args.version, args.reason, args.by or operator())
     except (operations.ReleaseError, FileNotFoundError, LockTimeout) as failed:
@@ -260,7 +262,9 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     back.set_defaults(func=_rollback)
     for name, help_text in (("promote", "make a kept model version the champion: served to every user"),
                             ("retire", "take the challenger or the champion out of service for good (the champion: "
-                                       "the former champion serves again); its retrain is not served again")):
+                                       "the former champion serves again); its retrain is not served again"),
+                            ("challenge", "put a kept model version on the canary without the offline comparison "
+                                          "(the judge decides on live traffic)")):
         decision = commands.add_parser(name, help=help_text)
         decision.add_argument("version", help="a checkpoint version (pipeline models)")
         decision.add_argument("--reason", required=True, help="why, for the record")

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import NormalDist
 
+import numpy as np
 import polars as pl
 
 from pipeline.feedback import click_events
@@ -117,8 +118,8 @@ def logged_answers(log_dir: Path, since: dt.datetime, until: dt.datetime | None 
                 table = read_segment(path)
             except BadSegment:
                 continue
-            tables.append(pl.from_arrow(table.select(["request_id", "served_at", "model_version", "canary",
-                                                       "latency_us", "restaurant_ids"])))
+            tables.append(pl.DataFrame(table.select(["request_id", "served_at", "model_version", "canary",
+                                                      "latency_us", "restaurant_ids"])))
     if not tables:
         return pl.DataFrame(schema={"request_id": pl.String, "served_at": pl.Datetime("us", "UTC"),
                                     "model_version": pl.String, "canary": pl.Boolean, "latency_us": pl.Int32,
@@ -132,7 +133,7 @@ def clicked_pairs(files: list[Path]) -> pl.DataFrame:
     frames = []
     for path in files:
         try:
-            frames.append(pl.from_arrow(click_events.read(path)))
+            frames.append(pl.DataFrame(click_events.read(path)))
         except click_events.BadClickFile:
             continue
     if not frames:
@@ -154,11 +155,12 @@ def per_request(answers: pl.DataFrame, clicks: pl.DataFrame, k: int) -> pl.DataF
 def _arm(rows: pl.DataFrame, errors: int = 0) -> Arm:
     scored = rows.filter(pl.col("shown") > 0)
     n = len(scored)
-    latency = rows.get_column("latency_us")
-    return Arm(requests=len(rows), ctr=float(scored["ctr"].mean()) if n else float("nan"),
-               variance=float(scored["ctr"].var()) if n > 1 else float("nan"),
+    ctr = scored.get_column("ctr").to_numpy()
+    latency = rows.get_column("latency_us").to_numpy()
+    return Arm(requests=len(rows), ctr=float(ctr.mean()) if n else float("nan"),
+               variance=float(ctr.var(ddof=1)) if n > 1 else float("nan"),
                clicks=int(rows["clicks"].sum()), impressions=int(rows["shown"].sum()),
-               p95_ms=float(latency.quantile(0.95)) / 1000 if len(latency) else float("nan"), errors=errors)
+               p95_ms=float(np.quantile(latency, 0.95)) / 1000 if len(latency) else float("nan"), errors=errors)
 
 
 def judge(answers: pl.DataFrame, clicks: pl.DataFrame, champion_version: str, challenger_version: str,

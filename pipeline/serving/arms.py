@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ def in_canary(user_id: int, challenger_version: str, share: float) -> bool:
 class Challenger:
     """The challenger a recommender holds: its scorer, versions and the shares it is given."""
 
-    scorer: object            # a ModelScorer (probabilities_for_user)
+    scorer: Any               # a ModelScorer (probabilities_for_user)
     version: str              # the challenger's export version (what the log records as its model)
     model_format: str
     checkpoint_version: str   # its role in the registry

@@ -173,7 +173,7 @@ class Recommender:
         challenger = self.challenger
         canary = challenger is not None and in_canary(request.user_id, challenger.version, challenger.canary_share)
         served, failed = self.served, False
-        if canary:
+        if canary and challenger is not None:
             try:
                 scores = challenger.scorer.probabilities_for_user(fetched.user, fetched.restaurants)
                 served = Served(challenger.version, challenger.model_format, self.served.geo_version)

@@ -12,7 +12,7 @@ the judge does not promote past its block thresholds.
 import json
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -148,7 +148,7 @@ def model_drift(context: dg.AssetExecutionContext, config: DriftConfig, warehous
                      score_block=config.score_block)
     drift.publish(report, layout.drift)
     largest = report.largest(8)
-    metadata = {"model": report.model, "challenger": report.challenger,
+    metadata: dict[str, Any] = {"model": report.model, "challenger": report.challenger,
                 "max_feature_psi": largest[0][1] if largest else 0.0,
                 "features_over_warning": sum(v > report.warn for v in report.features.values()),
                 "features_over_block": sum(v > report.block for v in report.features.values()),
