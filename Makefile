@@ -61,11 +61,11 @@ $(BQ_ENV)/.installed: devtools/bigquery-emulator.lock
 
 bigquery-emulator: $(BQ_ENV)/.installed
 
-# Re-resolve requirements.lock from pyproject.toml (runtime + dev + bigquery + celery + k8s); commit the result.
+# Re-resolve requirements.lock from pyproject.toml (runtime + dev + bigquery + celery + k8s + mlflow); commit the result.
 lock:
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet pip-tools
-	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --extra dev --extra bigquery --extra celery --extra k8s --strip-extras \
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --extra dev --extra bigquery --extra celery --extra k8s --extra mlflow --strip-extras \
 		-o requirements.lock pyproject.toml
 	$(MAKE) serving-lock
 

@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -162,12 +163,24 @@ def _release(args: argparse.Namespace) -> int:
     decide = {"promote": operations.promote, "retire": operations.retire,
               "challenge": operations.challenge}[args.command]
     try:
-        result = decide(_warehouse(args.settings), args.version, args.reason, args.by or operator())
+        result = decide(_warehouse(args.settings), args.version, args.reason,
+                        args.by or operator(args.settings.release.operator))
     except (operations.ReleaseError, FileNotFoundError, LockTimeout) as failed:
         print(f"pipeline {args.command}: {failed}", file=sys.stderr)
         return 1
+    _mirror_roles(args.settings)
     print(json.dumps(result))
     return 0
+
+
+def _mirror_roles(settings: Settings) -> None:
+    """The roles mirrored to MLflow's aliases, when PIPELINE_MLFLOW_TRACKING_URI is set."""
+    from pipeline.release.mlflow_mirror import mirror
+    from pipeline.release.registry import Registry
+
+    mirrored = mirror(settings.release.mlflow_tracking_uri, lambda message: print(message, file=sys.stderr))
+    if mirrored is not None:
+        mirrored.mirror_roles(Registry(_warehouse(settings).registry).roles())
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -195,7 +208,9 @@ def _rollback(args: argparse.Namespace) -> int:
 
     try:
         if args.what == "model":
-            result = rollback(_warehouse(args.settings), args.reason, args.by or operator())
+            by = args.by or operator(args.settings.release.operator)
+            result = rollback(_warehouse(args.settings), args.reason, by)
+            _mirror_roles(args.settings)
         else:
             store = _open_store(args.settings)
             try:
@@ -258,7 +273,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
                                                 "champion serves again; features: the previous feature version")
     back.add_argument("what", choices=("model", "features"))
     back.add_argument("--reason", default="pipeline rollback model", help="why, for the record (model)")
-    back.add_argument("--by", default=None, help="who decides (default: $PIPELINE_OPERATOR or the login name)")
+    back.add_argument("--by", default=None, help="who decides, model (default: $PIPELINE_OPERATOR or the login name)")
     back.set_defaults(func=_rollback)
     for name, help_text in (("promote", "make a kept model version the champion: served to every user"),
                             ("retire", "take the challenger or the champion out of service for good (the champion: "
@@ -324,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"pipeline: {exc}", file=sys.stderr)
         return 2
+    if settings.release.mlflow_tracking_uri:
+        from pipeline.release.mlflow_mirror import bound_http
+
+        bound_http(os.environ)
     args = build_parser(settings).parse_args(argv)
     args.settings = settings
     return args.func(args)

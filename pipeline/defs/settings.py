@@ -10,11 +10,14 @@ import os
 import dagster as dg
 
 from pipeline import runtime
+from pipeline.release.mlflow_mirror import bound_http
 from pipeline.settings import Settings, load_settings
 from pipeline.settings.fields import spec_of
 
 SETTINGS: Settings = load_settings()
 runtime.configure(SETTINGS)
+if SETTINGS.release.mlflow_tracking_uri:  # MLflow reads only its own variables: bound its HTTP calls
+    bound_http(os.environ)
 
 
 def resource_value(group: type, name: str) -> str | dg.EnvVar:

@@ -41,10 +41,10 @@ KEPT_FORMER_CHAMPIONS = 2  # checkpoints and exports of the last two champions s
 VALID_CHECK = "roles_are_consistent"
 
 
-def operator() -> str:
-    """Who is deciding, for the record: $PIPELINE_OPERATOR, else the login name."""
+def operator(configured: str = "") -> str:
+    """Who is deciding, for the record: ``configured`` (``PIPELINE_OPERATOR``), else the login name."""
     try:
-        return os.environ.get("PIPELINE_OPERATOR") or getpass.getuser()
+        return configured or getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
 

@@ -194,7 +194,10 @@ class ReleaseSettings:
     shadow_share: float = env("PIPELINE_SHADOW_SHARE", 1.0, (
         "the share of requests on which the model that did not answer scores the same candidates (logged, never "
         "changing the answer); 0 = no shadow scoring"), fraction())
+    operator: str = env("PIPELINE_OPERATOR", "", (
+        "who `pipeline promote`, `retire`, `challenge` and `rollback model` record as deciding (`--by` overrides); "
+        "unset = the login name"))
     mlflow_tracking_uri: str = env("PIPELINE_MLFLOW_TRACKING_URI", "", (
-        "with the `mlflow` extra installed: an MLflow tracking store (e.g. `file:///srv/mlruns` or "
-        "`sqlite:///mlflow.db`) that training runs are logged to and the roles mirrored to as model-version "
-        "aliases; unset = off. The pipeline never reads its decisions from MLflow"))
+        "with the `mlflow` extra installed: an MLflow tracking store (e.g. `sqlite:////srv/mlflow/mlflow.db` or "
+        "`http://mlflow:5000`) that training runs and exports are logged to and the roles mirrored to as "
+        "model-version aliases; unset = off. The pipeline never reads its decisions from MLflow"))

@@ -27,6 +27,7 @@ def _both_workers(api: ApiProcess, timeout_s: float = 5.0) -> dict[int, tuple[st
     return seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("better", [True, False], ids=["better challenger", "worse challenger"])
 def test_the_judge_promotes_a_better_challenger_and_rolls_back_a_worse_one(tiny_dataset, tmp_path, better):
     warehouse, env = champion_and_challenger(tiny_dataset, tmp_path, better)

@@ -83,13 +83,15 @@ def test_definitions_load_with_jobs_schedule_and_checks():
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
         "feature_tables", "user_features", "restaurant_features", "raw_clicks", "processed_clicks",
-        "click_model", "model_evaluation", "model_exports",
+        "click_model", "model_evaluation", "model_exports", "model_release", "model_drift",
         "restaurant_geo_index", "online_features", "scoring_benchmark",
         "impressions", "click_events", "labeled_impressions", "online_metrics"}
-    for job in ("ingest_clicks", "feature_snapshots", "train_model", "refresh_features", "close_the_loop"):
+    for job in ("ingest_clicks", "feature_snapshots", "train_model", "refresh_features", "close_the_loop",
+                "release_model"):
         assert defs.resolve_job_def(job).name == job
     assert defs.resolve_sensor_def("feature_source_sensor").job_name == "refresh_features"
     assert defs.resolve_sensor_def("feedback_sensor").job_name == "close_the_loop"
+    assert defs.resolve_sensor_def("release_judge_sensor").job_name == "release_model"
     assert defs.resolve_schedule_def("daily_clicks_schedule").cron_schedule == "0 1 * * *"
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey("click_model")).automation_condition.get_label().startswith("at 0 3 * * * UTC")
@@ -101,7 +103,8 @@ def test_single_writer_assets_are_in_pools_limited_to_one_step():
         "user_features": {"user_features"}, "restaurant_features": {"restaurant_features"},
         "click_model": {"click_model_checkpoint"}, "model_evaluation": {"click_model_checkpoint"},
         "model_exports": {"model_export"}, "restaurant_geo_index": {"geo_index"},
-        "online_features": {"online_store"}, "scoring_benchmark": {"scoring_benchmark"}}
+        "online_features": {"online_store"}, "scoring_benchmark": {"scoring_benchmark"},
+        "model_release": {"model_release"}, "model_drift": {"model_drift"}}
     # the partitioned assets rely on the per-day lock instead: a pool would serialize all days
     assert pools["raw_clicks"] == pools["processed_clicks"] == pools["impressions"] == pools["click_events"] \
         == pools["labeled_impressions"] == pools["online_metrics"] == set()

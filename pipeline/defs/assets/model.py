@@ -26,8 +26,9 @@ from pipeline.model.evaluate import ACCURACY_BAR
 from pipeline.model.training import EVALUATION_FILE, FINITE_CHECK, Mode, TrainConfig, TrainResult, train
 from pipeline.model.training.release import NOT_RETIRED_CHECK
 from pipeline.publish import Artifact
+from pipeline.release import mlflow_mirror
 from pipeline.release.exporting import current_roles, export_roles
-from pipeline.release.gate import COMPARISON_CHECK, release_gate
+from pipeline.release.gate import COMPARISON_CHECK, release_gate, summary
 from pipeline.release.registry import Registry
 from pipeline.release.switch import export_of
 from pipeline.serving.formats import LATENCY_ROWS, PARITY_CHECKS, PARITY_TOLERANCE
@@ -198,7 +199,14 @@ def click_model(context: dg.AssetExecutionContext, config: ClickModelConfig, sou
         context.log.info("no new processed days: nothing trained; the model of record is unchanged")
         published = Artifact(layout.checkpoint).current()
     evaluation = published.read_json(EVALUATION_FILE)
-    role = Registry(layout.registry).roles().role_of(published.version)
+    roles = Registry(layout.registry).roles()
+    role = roles.role_of(published.version)
+    mirrored = mlflow_mirror.mirror(SETTINGS.release.mlflow_tracking_uri, context.log.warning)
+    if mirrored is not None and result.published is not None:
+        mirrored.log_training(published.version, config.model_dump(), result.report.prequential, summary(evaluation),
+                              {"lineage": published.record.get("lineage", ""), "role": role,
+                               "mode": result.report.mode})
+        mirrored.mirror_roles(roles)
     yield dg.MaterializeResult(asset_key="click_model",
                                metadata={**_training_metadata(result), **published_metadata(published), "role": role},
                                data_version=dg.DataVersion(published.version),
@@ -246,6 +254,11 @@ def model_exports(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         layout, SETTINGS.publishing.export_verify_timeout_s, context.log.info))
     if switched:
         context.log.info(f"the served export follows the roles: {switched}")
+    mirrored = mlflow_mirror.mirror(SETTINGS.release.mlflow_tracking_uri, context.log.warning)
+    if mirrored is not None:
+        for made_export in made.values():
+            mirrored.log_export(made_export.record["checkpoint_version"], made_export.path)
+        mirrored.mirror_roles(roles)
     published = Artifact(layout.export).current()
     parity = {}
     if "champion" in made:

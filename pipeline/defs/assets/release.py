@@ -23,7 +23,8 @@ from pipeline.defs.charts import bars_svg, picture, shares_svg
 from pipeline.defs.policies import FOLLOWS_PARENTS, OWNER
 from pipeline.defs.publishing import check_results
 from pipeline.defs.resources import SourceResource, WarehouseResource
-from pipeline.release import drift, operations
+from pipeline.defs.settings import SETTINGS
+from pipeline.release import drift, mlflow_mirror, operations
 from pipeline.release.drift_check import measure
 from pipeline.release.judge import Policy
 from pipeline.release.registry import Registry, Roles
@@ -109,6 +110,9 @@ def model_release(context: dg.AssetExecutionContext, config: ReleaseConfig, sour
         context.log.info(f"{config.action}: {json.dumps(done)}")
         metadata["verdict"] = config.action
     roles = Registry(layout.registry).roles()
+    mirrored = mlflow_mirror.mirror(SETTINGS.release.mlflow_tracking_uri, context.log.warning)
+    if mirrored is not None:
+        mirrored.mirror_roles(roles)
     return dg.MaterializeResult(metadata={
         **metadata, "champion": roles.champion or "", "challenger": roles.challenger or "",
         "former_champions": dg.MetadataValue.json(roles.former_champions),
@@ -129,7 +133,7 @@ class DriftConfig(dg.Config):
         "PSI of the challenger's scores against the champion's above which the judge does not promote it."))
 
 
-@dg.asset(group_name="model", kinds={"python"}, owners=[OWNER], code_version="1",
+@dg.asset(group_name="model", kinds={"python"}, owners=[OWNER], code_version="1", pool="model_drift",
           deps=["click_model", "user_features", "restaurant_features"], automation_condition=FOLLOWS_PARENTS,
           check_specs=[dg.AssetCheckSpec(drift.FEATURES_CHECK, asset="model_drift", description=(
               "every feature's PSI (newest snapshot against the one the judged model was trained on) below the "

@@ -71,11 +71,15 @@ def test_a_served_day_is_labeled_measured_and_becomes_training_clicks(tiny_datas
     assert metrics["ctr_at_1"] > metrics["ctr_at_10"] > 0  # the clicks above favour the top ranks
     assert "ctr_by_rank" in metrics and metrics["ctr_at_5/m1"] == metrics["ctr_at_5"]
     # the day's extract: the reference shard (4,000 rows) and, as training clicks, the rows shown at
-    # rank 1 (training_ranks' default): one per request
-    assert raw["rows"] == 4_000 + 300 and raw["labeled_rows"] == 300 and processed["rows"] == 4_000 + 300
+    # rank 1 (training_ranks' default): one per request not held out for the release evaluation
+    rows = pl.read_parquet(warehouse / "labeled_impressions" / f"date={DAY}" / "labeled.parquet")
+    held = set(rows.filter(pl.col("held_out"))["request_id"])
+    trained = 300 - len(held)
+    assert 0 < len(held) < 60
+    assert raw["rows"] == 4_000 + trained and raw["labeled_rows"] == trained and processed["rows"] == 4_000 + trained
     training = pl.read_parquet(warehouse / "raw_clicks" / f"date={DAY}" / "part-labeled.parquet")
     assert int(training["click"].sum()) == sum(1 for request, restaurant in clicked
-                                               if restaurant == first_shown[request])
+                                               if restaurant == first_shown[request] and request not in held)
 
 
 def test_a_damaged_segment_is_a_warning_naming_it_and_the_rest_is_published(tiny_dataset, tmp_path):
