@@ -45,11 +45,11 @@ CHALLENGER = "bench-challenger"
 
 def add_challenger(warehouse, sample_file: Path) -> None:
     """A second seeded model exported beside the live one and named challenger in the registry."""
+    Registry(warehouse.registry).record(Decision("bench-champion", "champion", "bench", "the seeded model"),
+                                        Decision(CHALLENGER, "challenger", "bench", "a second seeded model"))
     torch.manual_seed(1)
     publish_export(ClickMLP().eval(), warehouse.export, torch.from_numpy(np.load(sample_file)),
                    record={"checkpoint_version": CHALLENGER}, live=False)
-    Registry(warehouse.registry).record(Decision("bench-champion", "champion", "bench", "the seeded model"),
-                                        Decision(CHALLENGER, "challenger", "bench", "a second seeded model"))
 
 
 def main() -> None:

@@ -14,7 +14,10 @@ the symlink with one ``rename`` (atomic). A failed audit raises :class:`~pipelin
 artifact, the check and why; the candidate is deleted and the previous version stays live. A
 killed writer leaves a staging directory that the next writer removes. After a switch the
 versions other than the live one and the one before it are removed, so a reader that resolved
-the previous pointer an instant ago still finds its files, and :func:`rollback` has somewhere to go.
+the previous pointer an instant ago still finds its files, and :func:`rollback` has somewhere to go;
+the versions an artifact *pins* (``pinned``: a model's champion and challenger, say) stay too. A
+version can also be published beside the live one without becoming live (``live=False``: a
+challenger's model), and made live later (:meth:`Artifact.point_to`).
 
 Before a candidate is written, the free space is checked against the reserve
 (``PIPELINE_MIN_FREE_MB``, :func:`pipeline.disk_space.ensure_room`) with the live version's size as
@@ -186,7 +189,7 @@ class Artifact:
         if live:
             with naming_disk_full(self.path):
                 self._point_to(version)
-        self._prune()
+        self._prune(keep_also=() if live else (version,))
         return Published(self.path, version, final, previous, list(audits),
                          sum(f["bytes"] for f in published["files"].values()), published)
 
@@ -210,17 +213,18 @@ class Artifact:
         """A plain file or directory from before versioning: moved aside, not deleted."""
         os.rename(self.path, self.path.with_name(f".{self.path.name}.unversioned-{uuid.uuid4().hex[:6]}"))
 
-    def _prune(self) -> None:
+    def _prune(self, keep_also: Sequence[str] = ()) -> None:
         live = self.live_version()
-        keep = {live, *(self.pinned() if self.pinned else ())}
+        chain = {live}  # the live version and its predecessors, ``keep`` of them
         version = live
-        while version and len(keep) < self.keep:
+        while version and len(chain) < self.keep:
             try:
                 version = json.loads((self.versions_dir / version / RECORD).read_text()).get("previous")
             except FileNotFoundError:
                 break
             if version:
-                keep.add(version)
+                chain.add(version)
+        keep = chain | {*keep_also, *(self.pinned() if self.pinned else ())}
         for path in self.versions_dir.iterdir():
             if not path.name.startswith(".") and path.name not in keep:
                 shutil.rmtree(path, ignore_errors=True)

@@ -46,6 +46,26 @@ def test_superseded_versions_are_pruned_and_rollback_goes_back_one(tmp_path):
         artifact.rollback()
 
 
+def test_a_version_kept_beside_the_live_one_and_pinned_versions_survive_pruning(tmp_path):
+    target = tmp_path / "artifact"
+    first = _publish(target, "champion").version
+    beside = write_audit_publish(target, lambda staging: (staging / "data.txt").write_text("challenger"),
+                                 lambda staging, _: [], live=False, pinned=lambda: {first})
+    artifact = Artifact(target, pinned=lambda: {first, beside.version})
+    assert artifact.live_version() == first and (target / "data.txt").read_text() == "champion"
+    assert sorted(artifact.versions()) == sorted([first, beside.version])
+    for i in range(3):  # later publishes prune what is neither live, its predecessor, nor pinned
+        with artifact.lock():
+            artifact.write_audit_publish_locked(lambda staging, n=i: (staging / "data.txt").write_text(str(n)),
+                                                lambda staging, _: [])
+    assert first in artifact.versions() and beside.version in artifact.versions() and len(artifact.versions()) == 4
+    with artifact.lock():
+        artifact.point_to(beside.version)
+    assert (target / "data.txt").read_text() == "challenger"
+    with pytest.raises(FileNotFoundError, match="version gone is not kept"), artifact.lock():
+        artifact.point_to("gone")
+
+
 def test_the_same_content_version_is_published_once(tmp_path):
     target = tmp_path / "artifact"
     a = _publish(target, "same", version="abc")
