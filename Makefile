@@ -102,13 +102,16 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	  $(LAUNCH) --job close_the_loop --partition $$day && \
 	  $(LAUNCH) --job ingest_clicks --partition $$day
 	$(LAUNCH) --job train_model
+	@echo "The model versions and their roles (the retrain on the served day is compared with the champion):"
+	$(BIN)/pipeline models
 	@echo
 	@echo "Dataset:    $(DATA)"
 	@echo "Warehouse:  $(PIPELINE_WAREHOUSE_DIR) (features/, raw_clicks/, processed_clicks/, models/, impressions/,"
 	@echo "            click_events/, labeled_impressions/, online_metrics/; the API's log: impression_log/)"
 	@echo "Clicks:     $(PIPELINE_CLICK_EVENTS_DIR) (the simulated users' click events)"
 	@echo "Model:      $(PIPELINE_WAREHOUSE_DIR)/models/click_model/export/ (model.onnx, model.pt TorchScript, model.pt2 ExportedProgram)"
-	@echo "Live:       $(BIN)/pipeline status"
+	@echo "Live:       $(BIN)/pipeline status; the roles: $(BIN)/pipeline models (a challenger serves a 10% canary"
+	@echo "            once make serve runs; make dev's release_judge_sensor judges it on the logged traffic)"
 	@echo "Online:     $(PIPELINE_SQLITE_PATH) (SQLite online features; REDIS_URL selects Redis)"
 	@echo "Runs:       DAGSTER_HOME=$(DAGSTER_HOME)"
 	@echo "Open the UI: make dev, then http://127.0.0.1:3000 (code location 'pipeline')"
