@@ -4,9 +4,9 @@ and how the other one ranked it (shadow scoring).
 - **Canary**: a user is in the canary when the 64-bit BLAKE2b hash of ``challenger version : user
   id`` falls in the first ``canary_share`` of its range: a user sees one model for as long as one
   challenger is out, and a new challenger draws a new, independent set of users (a CRC would not:
-  it is linear, so two versions' sets overlap far more than by chance). The challenger answers canary users; the champion
-  answers everyone else. If the challenger fails on a request, the champion answers it (counted as
-  the challenger's error): a canary never fails a request.
+  it is linear, so two versions' sets overlap far more than by chance). The challenger answers
+  canary users; the champion answers everyone else. If the challenger fails on a request, the
+  champion answers it (counted as the challenger's error): a canary never fails a request.
 - **Shadow**: on a ``shadow_share`` of requests (a seeded draw) the model that did not answer
   scores the same candidates too. The answer does not change; the comparison is logged with it:
   the share of the shown list the other model would also have shown (top-k overlap), the rank
