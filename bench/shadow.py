@@ -1,7 +1,7 @@
 """Benchmark: what shadow scoring costs, side by side with it off.
 
     python bench/shadow.py --data DIR [--workers 1] [--rounds 6] [--seconds 6] [--connections 16]
-                           [--rate 30] [--store redis|sqlite]
+                           [--rate 30] [--store redis|sqlite] [--start on|off]
 
 Builds the serving artifacts of a reference dataset once: the seeded reference model as the
 champion's export and a second seeded model as a challenger's export beside it, named in the
@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--store", choices=("redis", "sqlite"), default="redis")
+    parser.add_argument("--start", choices=("on", "off"), default="on",
+                        help="which server starts first (a side's place can bias it: run both)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
@@ -73,9 +75,10 @@ def main() -> None:
         requests = args.data / "requests.parquet"
         bodies, script = wrk_replay(requests, tmp_path)
         common = {**settings, "PIPELINE_CANARY_SHARE": "0"}
+        order = (("on", "1"), ("off", "0")) if args.start == "on" else (("off", "0"), ("on", "1"))
         sides = {name: stack.enter_context(serving(warehouse, {
             **common, "PIPELINE_SHADOW_SHARE": share, "PIPELINE_IMPRESSION_LOG_DIR": str(tmp_path / f"log-{name}")},
-            args.workers, log=tmp_path / f"{name}.log")) for name, share in (("on", "1"), ("off", "0"))}
+            args.workers, log=tmp_path / f"{name}.log")) for name, share in order}
         capacity, latency, cpu = alternating_rounds(sides, script, bodies, requests, args.rounds, args.seconds,
                                                     args.connections, args.rate)
         shadowed = "challenger" in (tmp_path / "on.log").read_text()
@@ -91,7 +94,8 @@ def main() -> None:
             "cpu_ms_per_request": round(results["on"]["cpu_ms_per_request"] - results["off"]["cpu_ms_per_request"], 4),
             "rps_ratio": round(results["on"]["rps_median"] / results["off"]["rps_median"], 3)}
     print(json.dumps({"store": args.store, "workers": args.workers, "connections": args.connections,
-                      "seconds": args.seconds, "rounds": args.rounds, "challenger_loaded": shadowed,
+                      "start": args.start, "seconds": args.seconds, "rounds": args.rounds,
+                      "challenger_loaded": shadowed,
                       "on": results["on"], "off": results["off"], "cost": cost, "machine": machine(),
                       "command": " ".join(["python", "bench/shadow.py", *sys.argv[1:]])}))
 

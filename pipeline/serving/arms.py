@@ -9,7 +9,8 @@ and how the other one ranked it (shadow scoring).
   champion answers it (counted as the challenger's error): a canary never fails a request.
 - **Shadow**: on a ``shadow_share`` of requests (a seeded draw) the model that did not answer
   scores the same candidates too. The answer does not change; the comparison is logged with it:
-  the share of the shown list the other model would also have shown (top-k overlap), the rank
+  the share of the shown list the other model would also have shown among its own top as many
+  (top-k overlap, ties at the boundary broken arbitrarily), the rank
   correlation (Spearman) over every candidate scored, the mean absolute difference of the
   probabilities, and the other model's score of each shown restaurant.
 """

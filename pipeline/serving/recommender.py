@@ -205,7 +205,15 @@ class Recommender:
         except Exception:  # noqa: BLE001 - a shadow never affects the answer
             self.shadow_failures += 1
             return None
-        return compare(version, scores, other, order, rank(other, metres, request.sort_dist, request.size))
+        # sorted by distance, both models show the same list; by score, the other shows its own top
+        return compare(version, scores, other, order, order if request.sort_dist else top(other, len(order)))
+
+
+def top(scores: np.ndarray, size: int) -> np.ndarray:
+    """The positions of the ``size`` highest scores, in no order (a set: what the shadow compares)."""
+    if size >= len(scores):
+        return np.arange(len(scores))
+    return np.argpartition(-scores, size - 1)[:size]
 
 
 def rank(scores: np.ndarray, metres: np.ndarray, sort_dist: bool, size: int) -> np.ndarray:
