@@ -1,7 +1,8 @@
 """The decisions a training run records, and keeping the checkpoint's pointer on the lineage's head.
 
 The checkpoint artifact's live version is the head of the model's lineage, what the next
-incremental run continues: the challenger when there is one, else the champion. A published
+incremental run continues: the challenger when it was trained on top of the champion, else the
+champion (:func:`pipeline.release.switch.lineage_head`). A published
 candidate that passed the gate becomes the champion when there is none, else the challenger
 (retiring the one it supersedes); a rejected one is recorded with why.
 """
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pipeline.audits import Rejected
 from pipeline.publish import Artifact
 from pipeline.release.registry import Decision, Registry, Roles
+from pipeline.release.switch import lineage_head
 
 ADOPTED = "the model of record when the registry began: adopted as champion"
 
@@ -28,7 +30,7 @@ def reconcile(registry: Registry, checkpoint: Artifact, log: Callable[[str], Non
     if roles.champion is None and roles.challenger is None:
         log(f"checkpoint {live} adopted as champion (no role was recorded for it)")
         return registry.record(Decision(live, "champion", "pipeline", ADOPTED))
-    head = roles.challenger or roles.champion
+    head = lineage_head(checkpoint, roles)
     if head and live != head and head in checkpoint.versions():
         log(f"checkpoint {live} has no role: the lineage's head {head} is live again")
         checkpoint.point_to(head)

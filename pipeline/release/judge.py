@@ -5,9 +5,11 @@ Users are split by a hash (:func:`pipeline.serving.arms.in_canary`), so the two 
 samples of the same traffic over the same time. The judge takes the answers logged since the
 challenger was recorded, joins their clicks, and compares per request:
 
-- **CTR@k**: clicks on the first ``k`` shown restaurants over the number shown there (≤ k), a
-  per-request value; the arms' means are compared with Welch's standard error (requests, not
-  impressions, are the independent units: one request's impressions share a user and a moment).
+- **CTR@k**: clicks on the first ``k`` shown restaurants over the number shown there (≤ k), per
+  request, averaged per user, then over the arm's users; the arms are compared with Welch's
+  standard error over users. Users, not requests or impressions, are the independent units: one
+  user's requests share their tastes, so counting requests as independent would make a canary of
+  a few heavy users look certain.
 - **errors**: canary requests the challenger failed on (the champion answered them);
 - **latency**: p95 of the logged time to answer.
 
@@ -61,6 +63,7 @@ class Policy:
 @dataclass
 class Arm:
     requests: int = 0
+    users: int = 0
     ctr: float = float("nan")
     variance: float = float("nan")
     clicks: int = 0
@@ -94,8 +97,9 @@ class Verdict:
         return flat
 
     def describe(self) -> str:
-        return (f"{self.action}: CTR@k challenger {self.challenger.ctr:.4f} ({self.challenger.requests} requests) "
-                f"against champion {self.champion.ctr:.4f} ({self.champion.requests}); difference "
+        return (f"{self.action}: CTR@k challenger {self.challenger.ctr:.4f} ({self.challenger.requests} requests, "
+                f"{self.challenger.users} users) against champion {self.champion.ctr:.4f} ({self.champion.requests}, "
+                f"{self.champion.users}); difference "
                 f"{self.difference:+.4f}, bounds [{self.lower:+.4f}, {self.upper:+.4f}]; " + "; ".join(self.reasons))
 
 
@@ -118,12 +122,12 @@ def logged_answers(log_dir: Path, since: dt.datetime, until: dt.datetime | None 
                 table = read_segment(path)
             except BadSegment:
                 continue
-            tables.append(pl.DataFrame(table.select(["request_id", "served_at", "model_version", "canary",
-                                                      "latency_us", "restaurant_ids"])))
+            tables.append(pl.DataFrame(table.select(["request_id", "served_at", "user_id", "model_version",
+                                                      "canary", "latency_us", "restaurant_ids"])))
     if not tables:
         return pl.DataFrame(schema={"request_id": pl.String, "served_at": pl.Datetime("us", "UTC"),
-                                    "model_version": pl.String, "canary": pl.Boolean, "latency_us": pl.Int32,
-                                    "restaurant_ids": pl.List(pl.Int64)})
+                                    "user_id": pl.Int64, "model_version": pl.String, "canary": pl.Boolean,
+                                    "latency_us": pl.Int32, "restaurant_ids": pl.List(pl.Int64)})
     answers = pl.concat(tables)
     return answers.filter(pl.col("served_at") >= since).unique("request_id", keep="first")
 
@@ -153,11 +157,13 @@ def per_request(answers: pl.DataFrame, clicks: pl.DataFrame, k: int) -> pl.DataF
 
 
 def _arm(rows: pl.DataFrame, errors: int = 0) -> Arm:
-    scored = rows.filter(pl.col("shown") > 0)
-    n = len(scored)
-    ctr = scored.get_column("ctr").to_numpy()
+    """One arm's figures; CTR@k per user (the mean of the user's requests), then its mean and
+    variance over users."""
+    per_user = rows.filter(pl.col("shown") > 0).group_by("user_id").agg(pl.col("ctr").mean())
+    ctr = per_user.get_column("ctr").to_numpy()
+    n = len(ctr)
     latency = rows.get_column("latency_us").to_numpy()
-    return Arm(requests=len(rows), ctr=float(ctr.mean()) if n else float("nan"),
+    return Arm(requests=len(rows), users=n, ctr=float(ctr.mean()) if n else float("nan"),
                variance=float(ctr.var(ddof=1)) if n > 1 else float("nan"),
                clicks=int(rows["clicks"].sum()), impressions=int(rows["shown"].sum()),
                p95_ms=float(np.quantile(latency, 0.95)) / 1000 if len(latency) else float("nan"), errors=errors)
@@ -174,10 +180,11 @@ def judge(answers: pl.DataFrame, clicks: pl.DataFrame, champion_version: str, ch
     champion_rows = rows.filter(~pl.col("canary") & (pl.col("model_version") == champion_version))
     ours, theirs = _arm(challenger_rows, failed), _arm(champion_rows)
     verdict = Verdict("wait", [], theirs, ours, since=since)
-    if ours.requests < 2 or theirs.requests < 2 or math.isnan(ours.variance) or math.isnan(theirs.variance):
-        verdict.reasons.append(f"{ours.requests} canary and {theirs.requests} champion requests logged so far")
+    if ours.users < 2 or theirs.users < 2 or math.isnan(ours.variance) or math.isnan(theirs.variance):
+        verdict.reasons.append(f"{ours.requests} canary and {theirs.requests} champion requests logged so far "
+                               f"({ours.users} and {theirs.users} users)")
         return verdict
-    se = math.sqrt(ours.variance / ours.requests + theirs.variance / theirs.requests) or 1e-12
+    se = math.sqrt(ours.variance / ours.users + theirs.variance / theirs.users) or 1e-12
     verdict.difference = ours.ctr - theirs.ctr
     verdict.lower = verdict.difference - NormalDist().inv_cdf(policy.confidence) * se
     verdict.upper = verdict.difference + NormalDist().inv_cdf(policy.rollback_confidence) * se

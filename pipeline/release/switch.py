@@ -49,6 +49,18 @@ def pinned_exports(warehouse: Warehouse) -> Callable[[], set[str]]:
     return lambda: kept_exports(export, Registry(warehouse.registry).roles())
 
 
+def lineage_head(checkpoint: Artifact, roles: Roles) -> str | None:
+    """The checkpoint the next incremental run continues: the challenger when it holds every day
+    the champion was trained on (a retrain on top of it), else the champion (a challenger put on the
+    canary by hand may be older)."""
+    if roles.challenger and roles.champion and roles.challenger in checkpoint.versions() \
+            and roles.champion in checkpoint.versions():
+        days = {version: set(checkpoint.record(version).get("trained_days") or [])
+                for version in (roles.champion, roles.challenger)}
+        return roles.challenger if days[roles.challenger] >= days[roles.champion] else roles.champion
+    return roles.challenger or roles.champion
+
+
 def follow_roles(warehouse: Warehouse, roles: Roles, lock_timeout_s: float = 60.0) -> dict:
     """Point the export at the champion's export and, unless a training run holds it, the
     checkpoint at the lineage's head (a training run does that itself when it starts). Returns
@@ -67,7 +79,7 @@ def follow_roles(warehouse: Warehouse, roles: Roles, lock_timeout_s: float = 60.
                 export.point_to(wanted)
                 switched["export"] = {"from": before, "to": wanted}
     checkpoint = Artifact(warehouse.checkpoint)
-    head = roles.challenger or roles.champion
+    head = lineage_head(checkpoint, roles)
     if head and checkpoint.live_version() != head and head in checkpoint.versions():
         try:
             with checkpoint.lock(0.0):
