@@ -59,6 +59,7 @@ def case(dataset: ReferenceDataset, root: Path, better: bool, args) -> dict:
     finally:
         api.stop()
     return {"challenger": "better" if better else "worse", "decision": verdict.action,
+            "canary_users": verdict.challenger.users, "champion_users": verdict.champion.users,
             "canary_requests": verdict.challenger.requests, "canary_impressions": verdict.challenger.impressions,
             "champion_requests": verdict.champion.requests, "champion_impressions": verdict.champion.impressions,
             "ctr_at_5": {"challenger": round(verdict.challenger.ctr, 4), "champion": round(verdict.champion.ctr, 4)},

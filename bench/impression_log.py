@@ -36,10 +36,11 @@ from pipeline.feedback.log_format import logged_days, read_segment, segments
 from pipeline_devtools.benchmarks import machine
 from pipeline_devtools.serving_bench import (
     alternating_rounds,
-    median_of,
+    on_off_cost,
     online_store,
     serving,
     serving_warehouse,
+    side_figures,
     wrk_replay,
 )
 
@@ -91,18 +92,8 @@ def main() -> None:
         capacity, latency, cpu = alternating_rounds(sides, script, bodies, requests, args.rounds, args.seconds,
                                                     args.connections, args.rate)
         complete = completeness(warehouse, settings, args, requests, tmp_path / "complete")
-        results = {name: {"rps_median": median_of(capacity[name], "rps"),
-                          "rps": [round(r["rps"]) for r in capacity[name]],
-                          "wrk_p95_ms_median": median_of(capacity[name], "p95_ms"),
-                          "errors": sum(r["errors"] for r in capacity[name]),
-                          "cpu_ms_per_request": round(1000 * cpu[name] / sum(r["requests"] for r in capacity[name]), 4),
-                          "open_loop": {"rate": args.rate, **{k: median_of(latency[name], k)
-                                                              for k in ("p50_ms", "p95_ms", "p99_ms")},
-                                        "errors": sum(r["errors"] for r in latency[name])}}
-                   for name in sides}
-    cost = {"open_loop_p95_ms": round(results["on"]["open_loop"]["p95_ms"] - results["off"]["open_loop"]["p95_ms"], 3),
-            "cpu_ms_per_request": round(results["on"]["cpu_ms_per_request"] - results["off"]["cpu_ms_per_request"], 4),
-            "rps_ratio": round(results["on"]["rps_median"] / results["off"]["rps_median"], 3)}
+        results = side_figures(capacity, latency, cpu, args.rate)
+    cost = on_off_cost(results)
     print(json.dumps({"store": args.store, "workers": args.workers, "connections": args.connections,
                       "seconds": args.seconds, "rounds": args.rounds, "on": results["on"], "off": results["off"],
                       "cost": cost, "complete": complete, "machine": machine(),

@@ -265,3 +265,27 @@ def alternating_rounds(sides: dict[str, tuple[str, subprocess.Popen]], script: P
             print(name, json.dumps({"capacity": one, "latency": latency[name][-1] if rate else None}),
                   file=sys.stderr)
     return capacity, latency, cpu
+
+
+def side_figures(capacity: dict[str, list[dict]], latency: dict[str, list[dict]], cpu: dict[str, float],
+                 rate: float) -> dict[str, dict]:
+    """Per side of :func:`alternating_rounds`: median capacity, its rounds, errors, server CPU a
+    request, and the open-loop medians at ``rate``."""
+    return {name: {"rps_median": median_of(capacity[name], "rps"),
+                   "rps": [round(r["rps"]) for r in capacity[name]],
+                   "wrk_p95_ms_median": median_of(capacity[name], "p95_ms"),
+                   "errors": sum(r["errors"] for r in capacity[name]),
+                   "cpu_ms_per_request": round(1000 * cpu[name] / sum(r["requests"] for r in capacity[name]), 4),
+                   "open_loop": {"rate": rate,
+                                 **{k: median_of(latency[name], k) for k in ("p50_ms", "p95_ms", "p99_ms")},
+                                 "errors": sum(r["errors"] for r in latency[name])}}
+            for name in capacity}
+
+
+def on_off_cost(results: dict[str, dict]) -> dict:
+    """What ``on`` costs over ``off``: p95 at the open-loop rate and CPU a request (on minus off),
+    capacity (on over off)."""
+    on, off = results["on"], results["off"]
+    return {"open_loop_p95_ms": round(on["open_loop"]["p95_ms"] - off["open_loop"]["p95_ms"], 3),
+            "cpu_ms_per_request": round(on["cpu_ms_per_request"] - off["cpu_ms_per_request"], 4),
+            "rps_ratio": round(on["rps_median"] / off["rps_median"], 3)}
