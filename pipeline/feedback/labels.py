@@ -38,7 +38,8 @@ CLICKS_CHECK = "clicks_joined"
 TRAINING_SCHEMA = pa.schema([("user_id", pa.int64()), ("restaurant_id", pa.int64()), ("click", pa.int64())])
 RequestIds: TypeAlias = pa.Array | pa.ChunkedArray | None
 COLUMNS = ("request_id", "served_at", "user_id", "model_version", "model_format", "store_version", "geo_version",
-           "rank", "restaurant_id", "score", "displacement", "propensity", "explored", "clicked", "held_out")
+           "rank", "restaurant_id", "score", "displacement", "propensity", "explored", "clicked", "held_out",
+           "shadow_version", "shadow_score")
 HELD_OUT_PERCENT = 10  # of requests: never training clicks, the release evaluation's logged lists
 _HELD_OUT_SEED = 27
 
@@ -99,15 +100,28 @@ def _training(rows: pl.LazyFrame, ranks: int) -> pl.LazyFrame:
     return kept.select("user_id", "restaurant_id", pl.col("clicked").cast(pl.Int64).alias("click"))
 
 
+def _with_shadow(impressions: pl.LazyFrame) -> pl.LazyFrame:
+    """The shadow columns as lists beside the shown list (NaN where the request had no shadow: a
+    list of the shown list's length, so both explode together); impressions collected before the
+    log had them get them null."""
+    if "shadow_scores" not in impressions.collect_schema().names():
+        impressions = impressions.with_columns(pl.lit(None, pl.String).alias("shadow_version"),
+                                               pl.lit(None, pl.List(pl.Float32)).alias("shadow_scores"))
+    return impressions.with_columns(pl.coalesce(
+        pl.col("shadow_scores"), pl.col("scores").list.eval(pl.element() * float("nan"))).alias("shadow_scores"))
+
+
 def _labeled(impressions: pl.LazyFrame, clicks: Clicks) -> pl.LazyFrame:
-    """One row per restaurant shown, joined to the clicks (shown and not clicked: false)."""
-    shown = impressions.select(
+    """One row per restaurant shown, joined to the clicks (shown and not clicked: false), with the
+    shadow model's score of it when the request was shadow-scored."""
+    shown = _with_shadow(impressions).select(
         "request_id", "served_at", "user_id", "model_version", "model_format", "store_version", "geo_version",
         pl.int_ranges(1, pl.col("restaurant_ids").list.len() + 1, dtype=pl.Int32).alias("rank"),
         pl.col("restaurant_ids").alias("restaurant_id"), pl.col("scores").alias("score"),
         pl.col("displacements").alias("displacement"), pl.col("propensities").alias("propensity"),
-        "explored_slot",
-    ).explode("rank", "restaurant_id", "score", "displacement", "propensity").drop_nulls("restaurant_id")
+        "explored_slot", "shadow_version", pl.col("shadow_scores").alias("shadow_score"),
+    ).explode("rank", "restaurant_id", "score", "displacement", "propensity", "shadow_score") \
+        .drop_nulls("restaurant_id").with_columns(pl.col("shadow_score").fill_nan(None))
     return shown.join(clicks.pairs, on=["request_id", "restaurant_id"], how="left").with_columns(
         pl.col("clicked").fill_null(False),
         (pl.col("rank") == pl.col("explored_slot")).fill_null(False).alias("explored"),

@@ -4,7 +4,12 @@ For each model version that answered: requests, impressions (restaurants shown),
 (clicks per impression), CTR@k for k = 1, 5, 10 (clicks at ranks ≤ k per impression at ranks ≤ k),
 coverage (distinct restaurants shown / restaurants in the catalogue), and the mean score of the
 shown restaurants that were clicked and of those that were not (a model whose clicked mean is not
-above its not-clicked mean ranks no better than chance).
+above its not-clicked mean ranks no better than chance), and the AUC of its scores over the shown
+restaurants (clicked against not).
+
+:func:`shadow_metrics`: on the rows a shadow model also scored, the AUC of the answering model's
+scores and of the shadow model's, on the same shown restaurants and clicks: the challenger's
+offline figures on live traffic, from the impression log's own records.
 
 :func:`ctr_drops` compares a day with the previous one: a version whose CTR@5 falls below the
 previous day's CTR@5 over all versions by more than ``margin`` (relative), once it has at least
@@ -19,6 +24,14 @@ KS = (1, 5, 10)
 ALL = "all"
 
 
+def _auc(score: str) -> pl.Expr:
+    """AUC of ``score`` against ``clicked`` (Mann-Whitney U, ties at average ranks), within a group."""
+    positives = pl.col("clicked").cast(pl.Float64).sum()
+    negatives = pl.len() - positives
+    ranks = pl.col(score).rank("average")
+    return (ranks.filter(pl.col("clicked")).sum() - positives * (positives + 1) / 2) / (positives * negatives)
+
+
 def _aggregations(catalogue: int) -> list[pl.Expr]:
     clicked, rank = pl.col("clicked"), pl.col("rank")
     return [pl.col("request_id").n_unique().alias("requests"), pl.len().alias("impressions"),
@@ -28,7 +41,8 @@ def _aggregations(catalogue: int) -> list[pl.Expr]:
                 (clicked & (rank <= k)).cast(pl.Int64).sum().alias(f"clicks_at_{k}"))],
             (pl.col("restaurant_id").n_unique() / max(catalogue, 1)).alias("coverage"),
             pl.col("score").filter(clicked).mean().alias("mean_score_clicked"),
-            pl.col("score").filter(~clicked).mean().alias("mean_score_not_clicked")]
+            pl.col("score").filter(~clicked).mean().alias("mean_score_not_clicked"),
+            _auc("score").alias("auc")]
 
 
 def _rates(row: dict, catalogue: int) -> dict:
@@ -41,7 +55,22 @@ def _rates(row: dict, catalogue: int) -> dict:
     out["coverage"] = float(row["coverage"] or 0.0) if catalogue else 0.0
     out["mean_score_clicked"] = float(row["mean_score_clicked"] or 0.0)
     out["mean_score_not_clicked"] = float(row["mean_score_not_clicked"] or 0.0)
+    out["auc"] = _finite(row["auc"])
     return out
+
+
+def _finite(value) -> float:
+    return float(value) if value is not None and value == value and abs(value) != float("inf") else float("nan")
+
+
+def shadow_metrics(rows: pl.LazyFrame | pl.DataFrame) -> list[dict]:
+    """Per (answering model, shadow model): rows, clicks, and the AUC of each model's scores on the
+    same shown restaurants."""
+    paired = rows.lazy().filter(pl.col("shadow_score").is_not_null()).group_by("model_version", "shadow_version") \
+        .agg(pl.len().alias("rows"), pl.col("clicked").cast(pl.Int64).sum().alias("clicks"),
+             _auc("score").alias("auc"), _auc("shadow_score").alias("shadow_auc")).collect(engine="streaming")
+    return [{**row, "auc": _finite(row["auc"]), "shadow_auc": _finite(row["shadow_auc"])}
+            for row in paired.sort("model_version", "shadow_version").iter_rows(named=True)]
 
 
 def online_metrics(rows: pl.LazyFrame | pl.DataFrame, catalogue: int) -> dict[str, dict]:

@@ -29,7 +29,7 @@ from pipeline.defs.resources import SourceResource, WarehouseResource
 from pipeline.feedback import click_events as clicks
 from pipeline.feedback import impressions as log_days
 from pipeline.feedback import labels
-from pipeline.feedback.online_metrics import ALL, ctr_by_rank, ctr_drops
+from pipeline.feedback.online_metrics import ALL, ctr_by_rank, ctr_drops, shadow_metrics
 from pipeline.feedback.online_metrics import online_metrics as day_metrics
 from pipeline.publish import Artifact, write_audit_publish
 
@@ -180,8 +180,10 @@ def _catalogue(layout: Warehouse) -> int:
               "no model version's CTR@5 fell below the previous day's by more than the configured margin"))])
 def online_metrics(context: dg.AssetExecutionContext, config: OnlineMetricsConfig, warehouse: WarehouseResource):
     """The day's click rates per model version: requests, impressions, clicks, CTR@1/5/10, coverage of
-    the catalogue, mean score of clicked and not clicked restaurants; plotted per day in the Plots
-    tab, with the click rate by rank drawn per version. Warns when a version's CTR@5 falls below
+    the catalogue, mean score of clicked and not clicked restaurants, the AUC of its scores; with a
+    challenger out, the AUC of the shadow model's scores and of the answering model's on the same
+    shown restaurants (``shadow_auc/VERSION``, ``shadow_answering_auc/VERSION``); plotted per day in
+    the Plots tab, with the click rate by rank drawn per version. Warns when a version's CTR@5 falls below
     the previous day's by more than the margin."""
     day = context.partition_key
     layout = warehouse.layout()
@@ -194,8 +196,11 @@ def online_metrics(context: dg.AssetExecutionContext, config: OnlineMetricsConfi
     previous = json.loads((previous_dir / "metrics.json").read_text()) if previous_dir else None
     drops = ctr_drops(metrics, previous, config.margin, config.min_impressions)
 
+    shadow = shadow_metrics(rows)
+
     def write(staging: Path) -> dict:
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (staging / "shadow.json").write_text(json.dumps(shadow, indent=2))
         return metrics
 
     published = yield from published_or_failed(lambda: write_audit_publish(
@@ -204,13 +209,15 @@ def online_metrics(context: dg.AssetExecutionContext, config: OnlineMetricsConfi
     overall = metrics[ALL]
     versions = {v: m for v, m in metrics.items() if v != ALL}
     per_version = {f"{name}/{version}": m[name] for version, m in versions.items()
-                   for name in ("ctr_at_5", "impressions")}
+                   for name in ("ctr_at_5", "impressions", "auc")}
+    per_shadow = {f"shadow_{name}/{pair['shadow_version']}": pair[key] for pair in shadow
+                  for name, key in (("auc", "shadow_auc"), ("answering_auc", "auc"), ("rows", "rows"))}
     check = AuditResult(CTR_CHECK, not drops, {"versions": len(versions), "dropped": len(drops),
                                                 "previous_ctr_at_5": previous[ALL]["ctr_at_5"] if previous else 0.0},
                         "; ".join(f"{v}: {why}" for v, why in drops.items()) if drops else
                         ("" if previous else "no previous day to compare with"))
     yield dg.MaterializeResult(metadata={
-        **published_metadata(published), **{k: v for k, v in overall.items()}, **per_version,
+        **published_metadata(published), **{k: v for k, v in overall.items()}, **per_version, **per_shadow,
         "versions": dg.MetadataValue.json(versions),
         "ctr_by_rank": picture(ctr_by_rank_svg(ctr_by_rank(rows)), "click rate by rank per model version")},
         check_results=[_warning(check, "online_metrics")])
