@@ -128,7 +128,7 @@ class LabelingConfig(dg.Config):
         "wanted' (docs/SERVING.md, 'Training on what was shown')."))
 
 
-@dg.asset(partitions_def=click_days, group_name="feedback", kinds={"parquet"}, owners=[OWNER], code_version="1",
+@dg.asset(partitions_def=click_days, group_name="feedback", kinds={"parquet"}, owners=[OWNER], code_version="2",
           deps=[impressions, click_events], automation_condition=FOLLOWS_PARENTS_EVERY_DAY,
           check_specs=check_specs("labeled_impressions", {
               labels.ROWS_CHECK: "one labeled row and one training row per restaurant shown",
@@ -174,7 +174,7 @@ def _catalogue(layout: Warehouse) -> int:
         return 0
 
 
-@dg.asset(partitions_def=click_days, group_name="feedback", kinds={"polars"}, owners=[OWNER], code_version="1",
+@dg.asset(partitions_def=click_days, group_name="feedback", kinds={"polars"}, owners=[OWNER], code_version="2",
           deps=[labeled_impressions], automation_condition=FOLLOWS_PARENTS_EVERY_DAY,
           check_specs=[_warning_spec("online_metrics", CTR_CHECK, (
               "no model version's CTR@5 fell below the previous day's by more than the configured margin"))])

@@ -157,14 +157,14 @@ def _evaluation_metadata(evaluation: dict) -> dict:
 
 
 @dg.multi_asset(
-    specs=[dg.AssetSpec("click_model", group_name="model", kinds={"pytorch"}, owners=[OWNER], code_version="2",
+    specs=[dg.AssetSpec("click_model", group_name="model", kinds={"pytorch"}, owners=[OWNER], code_version="3",
                         automation_condition=TRAINS_ON_NEW_DAYS, freshness_policy=MODEL_FRESHNESS,
                         deps=[processed_clicks, "user_features", "restaurant_features"],
                         description="The click model of record (40→256→128→1, Adam): trained incrementally on "
                                     "new processed days or fully retrained over a window; its checkpoint "
                                     "records every partition and the feature versions it was trained on."),
            dg.AssetSpec("model_evaluation", group_name="model", kinds={"pytorch"}, deps=["click_model"],
-                        owners=[OWNER], code_version="1", automation_condition=EVALUATED_WITH_THE_MODEL,
+                        owners=[OWNER], code_version="2", automation_condition=EVALUATED_WITH_THE_MODEL,
                         description="The model of record scored on the held-out test files: accuracy "
                                     "(threshold 0.5), ROC AUC, log loss and a calibration table.")],
     check_specs=check_specs("click_model", {
@@ -230,7 +230,7 @@ def _export_metadata(record: dict) -> dict:
 
 
 @dg.asset(group_name="model", kinds={"pytorch", "onnx"}, deps=["model_evaluation", "click_model"],
-          pool="model_export", owners=[OWNER], code_version="4", automation_condition=FOLLOWS_PARENTS,
+          pool="model_export", owners=[OWNER], code_version="5", automation_condition=FOLLOWS_PARENTS,
           check_specs=check_specs("model_exports", {check: (
               f"fresh-process {fmt.replace('_', ' ')} logits within {PARITY_TOLERANCE} × max(1, |logit|) of the "
               f"unfolded eager model; checked on the candidate before it is published")
