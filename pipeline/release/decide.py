@@ -21,8 +21,9 @@ ADOPTED = "the model of record when the registry began: adopted as champion"
 
 def reconcile(registry: Registry, checkpoint: Artifact, log: Callable[[str], None]) -> Roles:
     """Bring the checkpoint's live version and the roles into line (call with the checkpoint's lock
-    held): a checkpoint from before the registry is adopted as champion; a live version the roles do
-    not name (a run killed between publishing and recording) gives way to the lineage's head."""
+    held): a checkpoint from before the registry is adopted as champion; a live version that is not
+    the lineage's head (a decision taken while a run held the lock, or a run killed between
+    publishing and recording) gives way to it."""
     roles = registry.roles()
     live = checkpoint.live_version()
     if live is None:
@@ -32,7 +33,7 @@ def reconcile(registry: Registry, checkpoint: Artifact, log: Callable[[str], Non
         return registry.record(Decision(live, "champion", "pipeline", ADOPTED))
     head = lineage_head(checkpoint, roles)
     if head and live != head and head in checkpoint.versions():
-        log(f"checkpoint {live} has no role: the lineage's head {head} is live again")
+        log(f"checkpoint {live} is not the lineage's head: continuing from {head}")
         checkpoint.point_to(head)
     return roles
 
