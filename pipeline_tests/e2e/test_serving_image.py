@@ -33,13 +33,17 @@ def _pins(lock: Path) -> dict[str, str]:
             for name, version in re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", lock.read_text(), re.M)}
 
 
-# The distributions whose modules ``pipeline serve`` imports before it serves (a fresh interpreter).
+# The distributions whose modules ``pipeline serve`` imports before it serves (a fresh interpreter), each
+# module by the distribution holding its file (a namespace package such as opentelemetry spans several).
 _SERVE_IMPORTS = """
-import importlib.metadata, sys
+import importlib.metadata, pathlib, sys
 before = set(sys.modules)
 import pipeline.cli, pipeline.api.server
-owners = importlib.metadata.packages_distributions()
-print("\\n".join(sorted({d for m in set(sys.modules) - before for d in owners.get(m.split(".")[0], [])})))
+owner = {str(pathlib.Path(d.locate_file(f)).resolve()): d.metadata["Name"]
+         for d in importlib.metadata.distributions() for f in (d.files or []) if f.suffix in (".py", ".so")}
+found = {owner.get(str(pathlib.Path(m.__file__).resolve())) for name in set(sys.modules) - before
+         if (m := sys.modules[name]) is not None and getattr(m, "__file__", None)}
+print("\\n".join(sorted(d for d in found if d)))
 """
 
 
