@@ -36,6 +36,7 @@ from pipeline.feedback.log_format import logged_days, read_segment, segments
 from pipeline_devtools.benchmarks import machine
 from pipeline_devtools.serving_bench import (
     alternating_rounds,
+    on_off_arguments,
     on_off_cost,
     online_store,
     serving,
@@ -64,13 +65,7 @@ def completeness(warehouse, settings: dict, args, requests: Path, log_dir: Path)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--seconds", type=float, default=6.0)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--rate", type=float, default=30.0)
-    parser.add_argument("--store", choices=("redis", "sqlite"), default="redis")
+    on_off_arguments(parser)
     parser.add_argument("--complete-seconds", type=float, default=60.0)
     args = parser.parse_args()
     if shutil.which("wrk") is None:

@@ -33,6 +33,7 @@ from pipeline.release.registry import Decision, Registry
 from pipeline_devtools.benchmarks import machine
 from pipeline_devtools.serving_bench import (
     alternating_rounds,
+    on_off_arguments,
     on_off_cost,
     online_store,
     serving,
@@ -55,13 +56,7 @@ def add_challenger(warehouse, sample_file: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--seconds", type=float, default=6.0)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--rate", type=float, default=30.0)
-    parser.add_argument("--store", choices=("redis", "sqlite"), default="redis")
+    on_off_arguments(parser)
     parser.add_argument("--start", choices=("on", "off"), default="on",
                         help="which server starts first (a side's place can bias it: run both)")
     args = parser.parse_args()

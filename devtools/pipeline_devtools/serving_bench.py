@@ -289,3 +289,14 @@ def on_off_cost(results: dict[str, dict]) -> dict:
     return {"open_loop_p95_ms": round(on["open_loop"]["p95_ms"] - off["open_loop"]["p95_ms"], 3),
             "cpu_ms_per_request": round(on["cpu_ms_per_request"] - off["cpu_ms_per_request"], 4),
             "rps_ratio": round(on["rps_median"] / off["rps_median"], 3)}
+
+
+def on_off_arguments(parser) -> None:
+    """The arguments of an on/off side-by-side benchmark (``alternating_rounds`` of two servers)."""
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=30.0)
+    parser.add_argument("--store", choices=("redis", "sqlite"), default="redis")
