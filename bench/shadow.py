@@ -1,13 +1,14 @@
 """Benchmark: what shadow scoring costs, side by side with it off.
 
     python bench/shadow.py --data DIR [--workers 1] [--rounds 6] [--seconds 6] [--connections 16]
-                           [--rate 30] [--store redis|sqlite] [--start on|off]
+                           [--rate 30] [--store redis|sqlite] [--share 0.5] [--start on|off]
 
 Builds the serving artifacts of a reference dataset once: the seeded reference model as the
 champion's export and a second seeded model as a challenger's export beside it, named in the
 registry. Starts two ``pipeline serve`` of this checkout on them: ``on`` with
-``PIPELINE_SHADOW_SHARE=1`` (the challenger scores every request beside the champion, and the
-comparison is logged) and ``off`` with ``PIPELINE_SHADOW_SHARE=0``; both with no canary and the
+``PIPELINE_SHADOW_SHARE=--share`` (default 0.5, the setting's default: the challenger scores that
+share of requests beside the champion, and the comparison is logged) and ``off`` with
+``PIPELINE_SHADOW_SHARE=0``; both with no canary and the
 impression log on (each its own). Then, ``--rounds`` times, the order swapped every round, a
 ``wrk`` capacity run and an open-loop latency run at ``--rate`` requests/s per side. Prints one
 JSON object as its last line; ``cost`` is on minus off (p95 ms, CPU ms per request) and on over
@@ -57,6 +58,7 @@ def add_challenger(warehouse, sample_file: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     on_off_arguments(parser)
+    parser.add_argument("--share", type=float, default=0.5, help="the on side's PIPELINE_SHADOW_SHARE")
     parser.add_argument("--start", choices=("on", "off"), default="on",
                         help="which server starts first (a side's place can bias it: run both)")
     args = parser.parse_args()
@@ -71,7 +73,8 @@ def main() -> None:
         requests = args.data / "requests.parquet"
         bodies, script = wrk_replay(requests, tmp_path)
         common = {**settings, "PIPELINE_CANARY_SHARE": "0"}
-        order = (("on", "1"), ("off", "0")) if args.start == "on" else (("off", "0"), ("on", "1"))
+        order = (("on", str(args.share)), ("off", "0"))
+        order = order if args.start == "on" else order[::-1]
         sides = {name: stack.enter_context(serving(warehouse, {
             **common, "PIPELINE_SHADOW_SHARE": share, "PIPELINE_IMPRESSION_LOG_DIR": str(tmp_path / f"log-{name}")},
             args.workers, log=tmp_path / f"{name}.log")) for name, share in order}
@@ -81,7 +84,7 @@ def main() -> None:
         results = side_figures(capacity, latency, cpu, args.rate)
     cost = on_off_cost(results)
     print(json.dumps({"store": args.store, "workers": args.workers, "connections": args.connections,
-                      "start": args.start, "seconds": args.seconds, "rounds": args.rounds,
+                      "start": args.start, "share": args.share, "seconds": args.seconds, "rounds": args.rounds,
                       "challenger_loaded": shadowed,
                       "on": results["on"], "off": results["off"], "cost": cost, "machine": machine(),
                       "command": " ".join(["python", "bench/shadow.py", *sys.argv[1:]])}))

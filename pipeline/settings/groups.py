@@ -191,9 +191,10 @@ class ReleaseSettings:
         "the share of users the challenger answers while one is out (by a hash of user id and challenger "
         "version: a user sees one model); 0 = no canary, the challenger is only shadow-scored (docs/OPERATIONS.md, "
         "\"Releasing a model\")"), fraction())
-    shadow_share: float = env("PIPELINE_SHADOW_SHARE", 1.0, (
+    shadow_share: float = env("PIPELINE_SHADOW_SHARE", 0.5, (
         "the share of requests on which the model that did not answer scores the same candidates (logged, never "
-        "changing the answer); 0 = no shadow scoring"), fraction())
+        "changing the answer); 1 = all, which measured ~11% of capacity against the 10% budget "
+        "(docs/PERFORMANCE.md); 0 = no shadow scoring"), fraction())
     operator: str = env("PIPELINE_OPERATOR", "", (
         "who `pipeline promote`, `retire`, `challenge` and `rollback model` record as deciding (`--by` overrides); "
         "unset = the login name"))

@@ -34,7 +34,8 @@ def test_the_judge_promotes_a_better_challenger_and_rolls_back_a_worse_one(tiny_
     roles = Registry(warehouse.registry).roles()
     export = Artifact(warehouse.export)
     champion, challenger = export_of(export, roles.champion), export_of(export, roles.challenger)
-    api = ApiProcess(tmp_path, {**env, "PIPELINE_CANARY_SHARE": "0.2"}, workers=2, poll_interval_s=1.0)
+    api = ApiProcess(tmp_path, {**env, "PIPELINE_CANARY_SHARE": "0.2", "PIPELINE_SHADOW_SHARE": "1"}, workers=2,
+                     poll_interval_s=1.0)
     try:
         api.wait_until()
         assert set(_both_workers(api).values()) == {(champion, challenger)}
