@@ -111,20 +111,9 @@ class ApiMetrics:
 
     def refresh(self) -> None:
         """Write this worker's view of what it serves into its gauges."""
-        version = self.artifacts.model_version
-        if version != self._served:
-            if self._served:
-                self.model_info.labels(self._served).set(0)
-            self._served = version
-        if version:
-            self.model_info.labels(version).set(1)
+        self._served = _one_version(self.model_info, self._served, self.artifacts.model_version)
         challenger = self.artifacts.challenger.version if self.artifacts.challenger else ""
-        if challenger != self._challenger:
-            if self._challenger:
-                self.challenger_info.labels(self._challenger).set(0)
-            self._challenger = challenger
-        if challenger:
-            self.challenger_info.labels(challenger).set(1)
+        self._challenger = _one_version(self.challenger_info, self._challenger, challenger)
         self.reloads.set(self.artifacts.reloads)
         for kind in SERVED_ARTIFACTS:
             self.failures.labels(kind).set(self.artifacts.failures[kind])
@@ -163,6 +152,15 @@ class ApiMetrics:
     def close(self) -> None:
         if self.directory and Path(self.directory).is_dir():
             mark_process_dead(os.getpid(), self.directory)
+
+
+def _one_version(gauge: Gauge, before: str, now: str) -> str:
+    """Mark ``now`` (if any) as this worker's version on ``gauge`` and ``before`` as no longer; returns ``now``."""
+    if before and before != now:
+        gauge.labels(before).set(0)
+    if now:
+        gauge.labels(now).set(1)
+    return now
 
 
 class CountRecommendations:

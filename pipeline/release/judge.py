@@ -103,7 +103,8 @@ class Verdict:
                 f"{self.difference:+.4f}, bounds [{self.lower:+.4f}, {self.upper:+.4f}]; " + "; ".join(self.reasons))
 
 
-def _days(since: dt.datetime, until: dt.datetime) -> list[str]:
+def days_between(since: dt.datetime, until: dt.datetime) -> list[str]:
+    """The UTC days from ``since``'s to ``until``'s, both included."""
     day, days = since.date(), []
     while day <= until.date():
         days.append(day.isoformat())
@@ -116,7 +117,7 @@ def logged_answers(log_dir: Path, since: dt.datetime, until: dt.datetime | None 
     the shown list (unreadable segments are skipped: the day's collection names them)."""
     until = until or dt.datetime.now(dt.UTC)
     tables = []
-    for day in _days(since, until):
+    for day in days_between(since, until):
         for path in segments(log_dir, day):
             try:
                 table = read_segment(path)

@@ -13,7 +13,7 @@ from pipeline.data.layout import Warehouse
 from pipeline.model.training.release import EVALUATION_FILE
 from pipeline.publish import Artifact
 from pipeline.release import drift
-from pipeline.release.judge import Policy, Verdict, clicked_pairs, judge, logged_answers
+from pipeline.release.judge import Policy, Verdict, clicked_pairs, days_between, judge, logged_answers
 from pipeline.release.registry import Decision, Registry, Roles
 from pipeline.release.switch import export_of, follow_roles
 
@@ -109,9 +109,7 @@ def judge_canary(warehouse: Warehouse, log_dir: Path, click_files: Callable[[str
         return None, {}
     since = dt.datetime.fromisoformat(roles.latest[roles.challenger].at)
     answers = logged_answers(log_dir, since)
-    first, last = since.date(), dt.datetime.now(dt.UTC).date()
-    days = [(first + dt.timedelta(n)).isoformat() for n in range((last - first).days + 1)]
-    clicks = clicked_pairs([f for day in days for f in click_files(day)])
+    clicks = clicked_pairs([f for day in days_between(since, dt.datetime.now(dt.UTC)) for f in click_files(day)])
     verdict = judge(answers, clicks, champion_export, challenger_export, policy or Policy(), since=since.isoformat())
     report = drift.latest(warehouse.drift)
     blocked = report.blocking() if report is not None and report.challenger == roles.challenger else []
